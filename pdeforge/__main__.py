@@ -1,0 +1,5 @@
+import sys
+
+from pdeforge.cli import main
+
+sys.exit(main())

@@ -1,0 +1,267 @@
+"""Validation of dataset files against format version 1 (``pdeforge check FILE``).
+
+Every rule of DESIGN.md "Dataset file" is checked here; a violation is an error (the file
+is not in the published format), a departure from a recommendation (chunking) a warning.
+Used by the CLI, by the runner on every file it assembles, and by the readers' open path
+(:func:`open_h5`), which turns unreadable files into one clear error.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pdeforge.datasets.format import (
+    ATTR_CONFIG,
+    ATTR_FORMAT,
+    ATTR_N_SAMPLES,
+    ATTR_PROBLEM,
+    ATTR_SEED,
+    ATTR_STATUS,
+    CONVERGED,
+    COORDINATE_DIMS,
+    DIAGNOSTIC,
+    FORMAT_VERSION,
+    INPUT,
+    OUTPUT,
+    PARAMETER,
+    REQUIRED_DIAGNOSTICS,
+    REQUIRED_ROOT_ATTRS,
+    ROLES,
+    SAMPLE,
+    STATUS_COMPLETE,
+    attr_value,
+)
+from pdeforge.errors import DatasetFormatError
+
+#: Bytes read at a time when scanning data for non-finite values.
+_SCAN_BYTES = 64 * 2**20
+
+
+@dataclass
+class CheckReport:
+    path: Path
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def format(self) -> str:
+        lines = [f"{self.path}: " + ("OK" if self.ok else f"{len(self.errors)} problem(s)")]
+        lines += [f"  error: {e}" for e in self.errors]
+        lines += [f"  warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+def open_h5(path: str | Path):
+    """Open an HDF5 file read-only, turning every way it can be unreadable into one error."""
+    import h5py
+
+    path = Path(path)
+    if not path.exists():
+        raise DatasetFormatError(f"{path}: no such file; check the path")
+    if path.is_dir():
+        raise DatasetFormatError(f"{path} is a directory, not a dataset file")
+    try:
+        is_hdf5 = h5py.is_hdf5(path)
+    except OSError as exc:
+        raise DatasetFormatError(f"{path}: cannot read the file ({exc})") from None
+    if not is_hdf5:
+        raise DatasetFormatError(
+            f"{path} is not an HDF5/netCDF4 file (wrong file, or truncated at the start); "
+            "a pdeforge dataset is written by `pdeforge generate`"
+        )
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise DatasetFormatError(
+            f"{path} is a damaged HDF5 file ({_first_line(exc)}): it was probably truncated "
+            "by an interrupted copy or write; copy or regenerate it"
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def check_file(path: str | Path, scan_data: bool = True) -> CheckReport:
+    """Validate ``path`` against format version 1.
+
+    Args:
+        path: the file.
+        scan_data: also read every input/output field of converged samples and report
+            non-finite values (reads the whole file, block by block).
+
+    Returns:
+        A :class:`CheckReport`; ``report.ok`` is False when the file violates the format.
+    """
+    report = CheckReport(Path(path))
+    try:
+        h5 = open_h5(path)
+    except DatasetFormatError as exc:
+        report.errors.append(str(exc))
+        return report
+    with h5:
+        _check_root_attrs(h5, report)
+    try:
+        import h5netcdf
+
+        with h5netcdf.File(path, "r") as nc:
+            _check_structure(nc, report)
+            if scan_data and not report.errors:
+                _scan_values(nc, report)
+    except Exception as exc:  # noqa: BLE001 - any failure here means "not valid netCDF4"
+        report.errors.append(f"not readable as netCDF4 by h5netcdf: {_first_line(exc)}")
+        return report
+    if not report.errors:
+        try:
+            import xarray as xr
+
+            with xr.open_dataset(path, engine="h5netcdf") as ds:
+                if ds.sizes.get(SAMPLE) is None:
+                    report.errors.append("xarray sees no 'sample' dimension")
+        except Exception as exc:  # noqa: BLE001
+            report.errors.append(f"xarray cannot open the file: {_first_line(exc)}")
+    return report
+
+
+def _check_root_attrs(h5: Any, report: CheckReport) -> None:
+    attrs = h5.attrs
+    missing = [a for a in REQUIRED_ROOT_ATTRS if a not in attrs]
+    if missing:
+        report.errors.append(f"missing root attribute(s): {', '.join(missing)}")
+    fmt = attr_value(attrs, ATTR_FORMAT)
+    if fmt is not None and fmt != FORMAT_VERSION:
+        report.errors.append(
+            f"root attribute {ATTR_FORMAT} is {fmt!r}; this pdeforge reads version "
+            f"{FORMAT_VERSION}"
+        )
+    status = attr_value(attrs, ATTR_STATUS)
+    if status is not None and status != STATUS_COMPLETE:
+        report.errors.append(
+            f"status is {status!r}, not {STATUS_COMPLETE!r}: the file is incomplete; "
+            "re-run the `pdeforge generate` command that made it to finish it"
+        )
+    n = attr_value(attrs, ATTR_N_SAMPLES)
+    if n is not None and not isinstance(n, int | np.integer):
+        report.errors.append(f"root attribute n_samples must be an integer, got {n!r}")
+    cfg_text = attr_value(attrs, ATTR_CONFIG)
+    if cfg_text is not None:
+        try:
+            cfg = json.loads(cfg_text)
+        except (TypeError, ValueError):
+            report.errors.append("root attribute config is not valid JSON")
+        else:
+            if not isinstance(cfg, dict):
+                report.errors.append("root attribute config must be a JSON object")
+            else:
+                for key, attr in (("problem", ATTR_PROBLEM), ("seed", ATTR_SEED),
+                                  ("n_samples", ATTR_N_SAMPLES)):
+                    if key in cfg and attr in attrs and cfg[key] != attr_value(attrs, attr):
+                        report.errors.append(
+                            f"config[{key!r}] = {cfg[key]!r} disagrees with root attribute "
+                            f"{attr} = {attr_value(attrs, attr)!r}"
+                        )
+
+
+def _check_structure(nc: Any, report: CheckReport) -> None:
+    dims = {name: d.size for name, d in nc.dimensions.items()}
+    if SAMPLE not in dims:
+        report.errors.append(f"no {SAMPLE!r} dimension")
+        return
+    n_attr = attr_value(nc.attrs, ATTR_N_SAMPLES)
+    if isinstance(n_attr, int) and dims[SAMPLE] != n_attr:
+        report.errors.append(
+            f"dimension sample has length {dims[SAMPLE]} but n_samples = {n_attr}"
+        )
+    for d in COORDINATE_DIMS:
+        if d not in dims:
+            continue
+        if d not in nc.variables:
+            report.errors.append(f"dimension {d!r} has no coordinate variable {d!r}")
+            continue
+        var = nc.variables[d]
+        if var.dimensions != (d,):
+            report.errors.append(f"coordinate {d!r} must be 1-D over ({d!r},), "
+                                 f"has dims {var.dimensions}")
+            continue
+        values = np.asarray(var[:])
+        if not np.issubdtype(values.dtype, np.number) or not np.all(np.isfinite(values)):
+            report.errors.append(f"coordinate {d!r} must hold finite numbers")
+        elif values.size > 1 and not np.all(np.diff(values) > 0):
+            report.errors.append(f"coordinate {d!r} is not strictly increasing")
+    roles: dict[str, list[str]] = {r: [] for r in ROLES}
+    for name, var in nc.variables.items():
+        if name in dims:
+            continue  # coordinate variable
+        vdims = var.dimensions
+        role = attr_value(var.attrs, "role")
+        if role not in ROLES:
+            report.errors.append(
+                f"variable {name!r}: attribute role is {role!r}, expected one of {ROLES}"
+            )
+        else:
+            roles[role].append(name)
+        if "units" not in var.attrs and "long_name" not in var.attrs:
+            report.errors.append(f"variable {name!r} has neither units nor long_name")
+        if SAMPLE in vdims and vdims[0] != SAMPLE:
+            report.errors.append(
+                f"variable {name!r}: dimension sample must come first, dims are {vdims}"
+            )
+        if np.issubdtype(var.dtype, np.complexfloating):
+            report.errors.append(
+                f"variable {name!r} is complex; store <name>_re/<name>_im or a component dim"
+            )
+        if role in (INPUT, OUTPUT) and SAMPLE in vdims and len(vdims) > 1:
+            if var.dtype not in (np.float32, np.float64):
+                report.errors.append(
+                    f"field {name!r} has dtype {var.dtype}; fields are float32 or float64"
+                )
+            chunks = var.chunks
+            if chunks is None or chunks[0] != 1:
+                report.warnings.append(
+                    f"field {name!r} is stored with chunks {chunks}; one sample per chunk "
+                    "is recommended for per-sample reads"
+                )
+    for name in REQUIRED_DIAGNOSTICS:
+        if name not in nc.variables:
+            report.errors.append(f"missing per-sample diagnostic {name!r}")
+        elif nc.variables[name].dimensions != (SAMPLE,):
+            report.errors.append(f"diagnostic {name!r} must have dims ('sample',)")
+        elif attr_value(nc.variables[name].attrs, "role") != DIAGNOSTIC:
+            report.errors.append(f"variable {name!r} must have role 'diagnostic'")
+    if not roles[INPUT] and not roles[PARAMETER]:
+        report.errors.append("no variable with role 'input' or 'parameter'")
+    if not roles[OUTPUT]:
+        report.errors.append("no variable with role 'output'")
+
+
+def _scan_values(nc: Any, report: CheckReport) -> None:
+    converged = np.asarray(nc.variables[CONVERGED][:]).astype(bool)
+    if not np.all(np.isin(np.asarray(nc.variables[CONVERGED][:]).astype(np.int64), (0, 1))):
+        report.errors.append("diagnostic 'converged' holds values other than 0/1")
+    for name, var in nc.variables.items():
+        if attr_value(var.attrs, "role") not in (INPUT, OUTPUT) or not var.dimensions:
+            continue
+        if var.dimensions[0] != SAMPLE or not np.issubdtype(var.dtype, np.floating):
+            continue
+        per_sample = max(1, int(np.prod(var.shape[1:])) * var.dtype.itemsize)
+        step = max(1, _SCAN_BYTES // per_sample)
+        bad: list[int] = []
+        for start in range(0, var.shape[0], step):
+            block = np.asarray(var[start : start + step])
+            finite = np.isfinite(block.reshape(block.shape[0], -1)).all(axis=1)
+            idx = start + np.flatnonzero(~finite)
+            bad += [int(i) for i in idx if converged[i]]
+        if bad:
+            report.errors.append(
+                f"field {name!r} has non-finite values in {len(bad)} converged sample(s) "
+                f"(first: {bad[:5]})"
+            )

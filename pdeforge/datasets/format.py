@@ -1,0 +1,268 @@
+"""The pdeforge dataset file, format version 1: names, and the one writer.
+
+The contract is written down in ``DESIGN.md`` (section "Dataset file"); this module holds
+its fixed names as constants and the only code that writes such files, so that shards,
+assembled datasets and prediction files cannot drift apart. ``check.py`` validates files
+against the same constants.
+
+A file is HDF5 that is also valid netCDF4 (written with h5netcdf): plain
+``xarray.open_dataset(path, engine="h5netcdf")`` opens it, and h5py reads it directly.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT_VERSION = 1
+
+# Dimension names (DESIGN.md): `sample` first on every per-sample variable.
+SAMPLE = "sample"
+X, Y, Z = "x", "y", "z"
+T = "t"
+VX, VY, VZ = "vx", "vy", "vz"
+COMPONENT = "component"
+SPATIAL_DIMS = (X, Y, Z)
+#: Dimensions that must come with a 1-D coordinate variable of the same name.
+COORDINATE_DIMS = (X, Y, Z, T, VX, VY, VZ)
+
+# Variable roles.
+INPUT, OUTPUT, PARAMETER, DIAGNOSTIC = "input", "output", "parameter", "diagnostic"
+ROLES = (INPUT, OUTPUT, PARAMETER, DIAGNOSTIC)
+
+# Diagnostics every file carries, one value per sample.
+CONVERGED = "converged"
+SOLVE_SECONDS = "solve_seconds"
+REQUIRED_DIAGNOSTICS = (CONVERGED, SOLVE_SECONDS)
+
+# Root attributes.
+ATTR_FORMAT = "pdeforge_format"
+ATTR_PROBLEM = "problem"
+ATTR_SOLVER = "solver"
+ATTR_VERSION = "pdeforge_version"
+ATTR_SEED = "seed"
+ATTR_N_SAMPLES = "n_samples"
+ATTR_CONFIG = "config"
+ATTR_CREATED = "created"
+ATTR_STATUS = "status"
+REQUIRED_ROOT_ATTRS = (
+    ATTR_FORMAT,
+    ATTR_PROBLEM,
+    ATTR_SOLVER,
+    ATTR_VERSION,
+    ATTR_SEED,
+    ATTR_N_SAMPLES,
+    ATTR_CONFIG,
+    ATTR_CREATED,
+    ATTR_STATUS,
+)
+STATUS_COMPLETE = "complete"
+STATUS_SHARD = "shard"
+
+COMPRESSIONS = ("none", "lzf", "gzip")
+FIELD_DTYPES = ("float32", "float64")
+
+# xarray's convention for booleans in netCDF: int8 storage plus attrs["dtype"] = "bool";
+# xarray decodes such a variable back to bool.
+_BOOL_ATTR = "dtype"
+
+
+@dataclass(frozen=True)
+class VarSpec:
+    """One per-sample variable of a problem family.
+
+    Attributes:
+        name: variable name in the file.
+        dims: dimensions after ``sample`` (e.g. ``("x", "y")``; ``()`` for a scalar).
+        role: one of :data:`ROLES`.
+        dtype: numpy dtype name; ``"field"`` means the dataset's field dtype
+            (float32 by default, float64 on request).
+        attrs: ``units`` and/or ``long_name`` and anything else worth keeping.
+    """
+
+    name: str
+    dims: tuple[str, ...]
+    role: str
+    dtype: str = "field"
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+
+    def resolved_dtype(self, field_dtype: str) -> np.dtype:
+        return np.dtype(field_dtype if self.dtype == "field" else self.dtype)
+
+
+@dataclass(frozen=True)
+class Coordinate:
+    """A 1-D coordinate variable named like its dimension."""
+
+    name: str
+    values: np.ndarray
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+
+
+def diagnostic_specs(extra: Sequence[VarSpec] = ()) -> list[VarSpec]:
+    """The diagnostics every file has, followed by a solver's own."""
+    base = [
+        VarSpec(CONVERGED, (), DIAGNOSTIC, "bool", {"long_name": "solver converged"}),
+        VarSpec(
+            SOLVE_SECONDS, (), DIAGNOSTIC, "float64",
+            {"units": "s", "long_name": "wall time of the solve"},
+        ),
+    ]
+    return base + list(extra)
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+def config_json(config: Mapping[str, Any]) -> str:
+    """Canonical JSON of a resolved config (sorted keys: equal configs, equal strings)."""
+    return json.dumps(config, sort_keys=True, separators=(",", ":"))
+
+
+class DatasetWriter:
+    """Create a format-1 file and fill it sample block by sample block.
+
+    The file is created with every variable at its final size, chunked one sample per
+    chunk; :meth:`write` fills rows ``start:start + len(block)``. Callers write to a
+    temporary name and rename when done (see ``runner.py``), so a reader never sees a
+    half-written file under the final name.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        specs: Sequence[VarSpec],
+        coords: Sequence[Coordinate],
+        n_samples: int,
+        attrs: Mapping[str, Any],
+        field_dtype: str = "float32",
+        compression: str = "none",
+    ) -> None:
+        import h5netcdf
+
+        self.path = Path(path)
+        self.specs = {s.name: s for s in specs}
+        self.n_samples = int(n_samples)
+        self._file = h5netcdf.File(self.path, "w")
+        try:
+            dims: dict[str, int] = {SAMPLE: self.n_samples}
+            for c in coords:
+                dims[c.name] = len(c.values)
+            self._file.dimensions = dims
+            for c in coords:
+                v = self._file.create_variable(c.name, (c.name,), data=np.asarray(c.values))
+                v.attrs.update(_attr_values(c.attrs))
+            comp = None if compression == "none" else compression
+            comp_opts = 1 if compression == "gzip" else None
+            for s in specs:
+                dtype = s.resolved_dtype(field_dtype)
+                store = np.int8 if dtype == np.bool_ else dtype
+                shape = tuple(dims[d] for d in s.dims)
+                v = self._file.create_variable(
+                    s.name,
+                    (SAMPLE, *s.dims),
+                    dtype=store,
+                    chunks=(1, *shape),
+                    compression=comp if shape else None,
+                    compression_opts=comp_opts if shape else None,
+                )
+                var_attrs = dict(s.attrs)
+                var_attrs["role"] = s.role
+                if dtype == np.bool_:
+                    var_attrs[_BOOL_ATTR] = "bool"
+                v.attrs.update(_attr_values(var_attrs))
+            self._file.attrs.update(_attr_values(attrs_with_defaults(attrs, self.n_samples)))
+        except BaseException:
+            self._file.close()
+            raise
+
+    def write(self, start: int, block: Mapping[str, np.ndarray]) -> None:
+        """Write arrays whose first axis is the sample axis at rows ``start:...``."""
+        missing = set(self.specs) - set(block)
+        if missing:
+            raise KeyError(f"block lacks variables {sorted(missing)}")
+        for name in self.specs:
+            arr = np.asarray(block[name])
+            var = self._file.variables[name]
+            if arr.shape[1:] != var.shape[1:]:
+                raise ValueError(
+                    f"variable {name!r}: block has shape {arr.shape[1:]} per sample, "
+                    f"file expects {var.shape[1:]}"
+                )
+            var[start : start + arr.shape[0]] = arr.astype(var.dtype, copy=False)
+
+    def set_attrs(self, **attrs: Any) -> None:
+        self._file.attrs.update(_attr_values(attrs))
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def attrs_with_defaults(attrs: Mapping[str, Any], n_samples: int) -> dict[str, Any]:
+    out = {ATTR_FORMAT: FORMAT_VERSION, ATTR_CREATED: utc_now(), ATTR_N_SAMPLES: n_samples}
+    out.update(attrs)
+    return out
+
+
+def _attr_values(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """netCDF-storable attribute values (dicts become JSON, bools become int8)."""
+    out: dict[str, Any] = {}
+    for k, v in attrs.items():
+        if isinstance(v, Mapping):
+            v = config_json(v)
+        elif isinstance(v, bool | np.bool_):
+            v = np.int8(v)
+        elif isinstance(v, int) and not isinstance(v, bool):
+            v = np.int64(v)
+        elif isinstance(v, float):
+            v = np.float64(v)
+        out[k] = v
+    return out
+
+
+def read_block(h5file: Any, names: Sequence[str], start: int, stop: int) -> dict[str, np.ndarray]:
+    """Rows ``start:stop`` of variables of an open h5py file, booleans decoded."""
+    out = {}
+    for name in names:
+        ds = h5file[name]
+        arr = ds[start:stop]
+        if _attr_str(ds.attrs.get(_BOOL_ATTR)) == "bool":
+            arr = arr.astype(bool)
+        out[name] = arr
+    return out
+
+
+def attr_value(attrs: Any, key: str) -> Any:
+    """An attribute as a plain Python value (netCDF stores scalars as 1-element arrays)."""
+    value = attrs.get(key)
+    if isinstance(value, bytes | np.bytes_):
+        return value.decode()
+    if isinstance(value, np.ndarray) and value.size == 1:
+        value = value.reshape(()).item()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _attr_str(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.ndarray) and value.size == 1:
+        return _attr_str(value.item())
+    return str(value)

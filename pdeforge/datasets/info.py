@@ -1,0 +1,94 @@
+"""Human and JSON summaries of a dataset file (``pdeforge info FILE``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pdeforge.datasets.format import (
+    ATTR_CONFIG,
+    CONVERGED,
+    DIAGNOSTIC,
+    REQUIRED_ROOT_ATTRS,
+    SAMPLE,
+    attr_value,
+)
+from pdeforge.datasets.readers import verify_dataset
+
+
+def describe(path: str | Path) -> dict[str, Any]:
+    """A JSON-serialisable summary: attributes, sizes, variables, diagnostics, config."""
+    import h5netcdf
+
+    path = Path(path)
+    verify_dataset(path, require_complete=False)
+    with h5netcdf.File(path, "r") as nc:
+        attrs = {k: attr_value(nc.attrs, k) for k in nc.attrs if k != ATTR_CONFIG}
+        try:
+            config = json.loads(attr_value(nc.attrs, ATTR_CONFIG))
+        except (TypeError, ValueError):
+            config = None
+        dims = {name: d.size for name, d in nc.dimensions.items()}
+        coords, variables, diagnostics = {}, [], {}
+        for name, var in nc.variables.items():
+            if name in dims:
+                values = np.asarray(var[:])
+                coords[name] = {"size": int(values.size), "min": float(values.min()),
+                                "max": float(values.max())}
+                continue
+            role = attr_value(var.attrs, "role")
+            variables.append({
+                "name": name, "dims": list(var.dimensions), "dtype": str(var.dtype),
+                "role": role, "units": attr_value(var.attrs, "units"),
+                "long_name": attr_value(var.attrs, "long_name"),
+            })
+            if role == DIAGNOSTIC and var.dimensions == (SAMPLE,):
+                values = np.asarray(var[:])
+                if name == CONVERGED:
+                    diagnostics[name] = {"true": int(values.astype(bool).sum()),
+                                         "false": int((~values.astype(bool)).sum())}
+                elif values.size and np.issubdtype(values.dtype, np.number):
+                    v = values.astype(np.float64)
+                    diagnostics[name] = {"mean": float(np.nanmean(v)), "min": float(np.nanmin(v)),
+                                         "max": float(np.nanmax(v)), "total": float(np.nansum(v))}
+    size = path.stat().st_size
+    n = dims.get(SAMPLE, 0)
+    return {
+        "path": str(path), "attrs": attrs, "file_bytes": size,
+        "bytes_per_sample": size / n if n else None, "dims": dims, "coords": coords,
+        "variables": variables, "diagnostics": diagnostics, "config": config,
+    }
+
+
+def format_description(d: dict[str, Any]) -> str:
+    a = d["attrs"]
+    lines = [
+        f"file      {d['path']}  ({d['file_bytes'] / 2**20:.2f} MiB, "
+        + (f"{d['bytes_per_sample'] / 2**10:.1f} KiB/sample)" if d["bytes_per_sample"] else ")"),
+    ]
+    for key in REQUIRED_ROOT_ATTRS:
+        if key in a:
+            lines.append(f"{key:<18}{a[key]}")
+    lines.append("dims      " + ", ".join(f"{k}={v}" for k, v in d["dims"].items()))
+    for name, c in d["coords"].items():
+        lines.append(f"  coord {name:<8} {c['size']} points in [{c['min']:.4g}, {c['max']:.4g}]")
+    lines.append("variables")
+    for v in d["variables"]:
+        label = v["long_name"] or ""
+        if v["units"]:
+            label += f" [{v['units']}]"
+        lines.append(f"  {v['role'] or '?':<11} {v['name']:<16} ({', '.join(v['dims'])}) "
+                     f"{v['dtype']:<8} {label}")
+    lines.append("diagnostics")
+    for name, s in d["diagnostics"].items():
+        if name == CONVERGED:
+            lines.append(f"  {name:<16} {s['true']} converged, {s['false']} not")
+        else:
+            lines.append(f"  {name:<16} mean {s['mean']:.4g}  min {s['min']:.4g}  "
+                         f"max {s['max']:.4g}  total {s['total']:.4g}")
+    lines.append("config")
+    lines.append("  " + json.dumps(d["config"], indent=2, sort_keys=True).replace("\n", "\n  "))
+    return "\n".join(lines)

@@ -1,0 +1,64 @@
+"""Readers of dataset files: xarray (labelled, lazy) and the variable-role helpers.
+
+``open_dataset`` is plain ``xarray.open_dataset(path, engine="h5netcdf")`` behind a
+check that the file is a readable, complete format-1 dataset, so that a truncated or
+foreign file fails at once with a clear message instead of deep inside a training loop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pdeforge.datasets.check import open_h5
+from pdeforge.datasets.format import (
+    ATTR_FORMAT,
+    ATTR_STATUS,
+    FORMAT_VERSION,
+    STATUS_COMPLETE,
+    attr_value,
+)
+from pdeforge.errors import DatasetFormatError
+
+
+def verify_dataset(path: str | Path, require_complete: bool = True) -> None:
+    """Raise :class:`DatasetFormatError` unless ``path`` is a readable format-1 dataset."""
+    with open_h5(path) as h5:
+        fmt = attr_value(h5.attrs, ATTR_FORMAT)
+        if fmt is None:
+            raise DatasetFormatError(
+                f"{path} is an HDF5 file but not a pdeforge dataset (no root attribute "
+                f"{ATTR_FORMAT!r}); see DESIGN.md for the format, `pdeforge check` lists "
+                "what is missing"
+            )
+        if fmt != FORMAT_VERSION:
+            raise DatasetFormatError(
+                f"{path} has {ATTR_FORMAT}={fmt!r}; this pdeforge reads format "
+                f"{FORMAT_VERSION}: upgrade pdeforge or regenerate the file"
+            )
+        status = attr_value(h5.attrs, ATTR_STATUS)
+        if require_complete and status != STATUS_COMPLETE:
+            raise DatasetFormatError(
+                f"{path} is incomplete (status={status!r}); re-run the `pdeforge generate` "
+                "command that made it, which resumes and finishes it"
+            )
+
+
+def open_dataset(path: str | Path, *, require_complete: bool = True, **kwargs: Any):
+    """Open a pdeforge dataset lazily as an ``xarray.Dataset``.
+
+    Args:
+        path: dataset file (format version 1).
+        require_complete: refuse files whose ``status`` is not ``complete``.
+        **kwargs: passed to ``xarray.open_dataset`` (e.g. ``chunks={}`` for dask arrays).
+
+    Raises:
+        DatasetFormatError: missing, non-HDF5, truncated or non-pdeforge file.
+    """
+    import xarray as xr
+
+    verify_dataset(path, require_complete)
+    try:
+        return xr.open_dataset(path, engine="h5netcdf", **kwargs)
+    except Exception as exc:  # noqa: BLE001 - every failure here is a bad file
+        raise DatasetFormatError(f"{path}: xarray cannot open it as netCDF4 ({exc})") from None

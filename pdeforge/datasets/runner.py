@@ -1,0 +1,505 @@
+"""Generation runner: sharded, resumable, parallel on Dask (DESIGN.md "Generation runner").
+
+``generate()`` cuts samples 0..n-1 into shards of ``shard_size`` consecutive indices. Each
+shard is computed (in this process, or as one Dask task), written to a temporary file in
+``<out>.parts/`` and renamed into place only when complete, so a kill -9 at any moment
+loses at most the shards in flight. Running the same command again resumes: finished
+shards are kept, the rest computed. When every shard is there, they are assembled into
+``<out>`` (again through a temporary name and a rename), the assembled file is validated,
+and the parts directory is removed.
+
+Sample i depends only on (seed, problem config, i); the shard layout is part of the config,
+so the output is identical, bit for bit in every variable but the wall-time diagnostic,
+whatever the number of workers or the order in which shards finish.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pdeforge.datasets.format import (
+    ATTR_CONFIG,
+    ATTR_PROBLEM,
+    ATTR_SEED,
+    ATTR_SOLVER,
+    ATTR_STATUS,
+    ATTR_VERSION,
+    COMPRESSIONS,
+    CONVERGED,
+    FIELD_DTYPES,
+    STATUS_COMPLETE,
+    STATUS_SHARD,
+    DatasetWriter,
+    attr_value,
+    config_json,
+    read_block,
+)
+from pdeforge.datasets.problems import ProblemFamily, build_problem
+from pdeforge.errors import ConfigMismatchError, ConvergenceError, PdeforgeError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SHARD_SIZE = 64
+SCHEDULER_TIMEOUT = "20s"
+MANIFEST = "config.json"
+LOCK = "lock"
+#: Keys of the resolved config that define the data (everything is, today).
+_SHARD_NAME = "shard-{:06d}.nc"
+
+
+@dataclass
+class GenerateResult:
+    """What a call of :func:`generate` did."""
+
+    path: Path
+    n_samples: int
+    seconds: float
+    shards_total: int
+    shards_computed: int
+    nonconverged: list[int] = field(default_factory=list)
+    already_complete: bool = False
+
+
+def resolve_config(
+    problem: str,
+    n: int,
+    *,
+    resolution: int | None = None,
+    seed: int = 0,
+    options: Mapping[str, Any] | None = None,
+    dtype: str = "float32",
+    compression: str = "none",
+    shard_size: int = DEFAULT_SHARD_SIZE,
+) -> tuple[ProblemFamily, dict[str, Any]]:
+    """Validate user inputs and return the problem and the resolved generation config.
+
+    The config is stored in the file (root attribute ``config``) and is enough to
+    regenerate it: :func:`problem_from_config` rebuilds the problem from it.
+    """
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n <= 0:
+        raise PdeforgeError(f"--n must be a positive integer number of samples, got {n!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise PdeforgeError(f"--seed must be a non-negative integer, got {seed!r}")
+    if dtype not in FIELD_DTYPES:
+        raise PdeforgeError(f"--dtype must be one of {', '.join(FIELD_DTYPES)}, got {dtype!r}")
+    if compression not in COMPRESSIONS:
+        raise PdeforgeError(
+            f"--compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}"
+        )
+    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size <= 0:
+        raise PdeforgeError(f"--shard-size must be a positive integer, got {shard_size!r}")
+    prob = build_problem(problem, resolution, **dict(options or {}))
+    config = {
+        "problem": prob.name,
+        "n_samples": int(n),
+        "seed": int(seed),
+        "resolution": prob.resolution,
+        "options": prob.config,
+        "dtype": dtype,
+        "compression": compression,
+        "shard_size": int(shard_size),
+    }
+    # round trip through JSON so that the in-memory config equals the stored one
+    return prob, json.loads(config_json(config))
+
+
+def problem_from_config(config: Mapping[str, Any]) -> ProblemFamily:
+    return build_problem(config["problem"], config["resolution"], **config["options"])
+
+
+def _shard_ranges(n: int, size: int) -> list[tuple[int, int]]:
+    return [(s, min(n, s + size)) for s in range(0, n, size)]
+
+
+def _config_diff(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    diffs = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, "<missing>"), new.get(key, "<missing>")
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            diffs += _config_diff(a, b, f"{prefix}{key}.")
+        elif a != b:
+            diffs.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return diffs
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _locked(parts: Path) -> Iterator[None]:
+    """Exclusive lock on a parts directory (released by the kernel even on kill -9)."""
+    with open(parts / LOCK, "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PdeforgeError(
+                f"another `pdeforge generate` is writing {parts}; wait for it to finish "
+                "or stop it before running this command again"
+            ) from None
+        yield
+
+
+def _read_existing_config(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(config, status) of an existing output file, or (None, None) if it is not ours."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            cfg = attr_value(f.attrs, ATTR_CONFIG)
+            if cfg is None:
+                return None, None
+            return json.loads(cfg), attr_value(f.attrs, ATTR_STATUS)
+    except (OSError, ValueError):
+        return None, None
+
+
+def _compute_shard(config_text: str, start: int, stop: int) -> dict[str, np.ndarray]:
+    """One shard's arrays; runs in this process or on a Dask worker."""
+    config = json.loads(config_text)
+    problem = _cached_problem(config_text, config)
+    return dict(problem.generate(config["seed"], list(range(start, stop))))
+
+
+_PROBLEM_CACHE: dict[str, ProblemFamily] = {}
+
+
+def _cached_problem(key: str, config: Mapping[str, Any]) -> ProblemFamily:
+    if key not in _PROBLEM_CACHE:
+        _PROBLEM_CACHE.clear()
+        _PROBLEM_CACHE[key] = problem_from_config(config)
+    return _PROBLEM_CACHE[key]
+
+
+def _root_attrs(problem: ProblemFamily, config: Mapping[str, Any], status: str) -> dict:
+    from pdeforge import __version__
+
+    return {
+        ATTR_PROBLEM: problem.name,
+        ATTR_SOLVER: problem.solver_name,
+        ATTR_VERSION: __version__,
+        ATTR_SEED: int(config["seed"]),
+        ATTR_CONFIG: config_json(config),
+        ATTR_STATUS: status,
+    }
+
+
+def _write_file(
+    path: Path,
+    problem: ProblemFamily,
+    config: Mapping[str, Any],
+    n_samples: int,
+    blocks: Iterator[tuple[int, Mapping[str, np.ndarray]]],
+    status: str,
+    extra_attrs: Mapping[str, Any] | None = None,
+    validate: bool = False,
+) -> None:
+    """Write a file through a temporary name, renamed into place when complete.
+
+    With ``validate``, the finished temporary file must pass ``check_file`` (structure)
+    before it is renamed; a failure is a bug in pdeforge, raised as RuntimeError.
+    """
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        with DatasetWriter(
+            tmp,
+            specs=problem.variables(),
+            coords=problem.coordinates(),
+            n_samples=n_samples,
+            attrs={**_root_attrs(problem, config, status), **(extra_attrs or {})},
+            field_dtype=config["dtype"],
+            compression=config["compression"],
+        ) as writer:
+            for start, block in blocks:
+                writer.write(start, block)
+        if validate:
+            from pdeforge.datasets.check import check_file
+
+            report = check_file(tmp, scan_data=False)
+            if report.errors:
+                raise RuntimeError(f"assembled file for {path} failed validation: "
+                                   f"{report.errors}")
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _shard_is_valid(path: Path, start: int, stop: int, config_text: str) -> bool:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return (
+                attr_value(f.attrs, ATTR_STATUS) == STATUS_SHARD
+                and attr_value(f.attrs, "shard_start") == start
+                and f[CONVERGED].shape[0] == stop - start
+                and attr_value(f.attrs, ATTR_CONFIG) == config_text
+            )
+    except (OSError, KeyError, ValueError, TypeError):
+        return False
+
+
+def generate(
+    problem: str,
+    n: int,
+    out: str | os.PathLike,
+    *,
+    resolution: int | None = None,
+    seed: int = 0,
+    options: Mapping[str, Any] | None = None,
+    workers: int = 1,
+    scheduler: str | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    dtype: str = "float32",
+    compression: str = "none",
+    strict: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> GenerateResult:
+    """Generate ``n`` samples of ``problem`` into the dataset file ``out``.
+
+    Args:
+        problem: problem family name (``pdeforge.datasets.problems.available()``).
+        n: number of samples.
+        out: output file; ``<out>.parts/`` holds finished shards until assembly.
+        resolution: grid points per axis (family default when None).
+        seed: base seed; sample i uses ``sample_rng(seed, i)``.
+        options: problem and solver options (see ``pdeforge generate PROBLEM --help``).
+        workers: local Dask workers (processes); 1 computes in this process.
+        scheduler: address of an existing Dask scheduler (overrides ``workers``).
+        shard_size: samples per shard (part of the config: resume needs the same value).
+        dtype: ``float32`` or ``float64`` for fields.
+        compression: ``none``, ``lzf`` or ``gzip`` (level 1).
+        strict: raise instead of recording samples that did not converge.
+        overwrite: discard an existing output or partial run made with another config.
+        progress: show a progress bar (samples, rate, ETA).
+
+    Returns:
+        A :class:`GenerateResult`.
+
+    Raises:
+        PdeforgeError: bad inputs, a config mismatch, or (``strict``) non-converged samples.
+    """
+    t0 = time.perf_counter()
+    out = Path(out)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise PdeforgeError(f"--workers must be a positive integer, got {workers!r}")
+    prob, config = resolve_config(
+        problem, n, resolution=resolution, seed=seed, options=options, dtype=dtype,
+        compression=compression, shard_size=shard_size,
+    )
+    if not out.parent.is_dir():
+        raise PdeforgeError(
+            f"output directory {out.parent} does not exist; create it first "
+            f"(mkdir -p {out.parent}) or choose another --out"
+        )
+    if out.is_dir():
+        raise PdeforgeError(f"--out {out} is a directory; give a file name such as {out}/data.nc")
+    text = config_json(config)
+    ranges = _shard_ranges(config["n_samples"], config["shard_size"])
+
+    if out.exists():
+        old, status = _read_existing_config(out)
+        if old is None and not overwrite:
+            raise PdeforgeError(
+                f"{out} exists and is not a pdeforge dataset; choose another --out "
+                "or pass --overwrite to replace it"
+            )
+        if old == config and status == STATUS_COMPLETE and not overwrite:
+            log.info("%s is already complete with this config; nothing to do", out)
+            return GenerateResult(out, config["n_samples"], time.perf_counter() - t0,
+                                  len(ranges), 0, _nonconverged_in_file(out), True)
+        if old is not None and old != config and not overwrite:
+            raise ConfigMismatchError(
+                f"{out} was generated with a different config "
+                f"({'; '.join(_config_diff(old, config))}); choose another --out "
+                "or pass --overwrite to replace it"
+            )
+
+    parts = Path(f"{out}.parts")
+    if parts.exists() and overwrite:
+        shutil.rmtree(parts)
+    parts.mkdir(exist_ok=True)
+    with _locked(parts):
+        manifest = parts / MANIFEST
+        if manifest.exists():
+            try:
+                old = json.loads(manifest.read_text())
+            except ValueError:
+                old = None
+            if old != config:
+                diff = "; ".join(_config_diff(old, config)) if isinstance(old, dict) else (
+                    "unreadable manifest")
+                raise ConfigMismatchError(
+                    f"{parts} holds a partial run with a different config ({diff}); "
+                    "re-run with the original options to resume, choose another --out, "
+                    "or pass --overwrite to discard it"
+                )
+        else:
+            _atomic_write_text(manifest, json.dumps(config, indent=2, sort_keys=True))
+        for stale in parts.glob("*.tmp-*"):
+            stale.unlink()
+        for stale in out.parent.glob(f"{out.name}.tmp-*"):
+            stale.unlink()
+
+        pending = []
+        for j, (start, stop) in enumerate(ranges):
+            path = parts / _SHARD_NAME.format(j)
+            if path.exists() and not _shard_is_valid(path, start, stop, text):
+                bad = path.with_name(f"{path.name}.invalid-{int(time.time())}")
+                os.replace(path, bad)
+                warnings.warn(f"shard {path.name} was damaged; moved to {bad.name} and "
+                              "recomputing it", stacklevel=2)
+            if not path.exists():
+                pending.append(j)
+        done = sum(stop - start for j, (start, stop) in enumerate(ranges) if j not in pending)
+
+        bar = _progress_bar(config, done, progress)
+        try:
+            def store(j: int, block: Mapping[str, np.ndarray]) -> None:
+                start, stop = ranges[j]
+                _write_file(parts / _SHARD_NAME.format(j), prob, config, stop - start,
+                            iter([(0, block)]), STATUS_SHARD,
+                            {"shard_index": j, "shard_start": start})
+                bar.update(stop - start)
+
+            if scheduler is None and workers == 1:
+                for j in pending:
+                    store(j, _compute_shard(text, *ranges[j]))
+            else:
+                _run_dask(text, ranges, pending, store, workers, scheduler)
+        except KeyboardInterrupt:
+            bar.close()
+            raise PdeforgeError(
+                f"interrupted; finished shards are kept in {parts}: re-run the same "
+                "command to resume"
+            ) from None
+        finally:
+            bar.close()
+
+        nonconverged = _nonconverged_in_shards(parts, ranges)
+        if nonconverged and strict:
+            raise ConvergenceError(
+                f"{len(nonconverged)} sample(s) did not converge (indices "
+                f"{_short_list(nonconverged)}); shards are kept in {parts}. Change the solver "
+                "options, or drop --strict to record them with converged=false"
+            )
+
+        def blocks() -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+            import h5py
+
+            names = [s.name for s in prob.variables()]
+            for j, (start, _stop) in enumerate(ranges):
+                with h5py.File(parts / _SHARD_NAME.format(j), "r") as f:
+                    yield start, read_block(f, names, 0, f[CONVERGED].shape[0])
+
+        _write_file(out, prob, config, config["n_samples"], blocks(), STATUS_COMPLETE,
+                    validate=True)
+    shutil.rmtree(parts)
+    if nonconverged:
+        warnings.warn(
+            f"{len(nonconverged)} of {config['n_samples']} samples did not converge "
+            f"(indices {_short_list(nonconverged)}); they are stored with converged=false",
+            stacklevel=2,
+        )
+    return GenerateResult(out, config["n_samples"], time.perf_counter() - t0, len(ranges),
+                          len(pending), nonconverged)
+
+
+def _short_list(values: list[int], limit: int = 10) -> str:
+    head = ", ".join(map(str, values[:limit]))
+    return head + (f", ... ({len(values) - limit} more)" if len(values) > limit else "")
+
+
+def _nonconverged_in_shards(parts: Path, ranges: list[tuple[int, int]]) -> list[int]:
+    import h5py
+
+    bad: list[int] = []
+    for j, (start, _stop) in enumerate(ranges):
+        with h5py.File(parts / _SHARD_NAME.format(j), "r") as f:
+            bad += (start + np.flatnonzero(f[CONVERGED][:] == 0)).tolist()
+    return bad
+
+
+def _nonconverged_in_file(path: Path) -> list[int]:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return np.flatnonzero(f[CONVERGED][:] == 0).tolist()
+
+
+def _progress_bar(config: Mapping[str, Any], initial: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    res = config["resolution"]
+    return tqdm(
+        total=config["n_samples"],
+        initial=initial,
+        unit="sample",
+        desc=f"{config['problem']} @ {res}",
+        disable=not enabled,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+
+
+def _run_dask(
+    config_text: str,
+    ranges: list[tuple[int, int]],
+    pending: list[int],
+    store: Callable[[int, Mapping[str, np.ndarray]], None],
+    workers: int,
+    scheduler: str | None,
+) -> None:
+    """Shards as Dask tasks; results are written here, as they arrive, by ``store``."""
+    if not pending:
+        return
+    from distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    try:
+        if scheduler is not None:
+            try:
+                client = Client(scheduler, timeout=SCHEDULER_TIMEOUT)
+            except OSError as exc:
+                raise PdeforgeError(
+                    f"cannot reach the Dask scheduler at {scheduler!r} ({exc}); check the "
+                    "address (e.g. tcp://host:8786) or use --workers K for a local cluster"
+                ) from None
+        else:
+            cluster = LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True,
+                dashboard_address=None, silence_logs=logging.ERROR,
+            )
+            client = Client(cluster)
+        with client:
+            futures = {
+                client.submit(_compute_shard, config_text, *ranges[j], pure=False): j
+                for j in pending
+            }
+            try:
+                for fut in as_completed(futures):
+                    store(futures[fut], fut.result())
+            finally:
+                for fut in futures:
+                    fut.cancel()
+    finally:
+        if cluster is not None:
+            cluster.close()

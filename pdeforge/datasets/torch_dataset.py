@@ -1,0 +1,217 @@
+"""``TorchDataset``: samples of a dataset file as (input, output) tensors for training.
+
+Each item is ``(x, y)`` with ``x`` shaped (C_in, *grid) and ``y`` shaped (C_out, *grid).
+The grid dims are the spatial dims (``x``, ``y``, ``z``) the fields share; every other
+non-sample dim of a field (time ``t``, ``component``, ...) is flattened into channels,
+in the order the variables are listed. A per-sample scalar (e.g. a ``parameter``) named as
+an input is broadcast to a constant channel.
+
+Reading is lazy by default for large files: h5py is opened on first access in each
+process (DataLoader workers each get their own handle, never a handle inherited across
+fork), and one sample is one chunk. Small files are read into memory once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+
+from pdeforge.datasets.check import open_h5
+from pdeforge.datasets.format import (
+    CONVERGED,
+    INPUT,
+    OUTPUT,
+    SAMPLE,
+    SPATIAL_DIMS,
+    attr_value,
+)
+from pdeforge.datasets.readers import verify_dataset
+from pdeforge.errors import DatasetFormatError
+
+#: Files whose selected variables fit in this many bytes are loaded into memory ("auto").
+IN_MEMORY_BYTES = 2 * 2**30
+
+
+def _dims(h5var: Any) -> tuple[str, ...]:
+    """Dimension names of an h5py dataset written as netCDF4 (dimension scales)."""
+    names = []
+    for dim in h5var.dims:
+        if len(dim) == 0:
+            raise DatasetFormatError(
+                f"variable {h5var.name!r} has an axis without a named dimension; "
+                "the file is not valid netCDF4"
+            )
+        names.append(dim[0].name.rsplit("/", 1)[-1])
+    return tuple(names)
+
+
+class TorchDataset(torch.utils.data.Dataset):
+    """(input, output) tensor pairs from a pdeforge dataset file.
+
+    Args:
+        path: dataset file.
+        inputs: variable names stacked into input channels; default every per-sample
+            field with role ``input``.
+        outputs: variable names for output channels; default every field with role
+            ``output``.
+        indices: sample indices to use (default: all, minus non-converged ones).
+        skip_nonconverged: drop samples whose ``converged`` diagnostic is false when
+            ``indices`` is not given.
+        in_memory: True, False, or ``"auto"`` (load when the selection fits in
+            :data:`IN_MEMORY_BYTES`).
+        dtype: tensor dtype of the returned items.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        inputs: Sequence[str] | None = None,
+        outputs: Sequence[str] | None = None,
+        indices: Sequence[int] | np.ndarray | None = None,
+        *,
+        skip_nonconverged: bool = True,
+        in_memory: bool | str = "auto",
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        self.path = Path(path)
+        verify_dataset(self.path)
+        self.dtype = dtype
+        with open_h5(self.path) as h5:
+            variables = {
+                name: (_dims(ds), ds.shape, attr_value(ds.attrs, "role"))
+                for name, ds in h5.items()
+                if isinstance(ds, h5py.Dataset) and not h5py.h5ds.is_scale(ds.id)
+            }
+            n = h5[CONVERGED].shape[0] if CONVERGED in h5 else None
+            converged = h5[CONVERGED][:].astype(bool) if CONVERGED in h5 else None
+        fields = {k: v for k, v in variables.items() if v[0][:1] == (SAMPLE,)}
+        if n is None:
+            n = next(iter(fields.values()))[1][0] if fields else 0
+        self.inputs = list(inputs) if inputs is not None else self._by_role(fields, INPUT)
+        self.outputs = list(outputs) if outputs is not None else self._by_role(fields, OUTPUT)
+        for label, names in (("inputs", self.inputs), ("outputs", self.outputs)):
+            if not names:
+                raise DatasetFormatError(
+                    f"{self.path}: no {label} selected and no field has role "
+                    f"{INPUT if label == 'inputs' else OUTPUT!r}; pass {label}=[...]"
+                )
+            for name in names:
+                if name not in fields:
+                    raise DatasetFormatError(
+                        f"{self.path}: no per-sample variable {name!r} for {label}; "
+                        f"available: {sorted(fields)}"
+                    )
+        self.grid_dims = self._grid_dims(fields)
+        self.grid_shape = self._grid_shape(fields)
+        if indices is None:
+            idx = np.arange(n)
+            if skip_nonconverged and converged is not None:
+                idx = idx[converged]
+        else:
+            idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+            if idx.size and (idx.min() < 0 or idx.max() >= n):
+                raise IndexError(f"indices must lie in [0, {n}), got {idx.min()}..{idx.max()}")
+        self.indices = idx
+        self._fields = fields
+        self.in_channels = sum(self._channels(fields, v) for v in self.inputs)
+        self.out_channels = sum(self._channels(fields, v) for v in self.outputs)
+        self._h5: Any = None
+        self._pid: int | None = None
+        self._memory: dict[str, np.ndarray] | None = None
+        if in_memory == "auto":
+            itemsize = np.dtype(np.float64).itemsize
+            per_sample = (self.in_channels + self.out_channels) * int(np.prod(self.grid_shape))
+            in_memory = per_sample * itemsize * len(idx) <= IN_MEMORY_BYTES
+        if in_memory:
+            unique, inverse = np.unique(idx, return_inverse=True)
+            with open_h5(self.path) as h5:
+                self._memory = {}
+                for v in dict.fromkeys(self.inputs + self.outputs):
+                    if len(unique) > n // 2:  # one contiguous read beats a fancy selection
+                        data = h5[v][:][unique]
+                    else:
+                        data = h5[v][unique] if len(unique) else h5[v][:0]
+                    self._memory[v] = np.asarray(data)[inverse.reshape(-1)]
+        self.in_memory = bool(in_memory)
+
+    @staticmethod
+    def _by_role(fields: dict, role: str) -> list[str]:
+        return [k for k, (dims, _, r) in fields.items() if r == role and len(dims) > 1]
+
+    def _grid_dims(self, fields: dict) -> tuple[str, ...]:
+        grids = {
+            name: tuple(d for d in fields[name][0] if d in SPATIAL_DIMS)
+            for name in self.inputs + self.outputs
+        }
+        nonempty = {g for g in grids.values() if g}
+        if len(nonempty) != 1:
+            raise DatasetFormatError(
+                f"{self.path}: selected variables do not share one spatial grid: {grids}"
+            )
+        return nonempty.pop()
+
+    def _grid_shape(self, fields: dict) -> tuple[int, ...]:
+        name = next(n for n in self.inputs + self.outputs if
+                    any(d in SPATIAL_DIMS for d in fields[n][0]))
+        dims, shape, _ = fields[name]
+        return tuple(shape[dims.index(d)] for d in self.grid_dims)
+
+    def _channels(self, fields: dict, name: str) -> int:
+        dims, shape, _ = fields[name]
+        return int(np.prod([s for d, s in zip(dims[1:], shape[1:], strict=True)
+                            if d not in SPATIAL_DIMS]))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_h5"], state["_pid"] = None, None  # never share an h5py handle across processes
+        return state
+
+    def _handle(self) -> Any:
+        if self._h5 is None or self._pid != os.getpid():
+            self._h5 = open_h5(self.path)
+            self._pid = os.getpid()
+        return self._h5
+
+    def _read(self, name: str, item: int) -> np.ndarray:
+        if self._memory is not None:
+            return self._memory[name][item]
+        return self._handle()[name][int(self.indices[item])]
+
+    def _stack(self, names: list[str], item: int) -> torch.Tensor:
+        parts = []
+        for name in names:
+            dims = self._fields[name][0][1:]
+            arr = np.asarray(self._read(name, item))
+            grid_axes = [dims.index(d) for d in self.grid_dims if d in dims]
+            other = [i for i in range(arr.ndim) if i not in grid_axes]
+            arr = np.transpose(arr, other + grid_axes)
+            if not grid_axes:  # a scalar per sample: constant channel
+                arr = np.broadcast_to(arr.reshape(-1, *[1] * len(self.grid_shape)),
+                                      (arr.size, *self.grid_shape))
+            parts.append(arr.reshape(-1, *self.grid_shape))
+        return torch.from_numpy(np.concatenate(parts, axis=0)).to(self.dtype)
+
+    def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not -len(self) <= item < len(self):
+            raise IndexError(f"index {item} out of range for {len(self)} samples")
+        item = item % len(self)
+        return self._stack(self.inputs, item), self._stack(self.outputs, item)
+
+    def close(self) -> None:
+        if self._h5 is not None:
+            self._h5.close()
+            self._h5 = None
+
+    def __repr__(self) -> str:
+        grid = dict(zip(self.grid_dims, self.grid_shape, strict=True))
+        return (f"TorchDataset({self.path.name!r}, n={len(self)}, inputs={self.inputs}, "
+                f"outputs={self.outputs}, grid={grid}, in_memory={self.in_memory})")

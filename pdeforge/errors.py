@@ -1,0 +1,22 @@
+"""User-facing errors.
+
+Every error a user can cause (bad option, bad file, mismatched resume) is raised as a
+:class:`PdeforgeError` whose message names the problem and the fix. The CLI prints these
+as one line without a traceback; anything else is a bug and keeps its traceback.
+"""
+
+
+class PdeforgeError(Exception):
+    """An error caused by the user's input, with a message that says how to fix it."""
+
+
+class DatasetFormatError(PdeforgeError, ValueError):
+    """A file is missing, unreadable, or not a pdeforge dataset (format version 1)."""
+
+
+class ConfigMismatchError(PdeforgeError):
+    """An existing output or partial run was made with a different configuration."""
+
+
+class ConvergenceError(PdeforgeError):
+    """Samples did not converge and the user asked for ``--strict``."""

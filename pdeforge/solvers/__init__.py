@@ -1,0 +1,1 @@
+"""Classical reference solvers: numerics only (arrays in, arrays out, no files)."""

@@ -1,0 +1,31 @@
+"""Shared fixtures: tiny datasets written by the real runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pdeforge.datasets.runner import generate
+
+# keep BLAS single-threaded in subprocesses started by tests (2-core CI machine)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="session")
+def darcy_file(tmp_path_factory) -> Path:
+    """12 piecewise Darcy samples at 16x16 in 3 shards."""
+    path = tmp_path_factory.mktemp("data") / "darcy.nc"
+    generate("darcy", 12, path, resolution=16, seed=3, shard_size=4, progress=False)
+    return path
+
+
+def run_cli(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+    """Run ``python -m pdeforge ARGS`` in a subprocess (real exit codes and stderr)."""
+    return subprocess.run(
+        [sys.executable, "-m", "pdeforge", *map(str, args)],
+        capture_output=True, text=True, timeout=timeout, **kwargs,
+    )

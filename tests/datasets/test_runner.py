@@ -1,0 +1,216 @@
+"""Generation runner: determinism across workers, resume after kill -9, config checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from pdeforge.datasets import runner
+from pdeforge.datasets.problems.darcy import Darcy
+from pdeforge.datasets.runner import generate
+from pdeforge.errors import ConfigMismatchError, ConvergenceError, PdeforgeError
+
+TIMING = {"solve_seconds"}
+
+
+def assert_same_dataset(a, b):
+    """Every variable equal bit for bit except wall-time diagnostics; same config."""
+    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
+        assert set(fa) == set(fb)
+        for name in fa:
+            if name in TIMING or not isinstance(fa[name], h5py.Dataset):
+                continue
+            x, y = fa[name][()], fb[name][()]
+            assert x.dtype == y.dtype, name
+            assert np.array_equal(x, y, equal_nan=x.dtype.kind == "f"), name
+        for key in ("config", "problem", "solver", "seed", "n_samples", "status"):
+            assert fa.attrs[key] == fb.attrs[key], key
+
+
+def test_workers_one_and_two_identical(tmp_path):
+    kw = dict(resolution=24, seed=5, shard_size=3, progress=False,
+              options={"coefficient": "lognormal"})
+    one = generate("darcy", 10, tmp_path / "one.nc", workers=1, **kw)
+    two = generate("darcy", 10, tmp_path / "two.nc", workers=2, **kw)
+    assert one.shards_total == two.shards_total == 4
+    assert_same_dataset(one.path, two.path)
+    assert not (tmp_path / "two.nc.parts").exists()
+
+
+def test_existing_scheduler(tmp_path):
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+        res = generate("darcy", 5, tmp_path / "s.nc", resolution=12, shard_size=2,
+                       scheduler=cluster.scheduler_address, progress=False)
+    ref = generate("darcy", 5, tmp_path / "r.nc", resolution=12, shard_size=2, progress=False)
+    assert_same_dataset(res.path, ref.path)
+
+
+def test_unreachable_scheduler_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "SCHEDULER_TIMEOUT", "1s")
+    with pytest.raises(PdeforgeError, match="cannot reach the Dask scheduler"):
+        generate("darcy", 2, tmp_path / "x.nc", resolution=8, scheduler="tcp://127.0.0.1:9",
+                 progress=False)
+
+
+def test_sample_depends_only_on_seed_and_index():
+    prob = Darcy(20)
+    batch = prob.generate(9, [3, 4, 5])
+    alone = prob.generate(9, [5])
+    assert np.array_equal(batch["solution"][2], alone["solution"][0])
+    assert np.array_equal(batch["coefficient"][2], alone["coefficient"][0])
+
+
+def test_kill_minus_nine_then_resume_gives_identical_file(tmp_path):
+    out = tmp_path / "k.nc"
+    parts = tmp_path / "k.nc.parts"
+    args = ["generate", "darcy", "--n", "120", "--resolution", "96", "--shard-size", "4",
+            "--seed", "2", "--out", str(out), "--no-progress"]
+    proc = subprocess.Popen([sys.executable, "-m", "pdeforge", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list(parts.glob("shard-*.nc"))) < 3:
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(parts.glob("shard-*.nc")))
+    assert not out.exists(), "the run finished before it could be killed"
+    assert 3 <= done_before < 30
+    resumed = subprocess.run([sys.executable, "-m", "pdeforge", *args], capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{30 - done_before} of 30 shards computed" in resumed.stdout
+    ref = generate("darcy", 120, tmp_path / "ref.nc", resolution=96, shard_size=4, seed=2,
+                   progress=False)
+    assert_same_dataset(out, ref.path)
+    assert not parts.exists()
+
+
+def test_resume_with_other_config_is_an_error(tmp_path, monkeypatch):
+    out = tmp_path / "m.nc"
+    calls = []
+    real = runner._compute_shard
+
+    def fail_after_two(text, start, stop):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(start)
+        return real(text, start, stop)
+
+    monkeypatch.setattr(runner, "_compute_shard", fail_after_two)
+    with pytest.raises(PdeforgeError, match="re-run the same command to resume"):
+        generate("darcy", 8, out, resolution=12, shard_size=2, progress=False)
+    monkeypatch.setattr(runner, "_compute_shard", real)
+    assert len(list((tmp_path / "m.nc.parts").glob("shard-*.nc"))) == 2
+    with pytest.raises(ConfigMismatchError, match=r"options.coefficient: 'piecewise' -> "
+                       r"'lognormal'"):
+        generate("darcy", 8, out, resolution=12, shard_size=2, progress=False,
+                 options={"coefficient": "lognormal"})
+    with pytest.raises(ConfigMismatchError, match="resolution: 12 -> 16"):
+        generate("darcy", 8, out, resolution=16, shard_size=2, progress=False)
+    res = generate("darcy", 8, out, resolution=12, shard_size=2, progress=False)
+    assert res.shards_computed == 2 and res.shards_total == 4
+
+
+def test_complete_output_is_kept_and_mismatch_refused(tmp_path):
+    out = tmp_path / "c.nc"
+    generate("darcy", 3, out, resolution=8, progress=False)
+    again = generate("darcy", 3, out, resolution=8, progress=False)
+    assert again.already_complete
+    with pytest.raises(ConfigMismatchError, match="n_samples: 3 -> 4"):
+        generate("darcy", 4, out, resolution=8, progress=False)
+    res = generate("darcy", 4, out, resolution=8, progress=False, overwrite=True)
+    assert res.n_samples == 4
+
+
+def test_foreign_output_file_is_not_overwritten(tmp_path):
+    out = tmp_path / "notes.nc"
+    out.write_text("my notes")
+    with pytest.raises(PdeforgeError, match="not a pdeforge dataset"):
+        generate("darcy", 2, out, resolution=8, progress=False)
+    assert out.read_text() == "my notes"
+
+
+def test_damaged_shard_is_recomputed(tmp_path, monkeypatch):
+    out = tmp_path / "d.nc"
+    monkeypatch.setattr(runner, "_compute_shard", _interrupting(runner._compute_shard, 2))
+    with pytest.raises(PdeforgeError):
+        generate("darcy", 6, out, resolution=8, shard_size=2, progress=False)
+    monkeypatch.undo()
+    shard = tmp_path / "d.nc.parts" / "shard-000000.nc"
+    shard.write_bytes(shard.read_bytes()[:100])  # truncated by a bad copy
+    with pytest.warns(UserWarning, match="damaged"):
+        res = generate("darcy", 6, out, resolution=8, shard_size=2, progress=False)
+    assert res.shards_computed == 2
+    ref = generate("darcy", 6, tmp_path / "ref.nc", resolution=8, shard_size=2, progress=False)
+    assert_same_dataset(out, ref.path)
+
+
+def _interrupting(real, after):
+    calls = []
+
+    def wrapped(text, start, stop):
+        if len(calls) == after:
+            raise KeyboardInterrupt
+        calls.append(start)
+        return real(text, start, stop)
+
+    return wrapped
+
+
+def test_nonconverged_samples_recorded_or_strict_error(tmp_path, monkeypatch):
+    real = Darcy.generate
+
+    def flaky(self, seed, indices):
+        out = real(self, seed, indices)
+        for row, i in enumerate(indices):
+            if i in (1, 4):
+                out["converged"][row] = False
+                out["solution"][row] = np.nan
+        return out
+
+    monkeypatch.setattr(Darcy, "generate", flaky)
+    with pytest.raises(ConvergenceError, match=r"2 sample\(s\) did not converge \(indices 1, 4\)"):
+        generate("darcy", 6, tmp_path / "s.nc", resolution=8, shard_size=2, strict=True,
+                 progress=False)
+    assert (tmp_path / "s.nc.parts").exists()  # nothing computed is lost
+    with pytest.warns(UserWarning, match="2 of 6 samples did not converge"):
+        res = generate("darcy", 6, tmp_path / "w.nc", resolution=8, shard_size=2,
+                       progress=False)
+    assert res.nonconverged == [1, 4]
+    with h5py.File(res.path, "r") as f:
+        assert f["converged"][:].tolist() == [1, 0, 1, 1, 0, 1]
+    from pdeforge.datasets import check_file
+
+    assert check_file(res.path).ok
+
+
+def test_config_is_enough_to_regenerate(darcy_file, tmp_path):
+    with h5py.File(darcy_file, "r") as f:
+        config = json.loads(f.attrs["config"])
+    again = generate(config["problem"], config["n_samples"], tmp_path / "again.nc",
+                     resolution=config["resolution"], seed=config["seed"],
+                     options=config["options"], dtype=config["dtype"],
+                     compression=config["compression"], shard_size=config["shard_size"],
+                     progress=False)
+    assert_same_dataset(darcy_file, again.path)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("compression", ["none", "lzf", "gzip"])
+def test_dtype_and_compression(tmp_path, dtype, compression):
+    res = generate("darcy", 3, tmp_path / "d.nc", resolution=10, dtype=dtype,
+                   compression=compression, progress=False)
+    with h5py.File(res.path, "r") as f:
+        assert f["solution"].dtype == np.dtype(dtype)
+        assert f["solution"].compression == (None if compression == "none" else compression)
+        assert f["solution"].chunks == (1, 10, 10)
