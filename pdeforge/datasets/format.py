@@ -234,18 +234,6 @@ def _attr_values(attrs: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def read_block(h5file: Any, names: Sequence[str], start: int, stop: int) -> dict[str, np.ndarray]:
-    """Rows ``start:stop`` of variables of an open h5py file, booleans decoded."""
-    out = {}
-    for name in names:
-        ds = h5file[name]
-        arr = ds[start:stop]
-        if _attr_str(ds.attrs.get(_BOOL_ATTR)) == "bool":
-            arr = arr.astype(bool)
-        out[name] = arr
-    return out
-
-
 def attr_value(attrs: Any, key: str) -> Any:
     """An attribute as a plain Python value (netCDF stores scalars as 1-element arrays)."""
     value = attrs.get(key)
@@ -256,13 +244,3 @@ def attr_value(attrs: Any, key: str) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
-
-
-def _attr_str(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bytes):
-        return value.decode()
-    if isinstance(value, np.ndarray) and value.size == 1:
-        return _attr_str(value.item())
-    return str(value)

@@ -40,8 +40,10 @@ def describe(path: str | Path) -> dict[str, Any]:
                                 "max": float(values.max())}
                 continue
             role = attr_value(var.attrs, "role")
+            is_bool = attr_value(var.attrs, "dtype") == "bool"  # xarray's bool encoding
             variables.append({
-                "name": name, "dims": list(var.dimensions), "dtype": str(var.dtype),
+                "name": name, "dims": list(var.dimensions),
+                "dtype": "bool" if is_bool else str(var.dtype),
                 "role": role, "units": attr_value(var.attrs, "units"),
                 "long_name": attr_value(var.attrs, "long_name"),
             })

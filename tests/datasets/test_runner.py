@@ -100,11 +100,11 @@ def test_resume_with_other_config_is_an_error(tmp_path, monkeypatch):
     calls = []
     real = runner._compute_shard
 
-    def fail_after_two(text, start, stop):
+    def fail_after_two(text, start, stop, progress=None):
         if len(calls) == 2:
             raise KeyboardInterrupt
         calls.append(start)
-        return real(text, start, stop)
+        return real(text, start, stop, progress)
 
     monkeypatch.setattr(runner, "_compute_shard", fail_after_two)
     with pytest.raises(PdeforgeError, match="re-run the same command to resume"):
@@ -158,11 +158,11 @@ def test_damaged_shard_is_recomputed(tmp_path, monkeypatch):
 def _interrupting(real, after):
     calls = []
 
-    def wrapped(text, start, stop):
+    def wrapped(text, start, stop, progress=None):
         if len(calls) == after:
             raise KeyboardInterrupt
         calls.append(start)
-        return real(text, start, stop)
+        return real(text, start, stop, progress)
 
     return wrapped
 
@@ -170,8 +170,8 @@ def _interrupting(real, after):
 def test_nonconverged_samples_recorded_or_strict_error(tmp_path, monkeypatch):
     real = Darcy.generate
 
-    def flaky(self, seed, indices):
-        out = real(self, seed, indices)
+    def flaky(self, seed, indices, progress=None):
+        out = real(self, seed, indices, progress)
         for row, i in enumerate(indices):
             if i in (1, 4):
                 out["converged"][row] = False

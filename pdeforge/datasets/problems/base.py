@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -143,10 +143,15 @@ class ProblemFamily(ABC):
         """Every per-sample variable, diagnostics included (see ``diagnostic_specs``)."""
 
     @abstractmethod
-    def generate(self, seed: int, indices: Sequence[int]) -> Mapping[str, np.ndarray]:
+    def generate(
+        self,
+        seed: int,
+        indices: Sequence[int],
+        progress: Callable[[int], None] | None = None,
+    ) -> Mapping[str, np.ndarray]:
         """Samples ``indices``: arrays with a leading axis of len(indices) per variable.
 
         Families may solve the samples of one call jointly (e.g. recycling a Krylov
         subspace along them), but sample i's random inputs must come from
-        ``sample_rng(seed, i)`` alone.
+        ``sample_rng(seed, i)`` alone. ``progress(k)`` is called as k more samples are done.
         """

@@ -11,7 +11,7 @@ sparse direct LU (SuperLU).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -123,18 +123,26 @@ class Darcy(ProblemFamily):
         f = np.full(A.shape[0], self.config["forcing"])
         # SPD with a symmetric pattern: minimum degree on A^T + A and no pivoting keep
         # SuperLU's fill close to a Cholesky factorisation's.
-        lu = spla.splu(A.tocsc(), permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
-                       options={"SymmetricMode": True})
-        x = lu.solve(f)
+        try:
+            lu = spla.splu(A.tocsc(), permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
+                           options={"SymmetricMode": True})
+            x = lu.solve(f)
+        except RuntimeError:  # SuperLU: singular factor; recorded as not converged
+            x = np.full(A.shape[0], np.nan)
         seconds = time.perf_counter() - t0
         fnorm = np.linalg.norm(f)
-        residual = np.linalg.norm(f - A @ x) / (fnorm if fnorm > 0 else 1.0)
+        residual = float(np.linalg.norm(f - A @ x) / (fnorm if fnorm > 0 else 1.0))
         u = np.zeros(coefficient.shape)
         u[unknown_mask(coefficient.shape, scheme)] = x
         converged = bool(np.all(np.isfinite(x)) and residual <= DIRECT_RESIDUAL_TOL)
         return u, {"converged": converged, "solve_seconds": seconds, "residual": residual}
 
-    def generate(self, seed: int, indices: Sequence[int]) -> dict[str, np.ndarray]:
+    def generate(
+        self,
+        seed: int,
+        indices: Sequence[int],
+        progress: Callable[[int], None] | None = None,
+    ) -> dict[str, np.ndarray]:
         grf = self.grf()
         n = len(indices)
         out: dict[str, np.ndarray] = {
@@ -151,4 +159,6 @@ class Darcy(ProblemFamily):
             out["solution"][row] = u
             for key, value in diag.items():
                 out[key][row] = value
+            if progress is not None:
+                progress(1)
         return out

@@ -1,0 +1,121 @@
+"""The command line as a user meets it: one-line errors, exit codes, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from pdeforge.datasets import open_dataset
+from pdeforge.errors import DatasetFormatError
+from tests.conftest import run_cli
+
+
+def _one_line_error(proc, *fragments):
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln]
+    assert len(lines) == 1, proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_generate_info_check_end_to_end(tmp_path):
+    out = tmp_path / "d.nc"
+    gen = run_cli("generate", "darcy", "--n", "5", "--resolution", "12", "--out", out,
+                  "--coefficient", "lognormal", "--scheme", "vertex", "--no-progress")
+    assert gen.returncode == 0, gen.stderr
+    assert "wrote" in gen.stdout and "5 samples" in gen.stdout
+    chk = run_cli("check", out)
+    assert chk.returncode == 0 and "OK" in chk.stdout
+    info = run_cli("info", out, "--json")
+    d = json.loads(info.stdout)
+    assert d["attrs"]["problem"] == "darcy" and d["dims"] == {"sample": 5, "x": 12, "y": 12}
+    assert d["config"]["options"]["scheme"] == "vertex"
+    assert d["config"]["options"]["tau"] == 7.0  # resolved lognormal default
+    assert d["diagnostics"]["converged"] == {"true": 5, "false": 0}
+    text = run_cli("info", out).stdout
+    assert "input       coefficient" in text and "5 converged, 0 not" in text
+    again = run_cli("generate", "darcy", "--n", "5", "--resolution", "12", "--out", out,
+                    "--coefficient", "lognormal", "--scheme", "vertex", "--no-progress")
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["generate", "heat", "--n", "3", "--out", "x.nc"], ["invalid choice: 'heat'", "darcy"]),
+        (["generate", "darcy", "--n", "0", "--out", "x.nc"], ["--n", "positive integer"]),
+        (["generate", "darcy", "--n", "-2", "--out", "x.nc"], ["--n", "positive integer"]),
+        (["generate", "darcy", "--n", "3", "--out", "x.nc", "--resolution", "4"],
+         ["--resolution 4 is too small", "at least 8"]),
+        (["generate", "darcy", "--n", "3", "--out", "missing/dir/x.nc"],
+         ["output directory missing/dir does not exist", "mkdir -p"]),
+        (["generate", "darcy", "--n", "3", "--out", "x.nc", "--coefficient", "gamma"],
+         ["invalid choice: 'gamma'"]),
+        (["generate", "darcy", "--n", "3", "--out", "x.nc", "--tau", "-1"],
+         ["--tau", "must be > 0"]),
+        (["check"], ["the following arguments are required: FILE"]),
+    ],
+)
+def test_bad_inputs(tmp_path, args, fragments):
+    _one_line_error(run_cli(*args, cwd=tmp_path), *fragments)
+
+
+def test_resume_with_different_config(tmp_path):
+    out = tmp_path / "r.nc"
+    assert run_cli("generate", "darcy", "--n", "3", "--resolution", "8", "--out", out,
+                   "--no-progress").returncode == 0
+    proc = run_cli("generate", "darcy", "--n", "3", "--resolution", "8", "--out", out,
+                   "--seed", "1", "--no-progress")
+    _one_line_error(proc, "different config", "seed: 0 -> 1", "--overwrite")
+
+
+@pytest.fixture
+def bad_files(tmp_path, darcy_file):
+    text = tmp_path / "notes.nc"
+    text.write_text("this is not HDF5\n" * 20)
+    truncated = tmp_path / "truncated.nc"
+    truncated.write_bytes(darcy_file.read_bytes()[: darcy_file.stat().st_size // 2])
+    head = tmp_path / "head.nc"
+    head.write_bytes(darcy_file.read_bytes()[:4])
+    empty = tmp_path / "empty.nc"
+    empty.write_bytes(b"")
+    return {"text": text, "truncated": truncated, "head": head, "empty": empty,
+            "missing": tmp_path / "nope.nc"}
+
+
+@pytest.mark.parametrize("kind", ["text", "truncated", "head", "empty", "missing"])
+@pytest.mark.parametrize("command", ["check", "info"])
+def test_bad_files_on_the_command_line(bad_files, kind, command):
+    proc = run_cli(command, bad_files[kind])
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr + proc.stdout
+    message = {"text": "not an HDF5", "truncated": "damaged HDF5", "head": "not an HDF5",
+               "empty": "not an HDF5", "missing": "no such file"}[kind]
+    assert message in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("kind", ["text", "truncated", "head", "empty", "missing"])
+def test_bad_files_in_open_dataset(bad_files, kind):
+    with pytest.raises(DatasetFormatError):
+        open_dataset(bad_files[kind])
+
+
+def test_hdf5_file_that_is_not_a_dataset(tmp_path, darcy_file):
+    import h5py
+
+    path = tmp_path / "plain.h5"
+    with h5py.File(path, "w") as f:
+        f["a"] = [1, 2, 3]
+    with pytest.raises(DatasetFormatError, match="not a pdeforge dataset"):
+        open_dataset(path)
+    proc = run_cli("check", path)
+    assert proc.returncode == 1 and "missing root attribute" in proc.stdout
+    partial = tmp_path / "partial.nc"
+    shutil.copy(darcy_file, partial)
+    with h5py.File(partial, "r+") as f:
+        f.attrs["status"] = "shard"
+    with pytest.raises(DatasetFormatError, match="incomplete"):
+        open_dataset(partial)
