@@ -1,0 +1,71 @@
+"""Shared pieces of the Krylov solvers: the result record, operators, input checks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+Preconditioner = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class KrylovResult:
+    """Outcome of one linear solve.
+
+    Attributes:
+        x: the solution.
+        iterations: matrix-vector products with A spent on this system (recycling
+            carry-over and restarts included).
+        residual: final true relative residual ||b - A x|| / ||b||.
+        converged: residual <= rtol.
+        history: relative residual estimate after each iteration.
+    """
+
+    x: np.ndarray
+    iterations: int
+    residual: float
+    converged: bool
+    history: list[float] = field(default_factory=list)
+
+
+def identity(v: np.ndarray) -> np.ndarray:
+    return v
+
+
+def relative_residual(A, x: np.ndarray, b: np.ndarray) -> float:
+    bnorm = np.linalg.norm(b)
+    return float(np.linalg.norm(b - A @ x) / (bnorm if bnorm > 0 else 1.0))
+
+
+def check_system(A, b: np.ndarray) -> np.ndarray:
+    """Validate one system; returns b as a 1-D array. Raises ValueError with the fix."""
+    if A.ndim != 2 or A.shape[0] != A.shape[1]:
+        raise ValueError(f"matrix must be square, got shape {A.shape}")
+    b = np.asarray(b)
+    if b.ndim != 1 or b.shape[0] != A.shape[0]:
+        raise ValueError(
+            f"right-hand side has shape {b.shape}, expected ({A.shape[0]},) to match the matrix"
+        )
+    if not np.all(np.isfinite(b)):
+        raise ValueError("right-hand side contains NaN or inf; fix the data that produced it")
+    if sp.issparse(A):
+        data = A.data if hasattr(A, "data") else A.tocsr().data
+        if not np.all(np.isfinite(data)):
+            raise ValueError("matrix contains NaN or inf entries")
+        csr = A.tocsr()
+        empty_rows = np.flatnonzero(np.diff(csr.indptr) == 0)
+        nnz_rows = np.asarray(abs(csr).sum(axis=1)).ravel()
+        zero_rows = np.union1d(empty_rows, np.flatnonzero(nnz_rows == 0))
+        if zero_rows.size:
+            raise ValueError(
+                f"matrix is singular: row(s) {zero_rows[:5].tolist()} are zero; "
+                "check the assembly (boundary conditions, masks)"
+            )
+    return b
+
+
+def result_dtype(A, b: np.ndarray) -> np.dtype:
+    return np.result_type(A.dtype, b.dtype, np.float64)

@@ -1,0 +1,262 @@
+"""GCRO-DR(m, k): GMRES with deflated restarting and Krylov subspace recycling.
+
+Parks, de Sturler, Mackey, Johnson, Maiti, "Recycling Krylov subspaces for sequences of
+linear systems", SIAM J. Sci. Comput. 28(5), 2006 (Algorithm 2.1). The recycle space U_k
+(with C_k = B U_k orthonormal, B = A M^-1 the right-preconditioned operator) is kept from
+one cycle to the next and from one system to the next:
+
+* carry-over to a new operator (line 5-8 of the paper's algorithm):
+  [Q, R] = qr(B_new U_k); C_k = Q; U_k = U_k R^-1; x += U_k C_k^H r; r -= C_k C_k^H r;
+* each cycle runs m - k steps of Arnoldi with (I - C_k C_k^H) B, giving
+  B V_{m-k} = C_k B_k + V_{m-k+1} H_{m-k};
+* the minimal-residual update over span[U_k, V_{m-k}]. Because C_k^H r = 0, the block
+  least-squares problem reduces to GMRES's min ||beta e1 - H y2|| and
+  y1 = -B_k y2 (with the unnormalised U_k), so the update is x += M^-1 (V y2 - U_k B_k y2);
+* a new U_k from the k harmonic Ritz vectors of smallest magnitude with respect to
+  span[U_k, V]: G^H G z = theta G^H W^H V_hat z with G = [[D_k, B_k], [0, H]],
+  W = [C_k, V_{m-k+1}], V_hat = [U_k D_k, V_{m-k}], then [Q, R] = qr(G P_k),
+  C_k = W Q, U_k = V_hat P_k R^-1.
+* The first cycle of the first system is GMRES(m) followed by the harmonic Ritz problem
+  (H_m + h_{m+1,m}^2 H_m^-H e_m e_m^T) z = theta z.
+
+Real matrices stay in real arithmetic: a complex-conjugate pair of harmonic Ritz vectors
+contributes the real and imaginary parts of one of them (the same real 2-D space).
+Written here because neither scipy nor pyamg has GCRO-DR (scipy's gcrotmk is GCROT(m, k),
+which recycles a space chosen by a different, residual-based criterion).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg as sla
+
+from pdeforge.solvers.krylov.arnoldi import arnoldi_cycle
+from pdeforge.solvers.krylov.base import (
+    KrylovResult,
+    Preconditioner,
+    check_system,
+    identity,
+    result_dtype,
+)
+
+#: a column of R (in U = Y R^-1) smaller than this relative to the largest is dropped
+RANK_TOL = 1e-10
+
+
+def smallest_eigvecs(theta: np.ndarray, Z: np.ndarray, k: int, real: bool) -> np.ndarray:
+    """Columns spanning the eigenvectors of the k eigenvalues of smallest magnitude.
+
+    For ``real`` problems, a conjugate pair is represented by the real and imaginary
+    parts of one member; a pair cut by the k-th position is dropped whole (k - 1 columns).
+    """
+    ok = np.isfinite(theta)
+    theta, Z = theta[ok], Z[:, ok]
+    order = np.argsort(np.abs(theta), kind="stable")
+    if not real:
+        return Z[:, order[:k]]
+    cols: list[np.ndarray] = []
+    used = np.zeros(theta.size, dtype=bool)
+    for i in order:
+        if len(cols) >= k:
+            break
+        if used[i]:
+            continue
+        used[i] = True
+        if abs(theta[i].imag) <= 1e-12 * max(1.0, abs(theta[i])):
+            cols.append(Z[:, i].real)
+            continue
+        if len(cols) + 2 > k:
+            break
+        partner = int(np.argmin(np.where(used, np.inf, np.abs(theta - np.conj(theta[i])))))
+        used[partner] = True
+        cols += [Z[:, i].real, Z[:, i].imag]
+    if not cols:
+        return np.zeros((Z.shape[0], 0))
+    return np.stack(cols, axis=1)
+
+
+def _new_recycle_space(
+    Y: np.ndarray, GP: np.ndarray, W: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """U = Y R^-1 and C = W Q from [Q, R] = qr(G P), dropping rank-deficient directions.
+
+    Rows are vectors: Y (k, n), W (p, n); GP is (p, k).
+    """
+    Q, R = np.linalg.qr(GP)
+    d = np.abs(np.diag(R))
+    keep = d > RANK_TOL * (d.max() if d.size else 1.0)
+    Q, R, Y = Q[:, keep], R[np.ix_(keep, keep)], Y[keep]
+    C = Q.T @ W
+    return _right_solve(Y, R), C
+
+
+def _right_solve(Y: np.ndarray, R: np.ndarray) -> np.ndarray:
+    """Rows of Y R^-1 (columns convention), i.e. R^-T Y for row-stored vectors.
+
+    The small k x k inverse times a (k, n) block is one GEMM; a triangular solve with n
+    right-hand sides would need a transposed copy of Y first.
+    """
+    Rinv = sla.solve_triangular(R, np.eye(R.shape[0], dtype=R.dtype), check_finite=False)
+    return Rinv.T @ Y
+
+
+class GCRODR:
+    """GCRO-DR(m, k) solver that keeps its recycle space between calls of :meth:`solve`.
+
+    Args:
+        restart: m, the dimension of the search space per cycle (recycled + Krylov).
+        recycle: k, the dimension of the recycled space.
+
+    Example:
+        >>> solver = GCRODR(restart=40, recycle=20)
+        >>> results = [solver.solve(A, b, rtol=1e-8) for A, b in systems]  # doctest: +SKIP
+    """
+
+    def __init__(self, restart: int = 40, recycle: int = 20) -> None:
+        if not 0 <= recycle < restart:
+            raise ValueError(f"need 0 <= recycle < restart, got recycle={recycle}, "
+                             f"restart={restart}")
+        self.restart = int(restart)
+        self.recycle = int(recycle)
+        self.U: np.ndarray | None = None  # (k, n) rows, preconditioned coordinates
+        self.C: np.ndarray | None = None
+
+    def reset(self) -> None:
+        """Forget the recycle space (the next solve starts with a GMRES cycle)."""
+        self.U = self.C = None
+
+    def solve(
+        self,
+        A,
+        b: np.ndarray,
+        *,
+        rtol: float = 1e-8,
+        maxiter: int = 10_000,
+        M: Preconditioner | None = None,
+        x0: np.ndarray | None = None,
+    ) -> KrylovResult:
+        """Solve A x = b, recycling from previous calls, and update the recycle space.
+
+        ``maxiter`` caps matrix-vector products with A (carry-over included).
+        """
+        b = check_system(A, b)
+        M = identity if M is None else M
+        dtype = result_dtype(A, b)
+        real = not np.iscomplexobj(np.zeros(0, dtype=dtype))
+        n = b.shape[0]
+        if self.U is not None and (self.U.shape[1] != n or self.U.dtype != dtype):
+            self.reset()  # a system of another size or field: nothing to carry over
+        bnorm = float(np.linalg.norm(b)) or 1.0
+        target = rtol * bnorm
+        x = np.zeros(n, dtype=dtype) if x0 is None else np.array(x0, dtype=dtype)
+        matvecs = 0
+        if x0 is not None:
+            r = b - A @ x
+            matvecs += 1
+        else:
+            r = b.astype(dtype)
+        history = [float(np.linalg.norm(r)) / bnorm]
+
+        def op(v: np.ndarray) -> np.ndarray:
+            return A @ M(v)
+
+        def project(r: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            """x += U C^H r; r -= C C^H r (minimal residual over span U)."""
+            coef = (self.C if real else self.C.conj()) @ r
+            return r - coef @ self.C, x + M(coef @ self.U)
+
+        if self.U is not None and self.U.shape[0] > 0:
+            BU = np.stack([op(u) for u in self.U])  # carry-over: C = qr(B_new U)
+            matvecs += self.U.shape[0]
+            Q, R = np.linalg.qr(BU.T)
+            d = np.abs(np.diag(R))
+            keep = d > RANK_TOL * d.max()
+            self.C = np.ascontiguousarray(Q[:, keep].T)
+            self.U = _right_solve(self.U[keep], R[np.ix_(keep, keep)])
+            r, x = project(r, x)
+            history.append(float(np.linalg.norm(r)) / bnorm)
+        elif history[-1] * bnorm > target:
+            # first system: one GMRES(m) cycle, then harmonic Ritz vectors of H_m
+            cyc = arnoldi_cycle(op, r, min(self.restart, max(maxiter - matvecs, 1)), target)
+            matvecs += cyc.steps
+            j = cyc.steps
+            if j:
+                x = x + M(cyc.y @ cyc.V[:j])
+                r = r - (cyc.H @ cyc.y) @ cyc.V
+                history += [h / bnorm for h in cyc.history]
+                k = min(self.recycle, j)
+                if k:
+                    Hm = cyc.H[:j, :j]
+                    hlast = cyc.H[j, j - 1]
+                    em = np.zeros(j)
+                    em[-1] = 1.0
+                    f = np.linalg.solve(Hm.conj().T, em)
+                    Haug = Hm.copy()
+                    Haug[:, -1] += abs(hlast) ** 2 * f
+                    theta, Z = sla.eig(Haug)
+                    P = smallest_eigvecs(theta, Z, k, real).astype(dtype, copy=False)
+                    if P.shape[1]:
+                        self.U, self.C = _new_recycle_space(P.T @ cyc.V[:j], cyc.H @ P,
+                                                            cyc.V)
+        while matvecs < maxiter:
+            rnorm = float(np.linalg.norm(r))
+            if rnorm <= target:
+                true_r = b - A @ x  # confirm with the true residual before stopping
+                matvecs += 1
+                if np.linalg.norm(true_r) <= target:
+                    break
+                r = true_r
+                if self.C is not None and self.C.shape[0]:
+                    r, x = project(r, x)
+            k = 0 if self.C is None else self.C.shape[0]
+            steps = min(self.restart - k, maxiter - matvecs)
+            if steps <= 0:
+                break
+            C = self.C if k else None
+            cyc = arnoldi_cycle(op, r, steps, target, C=C)
+            matvecs += cyc.steps
+            j = cyc.steps
+            if j == 0:
+                break
+            y2 = cyc.y
+            if k:
+                y1 = -(cyc.Bk @ y2)
+                x = x + M(y2 @ cyc.V[:j] + y1 @ self.U)
+            else:
+                x = x + M(y2 @ cyc.V[:j])
+            r = r - (cyc.H @ y2) @ cyc.V
+            history += [h / bnorm for h in cyc.history]
+            self._update_recycle_space(cyc, k, real, dtype)
+        final = b - A @ x
+        res = float(np.linalg.norm(final)) / bnorm
+        return KrylovResult(x, matvecs, res, res <= rtol, history)
+
+    def _update_recycle_space(self, cyc, k: int, real: bool, dtype) -> None:
+        """Harmonic Ritz vectors of smallest magnitude over span[U, V] (Parks et al. 2.4)."""
+        j = cyc.steps
+        kk = min(self.recycle, k + j)
+        if kk == 0:
+            return
+        if k:
+            unorm = np.linalg.norm(self.U, axis=1)
+            Dk = 1.0 / unorm
+            Ut = self.U * Dk[:, None]
+            G = np.zeros((k + j + 1, k + j), dtype=dtype)
+            G[:k, :k] = np.diag(Dk)
+            G[:k, k:] = cyc.Bk
+            G[k:, k:] = cyc.H
+            W = np.concatenate([self.C, cyc.V])
+            Vhat = np.concatenate([Ut, cyc.V[:j]])
+        else:
+            G = cyc.H
+            W = cyc.V
+            Vhat = cyc.V[:j]
+        WhV = (W if real else W.conj()) @ Vhat.T
+        GhG = G.conj().T @ G
+        try:
+            theta, Z = sla.eig(GhG, G.conj().T @ WhV)
+        except (np.linalg.LinAlgError, ValueError):
+            return  # keep the current space
+        P = smallest_eigvecs(theta, Z, kk, real).astype(dtype, copy=False)
+        if P.shape[1]:
+            self.U, self.C = _new_recycle_space(P.T @ Vhat, G @ P, W)

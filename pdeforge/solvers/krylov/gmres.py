@@ -1,0 +1,72 @@
+"""Restarted GMRES(m) with right preconditioning (Saad & Schultz 1986).
+
+The baseline of the SKR paper and pdeforge's non-recycling iterative method. Minimises
+||b - A M^-1 y|| over a Krylov space of dimension m, then restarts from the true residual.
+With right preconditioning the minimised residual is the true residual of x = M^-1 y, so
+``rtol`` refers to ||b - A x|| / ||b||.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pdeforge.solvers.krylov.arnoldi import arnoldi_cycle
+from pdeforge.solvers.krylov.base import (
+    KrylovResult,
+    Preconditioner,
+    check_system,
+    identity,
+    result_dtype,
+)
+
+
+def gmres(
+    A,
+    b: np.ndarray,
+    *,
+    rtol: float = 1e-8,
+    restart: int = 40,
+    maxiter: int = 10_000,
+    M: Preconditioner | None = None,
+    x0: np.ndarray | None = None,
+) -> KrylovResult:
+    """Solve A x = b with GMRES(restart).
+
+    Args:
+        A: square matrix (sparse, dense or anything with ``@``).
+        b: right-hand side.
+        rtol: target relative residual ||b - A x|| / ||b||.
+        restart: Krylov dimension m per cycle.
+        maxiter: cap on matrix-vector products.
+        M: right preconditioner, a callable v -> M^-1 v.
+        x0: initial guess (default zero).
+
+    Returns:
+        KrylovResult; ``converged`` is False if ``maxiter`` ran out first.
+    """
+    b = check_system(A, b)
+    M = identity if M is None else M
+    dtype = result_dtype(A, b)
+    x = np.zeros(b.shape[0], dtype=dtype) if x0 is None else np.array(x0, dtype=dtype)
+    bnorm = float(np.linalg.norm(b)) or 1.0
+    target = rtol * bnorm
+    matvecs = 0
+    r = b - A @ x if x0 is not None else b.astype(dtype)
+    matvecs += x0 is not None
+    history = [float(np.linalg.norm(r)) / bnorm]
+
+    def op(v: np.ndarray) -> np.ndarray:
+        return A @ M(v)
+
+    while history[-1] * bnorm > target and matvecs < maxiter:
+        cyc = arnoldi_cycle(op, r, min(restart, maxiter - matvecs), target)
+        matvecs += cyc.steps
+        if cyc.steps == 0:
+            break
+        x = x + M(cyc.y @ cyc.V[: cyc.steps])
+        r = b - A @ x  # true residual at each restart
+        matvecs += 1
+        history += [h / bnorm for h in cyc.history[:-1]]
+        history.append(float(np.linalg.norm(r)) / bnorm)
+    res = float(np.linalg.norm(b - A @ x)) / bnorm
+    return KrylovResult(x, matvecs, res, res <= rtol, history)

@@ -1,0 +1,168 @@
+"""Recycled (deflated) preconditioned conjugate gradients for sequences of SPD systems.
+
+Deflated CG (Saad, Yeung, Erhel, Guyomarc'h, "A deflated version of the conjugate gradient
+algorithm", SIAM J. Sci. Comput. 21(5), 2000): given a subspace W (k vectors), start from
+the Galerkin solution on W,
+
+    x0 = x_-1 + W (W^T A W)^-1 W^T r_-1,
+
+and keep every search direction A-orthogonal to W,
+
+    p_j = z_j + beta_j p_j-1 - W (W^T A W)^-1 (A W)^T z_j,   z_j = M^-1 r_j,
+
+so CG runs on the operator deflated of span W. When W approximates the eigenvectors of
+the smallest eigenvalues, the effective condition number drops and so does the iteration
+count.
+
+Recycling along a sequence (as in the RCG of Parks et al. 2006 and Wang, de Sturler &
+Paulino 2007): during a solve, every ``store`` iterations the block P of the latest search
+directions (with A P kept from the iteration) is combined with the running space in a
+Rayleigh-Ritz step on span[W_new, P] for the pencil (A, M) (M = diag(A) for Jacobi, the
+identity otherwise), keeping the k Ritz vectors of smallest Ritz value (a thick restart,
+as in eigCG of Stathopoulos & Orginos 2010); the result deflates the next system.
+Carrying W to a new matrix costs k products A_new W.
+Written here because scipy's cg has no deflation or recycling.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg as sla
+
+from pdeforge.solvers.krylov.base import (
+    KrylovResult,
+    Preconditioner,
+    check_system,
+    identity,
+    result_dtype,
+)
+
+
+class RecycledCG:
+    """Deflated PCG that keeps a Ritz subspace between calls of :meth:`solve`.
+
+    Args:
+        recycle: k, dimension of the deflation space carried along the sequence.
+        store: search directions per Rayleigh-Ritz refresh (default 2k, >= 10).
+    """
+
+    def __init__(self, recycle: int = 20, store: int | None = None) -> None:
+        if recycle < 0:
+            raise ValueError(f"recycle must be >= 0, got {recycle}")
+        self.recycle = int(recycle)
+        self.store = int(store) if store is not None else max(2 * self.recycle, 10)
+        self.W: np.ndarray | None = None  # (k, n) rows
+
+    def reset(self) -> None:
+        self.W = None
+
+    def solve(
+        self,
+        A,
+        b: np.ndarray,
+        *,
+        rtol: float = 1e-8,
+        maxiter: int = 10_000,
+        M: Preconditioner | None = None,
+        M_diag: np.ndarray | None = None,
+        x0: np.ndarray | None = None,
+    ) -> KrylovResult:
+        """Solve the SPD system A x = b; update the deflation space.
+
+        Args:
+            M: preconditioner v -> M^-1 v (SPD).
+            M_diag: the diagonal of M when M is diagonal (Jacobi), used as the inner
+                product of the Ritz update; None means the Euclidean one.
+            maxiter: cap on products with A (carry-over included).
+        """
+        b = check_system(A, b)
+        M = identity if M is None else M
+        dtype = result_dtype(A, b)
+        n = b.shape[0]
+        if self.W is not None and (self.W.shape[1] != n or self.W.dtype != dtype):
+            self.W = None
+        bnorm = float(np.linalg.norm(b)) or 1.0
+        target = rtol * bnorm
+        x = np.zeros(n, dtype=dtype) if x0 is None else np.array(x0, dtype=dtype)
+        matvecs = 0
+        r = b.astype(dtype) if x0 is None else b - A @ x
+        matvecs += x0 is not None
+        W = AW = chol = None
+        if self.W is not None and self.W.shape[0]:
+            W = self.W
+            AW = np.asarray(A @ W.T).T  # (k, n): k matvecs, one sparse-dense product
+            matvecs += W.shape[0]
+            WAW = W @ AW.T
+            try:
+                chol = sla.cho_factor((WAW + WAW.T) / 2)
+            except np.linalg.LinAlgError:
+                W = AW = chol = None  # W lost A-definiteness numerically: start afresh
+            if chol is not None:
+                coef = sla.cho_solve(chol, W @ r)
+                x = x + coef @ W
+                r = r - coef @ AW
+        history = [float(np.linalg.norm(r)) / bnorm]
+
+        def deflate(z: np.ndarray) -> np.ndarray:
+            if chol is None:
+                return z
+            return z - sla.cho_solve(chol, AW @ z) @ W
+
+        z = M(r)
+        p = deflate(z)
+        rz = float(r @ z)
+        # the next recycle space: Rayleigh-Ritz over [W_new, last block of directions],
+        # refreshed every `store` iterations (thick restart, as in eigCG / RCG)
+        W_new, AW_new = W, AW
+        P: list[np.ndarray] = []
+        AP: list[np.ndarray] = []
+        while history[-1] * bnorm > target and matvecs < maxiter:
+            Ap = A @ p
+            matvecs += 1
+            pAp = float(p @ Ap)
+            if not pAp > 0:
+                break  # not SPD (or breakdown): reported as not converged
+            P.append(p)
+            AP.append(Ap)
+            if len(P) == self.store:
+                W_new, AW_new = self._ritz(W_new, AW_new, P, AP, M_diag)
+                P, AP = [], []
+            alpha = rz / pAp
+            x = x + alpha * p
+            r = r - alpha * Ap
+            history.append(float(np.linalg.norm(r)) / bnorm)
+            if history[-1] * bnorm <= target:
+                break
+            z = M(r)
+            rz_new = float(r @ z)
+            p = deflate(z) + (rz_new / rz) * p
+            rz = rz_new
+        res = float(np.linalg.norm(b - A @ x)) / bnorm
+        if P:
+            W_new, AW_new = self._ritz(W_new, AW_new, P, AP, M_diag)
+        if self.recycle and W_new is not None:
+            self.W = W_new
+        return KrylovResult(x, matvecs, res, res <= rtol, history)
+
+    def _ritz(self, W, AW, P, AP, M_diag):
+        """Rayleigh-Ritz on span[W, P] for (A, M): the k smallest Ritz vectors and A times them.
+
+        A times the result is a combination of the stored products: no new matvecs.
+        """
+        if self.recycle == 0:
+            return None, None
+        S = np.stack(P) if W is None else np.concatenate([W, np.stack(P)])
+        AS = np.stack(AP) if W is None else np.concatenate([AW, np.stack(AP)])
+        F = S @ AS.T
+        F = (F + F.T) / 2
+        G = S @ (S if M_diag is None else S * M_diag).T
+        G = (G + G.T) / 2
+        # orthonormalise in the G inner product first: drops (near) dependent directions
+        g_val, g_vec = np.linalg.eigh(G)
+        keep = g_val > 1e-12 * g_val.max()
+        T = g_vec[:, keep] / np.sqrt(g_val[keep])
+        _, Z = np.linalg.eigh(T.T @ F @ T)
+        coef = T @ Z[:, : min(self.recycle, Z.shape[1])]
+        scale = 1.0 / np.linalg.norm(coef.T @ S, axis=1)
+        coef = coef * scale
+        return coef.T @ S, coef.T @ AS

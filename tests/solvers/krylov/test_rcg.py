@@ -1,0 +1,62 @@
+"""Recycled (deflated) CG on SPD systems."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse.linalg as spla
+
+from pdeforge.solvers.krylov import RecycledCG, build_preconditioner
+
+
+def test_matches_direct_solve(darcy_sequence):
+    A = darcy_sequence[1][0]
+    b = np.ones(A.shape[0])
+    out = RecycledCG(recycle=10).solve(A, b, rtol=1e-10)
+    assert out.converged and out.residual <= 1e-10
+    exact = spla.spsolve(A.tocsc(), b)
+    assert np.abs(out.x - exact).max() <= 1e-7 * np.abs(exact).max()
+
+
+def test_repeated_system_converges_in_fewer_iterations(darcy_sequence):
+    A = darcy_sequence[1][0]
+    rng = np.random.default_rng(0)
+    solver = RecycledCG(recycle=10)
+    first = solver.solve(A, rng.standard_normal(A.shape[0]), rtol=1e-8)
+    second = solver.solve(A, rng.standard_normal(A.shape[0]), rtol=1e-8)
+    third = solver.solve(A, rng.standard_normal(A.shape[0]), rtol=1e-8)
+    assert first.converged and second.converged and third.converged
+    assert second.iterations < first.iterations
+    assert third.iterations < 0.8 * first.iterations
+
+
+def test_without_recycling_equals_plain_cg(darcy_sequence):
+    A = darcy_sequence[1][2]
+    b = np.ones(A.shape[0])
+    out = RecycledCG(recycle=0).solve(A, b, rtol=1e-8)
+    count = [0]
+    spla.cg(A, b, rtol=1e-8, maxiter=10_000,
+            callback=lambda _: count.__setitem__(0, count[0] + 1))
+    assert abs(out.iterations - count[0]) <= 1
+
+
+def test_jacobi_preconditioned_sequence(darcy_sequence):
+    _, mats = darcy_sequence
+    b = np.ones(mats[0].shape[0])
+    solver = RecycledCG(recycle=10)
+    its = []
+    for A in mats:
+        pre = build_preconditioner("jacobi", A)
+        out = solver.solve(A, b, rtol=1e-8, M=pre.apply, M_diag=pre.diag)
+        assert out.converged and out.residual <= 1e-8
+        its.append(out.iterations)
+    plain = RecycledCG(recycle=0).solve(mats[-1], b, rtol=1e-8, M=pre.apply).iterations
+    assert np.mean(its[2:]) < plain
+
+
+def test_indefinite_matrix_is_not_reported_converged():
+    import scipy.sparse as sp
+
+    A = sp.diags(np.linspace(-1, 1, 51) + 1e-3).tocsr()
+    out = RecycledCG(recycle=4).solve(A, np.ones(51), rtol=1e-10, maxiter=500)
+    assert out.converged == (out.residual <= 1e-10)
+    assert np.isfinite(out.residual)

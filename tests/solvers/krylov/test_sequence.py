@@ -1,0 +1,114 @@
+"""solve_sequence: every method against a direct solve, original order, bad inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from pdeforge.solvers.krylov import is_spd, solve_sequence
+
+CASES = [
+    ("skr", None), ("skr", "jacobi"), ("skr", "ilu"), ("skr", "amg"),
+    ("gcrodr", None), ("gcrodr", "ilu"), ("gmres", "jacobi"), ("direct", None), ("auto", None),
+]
+
+
+def _check(res, mats, rhs, rtol):
+    N = len(mats)
+    assert res.solutions.shape == (N, mats[0].shape[0])
+    assert sorted(res.order.tolist()) == list(range(N))
+    for i, A in enumerate(mats):  # original order: solution i solves system i
+        true = np.linalg.norm(rhs[i] - A @ res.solutions[i]) / np.linalg.norm(rhs[i])
+        assert true <= rtol * 1.001, (i, true)
+        assert res.residuals[i] == pytest.approx(true, rel=1e-6, abs=1e-15)
+        exact = spla.spsolve(A.tocsc(), rhs[i])
+        cond_bound = 1e4  # generous bound on ||A^-1|| ||A|| for these small grids
+        assert np.linalg.norm(res.solutions[i] - exact) <= cond_bound * rtol * np.linalg.norm(
+            exact)
+    assert res.converged.all()
+
+
+@pytest.mark.parametrize(("method", "pre"), CASES)
+def test_spd_sequence(darcy_sequence, method, pre):
+    Ks, mats = darcy_sequence
+    rng = np.random.default_rng(0)
+    rhs = 1.0 + 0.1 * rng.standard_normal((len(mats), mats[0].shape[0]))
+    res = solve_sequence(mats, rhs, features=np.stack([k.ravel() for k in Ks]),
+                         method=method, preconditioner=pre, rtol=1e-8)
+    _check(res, mats, rhs, 1e-8)
+    assert res.spd
+    if method == "skr":
+        assert res.method == "skr-rcg"
+
+
+@pytest.mark.parametrize(("method", "pre"), [c for c in CASES if c[1] != "amg"])
+def test_nonsymmetric_sequence(convection_sequence, method, pre):
+    _, mats = convection_sequence
+    rhs = np.ones((len(mats), mats[0].shape[0]))
+    res = solve_sequence(mats, rhs, method=method, preconditioner=pre, rtol=1e-7)
+    _check(res, mats, rhs, 1e-7)
+    assert not res.spd
+    if method == "skr":
+        assert res.method == "skr-gcrodr"
+
+
+def test_sorting_is_used_and_results_come_back_in_original_order(darcy_sequence):
+    Ks, mats = darcy_sequence
+    perm = [5, 0, 7, 2, 1, 6, 3, 4]
+    shuffled = [mats[i] for i in perm]
+    b = np.ones(mats[0].shape[0])
+    res = solve_sequence(shuffled, b, method="skr", rtol=1e-9)
+    ref = solve_sequence(mats, b, method="direct", rtol=1e-9)
+    for j, i in enumerate(perm):
+        np.testing.assert_allclose(res.solutions[j], ref.solutions[i], rtol=1e-6, atol=1e-12)
+    assert res.order[0] == 0
+
+
+def test_single_matrix_many_rhs():
+    A = sp.diags([4.0 * np.ones(50), -np.ones(49), -np.ones(49)], [0, 1, -1]).tocsr()
+    rhs = np.random.default_rng(0).standard_normal((6, 50))
+    res = solve_sequence(A, rhs, method="skr", rtol=1e-10)
+    for i in range(6):
+        np.testing.assert_allclose(A @ res.solutions[i], rhs[i], atol=1e-8)
+
+
+def test_spd_detection(darcy_sequence, convection_sequence):
+    assert is_spd(darcy_sequence[1][0])
+    assert not is_spd(convection_sequence[1][0])
+    helmholtz_like = (darcy_sequence[1][0] - 2000.0 * sp.eye(576)).tocsr()
+    assert not is_spd(helmholtz_like)
+
+
+def test_nonconverged_systems_are_reported(convection_sequence):
+    _, mats = convection_sequence
+    res = solve_sequence(mats[:3], np.ones(576), method="gcrodr", rtol=1e-10, maxiter=20)
+    assert not res.converged.any()
+    assert np.all(res.residuals > 1e-10)
+
+
+def test_bad_inputs(darcy_sequence):
+    _, mats = darcy_sequence
+    n = mats[0].shape[0]
+    with pytest.raises(ValueError, match="3 matrices but 2 right-hand sides"):
+        solve_sequence(mats[:3], np.ones((2, n)))
+    with pytest.raises(ValueError, match=r"system 1: right-hand side has shape \(10,\)"):
+        solve_sequence(mats[:2], [np.ones(n), np.ones(10)])
+    bad = np.ones((2, n))
+    bad[1, 3] = np.nan
+    with pytest.raises(ValueError, match="system 1: right-hand side contains NaN"):
+        solve_sequence(mats[:2], bad)
+    singular = mats[0].tolil()
+    singular[4, :] = 0
+    with pytest.raises(ValueError, match=r"singular: row\(s\) \[4\]"):
+        solve_sequence([mats[1], singular.tocsr()], np.ones((2, n)))
+    numerically_singular = sp.csr_matrix(np.array([[1.0, 2.0], [2.0, 4.0]]))
+    with pytest.raises(ValueError, match="singular"):
+        solve_sequence(numerically_singular, np.ones(2), method="direct")
+    with pytest.raises(ValueError, match="unknown method"):
+        solve_sequence(mats[:2], np.ones(n), method="magic")
+    with pytest.raises(ValueError, match="unknown preconditioner"):
+        solve_sequence(mats[:2], np.ones(n), preconditioner="ssor")
+    with pytest.raises(ValueError, match="matrix 1 has shape"):
+        solve_sequence([mats[0], sp.eye(5).tocsr()], np.ones(n))
