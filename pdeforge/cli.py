@@ -16,10 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from pdeforge.errors import PdeforgeError
+from pdeforge.errors import Interrupted, PdeforgeError
 
 EXIT_USAGE = 2
 EXIT_INVALID = 1
+EXIT_INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):
@@ -67,7 +68,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--out", required=True, type=Path, help="output dataset file (.nc)")
         p.add_argument("--resolution", type=_positive_int, default=None,
                        help=f"grid points per axis (default {cls.default_resolution}, "
-                       f"at least {cls.min_resolution})")
+                       f"from {cls.min_resolution} to {cls.max_resolution})")
         p.add_argument("--seed", type=_nonnegative_int, default=0, help="base seed (default 0)")
         par = p.add_mutually_exclusive_group()
         par.add_argument("--workers", type=_positive_int, default=1,
@@ -83,7 +84,8 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--strict", action="store_true",
                        help="fail instead of recording non-converged samples")
         p.add_argument("--overwrite", action="store_true",
-                       help="replace an existing output or partial run made with another config")
+                       help="replace an existing output or partial run made with another config "
+                       "(an output complete with this config is kept)")
         p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
         cls.add_arguments(p)
         p.set_defaults(func=_cmd_generate, family=cls)
@@ -106,9 +108,6 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         print(f"wrote {result.path}: {result.n_samples} samples in {result.seconds:.1f} s "
               f"({rate:.1f} samples/s; {result.shards_computed} of {result.shards_total} "
               "shards computed in this run)")
-    if result.nonconverged:
-        print(f"{len(result.nonconverged)} sample(s) did not converge; they are stored with "
-              "converged=false (see `pdeforge info`)")
     return 0
 
 
@@ -127,7 +126,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from pdeforge.datasets.info import describe, format_description
 
     d = describe(args.file)
-    print(json.dumps(d, indent=2) if args.json else format_description(d))
+    print(json.dumps(d, indent=2, allow_nan=False) if args.json else format_description(d))
     return 0
 
 
@@ -138,21 +137,24 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from pdeforge.datasets.runner import generate
 
     out_dir = Path(args.out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise PdeforgeError(f"--out-dir {out_dir} exists and is not a directory")
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     data = out_dir / "darcy.nc"
     print(f"[1/2] generating {args.n} Darcy samples at {args.resolution}x{args.resolution} "
           f"-> {data}")
     result = generate("darcy", args.n, data, resolution=args.resolution, seed=args.seed,
-                      shard_size=16)
+                      shard_size=16, overwrite=True)  # demo output is scratch
     report = check_file(data)
     print(f"[2/2] pdeforge check: {'OK' if report.ok else 'FAILED'}")
     if not report.ok:
         print(report.format())
         return EXIT_INVALID
     print(format_description(describe(data)))
-    print(f"demo finished in {time.perf_counter() - t0:.1f} s "
-          f"(generation {result.n_samples / max(result.seconds, 1e-9):.1f} samples/s)")
+    rate = ("reused from an earlier run" if result.already_complete else
+             f"generation {result.n_samples / max(result.seconds, 1e-9):.1f} samples/s")
+    print(f"demo finished in {time.perf_counter() - t0:.1f} s ({rate})")
     return 0
 
 
@@ -166,19 +168,21 @@ def build_parser() -> argparse.ArgumentParser:
                                 parser_class=_Parser)
     _add_generate(sub)
     chk = sub.add_parser("check", help="validate dataset files against the format")
-    chk.add_argument("files", nargs="+", metavar="FILE")
+    chk.add_argument("files", nargs="+", metavar="FILE", help="dataset file(s) to validate")
     chk.add_argument("--quick", action="store_true",
                      help="structure only; skip scanning the data for NaN/inf")
     chk.set_defaults(func=_cmd_check)
     inf = sub.add_parser("info", help="summarise a dataset file")
-    inf.add_argument("file", metavar="FILE")
+    inf.add_argument("file", metavar="FILE", help="dataset file")
     inf.add_argument("--json", action="store_true", help="print JSON")
     inf.set_defaults(func=_cmd_info)
     demo = sub.add_parser("demo", help="run the main path end to end on small defaults")
-    demo.add_argument("--out-dir", default="demo-output")
-    demo.add_argument("--n", type=_positive_int, default=64)
-    demo.add_argument("--resolution", type=_positive_int, default=32)
-    demo.add_argument("--seed", type=_nonnegative_int, default=0)
+    demo.add_argument("--out-dir", default="demo-output",
+                      help="where the demo writes its files (default demo-output)")
+    demo.add_argument("--n", type=_positive_int, default=64, help="samples (default 64)")
+    demo.add_argument("--resolution", type=_positive_int, default=32,
+                      help="grid points per axis (default 32)")
+    demo.add_argument("--seed", type=_nonnegative_int, default=0, help="seed (default 0)")
     demo.set_defaults(func=_cmd_demo)
     return parser
 
@@ -193,12 +197,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = _show_warning
     try:
         return int(args.func(args) or 0)
+    except Interrupted as exc:
+        print(f"pdeforge: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except PdeforgeError as exc:
         print(f"pdeforge: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("pdeforge: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -20,3 +20,7 @@ class ConfigMismatchError(PdeforgeError):
 
 class ConvergenceError(PdeforgeError):
     """Samples did not converge and the user asked for ``--strict``."""
+
+
+class Interrupted(PdeforgeError):
+    """The user interrupted a run (Ctrl-C); what was finished is kept."""

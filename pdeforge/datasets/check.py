@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from pdeforge.datasets.format import (
     ATTR_CONFIG,
+    ATTR_CREATED,
     ATTR_FORMAT,
     ATTR_N_SAMPLES,
     ATTR_PROBLEM,
@@ -33,6 +35,7 @@ from pdeforge.datasets.format import (
     REQUIRED_ROOT_ATTRS,
     ROLES,
     SAMPLE,
+    SOLVE_SECONDS,
     STATUS_COMPLETE,
     attr_value,
 )
@@ -132,11 +135,28 @@ def check_file(path: str | Path, scan_data: bool = True) -> CheckReport:
     return report
 
 
+_INT_ATTRS = (ATTR_FORMAT, ATTR_SEED, ATTR_N_SAMPLES)
+
+
 def _check_root_attrs(h5: Any, report: CheckReport) -> None:
     attrs = h5.attrs
     missing = [a for a in REQUIRED_ROOT_ATTRS if a not in attrs]
     if missing:
         report.errors.append(f"missing root attribute(s): {', '.join(missing)}")
+    for key in REQUIRED_ROOT_ATTRS:
+        value = attr_value(attrs, key)
+        if value is None:
+            continue
+        want = int if key in _INT_ATTRS else str
+        if isinstance(value, bool) or not isinstance(value, want):
+            report.errors.append(
+                f"root attribute {key} must be a single {want.__name__}, got {value!r}")
+    created = attr_value(attrs, ATTR_CREATED)
+    if isinstance(created, str):
+        try:
+            datetime.fromisoformat(created)
+        except ValueError:
+            report.errors.append(f"root attribute created is not an ISO 8601 time: {created!r}")
     fmt = attr_value(attrs, ATTR_FORMAT)
     if fmt is not None and fmt != FORMAT_VERSION:
         report.errors.append(
@@ -237,6 +257,19 @@ def _check_structure(nc: Any, report: CheckReport) -> None:
             report.errors.append(f"diagnostic {name!r} must have dims ('sample',)")
         elif attr_value(nc.variables[name].attrs, "role") != DIAGNOSTIC:
             report.errors.append(f"variable {name!r} must have role 'diagnostic'")
+    if CONVERGED in nc.variables:
+        var = nc.variables[CONVERGED]
+        is_bool = var.dtype == np.bool_ or (
+            np.issubdtype(var.dtype, np.integer) and attr_value(var.attrs, "dtype") == "bool")
+        if not is_bool:
+            report.errors.append(
+                f"diagnostic 'converged' must be boolean (xarray's encoding: int8 with "
+                f"attribute dtype='bool'), got {var.dtype}"
+                + ("" if not np.issubdtype(var.dtype, np.integer) else " without dtype='bool'"))
+    if SOLVE_SECONDS in nc.variables and not np.issubdtype(
+            nc.variables[SOLVE_SECONDS].dtype, np.floating):
+        report.errors.append(f"diagnostic 'solve_seconds' must be floating point, got "
+                             f"{nc.variables[SOLVE_SECONDS].dtype}")
     if not roles[INPUT] and not roles[PARAMETER]:
         report.errors.append("no variable with role 'input' or 'parameter'")
     if not roles[OUTPUT]:

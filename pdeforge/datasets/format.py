@@ -166,11 +166,13 @@ class DatasetWriter:
                 dtype = s.resolved_dtype(field_dtype)
                 store = np.int8 if dtype == np.bool_ else dtype
                 shape = tuple(dims[d] for d in s.dims)
+                # fields: one sample per chunk; per-sample scalars: one chunk for many
+                chunks = (1, *shape) if shape else (max(1, min(self.n_samples, 65536)),)
                 v = self._file.create_variable(
                     s.name,
                     (SAMPLE, *s.dims),
                     dtype=store,
-                    chunks=(1, *shape),
+                    chunks=chunks,
                     compression=comp if shape else None,
                     compression_opts=comp_opts if shape else None,
                 )
@@ -239,8 +241,11 @@ def attr_value(attrs: Any, key: str) -> Any:
     value = attrs.get(key)
     if isinstance(value, bytes | np.bytes_):
         return value.decode()
-    if isinstance(value, np.ndarray) and value.size == 1:
-        value = value.reshape(()).item()
+    if isinstance(value, np.ndarray):
+        if value.size == 1:
+            value = value.reshape(()).item()
+        else:
+            return [v.decode() if isinstance(v, bytes) else v for v in value.tolist()]
     if isinstance(value, np.generic):
         return value.item()
     return value

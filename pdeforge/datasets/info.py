@@ -26,7 +26,7 @@ def describe(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     verify_dataset(path, require_complete=False)
     with h5netcdf.File(path, "r") as nc:
-        attrs = {k: attr_value(nc.attrs, k) for k in nc.attrs if k != ATTR_CONFIG}
+        attrs = {k: _jsonable(attr_value(nc.attrs, k)) for k in nc.attrs if k != ATTR_CONFIG}
         try:
             config = json.loads(attr_value(nc.attrs, ATTR_CONFIG))
         except (TypeError, ValueError):
@@ -36,8 +36,10 @@ def describe(path: str | Path) -> dict[str, Any]:
         for name, var in nc.variables.items():
             if name in dims:
                 values = np.asarray(var[:])
-                coords[name] = {"size": int(values.size), "min": float(values.min()),
-                                "max": float(values.max())}
+                numeric = values.size and np.issubdtype(values.dtype, np.number)
+                coords[name] = {"size": int(values.size),
+                                "min": float(values.min()) if numeric else None,
+                                "max": float(values.max()) if numeric else None}
                 continue
             role = attr_value(var.attrs, "role")
             is_bool = attr_value(var.attrs, "dtype") == "bool"  # xarray's bool encoding
@@ -54,8 +56,14 @@ def describe(path: str | Path) -> dict[str, Any]:
                                          "false": int((~values.astype(bool)).sum())}
                 elif values.size and np.issubdtype(values.dtype, np.number):
                     v = values.astype(np.float64)
-                    diagnostics[name] = {"mean": float(np.nanmean(v)), "min": float(np.nanmin(v)),
-                                         "max": float(np.nanmax(v)), "total": float(np.nansum(v))}
+                    v = v[np.isfinite(v)]
+                    diagnostics[name] = {
+                        "finite": int(v.size),
+                        "mean": float(v.mean()) if v.size else None,
+                        "min": float(v.min()) if v.size else None,
+                        "max": float(v.max()) if v.size else None,
+                        "total": float(v.sum()) if v.size else None,
+                    }
     size = path.stat().st_size
     n = dims.get(SAMPLE, 0)
     return {
@@ -76,7 +84,8 @@ def format_description(d: dict[str, Any]) -> str:
             lines.append(f"{key:<18}{a[key]}")
     lines.append("dims      " + ", ".join(f"{k}={v}" for k, v in d["dims"].items()))
     for name, c in d["coords"].items():
-        lines.append(f"  coord {name:<8} {c['size']} points in [{c['min']:.4g}, {c['max']:.4g}]")
+        span = f" in [{c['min']:.4g}, {c['max']:.4g}]" if c["min"] is not None else ""
+        lines.append(f"  coord {name:<8} {c['size']} points{span}")
     lines.append("variables")
     for v in d["variables"]:
         label = v["long_name"] or ""
@@ -88,9 +97,22 @@ def format_description(d: dict[str, Any]) -> str:
     for name, s in d["diagnostics"].items():
         if name == CONVERGED:
             lines.append(f"  {name:<16} {s['true']} converged, {s['false']} not")
+        elif s["mean"] is None:
+            lines.append(f"  {name:<16} no finite values")
         else:
             lines.append(f"  {name:<16} mean {s['mean']:.4g}  min {s['min']:.4g}  "
                          f"max {s['max']:.4g}  total {s['total']:.4g}")
     lines.append("config")
     lines.append("  " + json.dumps(d["config"], indent=2, sort_keys=True).replace("\n", "\n  "))
     return "\n".join(lines)
+
+
+def _jsonable(value: Any) -> Any:
+    """Attribute values as JSON-safe Python (NaN/inf become None, arrays lists)."""
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, bytes | str | int | float | bool) or value is None:
+        return value
+    return str(value)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import json
 import logging
 import os
@@ -41,6 +42,8 @@ from pdeforge.datasets.format import (
     COMPRESSIONS,
     CONVERGED,
     FIELD_DTYPES,
+    INPUT,
+    OUTPUT,
     STATUS_COMPLETE,
     STATUS_SHARD,
     DatasetWriter,
@@ -48,14 +51,13 @@ from pdeforge.datasets.format import (
     config_json,
 )
 from pdeforge.datasets.problems import ProblemFamily, build_problem
-from pdeforge.errors import ConfigMismatchError, ConvergenceError, PdeforgeError
+from pdeforge.errors import ConfigMismatchError, ConvergenceError, Interrupted, PdeforgeError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SHARD_SIZE = 64
 SCHEDULER_TIMEOUT = "20s"
 MANIFEST = "config.json"
-LOCK = "lock"
 #: Keys of the resolved config that define the data (everything is, today).
 _SHARD_NAME = "shard-{:06d}.nc"
 
@@ -91,8 +93,9 @@ def resolve_config(
     """
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n <= 0:
         raise PdeforgeError(f"--n must be a positive integer number of samples, got {n!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise PdeforgeError(f"--seed must be a non-negative integer, got {seed!r}")
+    if (isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0
+            or seed >= 2**63):
+        raise PdeforgeError(f"--seed must be an integer in [0, 2^63), got {seed!r}")
     if dtype not in FIELD_DTYPES:
         raise PdeforgeError(f"--dtype must be one of {', '.join(FIELD_DTYPES)}, got {dtype!r}")
     if compression not in COMPRESSIONS:
@@ -142,17 +145,30 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 @contextlib.contextmanager
-def _locked(parts: Path) -> Iterator[None]:
-    """Exclusive lock on a parts directory (released by the kernel even on kill -9)."""
-    with open(parts / LOCK, "w") as fh:
+def _locked(out: Path) -> Iterator[None]:
+    """Exclusive lock on an output (released by the kernel even on kill -9).
+
+    Taken before anything under ``<out>.parts`` is touched, ``--overwrite`` included.
+    """
+    lock = out.with_name(f"{out.name}.lock")
+    try:
+        fh = open(lock, "a")  # noqa: SIM115 - held for the whole block
+    except OSError as exc:
+        raise PdeforgeError(f"cannot write next to {out} ({exc.strerror}); choose a "
+                            "writable --out") from None
+    with fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise PdeforgeError(
-                f"another `pdeforge generate` is writing {parts}; wait for it to finish "
+                f"another `pdeforge generate` is writing {out}; wait for it to finish "
                 "or stop it before running this command again"
             ) from None
-        yield
+        try:
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
 
 
 def _read_existing_config(path: Path) -> tuple[dict[str, Any] | None, str | None]:
@@ -340,6 +356,9 @@ def generate(
         )
     if out.is_dir():
         raise PdeforgeError(f"--out {out} is a directory; give a file name such as {out}/data.nc")
+    if not os.access(out.parent, os.W_OK):
+        raise PdeforgeError(f"output directory {out.parent} is not writable; choose another "
+                            "--out")
     text = config_json(config)
     ranges = _shard_ranges(config["n_samples"], config["shard_size"])
 
@@ -350,7 +369,7 @@ def generate(
                 f"{out} exists and is not a pdeforge dataset; choose another --out "
                 "or pass --overwrite to replace it"
             )
-        if old == config and status == STATUS_COMPLETE and not overwrite:
+        if old == config and status == STATUS_COMPLETE:  # --overwrite has nothing to discard
             log.info("%s is already complete with this config; nothing to do", out)
             return GenerateResult(out, config["n_samples"], time.perf_counter() - t0,
                                   len(ranges), 0, _nonconverged_in_file(out), True)
@@ -362,85 +381,21 @@ def generate(
             )
 
     parts = Path(f"{out}.parts")
-    if parts.exists() and overwrite:
-        shutil.rmtree(parts)
-    parts.mkdir(exist_ok=True)
-    with _locked(parts):
-        manifest = parts / MANIFEST
-        if manifest.exists():
-            try:
-                old = json.loads(manifest.read_text())
-            except ValueError:
-                old = None
-            if old != config:
-                diff = "; ".join(_config_diff(old, config)) if isinstance(old, dict) else (
-                    "unreadable manifest")
-                raise ConfigMismatchError(
-                    f"{parts} holds a partial run with a different config ({diff}); "
-                    "re-run with the original options to resume, choose another --out, "
-                    "or pass --overwrite to discard it"
-                )
-        else:
-            _atomic_write_text(manifest, json.dumps(config, indent=2, sort_keys=True))
-        for stale in parts.glob("*.tmp-*"):
-            stale.unlink()
-        for stale in out.parent.glob(f"{out.name}.tmp-*"):
-            stale.unlink()
-
-        pending = []
-        for j, (start, stop) in enumerate(ranges):
-            path = parts / _SHARD_NAME.format(j)
-            if path.exists() and not _shard_is_valid(path, start, stop, text):
-                bad = path.with_name(f"{path.name}.invalid-{int(time.time())}")
-                os.replace(path, bad)
-                warnings.warn(f"shard {path.name} was damaged; moved to {bad.name} and "
-                              "recomputing it", stacklevel=2)
-            if not path.exists():
-                pending.append(j)
-        done = sum(stop - start for j, (start, stop) in enumerate(ranges) if j not in pending)
-
-        bar = _progress_bar(config, done, progress)
+    with _locked(out):
+        if parts.exists() and overwrite:
+            shutil.rmtree(parts)
         try:
-            def store(j: int, block: Mapping[str, np.ndarray]) -> None:
-                start = ranges[j][0]
-                _write_shard(parts / _SHARD_NAME.format(j), prob, config, text, start, block)
-
-            if scheduler is None and workers == 1:
-                for j in pending:  # in this process: the bar advances sample by sample
-                    store(j, _compute_shard(text, *ranges[j], progress=bar.update))
-            else:
-                def store_and_count(j: int, block: Mapping[str, np.ndarray]) -> None:
-                    store(j, block)
-                    bar.update(ranges[j][1] - ranges[j][0])
-
-                _run_dask(text, ranges, pending, store_and_count, workers, scheduler)
-        except KeyboardInterrupt:
-            bar.close()
-            raise PdeforgeError(
-                f"interrupted; finished shards are kept in {parts}: re-run the same "
-                "command to resume"
-            ) from None
-        finally:
-            bar.close()
-
-        nonconverged = _nonconverged_in_shards(parts, ranges)
-        if nonconverged and strict:
-            raise ConvergenceError(
-                f"{len(nonconverged)} sample(s) did not converge (indices "
-                f"{_short_list(nonconverged)}); shards are kept in {parts}. Change the solver "
-                "options, or drop --strict to record them with converged=false"
-            )
-
-        def blocks() -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-            import h5py
-
-            names = [s.name for s in prob.variables()]
-            for j, (start, _stop) in enumerate(ranges):
-                with h5py.File(parts / _SHARD_NAME.format(j), "r") as f:
-                    yield start, {name: f[name][()] for name in names}
-
-        _write_file(out, prob, config, config["n_samples"], blocks(), STATUS_COMPLETE,
-                    validate=True)
+            parts.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise PdeforgeError(f"cannot create {parts} ({exc.strerror}); choose a writable "
+                                "--out") from None
+        try:
+            nonconverged, pending = _run_locked(
+                prob, config, text, ranges, out, parts, workers, scheduler, strict, progress)
+        except BaseException:
+            if parts.exists() and not any(parts.glob("shard-*.nc")):
+                shutil.rmtree(parts)  # nothing computed yet: leave no stale manifest
+            raise
     shutil.rmtree(parts)
     if nonconverged:
         warnings.warn(
@@ -450,6 +405,115 @@ def generate(
         )
     return GenerateResult(out, config["n_samples"], time.perf_counter() - t0, len(ranges),
                           len(pending), nonconverged)
+
+
+def _run_locked(
+    prob: ProblemFamily, config: dict[str, Any], text: str, ranges: list[tuple[int, int]],
+    out: Path, parts: Path, workers: int, scheduler: str | None, strict: bool, progress: bool,
+) -> tuple[list[int], list[int]]:
+    """Compute the missing shards and assemble ``out`` (the output's lock is held)."""
+    manifest = parts / MANIFEST
+    if manifest.exists():
+        try:
+            old = json.loads(manifest.read_text())
+        except ValueError:
+            old = None
+        if old != config:
+            diff = "; ".join(_config_diff(old, config)) if isinstance(old, dict) else (
+                "unreadable manifest")
+            raise ConfigMismatchError(
+                f"{parts} holds a partial run with a different config ({diff}); "
+                "re-run with the original options to resume, choose another --out, "
+                "or pass --overwrite to discard it"
+            )
+    else:
+        _atomic_write_text(manifest, json.dumps(config, indent=2, sort_keys=True))
+    for stale in parts.glob("*.tmp-*"):
+        stale.unlink()
+    for stale in out.parent.glob(f"{glob.escape(out.name)}.tmp-*"):
+        stale.unlink()
+
+    pending = []
+    for j, (start, stop) in enumerate(ranges):
+        path = parts / _SHARD_NAME.format(j)
+        if path.exists() and not _shard_is_valid(path, start, stop, text):
+            bad = path.with_name(f"{path.name}.invalid-{int(time.time())}")
+            os.replace(path, bad)
+            warnings.warn(f"shard {path.name} was damaged; moved to {bad.name} and "
+                          "recomputing it", stacklevel=2)
+        if not path.exists():
+            pending.append(j)
+    done = sum(stop - start for j, (start, stop) in enumerate(ranges) if j not in pending)
+
+    bar = _progress_bar(config, done, progress)
+    try:
+        def store(j: int, block: Mapping[str, np.ndarray]) -> None:
+            start = ranges[j][0]
+            block = _flag_nonfinite(prob, config, block, start)
+            _write_shard(parts / _SHARD_NAME.format(j), prob, config, text, start, block)
+
+        if scheduler is None and workers == 1:
+            for j in pending:  # in this process: the bar advances sample by sample
+                store(j, _compute_shard(text, *ranges[j], progress=bar.update))
+        else:
+            def store_and_count(j: int, block: Mapping[str, np.ndarray]) -> None:
+                store(j, block)
+                bar.update(ranges[j][1] - ranges[j][0])
+
+            _run_dask(text, ranges, pending, store_and_count, workers, scheduler)
+    except KeyboardInterrupt:
+        bar.close()
+        raise Interrupted(
+            f"interrupted; finished shards are kept in {parts}: re-run the same "
+            "command to resume"
+        ) from None
+    finally:
+        bar.close()
+
+    nonconverged = _nonconverged_in_shards(parts, ranges)
+    if nonconverged and strict:
+        raise ConvergenceError(
+            f"{len(nonconverged)} sample(s) did not converge (indices "
+            f"{_short_list(nonconverged)}); shards are kept in {parts}. Change the solver "
+            "options, or drop --strict to record them with converged=false"
+        )
+
+    def blocks() -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        import h5py
+
+        names = [s.name for s in prob.variables()]
+        for j, (start, _stop) in enumerate(ranges):
+            with h5py.File(parts / _SHARD_NAME.format(j), "r") as f:
+                yield start, {name: f[name][()] for name in names}
+
+    _write_file(out, prob, config, config["n_samples"], blocks(), STATUS_COMPLETE,
+                validate=True)
+    return nonconverged, pending
+
+
+def _flag_nonfinite(
+    prob: ProblemFamily, config: Mapping[str, Any], block: Mapping[str, np.ndarray], start: int
+) -> dict[str, np.ndarray]:
+    """Mark samples whose fields are not finite in the stored dtype as not converged.
+
+    A value can be finite in float64 and overflow in float32 (e.g. exp of a large GRF):
+    such a sample must not be stored as converged.
+    """
+    out = dict(block)
+    bad = np.zeros(len(out["converged"]), dtype=bool)
+    for spec in prob.variables():
+        if spec.role in (INPUT, OUTPUT) and spec.dims:
+            arr = np.asarray(out[spec.name]).astype(spec.resolved_dtype(config["dtype"]))
+            bad |= ~np.isfinite(arr.reshape(arr.shape[0], -1)).all(axis=1)
+            out[spec.name] = arr
+    flagged = bad & np.asarray(out["converged"], dtype=bool)
+    if flagged.any():
+        warnings.warn(
+            f"{int(flagged.sum())} sample(s) (first index {start + int(np.argmax(flagged))}) "
+            f"have NaN/inf fields in {config['dtype']}; recorded as not converged "
+            "(narrow the input distribution or use --dtype float64)", stacklevel=2)
+        out["converged"] = np.asarray(out["converged"], dtype=bool) & ~bad
+    return out
 
 
 def _short_list(values: list[int], limit: int = 10) -> str:
@@ -507,7 +571,7 @@ def _run_dask(
         if scheduler is not None:
             try:
                 client = Client(scheduler, timeout=SCHEDULER_TIMEOUT)
-            except OSError as exc:
+            except (OSError, ValueError, TypeError) as exc:
                 raise PdeforgeError(
                     f"cannot reach the Dask scheduler at {scheduler!r} ({exc}); check the "
                     "address (e.g. tcp://host:8786) or use --workers K for a local cluster"

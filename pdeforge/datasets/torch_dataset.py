@@ -60,9 +60,9 @@ class TorchDataset(torch.utils.data.Dataset):
             field with role ``input``.
         outputs: variable names for output channels; default every field with role
             ``output``.
-        indices: sample indices to use (default: all, minus non-converged ones).
-        skip_nonconverged: drop samples whose ``converged`` diagnostic is false when
-            ``indices`` is not given.
+        indices: sample indices (integers or a boolean mask of length n; default all).
+        skip_nonconverged: drop samples whose ``converged`` diagnostic is false (from
+            ``indices`` too), so that no NaN sample reaches training.
         in_memory: True, False, or ``"auto"`` (load when the selection fits in
             :data:`IN_MEMORY_BYTES`).
         dtype: tensor dtype of the returned items.
@@ -93,6 +93,11 @@ class TorchDataset(torch.utils.data.Dataset):
         fields = {k: v for k, v in variables.items() if v[0][:1] == (SAMPLE,)}
         if n is None:
             n = next(iter(fields.values()))[1][0] if fields else 0
+        for label, names in (("inputs", inputs), ("outputs", outputs)):
+            if isinstance(names, str):
+                raise TypeError(f"{label} must be a list of variable names, e.g. [{names!r}]")
+        if in_memory not in (True, False, "auto"):
+            raise ValueError(f"in_memory must be True, False or 'auto', got {in_memory!r}")
         self.inputs = list(inputs) if inputs is not None else self._by_role(fields, INPUT)
         self.outputs = list(outputs) if outputs is not None else self._by_role(fields, OUTPUT)
         for label, names in (("inputs", self.inputs), ("outputs", self.outputs)):
@@ -111,12 +116,21 @@ class TorchDataset(torch.utils.data.Dataset):
         self.grid_shape = self._grid_shape(fields)
         if indices is None:
             idx = np.arange(n)
-            if skip_nonconverged and converged is not None:
-                idx = idx[converged]
         else:
-            idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+            raw = np.asarray(indices)
+            if raw.dtype == bool:
+                if raw.shape != (n,):
+                    raise IndexError(f"a boolean mask for indices needs length {n}, "
+                                     f"got shape {raw.shape}")
+                idx = np.flatnonzero(raw)
+            elif raw.size and not np.issubdtype(raw.dtype, np.integer):
+                raise TypeError(f"indices must be integers or a boolean mask, got {raw.dtype}")
+            else:
+                idx = raw.astype(np.int64).reshape(-1)
             if idx.size and (idx.min() < 0 or idx.max() >= n):
                 raise IndexError(f"indices must lie in [0, {n}), got {idx.min()}..{idx.max()}")
+        if skip_nonconverged and converged is not None:
+            idx = idx[converged[idx]]
         self.indices = idx
         self._fields = fields
         self.in_channels = sum(self._channels(fields, v) for v in self.inputs)

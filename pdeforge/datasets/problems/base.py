@@ -48,6 +48,8 @@ class Option:
             raise PdeforgeError(
                 f"option {self.flag}: expected {self.type.__name__}, got {value!r}"
             ) from None
+        if isinstance(value, float) and not np.isfinite(value):
+            raise PdeforgeError(f"option {self.flag}: must be a finite number, got {value!r}")
         if self.choices is not None and value not in self.choices:
             choices = ", ".join(map(str, self.choices))
             raise PdeforgeError(f"option {self.flag}: {value!r} is not one of {choices}")

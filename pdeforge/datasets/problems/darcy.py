@@ -27,6 +27,7 @@ from pdeforge.datasets.format import (
 )
 from pdeforge.datasets.grf import BOUNDARIES, GaussianRandomField
 from pdeforge.datasets.problems.base import Option, ProblemFamily, sample_rng
+from pdeforge.errors import PdeforgeError
 from pdeforge.solvers.diffusion import SCHEMES, diffusion_matrix, grid_points, unknown_mask
 
 #: GRF parameters (alpha, tau) by coefficient model: FNO benchmark and SKR paper.
@@ -62,8 +63,21 @@ class Darcy(ProblemFamily):
         alpha, tau = GRF_DEFAULTS[options["coefficient"]]
         options["alpha"] = alpha if options["alpha"] is None else options["alpha"]
         options["tau"] = tau if options["tau"] is None else options["tau"]
+        if options["alpha"] <= self.dim / 2:
+            raise PdeforgeError(
+                f"--alpha {options['alpha']} gives a GRF with infinite point variance in "
+                f"{self.dim}D: use --alpha > {self.dim / 2:g}"
+            )
         if options["sigma"] is None:
-            options["sigma"] = options["tau"] ** (options["alpha"] - self.dim / 2)
+            try:
+                options["sigma"] = options["tau"] ** (options["alpha"] - self.dim / 2)
+            except OverflowError:
+                options["sigma"] = np.inf
+            if not np.isfinite(options["sigma"]):
+                raise PdeforgeError(
+                    "the default --sigma tau^(alpha - d/2) overflows for "
+                    f"--alpha {options['alpha']} --tau {options['tau']}: give --sigma"
+                )
         return options
 
     @property
@@ -107,7 +121,8 @@ class Darcy(ProblemFamily):
     def coefficient_from_field(self, g: np.ndarray) -> np.ndarray:
         c = self.config
         if c["coefficient"] == "lognormal":
-            return np.exp(g)
+            with np.errstate(over="ignore"):  # overflow -> inf -> sample not converged
+                return np.exp(g)
         return np.where(g >= c["threshold"], c["k_high"], c["k_low"])
 
     def sample_coefficient(self, seed: int, index: int, grf: GaussianRandomField | None = None):
@@ -119,6 +134,12 @@ class Darcy(ProblemFamily):
         """Solve for one coefficient field; returns u on the full grid and diagnostics."""
         scheme = self.config["scheme"]
         t0 = time.perf_counter()
+        mask = unknown_mask(coefficient.shape, scheme)
+        if not (np.all(np.isfinite(coefficient)) and np.all(coefficient > 0)):
+            # e.g. exp() overflow for a huge --sigma: recorded, not raised
+            u = np.full(coefficient.shape, np.nan)
+            return u, {"converged": False, "solve_seconds": time.perf_counter() - t0,
+                       "residual": np.nan}
         A = diffusion_matrix(coefficient, scheme)
         f = np.full(A.shape[0], self.config["forcing"])
         # SPD with a symmetric pattern: minimum degree on A^T + A and no pivoting keep
@@ -133,7 +154,7 @@ class Darcy(ProblemFamily):
         fnorm = np.linalg.norm(f)
         residual = float(np.linalg.norm(f - A @ x) / (fnorm if fnorm > 0 else 1.0))
         u = np.zeros(coefficient.shape)
-        u[unknown_mask(coefficient.shape, scheme)] = x
+        u[mask] = x
         converged = bool(np.all(np.isfinite(x)) and residual <= DIRECT_RESIDUAL_TOL)
         return u, {"converged": converged, "solve_seconds": seconds, "residual": residual}
 

@@ -1,0 +1,181 @@
+"""Inputs and situations found by trying to break the CLI as a new user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from pdeforge.datasets import TorchDataset, check_file, runner
+from pdeforge.datasets.runner import generate
+from pdeforge.errors import PdeforgeError
+from tests.conftest import run_cli
+from tests.datasets.test_format import _corrupt, _external_file
+
+
+def test_overwrite_cannot_steal_a_running_output(tmp_path):
+    out = tmp_path / "busy.nc"
+    with runner._locked(out):
+        with pytest.raises(PdeforgeError, match="another `pdeforge generate` is writing"):
+            generate("darcy", 2, out, resolution=8, overwrite=True, progress=False)
+    generate("darcy", 2, out, resolution=8, progress=False)  # lock released
+    assert not (tmp_path / "busy.nc.lock").exists()
+
+
+def test_float32_overflow_is_recorded_not_stored_as_converged(tmp_path):
+    with pytest.warns(UserWarning, match="NaN/inf fields in float32"):
+        res = generate("darcy", 6, tmp_path / "o.nc", resolution=12, progress=False,
+                       options={"coefficient": "lognormal", "sigma": 3000.0})
+    assert res.nonconverged
+    assert check_file(res.path).ok
+
+
+def test_failure_before_any_shard_leaves_nothing_behind(tmp_path, monkeypatch):
+    def boom(*args, **kwargs):
+        raise RuntimeError("solver crashed")
+
+    monkeypatch.setattr(runner, "_compute_shard", boom)
+    with pytest.raises(RuntimeError):
+        generate("darcy", 4, tmp_path / "f.nc", resolution=8, progress=False)
+    assert not (tmp_path / "f.nc.parts").exists()
+    monkeypatch.undo()
+    # a corrected re-run is not blocked by a stale manifest
+    generate("darcy", 4, tmp_path / "f.nc", resolution=8, progress=False,
+             options={"coefficient": "lognormal"})
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--alpha", "inf"], "must be a finite number"),
+        (["--threshold", "nan"], "must be a finite number"),
+        (["--forcing", "nan"], "must be a finite number"),
+        (["--alpha", "0.5"], "use --alpha > 1"),
+        (["--alpha", "1000"], "overflows"),
+        (["--seed", "99999999999999999999999"], "[0, 2^63)"),
+        (["--scheduler", "garbage"], "cannot reach the Dask scheduler"),
+    ],
+)
+def test_more_bad_options(tmp_path, args, fragment):
+    proc = run_cli("generate", "darcy", "--n", "2", "--resolution", "8", "--out",
+                   tmp_path / "x.nc", *args, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert fragment in proc.stderr
+    assert not (tmp_path / "x.nc.parts").exists()
+
+
+def test_unwritable_output_directory(tmp_path):
+    proc = run_cli("generate", "darcy", "--n", "2", "--out", "/proc/x.nc")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "/proc" in proc.stderr
+
+
+def test_ctrl_c_keeps_shards_exits_130_and_resumes(tmp_path):
+    out = tmp_path / "i.nc"
+    args = ["generate", "darcy", "--n", "120", "--resolution", "96", "--shard-size", "4",
+            "--out", str(out), "--no-progress"]
+    proc = subprocess.Popen([sys.executable, "-m", "pdeforge", *args], stderr=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list(tmp_path.glob("i.nc.parts/shard-*.nc"))) < 2:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "re-run the same command to resume" in err and "Traceback" not in err
+    again = run_cli(*args)
+    assert again.returncode == 0 and "shards computed in this run" in again.stdout
+
+
+def test_glob_characters_in_the_output_name(tmp_path):
+    out = tmp_path / "g[1].nc"
+    stale = tmp_path / "g[1].nc.tmp-99999"
+    stale.write_text("left by a killed run")
+    generate("darcy", 2, out, resolution=8, progress=False)
+    assert not stale.exists()
+
+
+def test_torch_dataset_index_forms(darcy_file, tmp_path):
+    mask = np.zeros(12, bool)
+    mask[[1, 4]] = True
+    ds = TorchDataset(darcy_file, indices=mask)
+    assert ds.indices.tolist() == [1, 4]
+    with pytest.raises(TypeError, match="integers or a boolean mask"):
+        TorchDataset(darcy_file, indices=[0.7, 1.9])
+    with pytest.raises(IndexError, match="boolean mask"):
+        TorchDataset(darcy_file, indices=mask[:5])
+    with pytest.raises(TypeError, match="list of variable names"):
+        TorchDataset(darcy_file, inputs="coefficient")
+
+    def drop(f):
+        f["converged"][2] = 0
+        f["solution"][2] = np.nan
+
+    bad = _corrupt(darcy_file, tmp_path / "nc.nc", drop)
+    ds = TorchDataset(bad, indices=range(4))
+    assert ds.indices.tolist() == [0, 1, 3]
+    assert all(torch.isfinite(ds[i][1]).all() for i in range(len(ds)))
+
+
+def test_info_json_is_strict_json(darcy_file, tmp_path):
+    def nan_residuals(f):
+        f["residual"][:] = np.nan
+        f.attrs["history"] = np.array([1.0, 2.0])
+
+    path = _corrupt(darcy_file, tmp_path / "n.nc", nan_residuals)
+    proc = run_cli("info", path, "--json")
+    assert proc.returncode == 0, proc.stderr
+    d = json.loads(proc.stdout)
+    assert d["diagnostics"]["residual"]["mean"] is None
+    assert d["attrs"]["history"] == [1.0, 2.0]
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda f: f.attrs.__setitem__("created", "yesterday"), "not an ISO 8601 time"),
+        (lambda f: f.attrs.__setitem__("pdeforge_format", np.array([1, 1])), "single int"),
+        (lambda f: f.attrs.__setitem__("status", np.array([b"complete", b"x"])), "single str"),
+        (lambda f: f["converged"].attrs.__delitem__("dtype"), "without dtype='bool'"),
+    ],
+)
+def test_check_type_rules(darcy_file, tmp_path, edit, message):
+    report = check_file(_corrupt(darcy_file, tmp_path / "t.nc", edit))
+    assert any(message in e for e in report.errors), report.errors
+
+
+def test_check_diagnostic_dtypes(tmp_path):
+    import xarray as xr
+
+    path = _external_file(tmp_path / "e.nc")
+    ds = xr.open_dataset(path, engine="h5netcdf").load()
+    ds["converged"] = ds.converged.astype(np.float64)
+    ds["solve_seconds"] = ds.solve_seconds.astype(np.int64)
+    ds.to_netcdf(tmp_path / "bad.nc", engine="h5netcdf")
+    errors = check_file(tmp_path / "bad.nc").errors
+    assert any("'converged' must be boolean" in e for e in errors), errors
+    assert any("'solve_seconds' must be floating point" in e for e in errors), errors
+    with h5py.File(path, "r") as f:
+        assert f["converged"].dtype == np.int8  # what plain xarray writes for bool
+
+
+def test_demo_reruns_with_new_settings(tmp_path):
+    first = run_cli("demo", "--out-dir", tmp_path / "d", "--n", "8", "--resolution", "12")
+    assert first.returncode == 0, first.stderr
+    second = run_cli("demo", "--out-dir", tmp_path / "d", "--n", "6", "--resolution", "12")
+    assert second.returncode == 0, second.stderr
+    third = run_cli("demo", "--out-dir", tmp_path / "d", "--n", "6", "--resolution", "12")
+    assert "reused from an earlier run" in third.stdout
+    (tmp_path / "file").write_text("x")
+    bad = run_cli("demo", "--out-dir", tmp_path / "file")
+    assert bad.returncode == 2 and "not a directory" in bad.stderr
+    os.remove(tmp_path / "file")
