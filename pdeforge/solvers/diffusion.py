@@ -22,7 +22,7 @@ Written here because scipy has no variable-coefficient finite-volume assembler.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -60,16 +60,38 @@ def harmonic_mean(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return 2.0 * a * b / (a + b)
 
 
-def diffusion_matrix(coefficient: np.ndarray, scheme: str = "cell") -> sp.csr_matrix:
-    """Matrix of -div(K grad .) with u = 0 on the boundary, over the unknowns.
+Walls = Mapping[tuple[int, int], str]
+WALL_TYPES = ("dirichlet", "neumann")
+
+
+def _wall_slice(ndim: int, axis: int, side: int) -> tuple:
+    sl = [slice(None)] * ndim
+    sl[axis] = 0 if side == 0 else -1
+    return tuple(sl)
+
+
+def diffusion_matrix(
+    coefficient: np.ndarray,
+    scheme: str = "cell",
+    *,
+    walls: Walls | None = None,
+    active: np.ndarray | None = None,
+) -> sp.csr_matrix:
+    """Matrix of -div(K grad .) over the unknowns (homogeneous boundary data).
 
     Args:
         coefficient: K > 0 at every grid point, shape (n_1, ..., n_d), on the unit cube.
         scheme: ``"cell"`` or ``"vertex"`` (see module docstring).
+        walls: ``{(axis, side): "dirichlet" | "neumann"}`` for side 0 (x_axis = 0) and 1
+            (x_axis = 1); missing walls are Dirichlet. Cell scheme only for Neumann.
+        active: cell scheme only: boolean mask of the cells in the domain. Faces between
+            an active and an inactive cell are insulated (zero flux); the unknowns are
+            the active cells (a plate with a slot, say).
 
     Returns:
         CSR matrix of size (number of unknowns)^2, unknowns in C (row-major) order of
-        the grid restricted to :func:`unknown_mask`.
+        the grid restricted to :func:`unknown_mask` (and ``active``). Non-zero boundary
+        data enter the right-hand side through :func:`wall_rhs`.
     """
     K = np.asarray(coefficient, dtype=np.float64)
     if scheme not in SCHEMES:
@@ -80,6 +102,15 @@ def diffusion_matrix(coefficient: np.ndarray, scheme: str = "cell") -> sp.csr_ma
     min_n = 2 if scheme == "cell" else 3
     if any(n < min_n for n in shape):
         raise ValueError(f"grid {shape} too small for the {scheme} scheme (>= {min_n} per axis)")
+    walls = dict(walls or {})
+    if scheme == "vertex" and (active is not None or any(
+            w != "dirichlet" for w in walls.values())):
+        raise ValueError("Neumann walls and masks need the cell scheme")
+    if any(w not in WALL_TYPES for w in walls.values()):
+        raise ValueError(f"wall types are {WALL_TYPES}, got {sorted(set(walls.values()))}")
+    act = np.ones(shape, dtype=bool) if active is None else np.asarray(active, dtype=bool)
+    if act.shape != shape:
+        raise ValueError(f"active mask has shape {act.shape}, coefficient {shape}")
     index = np.arange(K.size).reshape(shape)
     diag = np.zeros(shape)
     rows, cols, vals = [], [], []
@@ -89,7 +120,7 @@ def diffusion_matrix(coefficient: np.ndarray, scheme: str = "cell") -> sp.csr_ma
         hi = [slice(None)] * K.ndim
         lo[axis], hi[axis] = slice(0, -1), slice(1, None)
         lo, hi = tuple(lo), tuple(hi)
-        t = harmonic_mean(K[lo], K[hi]) / h**2
+        t = harmonic_mean(K[lo], K[hi]) / h**2 * (act[lo] & act[hi])
         diag[lo] += t
         diag[hi] += t
         a, b = index[lo].ravel(), index[hi].ravel()
@@ -97,11 +128,11 @@ def diffusion_matrix(coefficient: np.ndarray, scheme: str = "cell") -> sp.csr_ma
         cols += [b, a]
         vals += [-t.ravel(), -t.ravel()]
         if scheme == "cell":
-            # boundary faces at distance h/2 from the first and last cells
-            for edge in (0, -1):
-                sl = [slice(None)] * K.ndim
-                sl[axis] = edge
-                diag[tuple(sl)] += 2.0 * K[tuple(sl)] / h**2
+            # Dirichlet walls at distance h/2 from the first and last cells
+            for side in (0, 1):
+                if walls.get((axis, side), "dirichlet") == "dirichlet":
+                    sl = _wall_slice(K.ndim, axis, side)
+                    diag[sl] += 2.0 * K[sl] / h**2 * act[sl]
     rows.append(index.ravel())
     cols.append(index.ravel())
     vals.append(diag.ravel())
@@ -109,9 +140,45 @@ def diffusion_matrix(coefficient: np.ndarray, scheme: str = "cell") -> sp.csr_ma
         (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
         shape=(K.size, K.size),
     )
-    if scheme == "vertex":
-        keep = np.flatnonzero(unknown_mask(shape, scheme).ravel())
+    keep_mask = unknown_mask(shape, scheme) & act
+    if not keep_mask.all():
+        keep = np.flatnonzero(keep_mask.ravel())
         A = A[keep][:, keep]
     A.sum_duplicates()
     A.sort_indices()
     return A.tocsr()
+
+
+def wall_rhs(
+    coefficient: np.ndarray,
+    dirichlet: Mapping[tuple[int, int], np.ndarray] | None = None,
+    neumann: Mapping[tuple[int, int], np.ndarray] | None = None,
+    active: np.ndarray | None = None,
+) -> np.ndarray:
+    """Right-hand-side contributions of non-zero wall data, cell scheme, on the full grid.
+
+    Args:
+        coefficient: K on the cells.
+        dirichlet: ``{(axis, side): g}`` with g the wall value at the face centres
+            (shape of the grid without ``axis``); adds 2 K g / h^2 to the wall cells.
+        neumann: ``{(axis, side): q}`` with q the inward flux K du/dn into the domain;
+            adds q / h to the wall cells.
+        active: mask of active cells (contributions to inactive cells are dropped).
+
+    Returns:
+        Array of the grid's shape; restrict it with the unknowns' mask.
+    """
+    K = np.asarray(coefficient, dtype=np.float64)
+    out = np.zeros(K.shape, dtype=np.result_type(
+        K, *(np.asarray(v) for v in (dirichlet or {}).values()),
+        *(np.asarray(v) for v in (neumann or {}).values())))
+    for (axis, side), g in (dirichlet or {}).items():
+        h = 1.0 / K.shape[axis]
+        sl = _wall_slice(K.ndim, axis, side)
+        out[sl] += 2.0 * K[sl] * np.asarray(g) / h**2
+    for (axis, side), q in (neumann or {}).items():
+        h = 1.0 / K.shape[axis]
+        out[_wall_slice(K.ndim, axis, side)] += np.asarray(q) / h
+    if active is not None:
+        out = out * np.asarray(active, dtype=bool)
+    return out

@@ -24,7 +24,8 @@ def test_round_trip_with_plain_xarray(darcy_file):
     np.testing.assert_allclose(ds.y.values, ds.x.values)
     roles = {name: ds[name].attrs["role"] for name in ds.data_vars}
     assert roles == {"coefficient": "input", "solution": "output", "converged": "diagnostic",
-                     "solve_seconds": "diagnostic", "residual": "diagnostic"}
+                     "solve_seconds": "diagnostic", "residual": "diagnostic",
+                     "iterations": "diagnostic"}
     for name in ds.data_vars:
         assert "units" in ds[name].attrs or "long_name" in ds[name].attrs
     assert ds.coefficient.dtype == np.float32 and ds.solution.dtype == np.float32

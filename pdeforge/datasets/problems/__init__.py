@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from pdeforge.datasets.problems.base import Option, ProblemFamily, sample_rng
-from pdeforge.datasets.problems.darcy import Darcy
+from pdeforge.datasets.problems.darcy import Darcy, Darcy3D
 from pdeforge.errors import PdeforgeError
 
-PROBLEMS: dict[str, type[ProblemFamily]] = {cls.name: cls for cls in (Darcy,)}
+PROBLEMS: dict[str, type[ProblemFamily]] = {cls.name: cls for cls in (Darcy, Darcy3D)}
 
 
 def available() -> list[str]:

@@ -9,9 +9,9 @@ Methods:
 * ``gmres``: independent GMRES(restart) per system (pdeforge's own), preconditioner built
   per system: the SKR paper's baseline.
 * ``direct``: sparse LU per system (SuperLU).
-* ``auto``: measures. The first systems of the sorted order are solved with each
-  candidate (direct; recycling with the two preconditioners that suit the matrix class),
-  the cheapest per system after warm-up is kept and continues from where its trial ended.
+* ``auto``: sparse LU or ``skr`` (AMG for SPD, ILU otherwise) by matrix class, dimension
+  and size (:func:`auto_choice`), thresholds measured with benchmarks/skr.py. A fixed
+  rule rather than a timing trial, so that the same file comes out on any machine.
 
 Every result is checked with the true residual; a system that misses ``rtol`` within
 ``maxiter`` products is reported (``converged`` False), never passed off as converged.
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -40,12 +40,11 @@ from pdeforge.solvers.krylov.rcg import RecycledCG
 from pdeforge.solvers.krylov.sorting import sort_systems
 
 METHODS = ("skr", "gcrodr", "gmres", "direct", "auto")
-#: systems solved by each candidate during the ``auto`` trial
-AUTO_TRIAL = 3
-#: ``auto`` does not try a direct solve above this size (or 3D-like stencils above 30k):
-#: fill-in makes it hopeless there and a single trial could take minutes.
-AUTO_DIRECT_MAX = 200_000
-AUTO_DIRECT_MAX_3D = 30_000
+#: ``auto`` uses sparse LU up to these sizes (see :func:`auto_choice`)
+AUTO_DIRECT_SPD_2D = 40_000
+AUTO_DIRECT_SPD_3D = 8_000
+AUTO_DIRECT_2D = 150_000
+AUTO_DIRECT_3D = 15_000
 
 
 @dataclass
@@ -63,13 +62,11 @@ class SequenceResult:
     spd: bool
     preconditioner_builds: int = 0
     sort_seconds: float = 0.0
-    trial_seconds: float = 0.0  # auto: time spent on the candidates that lost
-    trial: dict[str, float] = field(default_factory=dict)
 
     @property
     def total_seconds(self) -> float:
-        """Everything: solves, sorting and (auto) the losing candidates' trials."""
-        return float(self.seconds.sum() + self.sort_seconds + self.trial_seconds)
+        """Everything: solves and sorting."""
+        return float(self.seconds.sum() + self.sort_seconds)
 
 
 def is_spd(A) -> bool:
@@ -123,6 +120,7 @@ class _Strategy:
         reuse = reuse and method != "gmres"  # the paper's baseline builds per system
         self.cache = PreconditionerCache(self.kind) if reuse else None
         self.builds = 0
+        self._factored_matrix = self._lu = None
         if method in ("skr", "gcrodr"):
             self.solver = RecycledCG(recycle) if (spd and method == "skr") else GCRODR(
                 restart, recycle)
@@ -146,6 +144,11 @@ class _Strategy:
 
     def solve(self, A, b) -> tuple[np.ndarray, int, float, bool]:
         if self.method == "direct":
+            if A is self._factored_matrix:  # the same matrix again: reuse its LU
+                x = self._lu.solve(b)
+                res = relative_residual(A, x, b)
+                return x, 0, res, bool(np.isfinite(res) and res <= max(self.rtol, 1e-10))
+            original = A
             A = sp.csc_matrix(A)
             try:
                 if self.spd:
@@ -155,6 +158,7 @@ class _Strategy:
                     lu = spla.splu(A)
             except RuntimeError as exc:
                 raise ValueError(f"matrix is singular ({exc}); check the assembly") from None
+            self._factored_matrix, self._lu = original, lu
             x = lu.solve(b)
             res = relative_residual(A, x, b)
             return x, 0, res, bool(np.isfinite(res) and res <= max(self.rtol, 1e-10))
@@ -173,18 +177,19 @@ class _Strategy:
         return out.x, out.iterations, out.residual, out.converged
 
 
-def _auto_candidates(spd: bool, n: int, nnz_per_row: float, preconditioner: str | None):
-    cands = []
-    direct_max = AUTO_DIRECT_MAX_3D if nnz_per_row > 6 else AUTO_DIRECT_MAX
-    if n <= direct_max:
-        cands.append(("direct", None))
-    if preconditioner is not None:
-        cands.append(("skr", preconditioner))
-    elif spd:
-        cands += [("skr", "amg"), ("skr", "jacobi")]
-    else:
-        cands += [("skr", "ilu"), ("skr", "none")]
-    return cands
+def auto_choice(spd: bool, n: int, nnz_per_row: float, preconditioner: str | None = None):
+    """(method, preconditioner) that ``auto`` uses for a matrix class and size.
+
+    A fixed rule, so that a dataset does not depend on the machine's timings; the
+    thresholds come from benchmarks/skr.py on this project's 2-core reference machine:
+    sparse LU wins on small 2D grids, recycled iterations on 3D and large grids.
+    """
+    three_d = nnz_per_row > 6  # 7-point stencils have ~7 entries a row, 5-point ~5
+    if spd:
+        limit = AUTO_DIRECT_SPD_3D if three_d else AUTO_DIRECT_SPD_2D
+        return ("direct", None) if n <= limit else ("skr", preconditioner or "amg")
+    limit = AUTO_DIRECT_3D if three_d else AUTO_DIRECT_2D
+    return ("direct", None) if n <= limit else ("skr", preconditioner or "ilu")
 
 
 def solve_sequence(
@@ -293,7 +298,6 @@ def solve_sequence(
     res = np.zeros(N)
     conv = np.zeros(N, dtype=bool)
     secs = np.zeros(N)
-    trial: dict[str, float] = {}
 
     def make(meth: str, pre: str | None) -> _Strategy:
         return _Strategy(meth, pre, spd, rtol, restart, recycle, maxiter, reuse_preconditioner)
@@ -305,48 +309,14 @@ def solve_sequence(
         if progress is not None:
             progress(1)
 
-    start = 0
-    trial_seconds = 0.0
     if method == "auto":
-        nnz_row = sp.csr_matrix(mats[0]).nnz / n
-        cands = _auto_candidates(spd, n, nnz_row, preconditioner)
-        if len(cands) == 1 or N <= AUTO_TRIAL:
-            strategy = make(*cands[0])
-        else:
-            best = None
-            for meth, pre in cands:
-                s = make(meth, pre)
-                saved = []
-                for i in order[:AUTO_TRIAL]:
-                    t = time.perf_counter()
-                    out = s.solve(mats[i], B[i])
-                    saved.append((int(i), out, time.perf_counter() - t))
-                # per-system cost after warm-up (recycling and reuse have kicked in)
-                cost = float(np.mean([sv[2] for sv in saved[1:]]))
-                if not all(sv[1][3] for sv in saved):
-                    cost = np.inf
-                trial[f"{s.label}/{s.kind}"] = cost
-                spent = sum(sv[2] for sv in saved)
-                if best is None or cost < best[0]:
-                    if best is not None:
-                        trial_seconds += best[3]
-                    best = (cost, s, saved, spent)
-                else:
-                    trial_seconds += spent
-            strategy = best[1]
-            for i, out, t in best[2]:  # the winner's trial solves are kept
-                X[i], its[i], res[i], conv[i] = out
-                secs[i] = t
-                if progress is not None:
-                    progress(1)
-            start = AUTO_TRIAL
+        strategy = make(*auto_choice(spd, n, sp.csr_matrix(mats[0]).nnz / n, preconditioner))
     else:
         strategy = make(method, preconditioner)
-    for i in order[start:]:
+    for i in order:
         run(strategy, int(i))
     return SequenceResult(
         solutions=X, iterations=its, residuals=res, converged=conv, seconds=secs, order=order,
         method=strategy.label, preconditioner=strategy.kind, spd=spd,
         preconditioner_builds=strategy.builds, sort_seconds=sort_seconds,
-        trial_seconds=trial_seconds, trial=trial,
     )

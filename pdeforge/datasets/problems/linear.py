@@ -1,0 +1,179 @@
+"""Base of the problem families whose reference solver is one sparse linear solve a sample.
+
+A family builds, for each sample, the system A x = b from random inputs drawn with
+``sample_rng(seed, i)``; :class:`LinearFamily.generate` hands the systems of one shard to
+:func:`pdeforge.solvers.krylov.solve_sequence` (sorted, recycled, preconditioner reuse,
+as the options say) and maps the solutions back to fields. Under Dask each worker recycles
+along its own shards; the shard layout is part of the config, so the file does not depend
+on the number of workers.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pdeforge.datasets.format import (
+    DIAGNOSTIC,
+    OUTPUT,
+    SPATIAL_DIMS,
+    Coordinate,
+    VarSpec,
+    diagnostic_specs,
+)
+from pdeforge.datasets.problems.base import Option, ProblemFamily
+from pdeforge.errors import PdeforgeError
+from pdeforge.solvers.diffusion import grid_points
+from pdeforge.solvers.krylov import METHODS, PRECONDITIONERS, solve_sequence
+
+SOLVER_OPTIONS = (
+    Option("solver", str, "auto", "linear solver: sorted+recycled (skr), recycled (gcrodr), "
+           "independent GMRES, sparse LU, or auto by matrix class and size", METHODS),
+    Option("rtol", float, 1e-8, "relative residual target of the iterative solvers", None,
+           True),
+    Option("preconditioner", str, "auto", "preconditioner of the iterative solvers (auto: "
+           "AMG for SPD, ILU otherwise)", ("auto", *PRECONDITIONERS)),
+    Option("restart", int, 40, "GMRES / GCRO-DR cycle length m", None, True),
+    Option("recycle", int, 20, "recycled subspace dimension k", None, True),
+    Option("maxiter", int, 20_000, "matrix-vector products allowed per sample", None, True),
+)
+
+
+@dataclass
+class LinearSample:
+    """One sample's system and what to store besides the solution.
+
+    Attributes:
+        A: sparse matrix over the unknowns; None when the inputs admit no solve (e.g. an
+            overflowing coefficient): the sample is stored with converged=false.
+        b: right-hand side.
+        inputs: arrays to store (name -> array with the variable's per-sample shape).
+        features: vector describing the sample for sorting (e.g. its parameter field).
+        unknowns: mask of the grid points that are unknowns (others keep ``fill``).
+    """
+
+    A: Any
+    b: np.ndarray
+    inputs: dict[str, np.ndarray]
+    features: np.ndarray
+    unknowns: np.ndarray | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class LinearFamily(ProblemFamily):
+    """A family solved by one sparse linear system per sample on a d-dimensional grid."""
+
+    dim: int = 2
+    spd: bool | None = None  # None: detected from the first matrix
+
+    def resolve_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        if options["recycle"] >= options["restart"]:
+            raise PdeforgeError(
+                f"--recycle {options['recycle']} must be smaller than --restart "
+                f"{options['restart']}"
+            )
+        if not options["rtol"] < 1:
+            raise PdeforgeError(f"--rtol must be < 1, got {options['rtol']}")
+        return options
+
+    @property
+    def solver_name(self) -> str:
+        c = self.config
+        return (f"pdeforge.solvers.krylov.solve_sequence(method={c['solver']}, "
+                f"preconditioner={c['preconditioner']}, rtol={c['rtol']:g})")
+
+    @property
+    def dims(self) -> tuple[str, ...]:
+        return SPATIAL_DIMS[: self.dim]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.resolution,) * self.dim
+
+    def points(self) -> np.ndarray:
+        return grid_points(self.resolution, "cell")
+
+    def coordinates(self) -> list[Coordinate]:
+        pts = self.points()
+        return [Coordinate(d, pts, {"units": "1", "long_name": f"{d} (cell centre) on [0, 1]"})
+                for d in self.dims]
+
+    @abstractmethod
+    def field_specs(self) -> list[VarSpec]:
+        """Inputs and outputs (the diagnostics are added by :meth:`variables`)."""
+
+    @abstractmethod
+    def build(self, seed: int, index: int) -> LinearSample:
+        """The system of sample ``index``."""
+
+    @abstractmethod
+    def outputs(self, sample: LinearSample, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Output arrays from the solution vector."""
+
+    def variables(self) -> list[VarSpec]:
+        return self.field_specs() + diagnostic_specs([
+            VarSpec("iterations", (), DIAGNOSTIC, "int64",
+                    {"long_name": "matrix-vector products of the iterative solver (0: direct)"}),
+            VarSpec("residual", (), DIAGNOSTIC, "float64",
+                    {"long_name": "relative residual ||b - A x|| / ||b||"}),
+        ])
+
+    def to_grid(self, sample: LinearSample, x: np.ndarray, fill: float = 0.0) -> np.ndarray:
+        """Scatter the unknowns back onto the full grid."""
+        grid = np.full(self.shape, fill, dtype=x.dtype)
+        if sample.unknowns is None:
+            return x.reshape(self.shape)
+        grid[sample.unknowns] = x
+        return grid
+
+    def generate(
+        self,
+        seed: int,
+        indices: Sequence[int],
+        progress: Callable[[int], None] | None = None,
+    ) -> dict[str, np.ndarray]:
+        samples = [self.build(seed, i) for i in indices]
+        valid = [k for k, s in enumerate(samples) if s.A is not None]
+        c = self.config
+        n = len(samples)
+        converged = np.zeros(n, dtype=bool)
+        seconds = np.zeros(n)
+        iterations = np.zeros(n, dtype=np.int64)
+        residuals = np.full(n, np.nan)
+        solutions: dict[int, np.ndarray] = {}
+        if valid:
+            res = solve_sequence(
+                [samples[k].A for k in valid], np.stack([samples[k].b for k in valid]),
+                features=np.stack([samples[k].features for k in valid]), method=c["solver"],
+                rtol=c["rtol"], restart=c["restart"], recycle=c["recycle"],
+                preconditioner=None if c["preconditioner"] == "auto" else c["preconditioner"],
+                maxiter=c["maxiter"], spd=self.spd, progress=progress,
+            )
+            converged[valid] = res.converged
+            seconds[valid] = res.seconds + res.sort_seconds / len(valid)
+            iterations[valid] = res.iterations
+            residuals[valid] = res.residuals
+            solutions = dict(zip(valid, res.solutions, strict=True))
+        if progress is not None and len(valid) < n:
+            progress(n - len(valid))
+        out: dict[str, list] = {}
+        for k, s in enumerate(samples):
+            # a non-converged solution is kept as computed, flagged by converged=false and
+            # its residual; a sample without a system (invalid inputs) gets NaN outputs
+            outs = (self.outputs(s, solutions[k]) if k in solutions else
+                    {v.name: np.full(self.output_shape(v), np.nan)
+                     for v in self.field_specs() if v.role == OUTPUT})
+            for name, value in {**s.inputs, **outs}.items():
+                out.setdefault(name, []).append(value)
+        arrays = {name: np.stack(v) for name, v in out.items()}
+        arrays.update(converged=converged, solve_seconds=seconds, iterations=iterations,
+                      residual=residuals)
+        return arrays
+
+    def output_shape(self, spec: VarSpec) -> tuple[int, ...]:
+        sizes = dict(zip(self.dims, self.shape, strict=True))
+        return tuple(sizes[d] for d in spec.dims)
