@@ -6,9 +6,19 @@ from typing import Any
 
 from pdeforge.datasets.problems.base import Option, ProblemFamily, sample_rng
 from pdeforge.datasets.problems.darcy import Darcy, Darcy3D
+from pdeforge.datasets.problems.elliptic import (
+    AdvectionDiffusion,
+    Helmholtz,
+    Helmholtz3D,
+    Poisson,
+    Thermal,
+)
 from pdeforge.errors import PdeforgeError
 
-PROBLEMS: dict[str, type[ProblemFamily]] = {cls.name: cls for cls in (Darcy, Darcy3D)}
+PROBLEMS: dict[str, type[ProblemFamily]] = {
+    cls.name: cls
+    for cls in (Darcy, Darcy3D, Helmholtz, Helmholtz3D, AdvectionDiffusion, Poisson, Thermal)
+}
 
 
 def available() -> list[str]:

@@ -15,11 +15,17 @@ from pdeforge.solvers.krylov.preconditioners import (
     build_preconditioner,
 )
 from pdeforge.solvers.krylov.rcg import RecycledCG
-from pdeforge.solvers.krylov.sequence import METHODS, SequenceResult, is_spd, solve_sequence
+from pdeforge.solvers.krylov.sequence import (
+    METHODS,
+    SequenceResult,
+    auto_choice,
+    is_spd,
+    solve_sequence,
+)
 from pdeforge.solvers.krylov.sorting import greedy_order, scalable_order, sort_systems
 
 __all__ = [
     "GCRODR", "METHODS", "PRECONDITIONERS", "KrylovResult", "PreconditionerCache",
-    "RecycledCG", "SequenceResult", "build_preconditioner", "gmres", "greedy_order", "is_spd",
-    "scalable_order", "solve_sequence", "sort_systems",
+    "RecycledCG", "SequenceResult", "auto_choice", "build_preconditioner", "gmres",
+    "greedy_order", "is_spd", "scalable_order", "solve_sequence", "sort_systems",
 ]

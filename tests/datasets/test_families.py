@@ -1,0 +1,120 @@
+"""The linear problem families: solver-independent data, physics checks, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse.linalg as spla
+
+from pdeforge.datasets.problems import build_problem
+from pdeforge.datasets.runner import generate
+from pdeforge.solvers.krylov import auto_choice
+
+FAMILIES = {
+    "darcy": {"coefficient": "lognormal"},
+    "darcy3d": {},
+    "helmholtz": {},
+    "helmholtz3d": {},
+    "advection-diffusion": {},
+    "poisson": {},
+    "thermal": {},
+}
+OUTPUT = {"darcy": ["solution"], "darcy3d": ["solution"], "helmholtz": ["solution_re",
+          "solution_im"], "helmholtz3d": ["solution_re", "solution_im"],
+          "advection-diffusion": ["solution"], "poisson": ["solution"],
+          "thermal": ["temperature"]}
+
+
+def _res(name):
+    return {"darcy3d": 10, "helmholtz3d": 16, "helmholtz": 32}.get(name, 20)
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_same_data_whichever_solver(name):
+    rtol = 1e-9
+    base = dict(FAMILIES[name], rtol=rtol)
+    ref = build_problem(name, _res(name), solver="direct", **base).generate(0, range(5))
+    for solver in ("skr", "gcrodr", "gmres"):
+        pre = "none" if solver == "gmres" else "auto"
+        out = build_problem(name, _res(name), solver=solver, preconditioner=pre,
+                            **base).generate(0, range(5))
+        assert out["converged"].all(), (solver, out["residual"])
+        assert np.all(out["residual"] <= rtol * 1.001)
+        for var in OUTPUT[name]:
+            scale = np.abs(ref[var]).max()
+            # forward error <= condition number x rtol; generous bound for these grids
+            assert np.abs(out[var] - ref[var]).max() <= 1e5 * rtol * scale, (solver, var)
+        assert (out["iterations"] > 0).all() and (ref["iterations"] == 0).all()
+
+
+def test_helmholtz_absorbing_is_complex_symmetric_and_solved():
+    prob = build_problem("helmholtz", 32)
+    s = prob.build(0, 0)
+    assert np.iscomplexobj(s.A.data)
+    assert abs(s.A - s.A.T).max() == 0  # reciprocity
+    u = spla.spsolve(s.A.tocsc(), s.b)
+    out = prob.generate(0, [0])
+    np.testing.assert_allclose(out["solution_re"][0].ravel(), u.real, atol=1e-6 * abs(u).max())
+    np.testing.assert_allclose(out["solution_im"][0].ravel(), u.imag, atol=1e-6 * abs(u).max())
+    dirichlet = build_problem("helmholtz", 32, boundary="dirichlet").build(0, 0)
+    assert not np.iscomplexobj(dirichlet.A.data)
+    eigs = np.linalg.eigvalsh(dirichlet.A.toarray())
+    assert eigs.min() < 0 < eigs.max()  # indefinite
+
+
+def test_advection_diffusion_conserves_mass():
+    """div v = 0 and u = 0 on the walls: the source integral leaves through the walls."""
+    n = 32
+    prob = build_problem("advection-diffusion", n, solver="direct")
+    out = prob.generate(1, [0])
+    u, nu, h = out["solution"][0], float(out["diffusivity"][0]), 1.0 / n
+    assert np.all(u > 0)
+    wall_flux = nu * 2 * (u[0].sum() + u[-1].sum() + u[:, 0].sum() + u[:, -1].sum()) / h * h
+    assert wall_flux == pytest.approx(1.0, rel=1e-8)  # integral of f = 1
+    s = prob.build(1, 0)
+    assert abs(s.A - s.A.T).max() > 0  # nonsymmetric
+
+
+def test_thermal_energy_balance():
+    """Steady state: heat in through the flux edges = heat out through the fixed edges."""
+    n = 40
+    prob = build_problem("thermal", n, solver="direct")
+    out = prob.generate(2, [0])
+    T, data, h = out["temperature"][0], out["boundary_data"][0], 1.0 / n
+    plate = prob.plate()
+    t_left, t_right = data[0, :], data[-1, :]
+    q_bottom, q_top = data[5, 0], data[5, -1]
+    out_left = (2 * (T[0, :] - t_left) / h * h).sum()
+    out_right = (2 * (T[-1, :] - t_right) / h * h).sum()
+    q_in = (q_bottom * plate[:, 0].sum() + q_top * plate[:, -1].sum()) * h
+    assert out_left + out_right == pytest.approx(q_in, abs=1e-8 * (1 + abs(q_in)))
+    assert np.all(T[~plate] == 0)
+
+
+def test_poisson_boundary_data_are_imposed():
+    """Refining the grid, the solution next to the walls converges to g there."""
+    errs = []
+    for n in (32, 64):
+        prob = build_problem("poisson", n, solver="direct")
+        out = prob.generate(3, [0])
+        u, g = out["solution"][0], out["boundary_function"][0]
+        errs.append(np.abs(u[0] - g[0]).max())
+    assert errs[1] < 0.6 * errs[0]
+
+
+def test_recycled_generation_is_identical_across_workers(tmp_path):
+    kw = dict(resolution=16, seed=4, shard_size=3, progress=False,
+              options={"solver": "skr", "preconditioner": "ilu"})
+    one = generate("advection-diffusion", 7, tmp_path / "a.nc", workers=1, **kw)
+    two = generate("advection-diffusion", 7, tmp_path / "b.nc", workers=2, **kw)
+    from tests.datasets.test_runner import assert_same_dataset
+
+    assert_same_dataset(one.path, two.path)
+
+
+def test_auto_rule():
+    assert auto_choice(True, 4096, 5.0) == ("direct", None)
+    assert auto_choice(True, 512**2, 5.0) == ("skr", "amg")
+    assert auto_choice(True, 64**3, 7.0) == ("skr", "amg")
+    assert auto_choice(False, 64**3, 7.0) == ("skr", "ilu")
+    assert auto_choice(False, 10_000, 5.0) == ("direct", None)
