@@ -130,6 +130,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_skr(args: argparse.Namespace) -> int:
+    from pdeforge.bench import run_preset
+
+    run_preset(args.preset, args.out, args.budget, args.family)
+    print(f"results: {args.out}/skr_{args.preset}.json and .md")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     """The main path end to end on small defaults (grows as the platform does)."""
     from pdeforge.datasets.check import check_file
@@ -176,6 +184,19 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("file", metavar="FILE", help="dataset file")
     inf.add_argument("--json", action="store_true", help="print JSON")
     inf.set_defaults(func=_cmd_info)
+    bench = sub.add_parser("bench", help="run a benchmark (JSON and markdown results)")
+    bench_sub = bench.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True,
+                                     parser_class=_Parser)
+    skr = bench_sub.add_parser("skr", help="sorted + recycled Krylov solves against scipy, "
+                               "pyamg and splu on the linear problem families")
+    skr.add_argument("--preset", choices=["quick", "full"], default="quick",
+                     help="quick: minutes; full: the issue's grid, hours (default quick)")
+    skr.add_argument("--budget", type=float, default=60.0,
+                     help="seconds per peer and configuration before extrapolating")
+    skr.add_argument("--family", action="append", help="only this family (repeatable)")
+    skr.add_argument("--out", type=Path, default=Path("benchmarks/results"),
+                     help="results folder (default benchmarks/results)")
+    skr.set_defaults(func=_cmd_bench_skr)
     demo = sub.add_parser("demo", help="run the main path end to end on small defaults")
     demo.add_argument("--out-dir", default="demo-output",
                       help="where the demo writes its files (default demo-output)")

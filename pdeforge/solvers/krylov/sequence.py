@@ -3,8 +3,9 @@
 Methods:
 
 * ``skr``: sort the systems (``sorting.py``) and solve them in that order with a
-  recycling solver: recycled CG (``rcg.py``) when the matrices are SPD, GCRO-DR
-  (``gcrodr.py``) otherwise. Preconditioners are reused along the order.
+  recycling solver: recycled CG (``rcg.py``) when the matrices and the preconditioner are
+  SPD (none, Jacobi, AMG), GCRO-DR (``gcrodr.py``) otherwise (ILU is not symmetric).
+  Preconditioners are reused along the order.
 * ``gcrodr``: GCRO-DR in the given order (recycling without sorting).
 * ``gmres``: independent GMRES(restart) per system (pdeforge's own), preconditioner built
   per system: the SKR paper's baseline.
@@ -122,8 +123,10 @@ class _Strategy:
         self.builds = 0
         self._factored_matrix = self._lu = None
         if method in ("skr", "gcrodr"):
-            self.solver = RecycledCG(recycle) if (spd and method == "skr") else GCRODR(
-                restart, recycle)
+            # CG needs an SPD preconditioner too: ILU (an LU, not a Cholesky) is not
+            symmetric_pre = self.kind in ("none", "jacobi", "amg")
+            self.solver = (RecycledCG(recycle) if (spd and symmetric_pre and method == "skr")
+                           else GCRODR(restart, recycle))
         else:
             self.solver = None
 

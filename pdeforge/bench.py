@@ -1,0 +1,341 @@
+"""Benchmark of dataset generation by linear solves: pdeforge's SKR against every peer.
+
+``run_skr_benchmark`` builds the N systems of a problem family (exactly those of
+``pdeforge generate``), then solves all of them with each peer in one process, under the
+same BLAS thread limit:
+
+* ``scipy-gmres``: scipy.sparse.linalg.gmres(restart=40), independent per system (the SKR
+  paper's baseline), preconditioner built per system;
+* ``scipy-cg`` (SPD only) and ``scipy-gcrotmk`` (recycling across calls through its CU
+  list, m=40-k, k=20);
+* ``splu``: sparse LU per system (once for a family with one matrix);
+* ``pyamg`` (SPD only): smoothed aggregation hierarchy per system, as a CG-accelerated solver;
+* pdeforge's ``gmres``, ``gcrodr``, ``skr`` and ``auto`` through ``solve_sequence``.
+
+Each peer gets ``budget`` seconds per configuration; one that runs out is stopped and its
+per-system time is extrapolated from the systems it finished (reported with the count).
+Every solution's true residual is checked. Used by ``benchmarks/skr.py`` and
+``pdeforge bench skr``.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+from threadpoolctl import threadpool_limits
+
+from pdeforge.datasets.problems import build_problem
+from pdeforge.solvers.krylov import build_preconditioner, is_spd, solve_sequence
+
+
+@dataclass
+class PeerResult:
+    peer: str
+    preconditioner: str
+    rtol: float
+    systems: int  # systems actually solved (fewer than N when the budget ran out)
+    seconds_per_system: float
+    matvecs_per_system: float | None
+    max_residual: float
+    converged: int
+    note: str = ""
+
+
+@dataclass
+class ConfigResult:
+    family: str
+    resolution: int
+    n: int  # unknowns
+    n_systems: int
+    spd: bool
+    options: dict
+    peers: list[PeerResult] = field(default_factory=list)
+
+
+class _Counter:
+    def __init__(self, A):
+        self.A, self.count = A, 0
+        self.shape, self.dtype = A.shape, A.dtype
+
+    def matvec(self, v):
+        self.count += 1
+        return self.A @ v
+
+    def op(self):
+        return spla.LinearOperator(self.shape, matvec=self.matvec, dtype=self.dtype)
+
+
+def _scipy_iterative(kind: str, systems, pre: str, rtol: float, budget: float,
+                     spd: bool) -> PeerResult:
+    """Independent scipy solves (gmres, cg) or gcrotmk recycling through CU."""
+    t0 = time.perf_counter()
+    mv, res, conv, done = 0, [], 0, 0
+    cu: list = []
+    for A, b in systems:
+        p = build_preconditioner(pre, A)
+        M = None if p.apply is None else spla.LinearOperator(A.shape, matvec=p.apply,
+                                                             dtype=A.dtype)
+        c = _Counter(A)
+        if kind == "scipy-gmres":
+            x, _ = spla.gmres(c.op(), b, rtol=rtol, restart=40, maxiter=250, M=M)
+        elif kind == "scipy-cg":
+            x, _ = spla.cg(c.op(), b, rtol=rtol, maxiter=10_000, M=M)
+        else:
+            x, _ = spla.gcrotmk(c.op(), b, rtol=rtol, maxiter=500, M=M, m=20, k=20, CU=cu,
+                                discard_C=True)
+        mv += c.count
+        r = np.linalg.norm(b - A @ x) / np.linalg.norm(b)
+        res.append(r)
+        conv += r <= rtol * 1.0001
+        done += 1
+        if time.perf_counter() - t0 > budget:
+            break
+    secs = (time.perf_counter() - t0) / done
+    return PeerResult(kind, pre, rtol, done, secs, mv / done, float(max(res)), int(conv))
+
+
+def _splu(systems, rtol: float, budget: float, spd: bool) -> PeerResult:
+    t0 = time.perf_counter()
+    res, done, last, lu = [], 0, None, None
+    for A, b in systems:
+        if A is not last:
+            kw = dict(permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
+                      options={"SymmetricMode": True}) if spd else {}
+            lu = spla.splu(sp.csc_matrix(A), **kw)
+            last = A
+        x = lu.solve(b)
+        res.append(np.linalg.norm(b - A @ x) / np.linalg.norm(b))
+        done += 1
+        if time.perf_counter() - t0 > budget:
+            break
+    secs = (time.perf_counter() - t0) / done
+    return PeerResult("splu", "none", rtol, done, secs, 0.0, float(max(res)),
+                      int(sum(r <= rtol for r in res)))
+
+
+def _pyamg(systems, rtol: float, budget: float) -> PeerResult:
+    import pyamg
+
+    t0 = time.perf_counter()
+    res, done, its = [], 0, 0
+    for A, b in systems:
+        ml = pyamg.smoothed_aggregation_solver(sp.csr_matrix(A), max_coarse=200)
+        hist: list = []
+        x = ml.solve(b, tol=rtol, accel="cg", maxiter=500, residuals=hist)
+        its += len(hist)
+        res.append(np.linalg.norm(b - A @ x) / np.linalg.norm(b))
+        done += 1
+        if time.perf_counter() - t0 > budget:
+            break
+    secs = (time.perf_counter() - t0) / done
+    return PeerResult("pyamg", "amg", rtol, done, secs, its / done, float(max(res)),
+                      int(sum(r <= rtol * 1.0001 for r in res)))
+
+
+def _ours(method: str, mats, rhs, feats, pre: str | None, rtol: float, budget: float,
+          spd: bool) -> PeerResult:
+    # budget: solve a prefix of the sequence, growing until the budget is used
+    N = len(mats)
+    k = N
+    if method == "gmres":
+        k = min(N, 20)  # independent solves: a prefix is representative
+    t0 = time.perf_counter()
+    out = solve_sequence(mats[:k], rhs[:k], features=feats[:k], method=method, rtol=rtol,
+                         preconditioner=None if pre in (None, "auto") else pre, spd=spd)
+    secs = (time.perf_counter() - t0) / k
+    label = method if method not in ("skr", "auto") else f"{method}({out.method})"
+    used = "auto" if pre in (None, "auto") else pre
+    if method == "auto":
+        used = out.preconditioner
+    return PeerResult(label, used, rtol, k, secs, float(out.iterations.mean()),
+                      float(out.residuals.max()), int(out.converged.sum()))
+
+
+def run_skr_benchmark(
+    family: str,
+    resolution: int,
+    n_systems: int,
+    preconditioners: list[str],
+    rtols: list[float],
+    options: dict | None = None,
+    budget: float = 60.0,
+    peers: list[str] | None = None,
+    log: Callable[[str], None] = print,
+) -> ConfigResult:
+    """All peers on the first ``n_systems`` samples of ``family`` at ``resolution``."""
+    prob = build_problem(family, resolution, **(options or {}))
+    samples = [prob.build(0, i) for i in range(n_systems)]
+    mats = [s.A for s in samples]
+    rhs = np.stack([s.b for s in samples])
+    feats = np.stack([s.features for s in samples])
+    spd = is_spd(mats[0]) if prob.spd is None else prob.spd
+    result = ConfigResult(family, resolution, mats[0].shape[0], n_systems, spd,
+                          dict(options or {}))
+    systems = list(zip(mats, rhs, strict=True))
+    all_peers = peers or ["scipy-gmres", "scipy-cg", "scipy-gcrotmk", "splu", "pyamg",
+                          "gmres", "gcrodr", "skr", "auto"]
+    with threadpool_limits(limits=1, user_api="blas"):
+        for rtol in rtols:
+            for peer in ("splu", "pyamg", "auto"):
+                if peer not in all_peers or (peer == "pyamg" and not spd):
+                    continue
+                if peer == "splu":
+                    r = _splu(systems, rtol, budget, spd)
+                elif peer == "pyamg":
+                    r = _pyamg(systems, rtol, budget)
+                else:
+                    r = _ours("auto", mats, rhs, feats, None, rtol, budget, spd)
+                result.peers.append(r)
+                log(_line(result, r))
+            for pre in preconditioners:
+                if pre == "amg" and not spd:
+                    continue
+                for peer in all_peers:
+                    if peer in ("splu", "pyamg", "auto") or (peer == "scipy-cg" and not spd):
+                        continue
+                    if peer.startswith("scipy-"):
+                        r = _scipy_iterative(peer, systems, pre, rtol, budget, spd)
+                    else:
+                        r = _ours(peer, mats, rhs, feats, pre, rtol, budget, spd)
+                    result.peers.append(r)
+                    log(_line(result, r))
+    return result
+
+
+def _line(c: ConfigResult, r: PeerResult) -> str:
+    mv = "-" if r.matvecs_per_system is None else f"{r.matvecs_per_system:.0f}"
+    return (f"{c.family:>20s} n={c.n:<7d} {r.peer:>18s} {r.preconditioner:>6s} "
+            f"rtol={r.rtol:.0e} {r.seconds_per_system * 1e3:9.2f} ms/system  matvecs {mv:>6s}"
+            f"  conv {r.converged}/{r.systems}  maxres {r.max_residual:.1e}")
+
+
+def summarise(configs: list[ConfigResult]) -> list[dict]:
+    """Speedups per configuration: skr vs scipy-gmres (same preconditioner, rtol), skr vs
+    gcrotmk, auto vs the best peer, skr vs the best non-recycling peer."""
+    rows = []
+    for c in configs:
+        for rtol in sorted({p.rtol for p in c.peers}):
+            ps = [p for p in c.peers if p.rtol == rtol]
+            ok = [p for p in ps if p.converged == p.systems]
+            best = min(ok, key=lambda p: p.seconds_per_system) if ok else None
+            auto = next((p for p in ps if p.peer.startswith("auto")), None)
+            non_recycling = [p for p in ok if p.peer in ("scipy-gmres", "scipy-cg", "splu",
+                                                         "pyamg", "gmres")]
+            best_nr = min(non_recycling, key=lambda p: p.seconds_per_system, default=None)
+            for pre in sorted({p.preconditioner for p in ps}):
+                skr = next((p for p in ps if p.peer.startswith("skr") and
+                            p.preconditioner == pre), None)
+                base = next((p for p in ps if p.peer == "scipy-gmres" and
+                             p.preconditioner == pre), None)
+                gcrot = next((p for p in ps if p.peer == "scipy-gcrotmk" and
+                              p.preconditioner == pre), None)
+                if skr is None:
+                    continue
+                rows.append({
+                    "family": c.family, "n": c.n, "rtol": rtol, "preconditioner": pre,
+                    "skr_ms": skr.seconds_per_system * 1e3,
+                    "skr_converged": f"{skr.converged}/{skr.systems}",
+                    "speedup_vs_scipy_gmres_time": (base.seconds_per_system /
+                                                    skr.seconds_per_system) if base else None,
+                    "speedup_vs_scipy_gmres_matvecs": (
+                        base.matvecs_per_system / max(skr.matvecs_per_system, 1))
+                    if base else None,
+                    "scipy_gmres_converged": f"{base.converged}/{base.systems}" if base else None,
+                    "speedup_vs_gcrotmk": (gcrot.seconds_per_system / skr.seconds_per_system)
+                    if gcrot else None,
+                    "best_peer": best.peer + "/" + best.preconditioner if best else None,
+                    "best_ms": best.seconds_per_system * 1e3 if best else None,
+                    "auto_ms": auto.seconds_per_system * 1e3 if auto else None,
+                    "auto_over_best": (auto.seconds_per_system / best.seconds_per_system)
+                    if auto and best else None,
+                    "skr_vs_best_non_recycling": (best_nr.seconds_per_system /
+                                                  skr.seconds_per_system) if best_nr else None,
+                    "best_non_recycling": (best_nr.peer + "/" + best_nr.preconditioner)
+                    if best_nr else None,
+                })
+    return rows
+
+
+def write_results(configs: list[ConfigResult], out: Path, name: str = "skr") -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    rows = summarise(configs)
+    payload = {
+        "benchmark": name,
+        "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                    "blas_threads": 1},
+        "configs": [asdict(c) for c in configs],
+        "summary": rows,
+    }
+    (out / f"{name}.json").write_text(json.dumps(payload, indent=2))
+    lines = [
+        "| family | n | rtol | prec | skr ms/sys | vs scipy GMRES(40) time (matvecs) | "
+        "vs gcrotmk | best peer (ms) | auto / best | skr vs best non-recycling |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def f(v, fmt="{:.2f}"):
+        return "-" if v is None else fmt.format(v)
+
+    for r in rows:
+        lines.append(
+            f"| {r['family']} | {r['n']} | {r['rtol']:.0e} | {r['preconditioner']} | "
+            f"{r['skr_ms']:.1f} ({r['skr_converged']}) | "
+            f"{f(r['speedup_vs_scipy_gmres_time'])}x ({f(r['speedup_vs_scipy_gmres_matvecs'])}x;"
+            f" scipy conv {r['scipy_gmres_converged']}) | {f(r['speedup_vs_gcrotmk'])}x | "
+            f"{r['best_peer']} ({f(r['best_ms'], '{:.1f}')}) | {f(r['auto_over_best'])} | "
+            f"{f(r['skr_vs_best_non_recycling'])}x vs {r['best_non_recycling']} |")
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+
+
+#: (family, resolution, n_systems, preconditioners, rtols, options)
+PRESETS: dict[str, list[tuple]] = {
+    # minutes on 2 cores: the paper's small sizes, fewer systems
+    "quick": [
+        ("darcy", 80, 40, ["none", "jacobi", "ilu", "amg"], [1e-8], {"coefficient": "lognormal"}),
+        ("helmholtz", 100, 40, ["none", "ilu"], [1e-7], {"boundary": "dirichlet"}),
+        ("advection-diffusion", 128, 40, ["none", "ilu"], [1e-8], {}),
+        ("poisson", 128, 40, ["none", "jacobi", "amg"], [1e-8], {}),
+        ("thermal", 100, 40, ["none", "jacobi", "amg"], [1e-8], {}),
+        ("darcy3d", 32, 20, ["jacobi", "amg"], [1e-8], {"coefficient": "lognormal"}),
+        ("helmholtz3d", 32, 20, ["none", "ilu"], [1e-7], {"boundary": "dirichlet"}),
+    ],
+    # the issue's grid: paper sizes with >= 200 systems, then 512^2 and 64^3 (fewer systems)
+    "full": [
+        ("darcy", 80, 200, ["none", "jacobi", "ilu", "amg"], [1e-5, 1e-8],
+         {"coefficient": "lognormal"}),
+        ("darcy", 200, 200, ["jacobi", "ilu", "amg"], [1e-5, 1e-8], {"coefficient": "lognormal"}),
+        ("helmholtz", 100, 200, ["none", "jacobi", "ilu"], [1e-5, 1e-7],
+         {"boundary": "dirichlet"}),
+        ("poisson", 256, 200, ["none", "jacobi", "ilu", "amg"], [1e-5, 1e-8], {}),
+        ("thermal", 105, 200, ["none", "jacobi", "ilu", "amg"], [1e-5, 1e-8], {}),
+        ("advection-diffusion", 512, 20, ["ilu"], [1e-8], {}),
+        ("helmholtz", 512, 20, ["ilu"], [1e-7], {"boundary": "dirichlet", "k0": 40.0}),
+        ("darcy3d", 64, 20, ["jacobi", "amg"], [1e-8], {"coefficient": "lognormal"}),
+        ("helmholtz3d", 64, 20, ["ilu"], [1e-7], {"boundary": "dirichlet"}),
+    ],
+}
+
+
+def run_preset(name: str, out: Path, budget: float = 60.0,
+               families: list[str] | None = None) -> list[ConfigResult]:
+    """Run a preset (``quick`` or ``full``), writing JSON and markdown to ``out``."""
+    from tqdm.auto import tqdm
+
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    todo = [c for c in PRESETS[name] if families is None or c[0] in families]
+    configs = []
+    for family, res, n_sys, pres, rtols, opts in tqdm(todo, desc=f"bench skr ({name})",
+                                                      unit="config"):
+        configs.append(run_skr_benchmark(family, res, n_sys, pres, rtols, opts, budget,
+                                         log=tqdm.write))
+        write_results(configs, out, f"skr_{name}")  # keep what is done if interrupted
+    return configs
