@@ -120,10 +120,12 @@ class GCRODR:
         self.recycle = int(recycle)
         self.U: np.ndarray | None = None  # (k, n) rows, preconditioned coordinates
         self.C: np.ndarray | None = None
+        self._last_krylov: int | None = None  # Krylov steps the last solve needed
 
     def reset(self) -> None:
         """Forget the recycle space (the next solve starts with a GMRES cycle)."""
         self.U = self.C = None
+        self._last_krylov = None
 
     def solve(
         self,
@@ -156,6 +158,7 @@ class GCRODR:
         else:
             r = b.astype(dtype)
         history = [float(np.linalg.norm(r)) / bnorm]
+        krylov_steps = 0
 
         def op(v: np.ndarray) -> np.ndarray:
             return A @ M(v)
@@ -165,6 +168,12 @@ class GCRODR:
             coef = (self.C if real else self.C.conj()) @ r
             return r - coef @ self.C, x + M(coef @ self.U)
 
+        if self.U is not None and self._last_krylov is not None:
+            # carrying k vectors costs k products: with a strong preconditioner the last
+            # system needed few Krylov steps, so keep only the most useful half of that
+            # many (rows are ordered by harmonic Ritz value, smallest first)
+            keep_k = max(1, min(self.U.shape[0], self._last_krylov // 2))
+            self.U = self.U[:keep_k]
         if self.U is not None and self.U.shape[0] > 0:
             BU = np.stack([op(u) for u in self.U])  # carry-over: C = qr(B_new U)
             matvecs += self.U.shape[0]
@@ -179,6 +188,7 @@ class GCRODR:
             # first system: one GMRES(m) cycle, then harmonic Ritz vectors of H_m
             cyc = arnoldi_cycle(op, r, min(self.restart, max(maxiter - matvecs, 1)), target)
             matvecs += cyc.steps
+            krylov_steps += cyc.steps
             j = cyc.steps
             if j:
                 x = x + M(cyc.y @ cyc.V[:j])
@@ -215,6 +225,7 @@ class GCRODR:
             C = self.C if k else None
             cyc = arnoldi_cycle(op, r, steps, target, C=C)
             matvecs += cyc.steps
+            krylov_steps += cyc.steps
             j = cyc.steps
             if j == 0:
                 break
@@ -229,6 +240,7 @@ class GCRODR:
             self._update_recycle_space(cyc, k, real, dtype)
         final = b - A @ x
         res = float(np.linalg.norm(final)) / bnorm
+        self._last_krylov = krylov_steps
         return KrylovResult(x, matvecs, res, res <= rtol, history)
 
     def _update_recycle_space(self, cyc, k: int, real: bool, dtype) -> None:

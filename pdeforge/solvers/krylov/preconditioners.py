@@ -80,15 +80,36 @@ class PreconditionerCache:
         self.current: Preconditioner | None = None
         self.baseline: int | None = None
         self.builds = 0
+        self.reused = False
+        self.failures = 0
+        self.max_failures = 2
         self._stale = True
 
     def get(self, A) -> Preconditioner:
-        if self.kind in ("none", "jacobi") or self._stale or self.current is None:
+        """The preconditioner for ``A``: the current one, or a new build for ``A``."""
+        self.reused = not (self.kind in ("none", "jacobi") or self._stale
+                           or self.current is None or self.failures >= self.max_failures)
+        if not self.reused:
             self.current = build_preconditioner(self.kind, A)
             self.builds += 1
             self.baseline = None
             self._stale = False
         return self.current
+
+    def invalidate(self) -> None:
+        """Rebuild at the next :meth:`get` (the reused one failed on this matrix).
+
+        After ``max_failures`` failed reuses the sequence is judged too varied for reuse
+        (e.g. advection with unrelated flows) and every system gets its own build.
+        """
+        self._stale = True
+        self.failures += 1
+
+    def attempt_limit(self, maxiter: int, restart: int) -> int:
+        """Products allowed to a solve with a reused preconditioner before giving up on it."""
+        if not self.reused or self.baseline is None:
+            return maxiter
+        return min(maxiter, int((1 + self.slack) * self.baseline) + restart)
 
     def report(self, iterations: int) -> None:
         """Tell the cache how many iterations the last solve took."""

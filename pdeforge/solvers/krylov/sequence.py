@@ -167,17 +167,30 @@ class _Strategy:
             return x, 0, res, bool(np.isfinite(res) and res <= max(self.rtol, 1e-10))
         A = sp.csr_matrix(A)
         pre = self._preconditioner(A)
-        if self.method == "gmres":
-            out = gmres(A, b, rtol=self.rtol, restart=self.restart, maxiter=self.maxiter,
-                        M=pre.apply)
-        elif isinstance(self.solver, RecycledCG):
-            out = self.solver.solve(A, b, rtol=self.rtol, maxiter=self.maxiter, M=pre.apply,
-                                    M_diag=pre.diag)
-        else:
-            out = self.solver.solve(A, b, rtol=self.rtol, maxiter=self.maxiter, M=pre.apply)
+        limit = self.maxiter
+        if self.cache is not None:  # a reused preconditioner gets a bounded attempt
+            limit = self.cache.attempt_limit(self.maxiter, self.restart)
+        out = self._iterate(A, b, pre, limit, None)
+        spent = out.iterations
+        if not out.converged and self.cache is not None and self.cache.reused:
+            # the neighbour's factorisation does not suit this matrix: rebuild, go on
+            # from the attempt's iterate
+            self.cache.invalidate()
+            pre = self._preconditioner(A)
+            out = self._iterate(A, b, pre, self.maxiter - spent, out.x)
+            spent += out.iterations
         if self.cache is not None:
             self.cache.report(out.iterations)
-        return out.x, out.iterations, out.residual, out.converged
+        return out.x, spent, out.residual, out.converged
+
+    def _iterate(self, A, b, pre: Preconditioner, maxiter: int, x0):
+        if self.method == "gmres":
+            return gmres(A, b, rtol=self.rtol, restart=self.restart, maxiter=maxiter,
+                         M=pre.apply, x0=x0)
+        if isinstance(self.solver, RecycledCG):
+            return self.solver.solve(A, b, rtol=self.rtol, maxiter=maxiter, M=pre.apply,
+                                     M_diag=pre.diag, x0=x0)
+        return self.solver.solve(A, b, rtol=self.rtol, maxiter=maxiter, M=pre.apply, x0=x0)
 
 
 def auto_choice(spd: bool, n: int, nnz_per_row: float, preconditioner: str | None = None):
