@@ -1,6 +1,6 @@
 """SKR benchmark: pdeforge's sorted + recycled solves against scipy, pyamg and splu.
 
-    python benchmarks/skr.py [--preset quick|full] [--budget SECONDS] [--family NAME ...]
+    python benchmarks/skr.py [--preset quick|large|full] [--budget SECONDS] [--family NAME ...]
 
 Writes benchmarks/results/skr_<preset>.json and .md (speedups, not absolute times, are
 the figures to compare). Same as `pdeforge bench skr`.

@@ -144,12 +144,25 @@ def _ours(method: str, mats, rhs, feats, pre: str | None, rtol: float, budget: f
           spd: bool) -> PeerResult:
     # budget: solve a prefix of the sequence, growing until the budget is used
     N = len(mats)
-    k = N
-    if method == "gmres":
-        k = min(N, 20)  # independent solves: a prefix is representative
+    pre_arg = None if pre in (None, "auto") else pre
     t0 = time.perf_counter()
+    if method == "gmres":  # independent solves: stop at the budget like scipy's peers
+        parts = []
+        for i in range(N):
+            parts.append(solve_sequence(mats[i], rhs[i], method="gmres", rtol=rtol,
+                                        preconditioner=pre_arg, spd=spd))
+            if time.perf_counter() - t0 > budget:
+                break
+        k = len(parts)
+        secs = (time.perf_counter() - t0) / k
+        its = np.concatenate([p.iterations for p in parts])
+        resid = np.concatenate([p.residuals for p in parts])
+        conv = np.concatenate([p.converged for p in parts])
+        return PeerResult("gmres", pre or "none", rtol, k, secs, float(its.mean()),
+                          float(resid.max()), int(conv.sum()))
+    k = N
     out = solve_sequence(mats[:k], rhs[:k], features=feats[:k], method=method, rtol=rtol,
-                         preconditioner=None if pre in (None, "auto") else pre, spd=spd)
+                         preconditioner=pre_arg, spd=spd)
     secs = (time.perf_counter() - t0) / k
     label = method if method not in ("skr", "auto") else f"{method}({out.method})"
     used = "auto" if pre in (None, "auto") else pre
@@ -299,13 +312,25 @@ def write_results(configs: list[ConfigResult], out: Path, name: str = "skr") -> 
 PRESETS: dict[str, list[tuple]] = {
     # minutes on 2 cores: the paper's small sizes, fewer systems
     "quick": [
-        ("darcy", 80, 40, ["none", "jacobi", "ilu", "amg"], [1e-8], {"coefficient": "lognormal"}),
-        ("helmholtz", 100, 40, ["none", "ilu"], [1e-7], {"boundary": "dirichlet"}),
-        ("advection-diffusion", 128, 40, ["none", "ilu"], [1e-8], {}),
-        ("poisson", 128, 40, ["none", "jacobi", "amg"], [1e-8], {}),
-        ("thermal", 100, 40, ["none", "jacobi", "amg"], [1e-8], {}),
+        ("darcy", 80, 30, ["none", "jacobi", "ilu", "amg"], [1e-8], {"coefficient": "lognormal"}),
+        ("helmholtz", 100, 30, ["ilu"], [1e-7], {"boundary": "dirichlet"}),
+        ("advection-diffusion", 128, 30, ["ilu"], [1e-8], {}),
+        ("poisson", 128, 30, ["jacobi", "amg"], [1e-8], {}),
+        ("thermal", 100, 30, ["jacobi", "amg"], [1e-8], {}),
         ("darcy3d", 32, 20, ["jacobi", "amg"], [1e-8], {"coefficient": "lognormal"}),
-        ("helmholtz3d", 32, 20, ["none", "ilu"], [1e-7], {"boundary": "dirichlet"}),
+        ("helmholtz3d", 32, 20, ["ilu"], [1e-7], {"boundary": "dirichlet"}),
+    ],
+    # where iterative methods should win: 3D and 512^2 (few systems; no sparse LU in 3D,
+    # which takes minutes per system there)
+    "large": [
+        ("darcy3d", 64, 10, ["jacobi", "amg"], [1e-8], {"coefficient": "lognormal"},
+         ["scipy-cg", "pyamg", "scipy-gcrotmk", "skr", "auto"]),
+        ("helmholtz3d", 48, 10, ["ilu"], [1e-7], {"boundary": "dirichlet"},
+         ["scipy-gmres", "scipy-gcrotmk", "skr", "auto"]),
+        ("advection-diffusion", 512, 10, ["ilu"], [1e-8], {},
+         ["splu", "scipy-gmres", "scipy-gcrotmk", "gmres", "skr", "auto"]),
+        ("helmholtz", 512, 10, ["ilu"], [1e-7], {"boundary": "dirichlet", "k0": 40.0},
+         ["splu", "scipy-gmres", "scipy-gcrotmk", "gmres", "skr", "auto"]),
     ],
     # the grid: paper sizes with >= 200 systems, then 512^2 and 64^3 (fewer systems)
     "full": [
@@ -333,9 +358,9 @@ def run_preset(name: str, out: Path, budget: float = 60.0,
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     todo = [c for c in PRESETS[name] if families is None or c[0] in families]
     configs = []
-    for family, res, n_sys, pres, rtols, opts in tqdm(todo, desc=f"bench skr ({name})",
-                                                      unit="config"):
+    for family, res, n_sys, pres, rtols, opts, *peers in tqdm(
+            todo, desc=f"bench skr ({name})", unit="config"):
         configs.append(run_skr_benchmark(family, res, n_sys, pres, rtols, opts, budget,
-                                         log=tqdm.write))
+                                         peers=peers[0] if peers else None, log=tqdm.write))
         write_results(configs, out, f"skr_{name}")  # keep what is done if interrupted
     return configs

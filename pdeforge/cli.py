@@ -189,8 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      parser_class=_Parser)
     skr = bench_sub.add_parser("skr", help="sorted + recycled Krylov solves against scipy, "
                                "pyamg and splu on the linear problem families")
-    skr.add_argument("--preset", choices=["quick", "full"], default="quick",
-                     help="quick: minutes; full: the issue's grid, hours (default quick)")
+    skr.add_argument("--preset", choices=["quick", "large", "full"], default="quick",
+                     help="quick: minutes; large: 3D and 512^2, tens of minutes; full: the "
+                     "issue's grid, hours (default quick)")
     skr.add_argument("--budget", type=float, default=60.0,
                      help="seconds per peer and configuration before extrapolating")
     skr.add_argument("--family", action="append", help="only this family (repeatable)")

@@ -115,6 +115,22 @@ def test_recycled_generation_is_identical_across_workers(tmp_path):
 def test_auto_rule():
     assert auto_choice(True, 4096, 5.0) == ("direct", None)
     assert auto_choice(True, 512**2, 5.0) == ("skr", "amg")
-    assert auto_choice(True, 64**3, 7.0) == ("skr", "amg")
+    assert auto_choice(True, 64**3, 7.0) == ("cg", "jacobi")
     assert auto_choice(False, 64**3, 7.0) == ("skr", "ilu")
-    assert auto_choice(False, 10_000, 5.0) == ("direct", None)
+    assert auto_choice(False, 4096, 5.0) == ("direct", None)
+    assert auto_choice(False, 128**2, 5.0) == ("gmres", "ilu")
+
+
+@pytest.mark.parametrize(("name", "res", "label"), [("darcy3d", 24, "cg"),
+                                                    ("advection-diffusion", 80, "gmres"),
+                                                    ("helmholtz3d", 16, "skr-gcrodr")])
+def test_auto_strategies_solve_to_tolerance(name, res, label):
+    from pdeforge.solvers.krylov import solve_sequence
+
+    prob = build_problem(name, res)
+    samples = [prob.build(0, i) for i in range(3)]
+    out = solve_sequence([s.A for s in samples], np.stack([s.b for s in samples]),
+                         method="auto", rtol=1e-8)
+    assert out.method == label and out.converged.all()
+    for s, x in zip(samples, out.solutions, strict=True):
+        assert np.linalg.norm(s.b - s.A @ x) <= 1e-8 * np.linalg.norm(s.b) * 1.001

@@ -53,9 +53,11 @@ class RecycledCG:
         self.recycle = int(recycle)
         self.store = int(store) if store is not None else max(2 * self.recycle, 10)
         self.W: np.ndarray | None = None  # (k, n) rows
+        self._last_iterations: int | None = None
 
     def reset(self) -> None:
         self.W = None
+        self._last_iterations = None
 
     def solve(
         self,
@@ -89,6 +91,10 @@ class RecycledCG:
         r = b.astype(dtype) if x0 is None else b - A @ x
         matvecs += x0 is not None
         W = AW = chol = None
+        if self.W is not None and self._last_iterations is not None:
+            # carrying k vectors costs k products with A: after a system that needed few
+            # iterations keep only the smallest Ritz vectors (rows are sorted ascending)
+            self.W = self.W[: max(1, min(self.W.shape[0], self._last_iterations // 2))]
         if self.W is not None and self.W.shape[0]:
             W = self.W
             AW = np.asarray(A @ W.T).T  # (k, n): k matvecs, one sparse-dense product
@@ -145,6 +151,7 @@ class RecycledCG:
             W_new, AW_new = self._ritz(W_new, AW_new, P, AP, M_diag)
         if self.recycle and W_new is not None:
             self.W = W_new
+        self._last_iterations = len(history) - 1
         return KrylovResult(x, matvecs, res, res <= rtol, history)
 
     def _ritz(self, W, AW, P, AP, M_diag):
