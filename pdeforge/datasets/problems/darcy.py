@@ -63,9 +63,6 @@ class Darcy(LinearFamily):
     description = "steady Darcy flow -div(K grad u) = f with a random coefficient K (2D)"
     dim = 2
     spd = True
-    default_resolution = 64
-    min_resolution = 8
-    max_resolution = 4096
     options = (
         Option("coefficient", str, "piecewise", "coefficient model", ("piecewise", "lognormal")),
         Option("scheme", str, "cell", "finite-volume grid: cell centres or vertices", SCHEMES),

@@ -42,9 +42,6 @@ class Helmholtz(LinearFamily):
     description = "Helmholtz -Lap u - k(x)^2 u = f, variable wave number, indefinite (2D)"
     dim = 2
     spd = False
-    default_resolution = 64
-    min_resolution = 8
-    max_resolution = 4096
     default_k0 = 20.0
     options = (
         Option("k0", float, None, "mean wave number (20 in 2D, 10 in 3D)", None, True),
@@ -139,9 +136,6 @@ class AdvectionDiffusion(LinearFamily):
     description = "advection-diffusion -nu Lap u + div(v u) = 1, random flow and nu (2D)"
     dim = 2
     spd = False
-    default_resolution = 64
-    min_resolution = 8
-    max_resolution = 4096
     options = (
         Option("velocity", float, 50.0, "RMS speed of the random flow", None, True),
         Option("nu_min", float, 0.01, "smallest diffusivity (log-uniform)", None, True),
@@ -227,9 +221,6 @@ class Poisson(LinearFamily):
     description = "Poisson -Lap u = f, u = g on the walls, random Chebyshev series (2D)"
     dim = 2
     spd = True
-    default_resolution = 64
-    min_resolution = 8
-    max_resolution = 4096
     options = (
         Option("degree", int, 5, "degree of the Chebyshev series in each variable", None, True),
         *SOLVER_OPTIONS,

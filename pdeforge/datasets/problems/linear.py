@@ -69,6 +69,9 @@ class LinearFamily(ProblemFamily):
 
     dim: int = 2
     spd: bool | None = None  # None: detected from the first matrix
+    default_resolution = 64
+    min_resolution = 8
+    max_resolution = 4096
 
     def resolve_options(self, options: dict[str, Any]) -> dict[str, Any]:
         if options["recycle"] >= options["restart"]:

@@ -40,8 +40,11 @@ def relative_residual(A, x: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(b - A @ x) / (bnorm if bnorm > 0 else 1.0))
 
 
-def check_system(A, b: np.ndarray) -> np.ndarray:
-    """Validate one system; returns b as a 1-D array. Raises ValueError with the fix."""
+def check_system(A, b: np.ndarray, check_matrix: bool = True) -> np.ndarray:
+    """Validate one system; returns b as a 1-D array. Raises ValueError with the fix.
+
+    ``check_matrix=False`` skips the O(nnz) matrix checks (a matrix already checked).
+    """
     if A.ndim != 2 or A.shape[0] != A.shape[1]:
         raise ValueError(f"matrix must be square, got shape {A.shape}")
     b = np.asarray(b)
@@ -51,7 +54,7 @@ def check_system(A, b: np.ndarray) -> np.ndarray:
         )
     if not np.all(np.isfinite(b)):
         raise ValueError("right-hand side contains NaN or inf; fix the data that produced it")
-    if sp.issparse(A):
+    if sp.issparse(A) and check_matrix:
         data = A.data if hasattr(A, "data") else A.tocsr().data
         if not np.all(np.isfinite(data)):
             raise ValueError("matrix contains NaN or inf entries")

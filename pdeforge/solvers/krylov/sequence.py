@@ -201,7 +201,8 @@ class _Strategy:
         return self.solver.solve(A, b, rtol=self.rtol, maxiter=maxiter, M=pre.apply, x0=x0)
 
 
-def auto_choice(spd: bool, n: int, nnz_per_row: float, preconditioner: str | None = None):
+def auto_choice(spd: bool, n: int, nnz_per_row: float, preconditioner: str | None = None,
+                symmetric: bool = False):
     """(method, preconditioner) that ``auto`` uses for a matrix class and size.
 
     A fixed rule, so that a dataset does not depend on the machine's timings. It follows
@@ -213,10 +214,13 @@ def auto_choice(spd: bool, n: int, nnz_per_row: float, preconditioner: str | Non
       above, recycled CG with AMG.
     * SPD, 3D: CG with Jacobi (``cg``: scipy's PCG): Darcy 32^3 21 ms/system, against
       97 ms for pyamg and 1.4 s for sparse LU; deflation costs more than it saves there.
-    * nonsymmetric or indefinite, 2D: sparse LU up to 5k unknowns, then GMRES with a
-      fresh ILU per system (advection-diffusion 128^2: 27 ms against 32 ms for LU).
-    * nonsymmetric or indefinite, 3D: ``skr`` (GCRO-DR, ILU reused along the order):
-      Helmholtz 32^3 0.81 s/system against 2.8 s for gcrotmk and 4.0 s for sparse LU.
+    * nonsymmetric, 2D: sparse LU up to 5k unknowns, then GMRES with a fresh ILU per
+      system (advection-diffusion 128^2: 33 ms = LU; 512^2: 1.2 s against 1.6 s for LU).
+    * symmetric indefinite or complex symmetric (Helmholtz), 2D: sparse LU (512^2:
+      1.65 s/system, while GMRES+ILU ran for minutes).
+    * 3D, not SPD: ``skr`` (GCRO-DR, ILU reused along the order): Helmholtz 32^3
+      0.94 s/system against 2.8 s for gcrotmk and 4.7 s for sparse LU; 48^3 6.1 s against
+      14.9 s for gcrotmk and 35.7 s for scipy GMRES+ILU.
     """
     three_d = nnz_per_row > 6  # 7-point stencils have ~7 entries a row, 5-point ~5
     if spd:
@@ -225,7 +229,9 @@ def auto_choice(spd: bool, n: int, nnz_per_row: float, preconditioner: str | Non
                                                                        preconditioner or "amg")
         return ("cg", preconditioner or "jacobi")
     if not three_d:
-        return ("direct", None) if n <= AUTO_DIRECT_2D else ("gmres", preconditioner or "ilu")
+        if symmetric or n <= AUTO_DIRECT_2D:
+            return ("direct", None)
+        return ("gmres", preconditioner or "ilu")
     return ("skr", preconditioner or "ilu")
 
 
@@ -313,8 +319,8 @@ def solve_sequence(
     for i, A in enumerate(mats):
         if A.shape != (n, n):
             raise ValueError(f"matrix {i} has shape {A.shape}, expected {(n, n)} like matrix 0")
-        try:
-            check_system(A, B[i])
+        try:  # a matrix shared by many systems (one PDE, many sources) is checked once
+            check_system(A, B[i], check_matrix=A is not mats[i - 1] or i == 0)
         except ValueError as exc:
             raise ValueError(f"system {i}: {exc}") from None
     spd = is_spd(mats[0]) if spd is None else bool(spd)
@@ -347,7 +353,9 @@ def solve_sequence(
             progress(1)
 
     if method == "auto":
-        strategy = make(*auto_choice(spd, n, sp.csr_matrix(mats[0]).nnz / n, preconditioner))
+        first = sp.csr_matrix(mats[0])
+        symmetric = bool(abs(first - first.T).max() <= 1e-12 * (abs(first).max() or 1.0))
+        strategy = make(*auto_choice(spd, n, first.nnz / n, preconditioner, symmetric))
     else:
         strategy = make(method, preconditioner)
     for i in order:
