@@ -60,6 +60,10 @@ class ConfigResult:
     peers: list[PeerResult] = field(default_factory=list)
 
 
+class _OverBudget(Exception):
+    pass
+
+
 class _Counter:
     def __init__(self, A):
         self.A, self.count = A, 0
@@ -160,9 +164,22 @@ def _ours(method: str, mats, rhs, feats, pre: str | None, rtol: float, budget: f
         conv = np.concatenate([p.converged for p in parts])
         return PeerResult("gmres", pre or "none", rtol, k, secs, float(its.mean()),
                           float(resid.max()), int(conv.sum()))
+    done = [0]
+
+    def watch(_: int) -> None:
+        done[0] += 1
+        if time.perf_counter() - t0 > budget and done[0] < N:
+            raise _OverBudget
+
+    try:
+        out = solve_sequence(mats, rhs, features=feats, method=method, rtol=rtol,
+                             preconditioner=pre_arg, spd=spd, progress=watch)
+    except _OverBudget:  # a recycling sequence cannot be cut and resumed: time only
+        secs = (time.perf_counter() - t0) / done[0]
+        return PeerResult(method, pre or "auto", rtol, done[0], secs, None, float("nan"),
+                          0, note=f"stopped by the {budget:g} s budget after {done[0]} "
+                          f"of {N} systems; residuals not collected")
     k = N
-    out = solve_sequence(mats[:k], rhs[:k], features=feats[:k], method=method, rtol=rtol,
-                         preconditioner=pre_arg, spd=spd)
     secs = (time.perf_counter() - t0) / k
     label = method if method not in ("skr", "auto") else f"{method}({out.method})"
     used = "auto" if pre in (None, "auto") else pre
@@ -260,7 +277,7 @@ def summarise(configs: list[ConfigResult]) -> list[dict]:
                                                     skr.seconds_per_system) if base else None,
                     "speedup_vs_scipy_gmres_matvecs": (
                         base.matvecs_per_system / max(skr.matvecs_per_system, 1))
-                    if base else None,
+                    if base and skr.matvecs_per_system is not None else None,
                     "scipy_gmres_converged": f"{base.converged}/{base.systems}" if base else None,
                     "speedup_vs_gcrotmk": (gcrot.seconds_per_system / skr.seconds_per_system)
                     if gcrot else None,
@@ -358,6 +375,12 @@ def run_preset(name: str, out: Path, budget: float = 60.0,
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     todo = [c for c in PRESETS[name] if families is None or c[0] in families]
     configs = []
+    previous = out / f"skr_{name}.json"
+    if families is not None and previous.exists():  # keep the other families' results
+        for c in json.loads(previous.read_text())["configs"]:
+            if c["family"] not in families:
+                peers = [PeerResult(**p) for p in c.pop("peers")]
+                configs.append(ConfigResult(**c, peers=peers))
     for family, res, n_sys, pres, rtols, opts, *peers in tqdm(
             todo, desc=f"bench skr ({name})", unit="config"):
         configs.append(run_skr_benchmark(family, res, n_sys, pres, rtols, opts, budget,
