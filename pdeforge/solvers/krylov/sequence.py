@@ -325,16 +325,6 @@ def solve_sequence(
             raise ValueError(f"system {i}: {exc}") from None
     spd = is_spd(mats[0]) if spd is None else bool(spd)
 
-    t0 = time.perf_counter()
-    if method in ("skr", "auto") and N > 1:
-        F = default_features(mats, B) if features is None else np.asarray(features)
-        if F.shape[0] != N:
-            raise ValueError(f"features has {F.shape[0]} rows for {N} systems")
-        order = sort_systems(F, sorting)
-    else:
-        order = np.arange(N)
-    sort_seconds = time.perf_counter() - t0
-
     dtype = np.result_type(mats[0].dtype, B.dtype, np.float64)
     X = np.zeros((N, n), dtype=dtype)
     its = np.zeros(N, dtype=np.int64)
@@ -358,6 +348,17 @@ def solve_sequence(
         strategy = make(*auto_choice(spd, n, first.nnz / n, preconditioner, symmetric))
     else:
         strategy = make(method, preconditioner)
+
+    # only a recycling sequence cares about the order: independent solves skip the sort
+    t0 = time.perf_counter()
+    if strategy.method == "skr" and N > 1:
+        F = default_features(mats, B) if features is None else np.asarray(features)
+        if F.shape[0] != N:
+            raise ValueError(f"features has {F.shape[0]} rows for {N} systems")
+        order = sort_systems(F, sorting)
+    else:
+        order = np.arange(N)
+    sort_seconds = time.perf_counter() - t0
     for i in order:
         run(strategy, int(i))
     return SequenceResult(
