@@ -121,6 +121,9 @@ class GCRODR:
         self.U: np.ndarray | None = None  # (k, n) rows, preconditioned coordinates
         self.C: np.ndarray | None = None
         self._last_krylov: int | None = None  # Krylov steps the last solve needed
+        self._plain_matvecs: int | None = None
+        self._losses = 0
+        self.carry = True  # carry the recycle space to the next system
 
     def reset(self) -> None:
         """Forget the recycle space (the next solve starts with a GMRES cycle)."""
@@ -168,13 +171,16 @@ class GCRODR:
             coef = (self.C if real else self.C.conj()) @ r
             return r - coef @ self.C, x + M(coef @ self.U)
 
+        if not self.carry:
+            self.U = self.C = None
         if self.U is not None and self._last_krylov is not None:
             # carrying k vectors costs k products: with a strong preconditioner the last
             # system needed few Krylov steps, so keep only the most useful half of that
             # many (rows are ordered by harmonic Ritz value, smallest first)
             keep_k = max(1, min(self.U.shape[0], self._last_krylov // 2))
             self.U = self.U[:keep_k]
-        if self.U is not None and self.U.shape[0] > 0:
+        carried = self.U is not None and self.U.shape[0] > 0
+        if carried:
             BU = np.stack([op(u) for u in self.U])  # carry-over: C = qr(B_new U)
             matvecs += self.U.shape[0]
             Q, R = np.linalg.qr(BU.T)
@@ -241,7 +247,27 @@ class GCRODR:
         final = b - A @ x
         res = float(np.linalg.norm(final)) / bnorm
         self._last_krylov = krylov_steps
+        self._judge(matvecs, carried)
         return KrylovResult(x, matvecs, res, res <= rtol, history)
+
+    def _judge(self, matvecs: int, carried: bool) -> None:
+        """Stop recycling when it does not save products with A (counted, not timed).
+
+        The first solve of a sequence starts without a recycled space (GMRES(m), then
+        deflated restarts); if two systems in a row need at least as many products with
+        the carried space (carry-over included) as that one did, the space is no longer
+        carried between systems: each starts afresh, still with deflated restarting inside
+        (what pays with near-exact ILU preconditioners, benchmarks/skr.py).
+        """
+        if not carried:
+            if self._plain_matvecs is None:
+                self._plain_matvecs = matvecs
+            return
+        if self._plain_matvecs is not None and matvecs >= self._plain_matvecs:
+            self._losses += 1
+            self.carry = self._losses < 2
+        else:
+            self._losses = 0
 
     def _update_recycle_space(self, cyc, k: int, real: bool, dtype) -> None:
         """Harmonic Ritz vectors of smallest magnitude over span[U, V] (Parks et al. 2.4)."""

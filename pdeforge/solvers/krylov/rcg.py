@@ -54,10 +54,14 @@ class RecycledCG:
         self.store = int(store) if store is not None else max(2 * self.recycle, 10)
         self.W: np.ndarray | None = None  # (k, n) rows
         self._last_iterations: int | None = None
+        self._plain_iterations: int | None = None
+        self._losses = 0
 
     def reset(self) -> None:
         self.W = None
         self._last_iterations = None
+        self._plain_iterations = None
+        self._losses = 0
 
     def solve(
         self,
@@ -147,12 +151,38 @@ class RecycledCG:
             p = deflate(z) + (rz_new / rz) * p
             rz = rz_new
         res = float(np.linalg.norm(b - A @ x)) / bnorm
-        if P:
+        iterations = len(history) - 1
+        self._judge(A, iterations, 0 if W is None else W.shape[0])
+        if P and self.recycle:
             W_new, AW_new = self._ritz(W_new, AW_new, P, AP, M_diag)
         if self.recycle and W_new is not None:
             self.W = W_new
-        self._last_iterations = len(history) - 1
+        self._last_iterations = iterations
         return KrylovResult(x, matvecs, res, res <= rtol, history)
+
+    def _judge(self, A, iterations: int, k: int) -> None:
+        """Stop recycling when it costs more work than it saves (counted, not timed).
+
+        Work per unknown: a CG iteration ~ 2 nnz/row + 10 flops; deflation adds 4k per
+        iteration, the carry-over k products with A, the Rayleigh-Ritz update ~2 (k+s)^2.
+        Compared with the iterations of the first (undeflated) solve of the sequence; two
+        losing systems in a row switch recycling off (plain PCG from then on), which is
+        what happens on cheap 5-/7-point stencils (benchmarks/skr.py).
+        """
+        nnz_row = A.nnz / A.shape[0] if hasattr(A, "nnz") else A.shape[0]
+        step = 2 * nnz_row + 10
+        if k == 0:
+            if self._plain_iterations is None:
+                self._plain_iterations = iterations
+            return
+        s = min(self.store, iterations)
+        cost = iterations * (step + 4 * k) + k * 2 * nnz_row + 2 * (k + s) ** 2
+        if self._plain_iterations is not None and cost > self._plain_iterations * step:
+            self._losses += 1
+            if self._losses >= 2:
+                self.recycle, self.W = 0, None
+        else:
+            self._losses = 0
 
     def _ritz(self, W, AW, P, AP, M_diag):
         """Rayleigh-Ritz on span[W, P] for (A, M): the k smallest Ritz vectors and A times them.
