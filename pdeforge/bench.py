@@ -272,7 +272,8 @@ def summarise(configs: list[ConfigResult]) -> list[dict]:
                 rows.append({
                     "family": c.family, "n": c.n, "rtol": rtol, "preconditioner": pre,
                     "skr_ms": skr.seconds_per_system * 1e3,
-                    "skr_converged": f"{skr.converged}/{skr.systems}",
+                    "skr_converged": (f"{skr.converged}/{skr.systems}" if not skr.note else
+                                      f"time of {skr.systems} of {c.n_systems}: budget"),
                     "speedup_vs_scipy_gmres_time": (base.seconds_per_system /
                                                     skr.seconds_per_system) if base else None,
                     "speedup_vs_scipy_gmres_matvecs": (
@@ -387,3 +388,13 @@ def run_preset(name: str, out: Path, budget: float = 60.0,
                                          peers=peers[0] if peers else None, log=tqdm.write))
         write_results(configs, out, f"skr_{name}")  # keep what is done if interrupted
     return configs
+
+
+def rewrite_markdown(json_path: Path) -> None:
+    """Rebuild the summary and markdown table of a results file (after a format change)."""
+    data = json.loads(Path(json_path).read_text())
+    configs = []
+    for c in data["configs"]:
+        peers = [PeerResult(**p) for p in c.pop("peers")]
+        configs.append(ConfigResult(**c, peers=peers))
+    write_results(configs, Path(json_path).parent, Path(json_path).stem)
