@@ -45,13 +45,16 @@ class RecycledCG:
     Args:
         recycle: k, dimension of the deflation space carried along the sequence.
         store: search directions kept for the Rayleigh-Ritz update (default 2k, >= 10).
+        adaptive: stop recycling when counted work says it does not pay (``_judge``).
     """
 
-    def __init__(self, recycle: int = 20, store: int | None = None) -> None:
+    def __init__(self, recycle: int = 20, store: int | None = None,
+                 adaptive: bool = True) -> None:
         if recycle < 0:
             raise ValueError(f"recycle must be >= 0, got {recycle}")
         self.recycle = int(recycle)
         self.store = int(store) if store is not None else max(2 * self.recycle, 10)
+        self.adaptive = adaptive
         self.W: np.ndarray | None = None  # (k, n) rows
         self._last_iterations: int | None = None
         self._plain_iterations: int | None = None
@@ -166,14 +169,22 @@ class RecycledCG:
         Work per unknown: a CG iteration ~ 2 nnz/row + 10 flops; deflation adds 4k per
         iteration, the carry-over k products with A, the Rayleigh-Ritz update ~2 (k+s)^2.
         Compared with the iterations of the first (undeflated) solve of the sequence; two
-        losing systems in a row switch recycling off (plain PCG from then on), which is
-        what happens on cheap 5-/7-point stencils (benchmarks/skr.py).
+        losing systems in a row switch recycling off (plain PCG from then on), and so does
+        a first solve too short to repay even one Rayleigh-Ritz update at half the
+        iterations, which is what happens on cheap 5-/7-point stencils (benchmarks/skr.py).
         """
+        if not self.adaptive:
+            return
         nnz_row = A.nnz / A.shape[0] if hasattr(A, "nnz") else A.shape[0]
         step = 2 * nnz_row + 10
         if k == 0:
             if self._plain_iterations is None:
                 self._plain_iterations = iterations
+                s = min(self.store, iterations)
+                # even halving the iterations would not repay one Rayleigh-Ritz update:
+                # do not start recycling at all
+                if 2 * (self.recycle + s) ** 2 > 0.5 * iterations * step:
+                    self.recycle, self.W = 0, None
             return
         s = min(self.store, iterations)
         cost = iterations * (step + 4 * k) + k * 2 * nnz_row + 2 * (k + s) ** 2

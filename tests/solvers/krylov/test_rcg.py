@@ -20,7 +20,7 @@ def test_matches_direct_solve(darcy_sequence):
 def test_repeated_system_converges_in_fewer_iterations(darcy_sequence):
     A = darcy_sequence[1][0]
     rng = np.random.default_rng(0)
-    solver = RecycledCG(recycle=10)
+    solver = RecycledCG(recycle=10, adaptive=False)  # the mechanism, not the policy
     first = solver.solve(A, rng.standard_normal(A.shape[0]), rtol=1e-8)
     second = solver.solve(A, rng.standard_normal(A.shape[0]), rtol=1e-8)
     third = solver.solve(A, rng.standard_normal(A.shape[0]), rtol=1e-8)
@@ -42,7 +42,7 @@ def test_without_recycling_equals_plain_cg(darcy_sequence):
 def test_jacobi_preconditioned_sequence(darcy_sequence):
     _, mats = darcy_sequence
     b = np.ones(mats[0].shape[0])
-    solver = RecycledCG(recycle=10)
+    solver = RecycledCG(recycle=10, adaptive=False)
     its = []
     for A in mats:
         pre = build_preconditioner("jacobi", A)
@@ -60,3 +60,15 @@ def test_indefinite_matrix_is_not_reported_converged():
     out = RecycledCG(recycle=4).solve(A, np.ones(51), rtol=1e-10, maxiter=500)
     assert out.converged == (out.residual <= 1e-10)
     assert np.isfinite(out.residual)
+
+
+def test_adaptive_policy_turns_recycling_off_where_it_cannot_pay(darcy_sequence):
+    """A 5-point stencil: one Rayleigh-Ritz update costs more than the CG solve itself."""
+    _, mats = darcy_sequence
+    b = np.ones(mats[0].shape[0])
+    solver = RecycledCG(recycle=10)
+    outs = [solver.solve(A, b, rtol=1e-8) for A in mats[:3]]
+    assert solver.recycle == 0 and solver.W is None
+    plain = [RecycledCG(recycle=0).solve(A, b, rtol=1e-8).iterations for A in mats[:3]]
+    assert [o.iterations for o in outs] == plain
+    assert all(o.converged for o in outs)
