@@ -55,13 +55,14 @@ def check_system(A, b: np.ndarray, check_matrix: bool = True) -> np.ndarray:
     if not np.all(np.isfinite(b)):
         raise ValueError("right-hand side contains NaN or inf; fix the data that produced it")
     if sp.issparse(A) and check_matrix:
-        data = A.data if hasattr(A, "data") else A.tocsr().data
-        if not np.all(np.isfinite(data)):
-            raise ValueError("matrix contains NaN or inf entries")
         csr = A.tocsr()
-        empty_rows = np.flatnonzero(np.diff(csr.indptr) == 0)
-        nnz_rows = np.asarray(abs(csr).sum(axis=1)).ravel()
-        zero_rows = np.union1d(empty_rows, np.flatnonzero(nnz_rows == 0))
+        if not np.all(np.isfinite(csr.data)):
+            raise ValueError("matrix contains NaN or inf entries")
+        empty = np.diff(csr.indptr) == 0
+        if empty.any():
+            zero_rows = np.flatnonzero(empty)
+        else:  # rows whose stored entries are all zero (one pass over the data)
+            zero_rows = np.flatnonzero(np.add.reduceat(np.abs(csr.data), csr.indptr[:-1]) == 0)
         if zero_rows.size:
             raise ValueError(
                 f"matrix is singular: row(s) {zero_rows[:5].tolist()} are zero; "
