@@ -201,9 +201,6 @@ class DatasetWriter:
                 )
             var[start : start + arr.shape[0]] = arr.astype(var.dtype, copy=False)
 
-    def set_attrs(self, **attrs: Any) -> None:
-        self._file.attrs.update(_attr_values(attrs))
-
     def close(self) -> None:
         self._file.close()
 

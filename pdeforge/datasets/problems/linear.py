@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -61,7 +61,6 @@ class LinearSample:
     inputs: dict[str, np.ndarray]
     features: np.ndarray
     unknowns: np.ndarray | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class LinearFamily(ProblemFamily):
