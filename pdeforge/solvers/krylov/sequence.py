@@ -42,7 +42,7 @@ from pdeforge.solvers.krylov.sorting import sort_systems
 
 METHODS = ("skr", "gcrodr", "gmres", "direct", "auto")
 #: ``auto`` uses sparse LU up to these sizes (see :func:`auto_choice`)
-AUTO_DIRECT_SPD_2D = 40_000
+AUTO_DIRECT_SPD_2D = 25_000
 AUTO_DIRECT_2D = 5_000
 
 
@@ -209,9 +209,10 @@ def auto_choice(spd: bool, n: int, nnz_per_row: float, preconditioner: str | Non
     the winners of benchmarks/skr.py (quick preset, benchmarks/results/skr_quick.md, one
     BLAS thread, 2-core machine):
 
-    * SPD, 2D: sparse LU up to 40k unknowns (Darcy 80^2: 7.4 ms/system against 15 ms for
-      the best iterative peer; Poisson/thermal with one matrix: one factorisation);
-      above, recycled CG with AMG.
+    * SPD, 2D: sparse LU up to 25k unknowns (Darcy 80^2: 7.7 ms/system, the best;
+      Poisson/thermal with one matrix: one factorisation), above, CG with AMG (Darcy
+      200^2: 78 ms/system against 104 ms for LU and 90 ms for skr+AMG; the 25k crossover
+      lies between these two measured sizes).
     * SPD, 3D: CG with Jacobi (``cg``: scipy's PCG): Darcy 32^3 21 ms/system, against
       97 ms for pyamg and 1.4 s for sparse LU; deflation costs more than it saves there.
     * nonsymmetric, 2D: sparse LU up to 5k unknowns, then GMRES with a fresh ILU per
@@ -225,7 +226,7 @@ def auto_choice(spd: bool, n: int, nnz_per_row: float, preconditioner: str | Non
     three_d = nnz_per_row > 6  # 7-point stencils have ~7 entries a row, 5-point ~5
     if spd:
         if not three_d:
-            return ("direct", None) if n <= AUTO_DIRECT_SPD_2D else ("skr",
+            return ("direct", None) if n <= AUTO_DIRECT_SPD_2D else ("cg",
                                                                        preconditioner or "amg")
         return ("cg", preconditioner or "jacobi")
     if not three_d:
