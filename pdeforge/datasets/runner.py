@@ -204,7 +204,7 @@ def _cached_problem(key: str, config: Mapping[str, Any]) -> ProblemFamily:
     return _PROBLEM_CACHE[key]
 
 
-def _root_attrs(problem: ProblemFamily, config: Mapping[str, Any], status: str) -> dict:
+def _root_attrs(problem: ProblemFamily, config: Mapping[str, Any]) -> dict:
     from pdeforge import __version__
 
     return {
@@ -213,24 +213,20 @@ def _root_attrs(problem: ProblemFamily, config: Mapping[str, Any], status: str) 
         ATTR_VERSION: __version__,
         ATTR_SEED: int(config["seed"]),
         ATTR_CONFIG: config_json(config),
-        ATTR_STATUS: status,
+        ATTR_STATUS: STATUS_COMPLETE,
     }
 
 
-def _write_file(
+def _assemble(
     path: Path,
     problem: ProblemFamily,
     config: Mapping[str, Any],
-    n_samples: int,
     blocks: Iterator[tuple[int, Mapping[str, np.ndarray]]],
-    status: str,
-    extra_attrs: Mapping[str, Any] | None = None,
-    validate: bool = False,
 ) -> None:
-    """Write a file through a temporary name, renamed into place when complete.
+    """Write the complete dataset through a temporary name, renamed into place at the end.
 
-    With ``validate``, the finished temporary file must pass ``check_file`` (structure)
-    before it is renamed; a failure is a bug in pdeforge, raised as RuntimeError.
+    The finished temporary file must pass ``check_file`` (structure) before it is
+    renamed; a failure is a bug in pdeforge, raised as RuntimeError.
     """
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
@@ -238,20 +234,19 @@ def _write_file(
             tmp,
             specs=problem.variables(),
             coords=problem.coordinates(),
-            n_samples=n_samples,
-            attrs={**_root_attrs(problem, config, status), **(extra_attrs or {})},
+            n_samples=config["n_samples"],
+            attrs=_root_attrs(problem, config),
             field_dtype=config["dtype"],
             compression=config["compression"],
         ) as writer:
             for start, block in blocks:
                 writer.write(start, block)
-        if validate:
-            from pdeforge.datasets.check import check_file
+        from pdeforge.datasets.check import check_file
 
-            report = check_file(tmp, scan_data=False)
-            if report.errors:
-                raise RuntimeError(f"assembled file for {path} failed validation: "
-                                   f"{report.errors}")
+        report = check_file(tmp, scan_data=False)
+        if report.errors:
+            raise RuntimeError(f"assembled file for {path} failed validation: "
+                               f"{report.errors}")
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -462,7 +457,6 @@ def _run_locked(
 
             _run_dask(text, ranges, pending, store_and_count, workers, scheduler)
     except KeyboardInterrupt:
-        bar.close()
         raise Interrupted(
             f"interrupted; finished shards are kept in {parts}: re-run the same "
             "command to resume"
@@ -486,8 +480,7 @@ def _run_locked(
             with h5py.File(parts / _SHARD_NAME.format(j), "r") as f:
                 yield start, {name: f[name][()] for name in names}
 
-    _write_file(out, prob, config, config["n_samples"], blocks(), STATUS_COMPLETE,
-                validate=True)
+    _assemble(out, prob, config, blocks())
     return nonconverged, pending
 
 

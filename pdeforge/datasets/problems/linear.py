@@ -126,9 +126,9 @@ class LinearFamily(ProblemFamily):
 
     def to_grid(self, sample: LinearSample, x: np.ndarray, fill: float = 0.0) -> np.ndarray:
         """Scatter the unknowns back onto the full grid."""
-        grid = np.full(self.shape, fill, dtype=x.dtype)
         if sample.unknowns is None:
             return x.reshape(self.shape)
+        grid = np.full(self.shape, fill, dtype=x.dtype)
         grid[sample.unknowns] = x
         return grid
 

@@ -20,6 +20,7 @@ from pdeforge.solvers.krylov.sequence import (
     SequenceResult,
     auto_choice,
     is_spd,
+    is_symmetric,
     solve_sequence,
 )
 from pdeforge.solvers.krylov.sorting import greedy_order, scalable_order, sort_systems
@@ -27,5 +28,5 @@ from pdeforge.solvers.krylov.sorting import greedy_order, scalable_order, sort_s
 __all__ = [
     "GCRODR", "METHODS", "PRECONDITIONERS", "KrylovResult", "PreconditionerCache",
     "RecycledCG", "SequenceResult", "auto_choice", "build_preconditioner", "gmres",
-    "greedy_order", "is_spd", "scalable_order", "solve_sequence", "sort_systems",
+    "greedy_order", "is_spd", "is_symmetric", "scalable_order", "solve_sequence", "sort_systems",
 ]

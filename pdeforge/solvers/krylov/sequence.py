@@ -68,17 +68,23 @@ class SequenceResult:
         return float(self.seconds.sum() + self.sort_seconds)
 
 
-def is_spd(A) -> bool:
+def is_symmetric(A) -> bool:
+    """A == A^T to rounding (complex symmetric counts: Helmholtz with absorbing walls)."""
+    A = sp.csr_matrix(A)
+    return bool(abs(A - A.T).max() <= 1e-12 * (abs(A).max() or 1.0))
+
+
+def is_spd(A, symmetric: bool | None = None) -> bool:
     """Symmetric with a positive diagonal that dominates every row (Gershgorin => SPD).
 
     Sufficient, cheap, and true for the finite-volume diffusion matrices; a symmetric
-    indefinite matrix (Helmholtz) fails it and goes to GCRO-DR.
+    indefinite matrix (Helmholtz) fails it and goes to GCRO-DR. ``symmetric`` passes an
+    :func:`is_symmetric` result already computed.
     """
     A = sp.csr_matrix(A)
     if np.iscomplexobj(A.data):
         return False
-    scale = abs(A).max() or 1.0
-    if abs(A - A.T).max() > 1e-12 * scale:
+    if not (is_symmetric(A) if symmetric is None else symmetric):
         return False
     d = A.diagonal()
     if np.any(d <= 0):
@@ -130,8 +136,6 @@ class _Strategy:
 
     @property
     def label(self) -> str:
-        if self.method == "cg":
-            return "cg"
         if self.method == "skr":
             return "skr-rcg" if isinstance(self.solver, RecycledCG) else "skr-gcrodr"
         return self.method
@@ -147,22 +151,18 @@ class _Strategy:
 
     def solve(self, A, b) -> tuple[np.ndarray, int, float, bool]:
         if self.method == "direct":
-            if A is self._factored_matrix:  # the same matrix again: reuse its LU
-                x = self._lu.solve(b)
-                res = relative_residual(A, x, b)
-                return x, 0, res, bool(np.isfinite(res) and res <= max(self.rtol, 1e-10))
-            original = A
-            A = sp.csc_matrix(A)
-            try:
-                if self.spd:
-                    lu = spla.splu(A, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
-                                   options={"SymmetricMode": True})
-                else:
-                    lu = spla.splu(A)
-            except RuntimeError as exc:
-                raise ValueError(f"matrix is singular ({exc}); check the assembly") from None
-            self._factored_matrix, self._lu = original, lu
-            x = lu.solve(b)
+            if A is not self._factored_matrix:  # the same matrix again reuses its LU
+                csc = sp.csc_matrix(A)
+                try:
+                    if self.spd:
+                        lu = spla.splu(csc, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
+                                       options={"SymmetricMode": True})
+                    else:
+                        lu = spla.splu(csc)
+                except RuntimeError as exc:
+                    raise ValueError(f"matrix is singular ({exc}); check the assembly") from None
+                self._factored_matrix, self._lu = A, lu
+            x = self._lu.solve(b)
             res = relative_residual(A, x, b)
             return x, 0, res, bool(np.isfinite(res) and res <= max(self.rtol, 1e-10))
         A = sp.csr_matrix(A)
@@ -324,7 +324,8 @@ def solve_sequence(
             check_system(A, B[i], check_matrix=A is not mats[i - 1] or i == 0)
         except ValueError as exc:
             raise ValueError(f"system {i}: {exc}") from None
-    spd = is_spd(mats[0]) if spd is None else bool(spd)
+    symmetric = is_symmetric(mats[0]) if (spd is None or method == "auto") else None
+    spd = is_spd(mats[0], symmetric) if spd is None else bool(spd)
 
     dtype = np.result_type(mats[0].dtype, B.dtype, np.float64)
     X = np.zeros((N, n), dtype=dtype)
@@ -344,9 +345,8 @@ def solve_sequence(
             progress(1)
 
     if method == "auto":
-        first = sp.csr_matrix(mats[0])
-        symmetric = bool(abs(first - first.T).max() <= 1e-12 * (abs(first).max() or 1.0))
-        strategy = make(*auto_choice(spd, n, first.nnz / n, preconditioner, symmetric))
+        nnz_row = sp.csr_matrix(mats[0]).nnz / n
+        strategy = make(*auto_choice(spd, n, nnz_row, preconditioner, symmetric))
     else:
         strategy = make(method, preconditioner)
 
