@@ -36,6 +36,7 @@ from pdeforge.solvers.krylov.base import (
     Preconditioner,
     check_system,
     identity,
+    relative_residual,
     result_dtype,
 )
 
@@ -244,8 +245,7 @@ class GCRODR:
             r = r - (cyc.H @ y2) @ cyc.V
             history += [h / bnorm for h in cyc.history]
             self._update_recycle_space(cyc, k, real, dtype)
-        final = b - A @ x
-        res = float(np.linalg.norm(final)) / bnorm
+        res = relative_residual(A, x, b)
         self._last_krylov = krylov_steps
         self._judge(matvecs, carried)
         return KrylovResult(x, matvecs, res, res <= rtol, history)

@@ -16,6 +16,7 @@ from pdeforge.solvers.krylov.base import (
     Preconditioner,
     check_system,
     identity,
+    relative_residual,
     result_dtype,
 )
 
@@ -68,5 +69,5 @@ def gmres(
         matvecs += 1
         history += [h / bnorm for h in cyc.history[:-1]]
         history.append(float(np.linalg.norm(r)) / bnorm)
-    res = float(np.linalg.norm(b - A @ x)) / bnorm
+    res = relative_residual(A, x, b)
     return KrylovResult(x, matvecs, res, res <= rtol, history)

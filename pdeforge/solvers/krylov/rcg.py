@@ -35,6 +35,7 @@ from pdeforge.solvers.krylov.base import (
     Preconditioner,
     check_system,
     identity,
+    relative_residual,
     result_dtype,
 )
 
@@ -153,7 +154,7 @@ class RecycledCG:
             rz_new = float(r @ z)
             p = deflate(z) + (rz_new / rz) * p
             rz = rz_new
-        res = float(np.linalg.norm(b - A @ x)) / bnorm
+        res = relative_residual(A, x, b)
         iterations = len(history) - 1
         self._judge(A, iterations, 0 if W is None else W.shape[0])
         if P and self.recycle:
