@@ -125,6 +125,7 @@ class GCRODR:
         self._plain_matvecs: int | None = None
         self._losses = 0
         self.carry = True  # carry the recycle space to the next system
+        self.stopped: str | None = None  # why carrying was switched off, if it was
 
     def reset(self) -> None:
         """Forget the recycle space (the next solve starts with a GMRES cycle)."""
@@ -266,6 +267,9 @@ class GCRODR:
         if self._plain_matvecs is not None and matvecs >= self._plain_matvecs:
             self._losses += 1
             self.carry = self._losses < 2
+            if not self.carry:
+                self.stopped = ("GCRO-DR stopped carrying its space between systems: two "
+                                "carried solves needed no fewer products than a fresh one")
         else:
             self._losses = 0
 

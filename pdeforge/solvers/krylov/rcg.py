@@ -60,6 +60,7 @@ class RecycledCG:
         self._last_iterations: int | None = None
         self._plain_iterations: int | None = None
         self._losses = 0
+        self.stopped: str | None = None  # why recycling was switched off, if it was
 
     def reset(self) -> None:
         self.W = None
@@ -186,6 +187,8 @@ class RecycledCG:
                 # do not start recycling at all
                 if 2 * (self.recycle + s) ** 2 > 0.5 * iterations * step:
                     self.recycle, self.W = 0, None
+                    self.stopped = ("recycled CG runs as plain PCG: one Rayleigh-Ritz update "
+                                    "would cost more than the first solve could save")
             return
         s = min(self.store, iterations)
         cost = iterations * (step + 4 * k) + k * 2 * nnz_row + 2 * (k + s) ** 2
@@ -193,6 +196,8 @@ class RecycledCG:
             self._losses += 1
             if self._losses >= 2:
                 self.recycle, self.W = 0, None
+                self.stopped = ("recycled CG fell back to plain PCG after two systems where "
+                                "deflation cost more work than it saved")
         else:
             self._losses = 0
 

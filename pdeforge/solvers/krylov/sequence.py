@@ -60,6 +60,7 @@ class SequenceResult:
     preconditioner: str
     spd: bool
     preconditioner_builds: int = 0
+    recycling: str = "not used"  # "on", or why the adaptive policy switched it off
     sort_seconds: float = 0.0
 
     @property
@@ -139,6 +140,12 @@ class _Strategy:
         if self.method == "skr":
             return "skr-rcg" if isinstance(self.solver, RecycledCG) else "skr-gcrodr"
         return self.method
+
+    @property
+    def recycling(self) -> str:
+        if self.solver is None:
+            return "not used"
+        return self.solver.stopped or "on"
 
     def _preconditioner(self, A) -> Preconditioner:
         if self.cache is None:
@@ -366,4 +373,5 @@ def solve_sequence(
         solutions=X, iterations=its, residuals=res, converged=conv, seconds=secs, order=order,
         method=strategy.label, preconditioner=strategy.kind, spd=spd,
         preconditioner_builds=strategy.builds, sort_seconds=sort_seconds,
+        recycling=strategy.recycling,
     )

@@ -69,6 +69,7 @@ def test_adaptive_policy_turns_recycling_off_where_it_cannot_pay(darcy_sequence)
     solver = RecycledCG(recycle=10)
     outs = [solver.solve(A, b, rtol=1e-8) for A in mats[:3]]
     assert solver.recycle == 0 and solver.W is None
+    assert "plain PCG" in solver.stopped
     plain = [RecycledCG(recycle=0).solve(A, b, rtol=1e-8).iterations for A in mats[:3]]
     assert [o.iterations for o in outs] == plain
     assert all(o.converged for o in outs)

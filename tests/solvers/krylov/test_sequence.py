@@ -112,3 +112,13 @@ def test_bad_inputs(darcy_sequence):
         solve_sequence(mats[:2], np.ones(n), preconditioner="ssor")
     with pytest.raises(ValueError, match="matrix 1 has shape"):
         solve_sequence([mats[0], sp.eye(5).tocsr()], np.ones(n))
+
+
+def test_recycling_switch_off_is_reported(darcy_sequence):
+    """The adaptive policy never changes a method silently: the result says so."""
+    _, mats = darcy_sequence
+    b = np.ones(mats[0].shape[0])
+    res = solve_sequence(mats, b, method="skr", rtol=1e-8)
+    assert res.method == "skr-rcg"
+    assert "plain PCG" in res.recycling
+    assert solve_sequence(mats[:2], b, method="direct").recycling == "not used"
