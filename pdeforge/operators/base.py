@@ -1,0 +1,166 @@
+"""What every pdeforge operator shares: recorded constructor kwargs and input checks.
+
+A grid operator maps ``x: (B, C_in, *spatial) -> (B, C_out, *spatial)`` with
+``len(spatial) == dim``. Its constructor arguments, defaults included, are recorded in
+``model.config`` (JSON-compatible) so that ``pdeforge.operators.build(model.name,
+**model.config)`` rebuilds the same architecture and a checkpoint can store them next to
+the weights.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, TypeVar
+
+import torch
+from torch import nn
+
+from pdeforge.errors import PdeforgeError
+
+
+class OperatorInputError(PdeforgeError, ValueError):
+    """A tensor given to an operator has the wrong shape, channels or values."""
+
+
+class OperatorConfigError(PdeforgeError, ValueError):
+    """An operator was constructed with an invalid or inconsistent option."""
+
+
+F = TypeVar("F", bound=Callable[..., None])
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    raise OperatorConfigError(
+        f"constructor argument value {value!r} ({type(value).__name__}) cannot be recorded "
+        "in model.config; pass numbers, strings, booleans or lists of them"
+    )
+
+
+def records_config(init: F) -> F:
+    """Decorate ``__init__`` so that ``self.config`` holds every argument, defaults included."""
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def wrapper(self: nn.Module, *args: Any, **kwargs: Any) -> None:
+        try:
+            bound = signature.bind(self, *args, **kwargs)
+        except TypeError as exc:
+            raise OperatorConfigError(f"{type(self).__name__}: {exc}") from None
+        bound.apply_defaults()
+        config = {k: _jsonable(v) for k, v in bound.arguments.items() if k != "self"}
+        init(self, *args, **kwargs)
+        self.config = config
+
+    return wrapper  # type: ignore[return-value]
+
+
+def as_tuple(value: int | Sequence[int], dim: int, name: str) -> tuple[int, ...]:
+    """Broadcast an int to ``dim`` entries or check a sequence has ``dim`` entries."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return (int(value),) * dim
+    values = tuple(int(v) for v in value)
+    if len(values) != dim:
+        raise OperatorConfigError(f"{name} has {len(values)} entries, expected {dim} (dim={dim})")
+    return values
+
+
+def check_positive(**values: int | float) -> None:
+    for name, value in values.items():
+        if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+            raise OperatorConfigError(f"{name} must be a positive number, got {value!r}")
+
+
+class Operator(nn.Module):
+    """Base class: ``name``, ``dim``, channel counts and the input check of every operator."""
+
+    name: ClassVar[str] = ""
+    dims: ClassVar[tuple[int, ...]] = (1, 2)
+    config: dict[str, Any]
+
+    def _init_io(self, in_channels: int, out_channels: int, dim: int) -> None:
+        if dim not in self.dims:
+            raise OperatorConfigError(f"{self.name} supports dim in {self.dims}, got dim={dim}")
+        for label, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise OperatorConfigError(f"{label} must be a positive integer, got {value!r}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.dim = dim
+
+    def check_input(self, x: torch.Tensor, min_size: int = 1) -> None:
+        """Raise :class:`OperatorInputError` naming expected and given shapes."""
+        if not isinstance(x, torch.Tensor):
+            raise OperatorInputError(
+                f"{self.name} expects a torch.Tensor of shape (batch, {self.in_channels}, "
+                f"{', '.join(['n'] * self.dim)}), got {type(x).__name__}"
+            )
+        expected = f"(batch, {self.in_channels}, {', '.join(['n'] * self.dim)})"
+        if x.ndim != self.dim + 2:
+            raise OperatorInputError(
+                f"{self.name} (dim={self.dim}) expects input of shape {expected}, got "
+                f"{tuple(x.shape)} with {x.ndim} dimensions; add a batch axis with "
+                "x[None] or a channel axis with x[:, None] if one is missing"
+            )
+        if x.shape[1] != self.in_channels:
+            raise OperatorInputError(
+                f"{self.name} expects {self.in_channels} input channel(s), shape {expected}; "
+                f"got {x.shape[1]} channel(s) in shape {tuple(x.shape)}"
+            )
+        small = [n for n in x.shape[2:] if n < min_size]
+        if small:
+            raise OperatorInputError(
+                f"{self.name} needs at least {min_size} points per spatial axis, got shape "
+                f"{tuple(x.shape)}"
+            )
+        if not x.is_floating_point():
+            raise OperatorInputError(
+                f"{self.name} expects a floating-point tensor, got dtype {x.dtype}; "
+                "convert with x.float()"
+            )
+
+    def count_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+def unit_grid(shape: Sequence[int], *, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Coordinates of a tensor grid on [0, 1]^d (endpoints included), shape (d, *shape)."""
+    axes = [torch.linspace(0.0, 1.0, n, device=device, dtype=dtype) for n in shape]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=0)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int | Sequence[int], mode: str = "replicate"):
+    """Pad the trailing spatial axes at their high end up to a multiple; return (x, sizes).
+
+    ``sizes`` are the original spatial sizes, for :func:`crop`.
+    """
+    spatial = tuple(x.shape[2:])
+    multiples = as_tuple(multiple, len(spatial), "multiple")
+    extra = [(-n) % m for n, m in zip(spatial, multiples, strict=True)]
+    if any(extra):
+        pads: list[int] = []
+        for e in reversed(extra):
+            pads += [0, e]
+        if mode == "replicate" or mode == "reflect":
+            # reflect needs the pad smaller than the size; replicate works for any size.
+            mode = (
+                "reflect"
+                if mode == "reflect" and all(e < n for e, n in zip(extra, spatial, strict=True))
+                else "replicate"
+            )
+        x = nn.functional.pad(x, pads, mode=mode)
+    return x, spatial
+
+
+def crop(x: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
+    """Crop the trailing spatial axes back to ``sizes`` (inverse of :func:`pad_to_multiple`)."""
+    index = (Ellipsis,) + tuple(slice(0, n) for n in sizes)
+    return x[index]

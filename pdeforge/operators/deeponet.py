@@ -1,0 +1,268 @@
+"""DeepONet and POD-DeepONet.
+
+Lu, Jin, Pang, Zhang and Karniadakis, "Learning nonlinear operators via DeepONet",
+Nature Machine Intelligence 2021; POD-DeepONet from Lu et al., CMAME 2022. For each output
+channel c,
+
+    G(u)(y)_c = sum_{i=1}^{p} b_{c,i}(u(x_1), ..., u(x_m)) * t_{c,i}(y) + b0_c,
+
+with the branch net b reading the input function at m fixed sensors and the trunk net t
+(an MLP whose last layer is also activated) reading a query coordinate y in [0, 1]^d. In
+POD-DeepONet the trunk is replaced by the first p POD modes of the training outputs and
+b0 by their mean, both fixed after :meth:`DeepONet.fit_pod`.
+
+The input field is resampled (linear interpolation, endpoints aligned) to the sensor grid,
+so a model trained at one resolution reads inputs at any other. The output is the
+"Cartesian product" evaluation on the input's grid (grid in, grid out), or on arbitrary
+query points with ``forward(x, points=...)``. DeepXDE has DeepONet but is not a dependency
+and has no CNN branch on a grid interface, hence this implementation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from pdeforge.operators.base import (
+    Operator,
+    OperatorConfigError,
+    OperatorInputError,
+    as_tuple,
+    records_config,
+    unit_grid,
+)
+
+ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "tanh": nn.Tanh, "silu": nn.SiLU}
+
+
+def mlp(sizes: list[int], activation: str, last_activation: bool) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2 or last_activation:
+            layers.append(ACTIVATIONS[activation]())
+    return nn.Sequential(*layers)
+
+
+def _interp_mode(dim: int) -> str:
+    return "linear" if dim == 1 else "bilinear"
+
+
+def sample_grid_field(field: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Linear interpolation of ``field`` (C, *shape) on [0,1]^d at ``points`` (Q, d) -> (C, Q)."""
+    dim = points.shape[-1]
+    coords = points * 2 - 1  # grid_sample's [-1, 1], align_corners=True puts nodes at ends
+    if dim == 1:
+        # 1D as a 2D image of height 1: (1, C, 1, n) sampled at (x, 0).
+        grid = torch.stack([coords[:, 0], torch.zeros_like(coords[:, 0])], dim=-1)
+        out = nn.functional.grid_sample(
+            field[None, :, None, :], grid[None, None], mode="bilinear", align_corners=True
+        )
+    else:
+        # grid_sample's last coordinate indexes the first spatial axis: reverse (x, y).
+        grid = coords.flip(-1)
+        out = nn.functional.grid_sample(
+            field[None], grid[None, None], mode="bilinear", align_corners=True
+        )
+    return out[0, :, 0, :]
+
+
+class CNNBranch(nn.Module):
+    """Stride-2 convolutions, adaptive pooling to 4 points per axis, then an MLP."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        channels: list[int],
+        hidden: list[int],
+        out: int,
+        dim: int,
+        activation: str,
+    ) -> None:
+        super().__init__()
+        conv = {1: nn.Conv1d, 2: nn.Conv2d}[dim]
+        pool = {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d}[dim]
+        layers: list[nn.Module] = []
+        previous = in_channels
+        for c in channels:
+            layers += [conv(previous, c, 3, stride=2, padding=1), ACTIVATIONS[activation]()]
+            previous = c
+        layers.append(pool(4))
+        self.features = nn.Sequential(*layers)
+        self.head = mlp([previous * 4**dim, *hidden, out], activation, last_activation=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).flatten(1))
+
+
+class DeepONet(Operator):
+    """DeepONet with an MLP or CNN branch, an MLP or POD trunk, several outputs.
+
+    Args:
+        in_channels, out_channels, dim: as for every operator (dim 1 or 2).
+        branch: "mlp" (on the flattened sensor values, the original DeepONet) or "cnn"
+            (small CNN, for 2D fields); None picks mlp in 1D and cnn in 2D.
+        sensors: sensor grid points per axis (the input is resampled to it); None: 128 in
+            1D, 64 in 2D.
+        branch_layers: hidden widths of the branch MLP (after the CNN features for "cnn").
+        cnn_channels: channels of the stride-2 convolutions of the CNN branch.
+        trunk_layers: hidden widths of the trunk MLP.
+        basis: p, the number of basis functions per output channel (ignored with POD).
+        activation: "gelu", "relu", "tanh" or "silu".
+        pod_modes: if set, POD-DeepONet with this many modes; call :meth:`fit_pod` on
+            training outputs before use.
+        pod_shape: grid of the training outputs the POD basis lives on (int or per axis);
+            required with ``pod_modes``.
+    """
+
+    name = "deeponet"
+
+    @records_config
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        dim: int = 2,
+        branch: str | None = None,
+        sensors: int | list[int] | None = None,
+        branch_layers: list[int] = (128, 128),
+        cnn_channels: list[int] = (16, 32, 64),
+        trunk_layers: list[int] = (128, 128, 128),
+        basis: int = 64,
+        activation: str = "gelu",
+        pod_modes: int | None = None,
+        pod_shape: int | list[int] | None = None,
+    ) -> None:
+        super().__init__()
+        self._init_io(in_channels, out_channels, dim)
+        branch = branch or ("mlp" if dim == 1 else "cnn")
+        if branch not in ("mlp", "cnn"):
+            raise OperatorConfigError(f"deeponet: branch must be 'mlp' or 'cnn', got {branch!r}")
+        if activation not in ACTIVATIONS:
+            raise OperatorConfigError(
+                f"deeponet: activation {activation!r} is not one of {tuple(ACTIVATIONS)}"
+            )
+        self.sensors = as_tuple(sensors or (128 if dim == 1 else 64), dim, "sensors")
+        if min(self.sensors) < 2:
+            raise OperatorConfigError(
+                f"deeponet: sensors must be >= 2 per axis, got {self.sensors}"
+            )
+        self.pod = pod_modes is not None
+        if self.pod:
+            if not isinstance(pod_modes, int) or pod_modes < 1:
+                raise OperatorConfigError(f"deeponet: pod_modes must be >= 1, got {pod_modes!r}")
+            if pod_shape is None:
+                raise OperatorConfigError(
+                    "deeponet: pod_modes needs pod_shape, the grid of the training outputs"
+                )
+            self.pod_shape = as_tuple(pod_shape, dim, "pod_shape")
+            self.p = pod_modes
+        else:
+            self.p = int(basis)
+        n_out = self.p * out_channels
+        if branch == "mlp":
+            n_in = in_channels * math.prod(self.sensors)
+            self.branch = mlp([n_in, *branch_layers, n_out], activation, last_activation=False)
+        else:
+            self.branch = CNNBranch(
+                in_channels, list(cnn_channels), list(branch_layers), n_out, dim, activation
+            )
+        if self.pod:
+            self.trunk = None
+            self.register_buffer("pod_basis", torch.zeros(out_channels, self.p, *self.pod_shape))
+            self.register_buffer("pod_mean", torch.zeros(out_channels, *self.pod_shape))
+            self.register_buffer("pod_fitted", torch.zeros((), dtype=torch.bool))
+            self.bias = None
+        else:
+            self.trunk = mlp([dim, *trunk_layers, n_out], activation, last_activation=True)
+            self.bias = nn.Parameter(torch.zeros(out_channels))
+
+    # -- POD ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def fit_pod(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Set the POD trunk from training outputs (N, out_channels, *pod_shape).
+
+        Per channel, the outputs minus their mean are decomposed by SVD; the first
+        ``pod_modes`` right singular vectors, scaled to unit mean square on the grid,
+        become the basis. Returns the fraction of variance they capture per channel.
+        """
+        if not self.pod:
+            raise OperatorConfigError("fit_pod needs a POD-DeepONet: build with pod_modes=...")
+        expected = (self.out_channels, *self.pod_shape)
+        if outputs.ndim != self.dim + 2 or tuple(outputs.shape[1:]) != expected:
+            raise OperatorInputError(
+                f"fit_pod expects outputs of shape (N, {', '.join(map(str, expected))}), "
+                f"got {tuple(outputs.shape)}"
+            )
+        n = outputs.shape[0]
+        if n < self.p:
+            raise OperatorInputError(f"fit_pod needs at least pod_modes={self.p} samples, got {n}")
+        flat = outputs.to(self.pod_basis.device, torch.float64).reshape(n, self.out_channels, -1)
+        mean = flat.mean(0)
+        captured = []
+        points = flat.shape[-1]
+        for c in range(self.out_channels):
+            _, s, vh = torch.linalg.svd(flat[:, c] - mean[c], full_matrices=False)
+            self.pod_basis[c] = (vh[: self.p] * math.sqrt(points)).reshape(self.p, *self.pod_shape)
+            energy = (s**2).sum()
+            captured.append(float((s[: self.p] ** 2).sum() / energy) if energy > 0 else 1.0)
+        self.pod_mean.copy_(mean.reshape(self.out_channels, *self.pod_shape))
+        self.pod_fitted.fill_(True)
+        return torch.tensor(captured)
+
+    # -- evaluation -----------------------------------------------------------------------
+    def _trunk_at(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Basis (out, p, Q) and bias/mean (out, Q) at points (Q, d)."""
+        if self.trunk is not None:
+            t = self.trunk(points).reshape(points.shape[0], self.out_channels, self.p)
+            return t.permute(1, 2, 0), self.bias[:, None].expand(-1, points.shape[0])
+        if not bool(self.pod_fitted):
+            raise OperatorInputError(
+                "POD-DeepONet has no basis yet: call model.fit_pod(training_outputs) first"
+            )
+        basis = sample_grid_field(self.pod_basis.flatten(0, 1), points)
+        mean = sample_grid_field(self.pod_mean, points)
+        return basis.reshape(self.out_channels, self.p, -1), mean
+
+    def forward(self, x: torch.Tensor, points: torch.Tensor | None = None) -> torch.Tensor:
+        """Evaluate on the input's grid, (B, C_out, *spatial), or at ``points``.
+
+        ``points`` are coordinates in [0, 1]^d, shape (Q, d) shared by the batch, giving
+        (B, C_out, Q).
+        """
+        self.check_input(x, min_size=2)
+        shape = tuple(x.shape[2:])
+        sensed = x
+        if shape != self.sensors:
+            sensed = nn.functional.interpolate(
+                x, size=self.sensors, mode=_interp_mode(self.dim), align_corners=True
+            )
+        coefficients = self.branch(
+            sensed.flatten(1) if isinstance(self.branch, nn.Sequential) else sensed
+        )
+        coefficients = coefficients.reshape(x.shape[0], self.out_channels, self.p)
+        if points is None:
+            grid = unit_grid(shape, device=x.device, dtype=x.dtype)
+            query = grid.reshape(self.dim, -1).T
+        else:
+            query = self._check_points(points, x)
+        basis, offset = self._trunk_at(query.to(x.dtype))
+        out = torch.einsum("bcp,cpq->bcq", coefficients, basis) + offset[None]
+        return out.reshape(x.shape[0], self.out_channels, *shape) if points is None else out
+
+    def _check_points(self, points: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(points, torch.Tensor) or points.ndim != 2 or points.shape[1] != self.dim:
+            got = tuple(points.shape) if isinstance(points, torch.Tensor) else type(points).__name__
+            raise OperatorInputError(
+                f"deeponet: points must be a tensor of shape (n_points, {self.dim}), got {got}"
+            )
+        if not torch.isfinite(points).all():
+            raise OperatorInputError("deeponet: points contain NaN or infinite values")
+        if self.pod and ((points < 0) | (points > 1)).any():
+            raise OperatorInputError(
+                "POD-DeepONet can only evaluate inside its training grid: points must lie "
+                "in [0, 1]^d"
+            )
+        return points.to(x.device)

@@ -1,0 +1,145 @@
+"""Fourier neural operator (dense baseline), from neuraloperator.
+
+Li et al., "Fourier Neural Operator for Parametric Partial Differential Equations",
+ICLR 2021: lifting P, layers v <- act(W v + F^-1(R . F v)) with R truncated to the lowest
+modes, projection Q. The implementation is ``neuralop.models.FNO``; this wrapper gives it
+the registry interface (``dim``, recorded config, input checks). Note neuraloperator 2.0
+counts ``n_modes`` per dimension centred on zero: the FNO paper's modes=12 is n_modes=24.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from neuralop.models import FNO as _NeuralopFNO
+from torch import nn
+
+from pdeforge.operators.base import Operator, as_tuple, records_config
+
+
+def neuralop_fno(
+    *,
+    in_channels: int,
+    out_channels: int,
+    dim: int,
+    n_modes: int | list[int],
+    hidden_channels: int,
+    n_layers: int,
+    lifting_channel_ratio: float,
+    projection_channel_ratio: float,
+    positional_embedding: str | None,
+    domain_padding: float | None,
+    factorization: str | None = None,
+    rank: float = 1.0,
+) -> _NeuralopFNO:
+    """Construct neuraloperator's FNO (dense when ``factorization`` is None)."""
+    kwargs: dict[str, Any] = {}
+    if factorization is not None:
+        kwargs.update(factorization=factorization, rank=rank, implementation="factorized")
+    return _NeuralopFNO(
+        n_modes=as_tuple(n_modes, dim, "n_modes"),
+        in_channels=in_channels,
+        out_channels=out_channels,
+        hidden_channels=hidden_channels,
+        n_layers=n_layers,
+        lifting_channel_ratio=lifting_channel_ratio,
+        projection_channel_ratio=projection_channel_ratio,
+        positional_embedding=positional_embedding,
+        domain_padding=domain_padding,
+        **kwargs,
+    )
+
+
+_COMPLEX_OF = {
+    torch.float16: torch.complex32,
+    torch.bfloat16: torch.complex64,  # no complex bfloat16: spectral weights stay complex64
+    torch.float32: torch.complex64,
+    torch.float64: torch.complex128,
+}
+
+
+class NeuralopWrapper(nn.Module):
+    """Adapt a wrapped neuraloperator model to plain torch conventions.
+
+    * ``module.double()`` converts only real tensors, which leaves neuraloperator's complex
+      spectral weights in complex64 and makes a float64 forward pass fail; after every
+      conversion the complex tensors are matched to the real ones.
+    * neuraloperator's ``state_dict`` adds a ``_metadata`` entry holding its constructor
+      arguments, Python functions included, which ``torch.load(weights_only=True)``
+      refuses; the state dict here holds tensors only (the architecture is in ``config``).
+    """
+
+    def state_dict(self, *args, **kwargs):  # type: ignore[override]
+        state = super().state_dict(*args, **kwargs)
+        state.pop("_metadata", None)
+        return state
+
+    def _apply(self, fn, recurse=True):  # type: ignore[override]
+        super()._apply(fn, recurse)
+        real = next((p.dtype for p in self.parameters() if p.is_floating_point()), None)
+        target = _COMPLEX_OF.get(real) if real is not None else None
+        if target is not None:
+            for tensor in [*self.parameters(), *self.buffers()]:
+                if tensor.is_complex() and tensor.dtype != target:
+                    tensor.data = tensor.data.to(target)
+        return self
+
+
+def spectral_parameter_count(model: nn.Module) -> int:
+    """Parameters of the spectral convolutions (the R tensors) of a neuraloperator FNO."""
+    convs = model.fno_blocks.convs
+    return sum(p.numel() for p in convs.parameters())
+
+
+class FNO(NeuralopWrapper, Operator):
+    """Dense FNO (neuraloperator) behind the registry.
+
+    Args:
+        in_channels, out_channels, dim: as for every operator (dim 1 or 2).
+        n_modes: Fourier modes kept per dimension (neuraloperator 2.0 convention).
+        hidden_channels: width of the Fourier layers.
+        n_layers: number of Fourier layers.
+        lifting_channel_ratio, projection_channel_ratio: widths of the lifting and
+            projection MLPs relative to ``hidden_channels``.
+        positional_embedding: "grid" appends coordinates; None appends nothing.
+        domain_padding: fraction of zero padding for non-periodic problems (None: none).
+    """
+
+    name = "fno"
+
+    @records_config
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        dim: int = 2,
+        n_modes: int | list[int] = 16,
+        hidden_channels: int = 32,
+        n_layers: int = 4,
+        lifting_channel_ratio: float = 2,
+        projection_channel_ratio: float = 2,
+        positional_embedding: str | None = "grid",
+        domain_padding: float | None = None,
+    ) -> None:
+        super().__init__()
+        self._init_io(in_channels, out_channels, dim)
+        self.model = neuralop_fno(
+            in_channels=in_channels,
+            out_channels=out_channels,
+            dim=dim,
+            n_modes=n_modes,
+            hidden_channels=hidden_channels,
+            n_layers=n_layers,
+            lifting_channel_ratio=lifting_channel_ratio,
+            projection_channel_ratio=projection_channel_ratio,
+            positional_embedding=positional_embedding,
+            domain_padding=domain_padding,
+        )
+
+    def spectral_parameters(self) -> int:
+        return spectral_parameter_count(self.model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x, min_size=2)
+        return self.model(x)

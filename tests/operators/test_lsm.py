@@ -1,0 +1,43 @@
+"""LSM: patchify round trip, padding to patch multiples, normalisation choices."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pdeforge import operators
+from pdeforge.operators import OperatorConfigError, OperatorInputError
+from pdeforge.operators.lsm import NeuralSpectralBlock
+
+
+@pytest.mark.parametrize("patch", [(3, 5), (4, 4)])
+def test_patchify_round_trip(patch):
+    block = NeuralSpectralBlock(16, 12, 4, 4, patch)
+    x = torch.randn(2, 16, patch[0] * 3, patch[1] * 2)
+    pixels, counts = block._patchify(x)
+    assert pixels.shape == (2 * 6, patch[0] * patch[1], 16)
+    # pixels of the first patch are the top-left block of the field
+    torch.testing.assert_close(pixels[0].T.reshape(16, *patch), x[0, :, : patch[0], : patch[1]])
+    torch.testing.assert_close(block._unpatchify(pixels, 2, counts), x)
+
+
+def test_spectral_block_handles_sizes_that_are_not_patch_multiples():
+    block = NeuralSpectralBlock(16, 12, 4, 4, (6, 6))
+    x = torch.randn(2, 16, 17, 10)
+    assert block(x).shape == x.shape
+
+
+def test_paper_configuration_builds():
+    model = operators.build("lsm", width=64, patch_size=6, norm="batch")
+    with torch.no_grad():
+        assert model.eval()(torch.randn(1, 1, 85, 85)).shape == (1, 1, 85, 85)
+
+
+def test_bad_options():
+    with pytest.raises(OperatorConfigError, match="multiple of heads"):
+        operators.build("lsm", width=20)
+    with pytest.raises(OperatorConfigError, match="norm"):
+        operators.build("lsm", norm="layer")
+    model = operators.build("lsm", n_stages=4)
+    with pytest.raises(OperatorInputError, match="at least 16 points"):
+        model(torch.randn(1, 1, 12, 12))

@@ -1,0 +1,118 @@
+"""Every registered operator: shapes, rebuild from config, dtypes, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from pdeforge import operators
+from pdeforge.errors import PdeforgeError
+from pdeforge.operators import OperatorConfigError, OperatorInputError
+
+NAMES = ["deeponet", "fno", "lsm", "mgno", "mgtfno"]
+
+
+def test_available_lists_the_five_architectures():
+    assert operators.available() == NAMES
+
+
+def test_unknown_name_suggests_the_closest():
+    with pytest.raises(OperatorConfigError, match=r"did you mean 'mgno'.*available: deeponet"):
+        operators.build("mgnoo")
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dim,sizes", [(1, (32, 64, 85)), (2, (32, 64, 45))])
+def test_default_model_maps_grid_to_grid_at_several_resolutions(name, dim, sizes):
+    model = operators.build(name, in_channels=2, out_channels=3, dim=dim).eval()
+    for n in sizes:
+        x = torch.randn(2, 2, *([n] * dim))
+        with torch.no_grad():
+            y = model(x)
+        assert y.shape == (2, 3, *([n] * dim))
+        assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_non_square_grid(name):
+    model = operators.build(name, dim=2).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 1, 48, 40)).shape == (1, 1, 48, 40)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dim", [1, 2])
+def test_rebuild_from_config_gives_identical_forward(name, dim):
+    model = operators.build(name, in_channels=2, out_channels=2, dim=dim).eval()
+    config = json.loads(json.dumps(model.config))  # what a checkpoint stores
+    assert config["in_channels"] == 2 and config["dim"] == dim
+    rebuilt = operators.build(model.name, **config).eval()
+    rebuilt.load_state_dict(model.state_dict())
+    x = torch.randn(3, 2, *([32] * dim))
+    with torch.no_grad():
+        assert torch.equal(model(x), rebuilt(x))
+    assert rebuilt.config == model.config
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_float64_forward_matches_float32(name):
+    model = operators.build(name, dim=2).eval()
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        y32 = model(x)
+        y64 = model.double()(x.double())
+    assert y64.dtype == torch.float64
+    torch.testing.assert_close(y64.float(), y32, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_batch_and_single_sample_agree(name):
+    model = operators.build(name, dim=2).eval()
+    x = torch.randn(3, 1, 32, 32)
+    with torch.no_grad():
+        batch = model(x)
+        single = torch.cat([model(x[i : i + 1]) for i in range(3)])
+    torch.testing.assert_close(batch, single, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_wrong_channels_names_expected_and_given_shapes(name):
+    model = operators.build(name, in_channels=2, dim=2)
+    with pytest.raises(OperatorInputError) as info:
+        model(torch.randn(4, 3, 32, 32))
+    message = str(info.value)
+    assert "2 input channel" in message and "(4, 3, 32, 32)" in message
+    assert isinstance(info.value, PdeforgeError)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_wrong_number_of_dimensions_is_explained(name):
+    model = operators.build(name, dim=2)
+    with pytest.raises(
+        OperatorInputError, match=r"expects input of shape \(batch, 1, n, n\).*\(32, 32\)"
+    ):
+        model(torch.randn(32, 32))
+    with pytest.raises(OperatorInputError, match="floating-point"):
+        model(torch.ones(1, 1, 32, 32, dtype=torch.int64))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bad_constructor_arguments(name):
+    with pytest.raises(OperatorConfigError, match="dim"):
+        operators.build(name, dim=3)
+    with pytest.raises(OperatorConfigError, match="in_channels"):
+        operators.build(name, in_channels=0)
+    with pytest.raises(OperatorConfigError, match="unexpected keyword"):
+        operators.build(name, not_an_option=1)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_state_dict_loads_with_weights_only(name, tmp_path):
+    model = operators.build(name, dim=2)
+    path = tmp_path / "weights.pt"
+    torch.save({"config": model.config, "state_dict": model.state_dict()}, path)
+    saved = torch.load(path, weights_only=True)
+    rebuilt = operators.build(name, **saved["config"])
+    rebuilt.load_state_dict(saved["state_dict"])
