@@ -1,4 +1,4 @@
-"""The ``pdeforge`` command line: generate, check, info, demo.
+"""The ``pdeforge`` command line: generate, check, info, train, evaluate, bench, demo.
 
 User errors (:class:`~pdeforge.errors.PdeforgeError`, bad arguments) print one line
 ``pdeforge: error: ...`` and exit 2 without a traceback; ``check`` exits 1 for a file that
@@ -166,6 +166,21 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from pdeforge.train.cli import train_main
+
+    return train_main(args.lightning_args)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from pdeforge.train.evaluate import evaluate
+
+    result = evaluate(args.checkpoint, args.data, resolution=args.resolution,
+                      batch_size=args.batch_size, device=args.device)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from pdeforge import __version__
 
@@ -198,6 +213,20 @@ def build_parser() -> argparse.ArgumentParser:
     skr.add_argument("--out", type=Path, default=Path("benchmarks/results"),
                      help="results folder (default benchmarks/results)")
     skr.set_defaults(func=_cmd_bench_skr)
+    train = sub.add_parser(
+        "train", add_help=False, help="train an operator (LightningCLI: fit|validate|test)",
+        description="pdeforge train fit --config configs/darcy_mgno.yaml [--preset cpu-small]; "
+        "`pdeforge train fit --help` lists every option.")
+    train.add_argument("lightning_args", nargs=argparse.REMAINDER)
+    train.set_defaults(func=_cmd_train)
+    ev = sub.add_parser("evaluate", help="metrics of a checkpoint on a dataset file (JSON)")
+    ev.add_argument("checkpoint", metavar="CKPT", help="checkpoint from `pdeforge train fit`")
+    ev.add_argument("--data", required=True, metavar="FILE", help="dataset file")
+    ev.add_argument("--resolution", type=_positive_int, default=None,
+                    help="evaluate on the grid subsampled to R points per axis")
+    ev.add_argument("--batch-size", type=_positive_int, default=32)
+    ev.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    ev.set_defaults(func=_cmd_evaluate)
     demo = sub.add_parser("demo", help="run the main path end to end on small defaults")
     demo.add_argument("--out-dir", default="demo-output",
                       help="where the demo writes its files (default demo-output)")

@@ -126,9 +126,22 @@ class Operator(nn.Module):
                 f"{self.name} expects a floating-point tensor, got dtype {x.dtype}; "
                 "convert with x.float()"
             )
+        weight = next((p for p in self.parameters() if p.is_floating_point()), None)
+        autocast = torch.is_autocast_enabled(x.device.type)
+        if weight is not None and weight.dtype != x.dtype and not autocast:
+            raise OperatorInputError(
+                f"{self.name} has {weight.dtype} weights but the input is {x.dtype}; cast the "
+                f"input with x.to({weight.dtype}) or the model with model.to({x.dtype})"
+            )
 
     def count_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+        """Trainable real numbers: a complex weight counts twice (as neuraloperator counts)."""
+        return sum(real_numel(p) for p in self.parameters() if p.requires_grad)
+
+
+def real_numel(tensor: torch.Tensor) -> int:
+    """Number of real values a tensor holds (2 per complex entry)."""
+    return tensor.numel() * (2 if tensor.is_complex() else 1)
 
 
 def unit_grid(shape: Sequence[int], *, device: torch.device, dtype: torch.dtype) -> torch.Tensor:

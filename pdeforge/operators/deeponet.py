@@ -184,8 +184,9 @@ class DeepONet(Operator):
     def fit_pod(self, outputs: torch.Tensor) -> torch.Tensor:
         """Set the POD trunk from training outputs (N, out_channels, *pod_shape).
 
-        Per channel, the outputs minus their mean are decomposed by SVD; the first
-        ``pod_modes`` right singular vectors, scaled to unit mean square on the grid,
+        Per channel, the outputs minus their mean are decomposed by the method of
+        snapshots (eigenvectors of the N x N Gram matrix, so the work space is N^2, not
+        N x grid); the first ``pod_modes`` modes, scaled to unit mean square on the grid,
         become the basis. Returns the fraction of variance they capture per channel.
         """
         if not self.pod:
@@ -199,16 +200,29 @@ class DeepONet(Operator):
         n = outputs.shape[0]
         if n < self.p:
             raise OperatorInputError(f"fit_pod needs at least pod_modes={self.p} samples, got {n}")
-        flat = outputs.to(self.pod_basis.device, torch.float64).reshape(n, self.out_channels, -1)
-        mean = flat.mean(0)
-        captured = []
+        flat = outputs.to(self.pod_basis.device).reshape(n, self.out_channels, -1)
         points = flat.shape[-1]
+        captured = []
+        means = []
         for c in range(self.out_channels):
-            _, s, vh = torch.linalg.svd(flat[:, c] - mean[c], full_matrices=False)
-            self.pod_basis[c] = (vh[: self.p] * math.sqrt(points)).reshape(self.p, *self.pod_shape)
-            energy = (s**2).sum()
-            captured.append(float((s[: self.p] ** 2).sum() / energy) if energy > 0 else 1.0)
-        self.pod_mean.copy_(mean.reshape(self.out_channels, *self.pod_shape))
+            snapshots = flat[:, c].double()
+            mean = snapshots.mean(0)
+            snapshots = snapshots - mean
+            gram = snapshots @ snapshots.T  # (N, N)
+            eigenvalues, eigenvectors = torch.linalg.eigh(gram)
+            eigenvalues, eigenvectors = eigenvalues.flip(0).clamp_min(0), eigenvectors.flip(1)
+            top = eigenvalues[: self.p]
+            if (top <= eigenvalues[0] * 1e-12).any():
+                raise OperatorInputError(
+                    f"fit_pod: the training outputs of channel {c} span fewer than "
+                    f"pod_modes={self.p} directions; use fewer pod_modes"
+                )
+            modes = (snapshots.T @ eigenvectors[:, : self.p]) / top.sqrt()  # orthonormal
+            self.pod_basis[c] = (modes.T * math.sqrt(points)).reshape(self.p, *self.pod_shape)
+            total = eigenvalues.sum()
+            captured.append(float(top.sum() / total) if total > 0 else 1.0)
+            means.append(mean)
+        self.pod_mean.copy_(torch.stack(means).reshape(self.out_channels, *self.pod_shape))
         self.pod_fitted.fill_(True)
         return torch.tensor(captured)
 

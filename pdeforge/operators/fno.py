@@ -15,7 +15,7 @@ import torch
 from neuralop.models import FNO as _NeuralopFNO
 from torch import nn
 
-from pdeforge.operators.base import Operator, as_tuple, records_config
+from pdeforge.operators.base import Operator, as_tuple, real_numel, records_config
 
 
 def neuralop_fno(
@@ -87,9 +87,9 @@ class NeuralopWrapper(nn.Module):
 
 
 def spectral_parameter_count(model: nn.Module) -> int:
-    """Parameters of the spectral convolutions (the R tensors) of a neuraloperator FNO."""
+    """Real numbers in the spectral weights (the R tensors, biases excluded) of an FNO."""
     convs = model.fno_blocks.convs
-    return sum(p.numel() for p in convs.parameters())
+    return sum(real_numel(p) for name, p in convs.named_parameters() if "bias" not in name)
 
 
 class FNO(NeuralopWrapper, Operator):

@@ -13,6 +13,11 @@ every skip connection passes through a Neural Spectral Block:
    z_c <- z_c + sum_k [w_{c,k} sin(k pi z_c / N) + w'_{c,k} cos(k pi z_c / N)], k < N;
 4. decoder: pixels attend to the tokens, x <- x + Attn(Q x, z, z); de-patchify and crop.
 
+Attention is the unscaled softmax(q k^T) of the reference code. Unlike the reference,
+which zero-pads the lifted field once to a size divisible by 2^stages * patch, each block
+pads its own input (replicating edge values) to a patch multiple and crops afterwards, so
+any grid size works without choosing a padding by hand.
+
 The head is Linear(d, 128) - GELU - Linear(128, out). No library ships LSM, hence this
 implementation.
 """
@@ -124,15 +129,16 @@ class NeuralSpectralBlock(nn.Module):
         k, v = self.to_kv(pixels).chunk(2, dim=-1)
         tokens = self.tokens.expand(n, -1, -1, -1)  # (N, H, T, C/H)
         attend = nn.functional.scaled_dot_product_attention
-        tokens = tokens + attend(tokens, self._split(k), self._split(v))
+        # unscaled softmax(q k^T) as in the reference implementation
+        tokens = tokens + attend(tokens, self._split(k), self._split(v), scale=1.0)
         z = tokens.transpose(1, 2).reshape(n, -1, self.width)  # (N, T, C)
         phase = math.pi * z[..., None] * self.frequencies
         modes = torch.cat([torch.sin(phase), torch.cos(phase)], dim=-1)  # (N, T, C, 2K)
         z = z + torch.einsum("ntck,ck->ntc", modes, self.basis_weights)
         zh = self._split(z)
-        out = pixels + attend(self._split(self.to_q(pixels)), zh, zh).transpose(1, 2).reshape(
-            n, -1, self.width
-        )
+        out = pixels + attend(self._split(self.to_q(pixels)), zh, zh, scale=1.0).transpose(
+            1, 2
+        ).reshape(n, -1, self.width)
         return crop(self._unpatchify(out, b, counts), sizes)
 
 
@@ -181,6 +187,9 @@ class LSM(Operator):
             )
         if not isinstance(n_stages, int) or n_stages < 1:
             raise OperatorConfigError(f"lsm: n_stages must be >= 1, got {n_stages!r}")
+        for label, value in (("num_tokens", num_tokens), ("num_basis", num_basis)):
+            if not isinstance(value, int) or value < 1:
+                raise OperatorConfigError(f"lsm: {label} must be a positive integer, got {value!r}")
         if norm not in NORMS:
             raise OperatorConfigError(f"lsm: norm {norm!r} is not one of {NORMS}")
         patch = (patch_size,) * dim if isinstance(patch_size, int) else tuple(patch_size)

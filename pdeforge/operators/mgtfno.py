@@ -32,6 +32,7 @@ from pdeforge.operators.base import (
     OperatorInputError,
     crop,
     pad_to_multiple,
+    real_numel,
     records_config,
 )
 from pdeforge.operators.fno import NeuralopWrapper, neuralop_fno, spectral_parameter_count
@@ -55,7 +56,12 @@ def mg_patch_1d(x: torch.Tensor, levels: int, padding: int) -> torch.Tensor:
         sub = x[..., :: 2**level]
         stride = core // 2**level
         pad = math.ceil((core + (n_patches - 1) * stride - sub.shape[-1]) / 2) + padding
-        views.append(_circular_extend(sub, pad).unfold(-1, window, stride)[:, :, :n_patches])
+        windows = _circular_extend(sub, pad).unfold(-1, window, stride)
+        if windows.shape[2] != n_patches:  # MGTFNO.min_size rules this out
+            raise OperatorInputError(
+                f"grid of {size} points is too small for {levels} patching level(s)"
+            )
+        views.append(windows)
     patches = torch.cat(views, dim=1)  # (B, C * (L + 1), n_patches, window)
     return patches.permute(0, 2, 1, 3).reshape(batch * n_patches, -1, window)
 
@@ -143,8 +149,12 @@ class MGTFNO(NeuralopWrapper, Operator):
 
     @property
     def min_size(self) -> int:
-        """Each of the 2^L patches must still hold 2^L points to subsample the coarse views."""
-        return 4**self.levels if self.levels else 2
+        """Smallest grid for which neuraloperator's patcher makes exactly 2^L coarse windows.
+
+        Below it the windows' stride (patch size / 2^l) is so small that the circular
+        margin adds windows and the 2D patcher fails; 2^(2L+1) - 2^L + 1 points avoid it.
+        """
+        return 2 ** (2 * self.levels + 1) - 2**self.levels + 1 if self.levels else 2
 
     def spectral_parameters(self) -> int:
         return spectral_parameter_count(self.model)
@@ -153,7 +163,7 @@ class MGTFNO(NeuralopWrapper, Operator):
         """Parameter counts against the dense FNO of the same width and modes."""
         dense = neuralop_fno(**self._dense_kwargs)
         dense_spectral = spectral_parameter_count(dense)
-        dense_total = sum(p.numel() for p in dense.parameters())
+        dense_total = sum(real_numel(p) for p in dense.parameters())
         return {
             "spectral_parameters": self.spectral_parameters(),
             "dense_spectral_parameters": dense_spectral,

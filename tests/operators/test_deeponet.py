@@ -76,6 +76,19 @@ def test_pod_deeponet_overfits_the_antiderivative():
         torch.testing.assert_close(rebuilt.eval()(u), model.eval()(u))
 
 
+def test_pod_trunk_at_points_matches_the_grid_on_a_non_square_grid():
+    """Catches a swapped axis order in the interpolation of the POD basis."""
+    g = torch.Generator().manual_seed(0)
+    shape = (12, 7)
+    outputs = torch.randn(10, 1, *shape, generator=g)
+    model = operators.build("deeponet", dim=2, pod_modes=5, pod_shape=list(shape), sensors=8)
+    model.fit_pod(outputs)
+    x = torch.randn(2, 1, *shape, generator=g)
+    points = unit_grid(shape, device=x.device, dtype=x.dtype).reshape(2, -1).T
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, points=points), model(x).reshape(2, 1, -1))
+
+
 def test_pod_errors_are_explained():
     model = operators.build("deeponet", dim=1, pod_modes=4, pod_shape=16)
     with pytest.raises(OperatorInputError, match=r"fit_pod\(training_outputs\)"):

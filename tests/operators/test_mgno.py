@@ -74,6 +74,19 @@ def test_smoothing_options_change_the_structure():
     assert b.count_parameters() - a.count_parameters() == per_step * (1 + 3)
 
 
+def test_residual_restriction_adds_one_convolution_per_coarse_level():
+    plain = operators.build("mgno", levels=3, channels=8, n_layers=1)
+    residual = operators.build("mgno", levels=3, channels=8, n_layers=1, residual_restriction=True)
+    assert residual.count_parameters() - plain.count_parameters() == 2 * 9 * 8 * 1
+    assert residual(torch.randn(1, 1, 20, 20)).shape == (1, 1, 20, 20)
+
+
+def test_421_grid_in_2d():
+    model = operators.build("mgno", channels=2, n_layers=1).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 1, 421, 421)).shape == (1, 1, 421, 421)
+
+
 def test_bad_options_and_small_grids():
     with pytest.raises(OperatorConfigError, match="smoothing has 2 entries but levels=3"):
         operators.build("mgno", levels=3, smoothing=[1, 1])

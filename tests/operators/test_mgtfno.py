@@ -67,10 +67,26 @@ def test_stitched_output_is_continuous_with_the_patches(dim):
     assert torch.equal(model(x), x)
 
 
-def test_too_small_grid_for_the_levels():
-    model = operators.build("mgtfno", levels=2)
-    with pytest.raises(OperatorInputError, match="at least 16 points"):
-        model(torch.randn(1, 1, 12, 12))
+@pytest.mark.parametrize("dim", [1, 2])
+@pytest.mark.parametrize("levels,smallest", [(1, 7), (2, 29)])
+def test_smallest_grid_works_and_one_less_is_refused(dim, levels, smallest):
+    model = operators.build(
+        "mgtfno", dim=dim, levels=levels, n_modes=4, hidden_channels=4, n_layers=1
+    ).eval()
+    assert model.min_size == smallest
+    with torch.no_grad():
+        for n in (smallest, smallest + 1, smallest + 2):
+            assert model(torch.randn(1, 1, *([n] * dim))).shape == (1, 1, *([n] * dim))
+    with pytest.raises(OperatorInputError, match=f"at least {smallest} points"):
+        model(torch.randn(1, 1, *([smallest - 1] * dim)))
+
+
+def test_complex_weights_count_as_two_real_parameters():
+    model = operators.build("fno", dim=1)
+    complex_numel = sum(p.numel() for p in model.parameters() if p.is_complex())
+    real_numel = sum(p.numel() for p in model.parameters() if not p.is_complex())
+    assert complex_numel > 0
+    assert model.count_parameters() == real_numel + 2 * complex_numel
 
 
 def test_fno_float64_uses_complex128_spectral_weights():

@@ -99,6 +99,15 @@ def test_wrong_number_of_dimensions_is_explained(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_not_a_tensor_and_dtype_mismatch_are_explained(name):
+    model = operators.build(name, dim=2)
+    with pytest.raises(OperatorInputError, match="expects a torch.Tensor"):
+        model([[0.0]])
+    with pytest.raises(OperatorInputError, match=r"float32 weights but the input is torch.float64"):
+        model(torch.randn(1, 1, 32, 32, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_bad_constructor_arguments(name):
     with pytest.raises(OperatorConfigError, match="dim"):
         operators.build(name, dim=3)

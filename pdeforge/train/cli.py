@@ -1,0 +1,186 @@
+"""``pdeforge train fit|validate|test|predict``: LightningCLI over OperatorModule/DataModule.
+
+Every option of the module, the data module and the Trainer is a command-line flag or a
+YAML key (``--config configs/darcy_mgno.yaml``). The data's channel counts and dimension
+are linked into the model. ``--preset NAME`` appends a set of overrides after the config:
+
+* ``cpu-small``: a few epochs on the CPU, so a shipped recipe finishes in minutes;
+* ``tiny``: two epochs of a shrunken model, for tests and smoke runs.
+
+Defaults: CSV logs and checkpoints under ``runs/`` (best by ``val/rel_l2`` and last), a
+progress bar, seed 0, glibc's allocator tuned for CPU training (``pdeforge.runtime``).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pdeforge.errors import PdeforgeError
+
+TINY_MODEL_KWARGS: dict[str, dict[str, Any]] = {
+    "mgno": {"channels": 8, "n_layers": 2, "levels": 3},
+    "fno": {"n_modes": 8, "hidden_channels": 8, "n_layers": 2},
+    "mgtfno": {"n_modes": 8, "hidden_channels": 8, "n_layers": 2, "levels": 1},
+    "deeponet": {
+        "basis": 16,
+        "branch_layers": [32],
+        "trunk_layers": [32, 32],
+        "sensors": 16,
+        "cnn_channels": [8, 8],
+    },
+    "lsm": {"width": 8, "n_stages": 2, "heads": 2, "patch_size": 2},
+}
+
+PRESETS: dict[str, list[str]] = {
+    "cpu-small": ["--trainer.max_epochs=10", "--trainer.accelerator=cpu", "--trainer.devices=1"],
+    "tiny": [
+        "--trainer.max_epochs=2",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=1",
+        "--trainer.log_every_n_steps=1",
+        "--data.batch_size=4",
+    ],
+}
+
+
+class TrainCommandError(PdeforgeError, ValueError):
+    """A ``pdeforge train`` command line that cannot run."""
+
+
+def _config_model(args: Sequence[str]) -> str | None:
+    """The model name from the command line's config files and flags (last one wins)."""
+    name = None
+    for i, arg in enumerate(args):
+        value = None
+        if arg in ("--config", "-c") and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith("--config="):
+            value = arg.split("=", 1)[1]
+        if value is not None:
+            path = Path(value)
+            if not path.is_file():
+                raise TrainCommandError(f"config file {value!r} does not exist (see configs/)")
+            data = yaml.safe_load(path.read_text()) or {}
+            name = (data.get("model") or {}).get("model", name)
+        if arg == "--model.model" and i + 1 < len(args):
+            name = args[i + 1]
+        elif arg.startswith("--model.model="):
+            name = arg.split("=", 1)[1]
+    return name
+
+
+def expand_presets(args: Sequence[str]) -> list[str]:
+    """Replace ``--preset NAME`` by its overrides.
+
+    They are placed after the last ``--config`` (so they override the config files) and
+    before every other flag (so the user's own flags override the preset).
+    """
+    args = list(args)
+    presets, rest = [], []
+    i = 0
+    while i < len(args):
+        if args[i] == "--preset" and i + 1 < len(args):
+            presets.append(args[i + 1])
+            i += 2
+            continue
+        if args[i].startswith("--preset="):
+            presets.append(args[i].split("=", 1)[1])
+        else:
+            rest.append(args[i])
+        i += 1
+    extra: list[str] = []
+    for preset in presets:
+        if preset not in PRESETS:
+            raise TrainCommandError(f"unknown preset {preset!r}; available: {', '.join(PRESETS)}")
+        extra += PRESETS[preset]
+        if preset == "tiny":
+            model = _config_model(rest) or "mgno"
+            extra += ["--model.model_kwargs", json.dumps(TINY_MODEL_KWARGS.get(model, {}))]
+    if not extra:
+        return rest
+    at = 1 if rest and not rest[0].startswith("-") else 0  # after the subcommand
+    for j, arg in enumerate(rest):
+        if arg in ("--config", "-c"):
+            at = j + 2
+        elif arg.startswith("--config="):
+            at = j + 1
+    return rest[:at] + extra + rest[at:]
+
+
+def train_main(args: Sequence[str]) -> int:
+    """``pdeforge train ARGS``."""
+    run_cli(args)
+    return 0
+
+
+def run_cli(args: Sequence[str]):
+    """Run LightningCLI with pdeforge's module, data module and defaults; return the CLI."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+    from pytorch_lightning.cli import LightningCLI
+
+    from pdeforge.runtime import tune_cpu_allocator
+    from pdeforge.train.data import OperatorDataModule
+    from pdeforge.train.module import OperatorModule
+
+    class PdeforgeCLI(LightningCLI):
+        def add_arguments_to_parser(self, parser) -> None:
+            for key in ("in_channels", "out_channels", "dim"):
+                parser.link_arguments(f"data.{key}", f"model.{key}", apply_on="instantiate")
+            # Always checkpoint the best model (by validation relative L2) and the last one;
+            # every setting stays an option: --checkpoint.monitor, --checkpoint.save_top_k ...
+            parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+            parser.set_defaults(
+                {
+                    "checkpoint.monitor": "val/rel_l2",
+                    "checkpoint.mode": "min",
+                    "checkpoint.save_last": True,
+                    "checkpoint.filename": "best-{epoch:03d}",
+                }
+            )
+
+        def _parse_ckpt_path(self) -> None:
+            # LightningCLI replaces the model's arguments by the checkpoint's; a checkpoint
+            # of another architecture would silently change the model the user asked for.
+            sub = self.config.get("subcommand")
+            ckpt_path = self.config[sub].get("ckpt_path") if sub else None
+            if ckpt_path and Path(ckpt_path).is_file():
+                from pdeforge.train.checkpoint import read_checkpoint
+
+                saved = read_checkpoint(ckpt_path).get("hyper_parameters", {})
+                model = self.config[sub]["model"]
+                asked = (model.get("model"), dict(model.get("model_kwargs") or {}))
+                found = (saved.get("model"), dict(saved.get("model_kwargs") or {}))
+                if asked != found:
+                    raise TrainCommandError(
+                        f"--ckpt_path {ckpt_path} holds a {found[0]} model {found[1]} but the "
+                        f"config asks for {asked[0]} {asked[1]}; use the config the checkpoint "
+                        "was trained with, or start without --ckpt_path"
+                    )
+            super()._parse_ckpt_path()
+
+    tune_cpu_allocator()
+    # `pdeforge train` hands LightningCLI its own argument list on purpose.
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)`")
+    argv = expand_presets(args)
+    from jsonargparse import lazy_instance
+    from pytorch_lightning.loggers import CSVLogger
+
+    return PdeforgeCLI(
+        OperatorModule,
+        OperatorDataModule,
+        args=argv,
+        seed_everything_default=0,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={
+            "default_root_dir": "runs",
+            "logger": lazy_instance(CSVLogger, save_dir="runs", name="pdeforge"),
+        },
+        parser_kwargs={"prog": "pdeforge train"},
+    )

@@ -1,0 +1,269 @@
+"""``OperatorDataModule``: dataset files in the published format as Lightning data.
+
+Any file that passes ``pdeforge check`` trains: inputs and outputs default to the
+variables whose ``role`` is ``input`` / ``output``. One file is split into
+train/validation/test by fractions with a fixed seed (non-converged samples are left
+out), or separate files give the validation and test sets. ``subsample`` keeps every
+k-th grid point for training and validation; ``test_subsample`` (default: the same)
+lets a model trained at 64 be tested at 128 from a 128 file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
+
+from pdeforge.datasets.check import open_h5
+from pdeforge.datasets.format import ATTR_CONFIG, ATTR_FORMAT, ATTR_PROBLEM, attr_value
+from pdeforge.datasets.torch_dataset import TorchDataset
+from pdeforge.errors import PdeforgeError
+
+
+class TrainingDataError(PdeforgeError, ValueError):
+    """The data given for training cannot be used as asked (names, grids, splits)."""
+
+
+class Subsampled(Dataset):
+    """Every ``stride``-th grid point of each (x, y) item of ``base``."""
+
+    def __init__(self, base: Dataset, stride: int, dim: int) -> None:
+        self.base, self.stride, self.dim = base, stride, dim
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.base[item]
+        if self.stride == 1:
+            return x, y
+        index = (Ellipsis,) + (slice(None, None, self.stride),) * self.dim
+        return x[index].contiguous(), y[index].contiguous()
+
+
+def _as_paths(path: str | os.PathLike | Sequence[str | os.PathLike] | None) -> list[Path]:
+    if path is None:
+        return []
+    if isinstance(path, str | os.PathLike):
+        return [Path(path)]
+    return [Path(p) for p in path]
+
+
+class OperatorDataModule(pl.LightningDataModule):
+    """Lightning data from pdeforge dataset files.
+
+    Args:
+        path: one dataset file or a list of files with the same variables and grid.
+        inputs: input variable names (default: role ``input``).
+        outputs: output variable names (default: role ``output``).
+        val_path: separate validation file(s); then ``path`` gives training (and test,
+            unless ``test_path``) data by the split fractions.
+        test_path: separate test file(s).
+        split: fractions (train, val, test) of the samples of ``path``; fractions of the
+            sets given by separate files are ignored. The remainder is unused.
+        split_seed: seed of the permutation that assigns samples to splits.
+        batch_size: samples per batch.
+        num_workers: DataLoader worker processes (files are opened lazily per worker).
+        subsample: keep every k-th grid point for training and validation.
+        test_subsample: the same for testing (default: ``subsample``).
+        max_train: use at most this many training samples (after the split).
+        in_memory: read the files into memory (True/False/"auto" by size).
+    """
+
+    def __init__(
+        self,
+        path: str | list[str],
+        inputs: list[str] | None = None,
+        outputs: list[str] | None = None,
+        val_path: str | list[str] | None = None,
+        test_path: str | list[str] | None = None,
+        split: list[float] = (0.8, 0.1, 0.1),
+        split_seed: int = 0,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        subsample: int = 1,
+        test_subsample: int | None = None,
+        max_train: int | None = None,
+        in_memory: bool | str = "auto",
+    ) -> None:
+        super().__init__()
+        self.paths = _as_paths(path)
+        if not self.paths:
+            raise TrainingDataError(
+                "data.path is empty: give a dataset file, e.g. --data.path data.nc"
+            )
+        self.val_paths, self.test_paths = _as_paths(val_path), _as_paths(test_path)
+        for p in self.paths + self.val_paths + self.test_paths:
+            if not p.exists():
+                raise TrainingDataError(
+                    f"dataset file {str(p)!r} does not exist; generate one with "
+                    f"`pdeforge generate darcy --n 1200 --out {p}` or fix --data.path"
+                )
+        split = tuple(float(s) for s in split)
+        if len(split) != 3 or min(split) < 0 or sum(split) > 1 + 1e-9:
+            raise TrainingDataError(
+                f"data.split must be three fractions (train, val, test) summing to at most 1, "
+                f"got {list(split)}"
+            )
+        for label, value in (
+            ("subsample", subsample),
+            ("test_subsample", test_subsample),
+            ("batch_size", batch_size),
+        ):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise TrainingDataError(f"data.{label} must be a positive integer, got {value!r}")
+        self.inputs, self.outputs = inputs, outputs
+        self.split, self.split_seed = split, split_seed
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.subsample = subsample
+        self.test_subsample = subsample if test_subsample is None else test_subsample
+        self.max_train, self.in_memory = max_train, in_memory
+
+        # Read the metadata now (cheap, no field data) so that the model's channel
+        # counts and dimension can be linked to the data when both are instantiated.
+        probe = self._open(self.paths[0], in_memory=False)
+        self.inputs, self.outputs = probe.inputs, probe.outputs
+        self.in_channels, self.out_channels = probe.in_channels, probe.out_channels
+        self.dim = len(probe.grid_shape)
+        self.grid_dims = probe.grid_dims
+        self.grid_shape = probe.grid_shape
+        for other in self.paths[1:] + self.val_paths + self.test_paths:
+            self._check_compatible(probe, self._open(other, in_memory=False), other)
+        self.info = self._describe(self.paths[0])
+        self._train: Dataset | None = None
+        self._val: Dataset | None = None
+        self._test: Dataset | None = None
+
+    # -- metadata -------------------------------------------------------------------------
+    def _open(self, path: Path, in_memory: bool | str | None = None) -> TorchDataset:
+        try:
+            return TorchDataset(
+                path,
+                self.inputs,
+                self.outputs,
+                in_memory=self.in_memory if in_memory is None else in_memory,
+            )
+        except PdeforgeError as exc:
+            raise TrainingDataError(f"{exc} (check --data.inputs / --data.outputs)") from None
+
+    def _check_compatible(self, ref: TorchDataset, other: TorchDataset, path: Path) -> None:
+        if (other.in_channels, other.out_channels, other.grid_dims) != (
+            ref.in_channels,
+            ref.out_channels,
+            ref.grid_dims,
+        ):
+            raise TrainingDataError(
+                f"{path} does not match {self.paths[0]}: channels in/out "
+                f"{other.in_channels}/{other.out_channels} on grid {other.grid_dims} vs "
+                f"{ref.in_channels}/{ref.out_channels} on {ref.grid_dims}"
+            )
+
+    def _describe(self, path: Path) -> dict[str, Any]:
+        """What a checkpoint needs to know about the data (JSON values only)."""
+        with open_h5(path) as h5:
+            coords = {}
+            for d in self.grid_dims:
+                values = np.asarray(h5[d][:], dtype=np.float64)[:: self.subsample]
+                coords[d] = values.tolist()
+            units = {
+                name: str(attr_value(h5[name].attrs, "units") or "")
+                for name in list(self.inputs) + list(self.outputs)
+            }
+            problem = str(attr_value(h5.attrs, ATTR_PROBLEM) or "")
+            config = attr_value(h5.attrs, ATTR_CONFIG)
+            version = int(attr_value(h5.attrs, ATTR_FORMAT) or 1)
+        probe = self._open(path, in_memory=False)
+        channels = {n: probe._channels(probe._fields, n) for n in probe.inputs + probe.outputs}
+        return {
+            "problem": problem,
+            "format_version": version,
+            "files": [str(p) for p in self.paths],
+            "inputs": list(self.inputs),
+            "outputs": list(self.outputs),
+            "channels": channels,
+            "units": units,
+            "grid_dims": list(self.grid_dims),
+            "coords": coords,
+            "subsample": self.subsample,
+            "generation_config": json.loads(config) if isinstance(config, str) and config else {},
+            "split": list(self.split),
+            "split_seed": self.split_seed,
+        }
+
+    # -- splits ---------------------------------------------------------------------------
+    def _concat(self, paths: list[Path]) -> Dataset:
+        sets = [self._open(p) for p in paths]
+        return sets[0] if len(sets) == 1 else ConcatDataset(sets)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._train is not None:
+            return
+        full = self._concat(self.paths)
+        n = len(full)  # converged samples only
+        order = np.random.default_rng(self.split_seed).permutation(n)
+        f_train, f_val, f_test = self.split
+        n_train = int(round(f_train * n))
+        n_val = 0 if self.val_paths else int(round(f_val * n))
+        n_test = 0 if self.test_paths else int(round(f_test * n))
+        if n_train + n_val + n_test > n:
+            n_test = n - n_train - n_val
+        train_idx = order[:n_train]
+        if self.max_train is not None:
+            train_idx = train_idx[: self.max_train]
+        val_idx = order[n_train : n_train + n_val]
+        test_idx = order[n_train + n_val : n_train + n_val + n_test]
+        if len(train_idx) == 0:
+            raise TrainingDataError(
+                f"the training split of {n} converged sample(s) is empty; raise data.split[0] "
+                "or generate more samples"
+            )
+        self._train = Subsampled(Subset(full, train_idx.tolist()), self.subsample, self.dim)
+        val = self._concat(self.val_paths) if self.val_paths else Subset(full, val_idx.tolist())
+        test = self._concat(self.test_paths) if self.test_paths else Subset(full, test_idx.tolist())
+        self._val = Subsampled(val, self.subsample, self.dim)
+        self._test = Subsampled(test, self.test_subsample, self.dim)
+        self.split_sizes = {
+            "train": len(self._train),
+            "val": len(self._val),
+            "test": len(self._test),
+        }
+        self.info["split_sizes"] = self.split_sizes
+
+    @property
+    def train_dataset(self) -> Dataset:
+        self.setup()
+        assert self._train is not None
+        return self._train
+
+    def _loader(self, data: Dataset | None, shuffle: bool) -> DataLoader:
+        self.setup()
+        assert data is not None
+        return DataLoader(
+            data,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self._train if self._train is not None else self.train_dataset, True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self._val, False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self._test, False)
+
+    def training_batches(self, batch_size: int = 64) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The training split in order, for fitting normalisers (training data only)."""
+        loader = DataLoader(self.train_dataset, batch_size=batch_size, shuffle=False)
+        yield from loader

@@ -1,0 +1,95 @@
+"""``pdeforge evaluate``: metrics of a trained checkpoint on a dataset file, as JSON."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from pdeforge.datasets.torch_dataset import TorchDataset
+from pdeforge.errors import PdeforgeError
+from pdeforge.train.checkpoint import load_module
+from pdeforge.train.data import Subsampled
+from pdeforge.train.metrics import OperatorMetrics
+
+
+class EvaluationError(PdeforgeError, ValueError):
+    """The data cannot be evaluated with this checkpoint as asked."""
+
+
+def stride_for(shape: tuple[int, ...], resolution: int) -> int:
+    """The subsampling stride that turns ``shape`` into ``resolution`` points per axis."""
+    for stride in range(1, max(shape) + 1):
+        if all(-(-n // stride) == resolution for n in shape):
+            return stride
+    possible = sorted(
+        {
+            -(-shape[0] // s)
+            for s in range(1, shape[0] + 1)
+            if len({-(-n // s) for n in shape}) == 1
+        },
+        reverse=True,
+    )
+    raise EvaluationError(
+        f"resolution {resolution} cannot be reached by subsampling the grid {shape}; "
+        f"possible: {possible[:8]}"
+    )
+
+
+def evaluate(
+    checkpoint: str | os.PathLike,
+    data: str | os.PathLike,
+    *,
+    resolution: int | None = None,
+    batch_size: int = 32,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Metrics of the checkpoint's model on every converged sample of ``data``."""
+    module, _ = load_module(checkpoint, device)
+    info = module.data_info
+    try:
+        dataset = TorchDataset(data, info.get("inputs"), info.get("outputs"))
+    except PdeforgeError as exc:
+        raise EvaluationError(
+            f"{exc}; the checkpoint was trained on inputs {info.get('inputs')} and outputs "
+            f"{info.get('outputs')}"
+        ) from None
+    if (dataset.in_channels, dataset.out_channels) != (
+        module.hparams.in_channels,
+        module.hparams.out_channels,
+    ):
+        raise EvaluationError(
+            f"{data} gives {dataset.in_channels} input / {dataset.out_channels} output channels, "
+            f"the model expects {module.hparams.in_channels} / {module.hparams.out_channels}"
+        )
+    if len(dataset.grid_shape) != module.hparams.dim:
+        raise EvaluationError(
+            f"{data} is on a {len(dataset.grid_shape)}D grid, the model is {module.hparams.dim}D"
+        )
+    stride = 1 if resolution is None else stride_for(dataset.grid_shape, resolution)
+    data_set = Subsampled(dataset, stride, module.hparams.dim)
+    loader = DataLoader(data_set, batch_size=batch_size, shuffle=False)
+    metrics = OperatorMetrics(module.hparams.out_channels, module.hparams.dim).to(device)
+    with torch.no_grad():
+        for x, y in tqdm(loader, desc="evaluate", unit="batch", disable=not progress):
+            metrics.update(module(x.to(device)), y.to(device))
+    if metrics.update_count == 0:
+        raise EvaluationError(f"{data} has no converged samples to evaluate")
+    # a Fourier band the grid does not resolve (high band below 24 points) is null
+    result: dict[str, Any] = {
+        k: (None if torch.isnan(v) else float(v)) for k, v in metrics.compute().items()
+    }
+    trained = [len(v) for v in info.get("coords", {}).values()]
+    result.update(
+        n_samples=len(dataset),
+        resolution=[-(-n // stride) for n in dataset.grid_shape],
+        trained_resolution=trained,
+        checkpoint=str(Path(checkpoint)),
+        data=str(Path(data)),
+    )
+    return result

@@ -1,0 +1,124 @@
+"""Field-error metrics of operator learning, accumulated over batches (and DDP ranks).
+
+For predictions p and targets y of shape (B, C, *grid), per sample:
+
+* ``rel_l2`` = ||p - y||_2 / ||y||_2 over all channels and grid points;
+* ``rel_h1``: the same in the discrete H1 norm (neuraloperator's ``H1Loss``, finite
+  differences on the unit domain);
+* ``rmse`` = sqrt(mean((p - y)^2)); ``nrmse`` = per-channel ||p_c - y_c|| / ||y_c||,
+  averaged over channels (PDEBench's nRMSE);
+* ``max_error`` = max |p - y| over everything seen;
+* ``frmse_low|mid|high``: PDEBench's Fourier-band RMSE. The squared amplitudes of the
+  error's Fourier coefficients are summed over shells floor(|k|) of the non-negative
+  wavenumbers (|k| < n/2 for the smallest grid size n), averaged over samples, square
+  rooted and divided by the number of grid points (domain of unit size); the bands are
+  the means over shells [0, 4), [4, 12) and [12, n/2).
+
+Every metric but ``max_error`` is averaged over samples. The state is a torchmetrics
+``Metric``, so Lightning synchronises it across processes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from neuralop.losses import H1Loss
+from torchmetrics import Metric
+
+BANDS = (("frmse_low", 0, 4), ("frmse_mid", 4, 12), ("frmse_high", 12, None))
+METRIC_NAMES = ("rel_l2", "rel_h1", "rmse", "nrmse", "max_error") + tuple(b[0] for b in BANDS)
+MAX_SHELLS = 4096
+
+
+def relative_l2_per_sample(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    diff = (pred - target).flatten(1).norm(dim=1)
+    return diff / target.flatten(1).norm(dim=1).clamp_min(torch.finfo(target.dtype).tiny)
+
+
+def fourier_shell_power(error: torch.Tensor, dim: int) -> torch.Tensor:
+    """Per-channel sum over samples of |FFT(error)|^2 binned in shells; (C, n_shells)."""
+    spatial = error.shape[-dim:]
+    half = [n // 2 for n in spatial]
+    n_shells = min(half)
+    coeffs = torch.fft.fftn(error.double(), dim=tuple(range(-dim, 0)))
+    index = tuple(slice(0, h) for h in half)
+    power = coeffs[(Ellipsis, *index)].abs() ** 2  # quadrant of non-negative wavenumbers
+    grids = torch.meshgrid(*[torch.arange(h, dtype=torch.float64) for h in half], indexing="ij")
+    shell = torch.floor(torch.sqrt(sum(g**2 for g in grids))).long().to(error.device)
+    keep = shell < n_shells
+    flat = power.sum(0).flatten(1)[:, keep.flatten()]  # (C, kept points), summed over samples
+    out = torch.zeros(flat.shape[0], n_shells, dtype=torch.float64, device=error.device)
+    out.index_add_(1, shell.flatten()[keep.flatten()], flat)
+    return out
+
+
+class OperatorMetrics(Metric):
+    """Accumulates the metrics named in :data:`METRIC_NAMES` (see module docstring)."""
+
+    full_state_update = False
+
+    def __init__(self, channels: int, dim: int) -> None:
+        super().__init__()
+        self.channels, self.dim = channels, dim
+        self._h1 = H1Loss(d=dim, reduction="mean")
+        for name in ("rel_l2", "rel_h1", "rmse", "nrmse", "n"):
+            self.add_state(name, default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state(
+            "max_error", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="max"
+        )
+        self.add_state(
+            "shells",
+            default=torch.zeros(channels, MAX_SHELLS, dtype=torch.float64),
+            dist_reduce_fx="sum",
+        )
+        self.add_state(
+            "n_shells", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="max"
+        )
+        self.add_state("points", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="max")
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        if pred.shape != target.shape or pred.shape[1] != self.channels:
+            raise ValueError(
+                f"metrics expect predictions and targets of the same shape (B, {self.channels}, "
+                f"...), got {tuple(pred.shape)} and {tuple(target.shape)}"
+            )
+        pred, target = pred.detach().double(), target.detach().double()
+        b = pred.shape[0]
+        err = pred - target
+        self.rel_l2 += relative_l2_per_sample(pred, target).sum()
+        self.rel_h1 += self._h1.rel(pred, target).double() * b * self.channels
+        self.rmse += err.flatten(1).pow(2).mean(1).sqrt().sum()
+        per_channel = err.flatten(2).norm(dim=2) / target.flatten(2).norm(dim=2).clamp_min(1e-300)
+        self.nrmse += per_channel.mean(1).sum()
+        self.max_error = torch.maximum(self.max_error, err.abs().max())
+        power = fourier_shell_power(err, self.dim)
+        points = float(math.prod(err.shape[-self.dim :]))
+        if self.n > 0 and float(self.points) != points:
+            raise ValueError("metrics were given batches on different grids; reset between grids")
+        n_shells = min(power.shape[1], MAX_SHELLS)
+        self.shells[:, :n_shells] += power[:, :n_shells]
+        self.n_shells = torch.maximum(
+            self.n_shells,
+            torch.tensor(float(n_shells), dtype=torch.float64, device=self.n_shells.device),
+        )
+        self.points = torch.tensor(points, dtype=torch.float64, device=self.points.device)
+        self.n += b
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        n = self.n.clamp_min(1)
+        out = {
+            "rel_l2": self.rel_l2 / n,
+            "rel_h1": self.rel_h1 / (n * self.channels),
+            "rmse": self.rmse / n,
+            "nrmse": self.nrmse / n,
+            "max_error": self.max_error,
+        }
+        n_shells = int(self.n_shells)
+        amplitude = torch.sqrt(self.shells[:, :n_shells] / n) / self.points.clamp_min(1)
+        for name, lo, hi in BANDS:
+            band = amplitude[:, lo:hi]
+            out[name] = (
+                band.mean() if band.numel() else torch.tensor(float("nan"), dtype=torch.float64)
+            )
+        return out

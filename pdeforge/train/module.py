@@ -1,0 +1,231 @@
+"""``OperatorModule``: any registry operator as a LightningModule, in physical units.
+
+forward(x) = decode_out(operator(encode_in(x))): the per-channel normalisers are buffers of
+the module, fitted on the training split only when training starts, so predictions,
+losses, metrics and checkpoints are all in the dataset's physical units. The checkpoint
+also carries (under ``"pdeforge"``) the operator's full constructor config and what the
+data module knows about the data: problem, variables, grid coordinates, format version
+and the generation config, so that the checkpoint alone can predict.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from neuralop.losses import H1Loss, LpLoss
+
+from pdeforge import __version__, operators
+from pdeforge.errors import PdeforgeError
+from pdeforge.train.metrics import OperatorMetrics
+from pdeforge.train.normalizer import ChannelNormalizer
+
+LOSSES = ("l2", "h1")
+SCHEDULERS = ("onecycle", "step", "cosine", "none")
+
+
+class TrainingConfigError(PdeforgeError, ValueError):
+    """An invalid training option (loss, scheduler, model arguments)."""
+
+
+class OperatorModule(pl.LightningModule):
+    """Train a registry operator.
+
+    Args:
+        model: registry name (``pdeforge.operators.available()``).
+        model_kwargs: constructor arguments of the operator besides channels and dim.
+        in_channels, out_channels, dim: set from the data module by ``pdeforge train``.
+        loss: "l2" (relative L2) or "h1" (relative H1), neuraloperator's LpLoss/H1Loss
+            with d = dim, mean over the batch.
+        normalize: "gaussian" (per-channel unit Gaussian, inputs and outputs) or "none".
+        lr, weight_decay: AdamW.
+        scheduler: "onecycle" (over all training steps), "step" (every ``step_size``
+            epochs times ``gamma``), "cosine" (to zero over max_epochs) or "none".
+        step_size, gamma: StepLR settings.
+    """
+
+    def __init__(
+        self,
+        model: str = "mgno",
+        model_kwargs: dict[str, Any] | None = None,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        dim: int = 2,
+        loss: str = "l2",
+        normalize: str = "gaussian",
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        scheduler: str = "onecycle",
+        step_size: int = 100,
+        gamma: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if loss not in LOSSES:
+            raise TrainingConfigError(f"model.loss must be one of {LOSSES}, got {loss!r}")
+        if scheduler not in SCHEDULERS:
+            raise TrainingConfigError(
+                f"model.scheduler must be one of {SCHEDULERS}, got {scheduler!r}"
+            )
+        if normalize not in ("gaussian", "none"):
+            raise TrainingConfigError(
+                f"model.normalize must be 'gaussian' or 'none', got {normalize!r}"
+            )
+        model_kwargs = dict(model_kwargs or {})
+        for reserved in ("in_channels", "out_channels", "dim"):
+            if reserved in model_kwargs:
+                raise TrainingConfigError(
+                    f"model.model_kwargs must not set {reserved!r}: it comes from the data"
+                )
+        self.save_hyperparameters()
+        self.operator = operators.build(
+            model, in_channels=in_channels, out_channels=out_channels, dim=dim, **model_kwargs
+        )
+        self.in_norm = ChannelNormalizer(in_channels)
+        self.out_norm = ChannelNormalizer(out_channels)
+        self.data_info: dict[str, Any] = {}
+        self._loss = (
+            LpLoss(d=dim, p=2, reduction="mean")
+            if loss == "l2"
+            else H1Loss(d=dim, reduction="mean")
+        )
+        self.val_metrics = OperatorMetrics(out_channels, dim)
+        self.test_metrics = OperatorMetrics(out_channels, dim)
+
+    # -- model ----------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        """Physical inputs (B, C_in, *grid) -> physical outputs (B, C_out, *grid)."""
+        if self.hparams.normalize == "gaussian":
+            return self.out_norm.decode(self.operator(self.in_norm.encode(x), **kwargs))
+        return self.operator(x, **kwargs)
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        if datamodule is None:
+            return
+        self._check_data(datamodule)
+        self.data_info = dict(datamodule.info)
+        if (
+            stage == "fit"
+            and self.hparams.normalize == "gaussian"
+            and not bool(self.in_norm.fitted)
+        ):
+            # Training split only: validation and test data never reach the statistics.
+            batches = list(datamodule.training_batches())
+            self.in_norm.fit(x for x, _ in batches)
+            self.out_norm.fit(y for _, y in batches)
+        if (
+            stage == "fit"
+            and getattr(self.operator, "pod", False)
+            and not bool(self.operator.pod_fitted)
+        ):
+            outputs = torch.cat([y for _, y in datamodule.training_batches()])
+            if self.hparams.normalize == "gaussian":
+                outputs = self.out_norm.encode(outputs)
+            self.operator.fit_pod(outputs)
+
+    def _check_data(self, datamodule: Any) -> None:
+        got = (datamodule.in_channels, datamodule.out_channels, datamodule.dim)
+        want = (self.hparams.in_channels, self.hparams.out_channels, self.hparams.dim)
+        if got != want:
+            raise TrainingConfigError(
+                f"the data has (in_channels, out_channels, dim) = {got} but the model was built "
+                f"for {want}; train a new model on this data or use data with the same variables"
+            )
+
+    # -- steps ----------------------------------------------------------------------------
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
+        x, y = batch
+        loss = self._loss(self(x), y)
+        self.log(
+            "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=x.shape[0]
+        )
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        pred = self(x)
+        self.log(
+            "val/loss", self._loss(pred, y), prog_bar=True, batch_size=x.shape[0], sync_dist=True
+        )
+        self.val_metrics.update(pred, y)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.val_metrics.update_count:
+            values = self.val_metrics.compute()
+            rel_l2 = values.pop("rel_l2")
+            # torchmetrics already reduced the state over processes: every rank holds the
+            # same values, so sync_dist only confirms them (and keeps Lightning quiet).
+            self.log_dict({f"val/{k}": v.float() for k, v in values.items()}, sync_dist=True)
+            self.log("val/rel_l2", rel_l2.float(), prog_bar=True, sync_dist=True)
+        self.val_metrics.reset()
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        self.test_metrics.update(self(x), y)
+
+    def on_test_epoch_end(self) -> None:
+        if self.test_metrics.update_count:
+            values = self.test_metrics.compute()
+            self.log_dict({f"test/{k}": v.float() for k, v in values.items()}, sync_dist=True)
+        self.test_metrics.reset()
+
+    # -- optimisation ---------------------------------------------------------------------
+    def configure_optimizers(self):
+        hp = self.hparams
+        optimiser = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        if hp.scheduler == "none":
+            return optimiser
+        if hp.scheduler == "onecycle":
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(
+                optimiser,
+                max_lr=hp.lr,
+                total_steps=max(1, int(self.trainer.estimated_stepping_batches)),
+            )
+            return {
+                "optimizer": optimiser,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+            }
+        if hp.scheduler == "step":
+            scheduler = torch.optim.lr_scheduler.StepLR(optimiser, hp.step_size, hp.gamma)
+        else:
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+                optimiser, T_max=max(1, int(self.trainer.max_epochs or 1))
+            )
+        return {
+            "optimizer": optimiser,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }
+
+    def on_train_start(self) -> None:
+        # Resuming with a larger max_epochs: OneCycle's schedule was sized for the old run
+        # and would fail once it passed its end; stretch its final (annealing) phase.
+        total = int(self.trainer.estimated_stepping_batches)
+        for config in self.trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR) and (
+                scheduler.total_steps < total
+            ):
+                scheduler.total_steps = total
+                scheduler._schedule_phases[-1]["end_step"] = float(total - 1)
+
+    # -- checkpoint -----------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["pdeforge"] = {
+            "pdeforge_version": __version__,
+            "operator": self.operator.name,
+            "operator_config": self.operator.config,
+            "normalize": self.hparams.normalize,
+            "data": self.data_info,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("pdeforge", {})
+        name, config = saved.get("operator"), saved.get("operator_config")
+        if name is not None and (name, config) != (self.operator.name, self.operator.config):
+            raise TrainingConfigError(
+                f"the checkpoint holds a {name} model {config} but this run builds "
+                f"{self.operator.name} {self.operator.config}; resume with the config the "
+                "checkpoint was trained with, or start without --ckpt_path"
+            )
+        self.data_info = dict(saved.get("data", {}))

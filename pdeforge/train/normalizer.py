@@ -1,0 +1,73 @@
+"""Per-channel unit-Gaussian normalisation with statistics stored as buffers.
+
+x_hat_c = (x_c - mean_c) / std_c, with mean and std of channel c over the samples and grid
+points of the training split. neuraloperator's ``UnitGaussianNormalizer`` computes the
+statistics of one in-memory tensor (its incremental update scales the standard deviation,
+not the variance, by n/(n-1)); here they are accumulated in float64 batch by batch
+(Chan et al.'s parallel update), so datasets that do not fit in memory normalise exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+
+class ChannelNormalizer(nn.Module):
+    """Unit-Gaussian statistics per channel of (B, C, *grid) tensors.
+
+    A channel with zero variance (e.g. a constant parameter) gets std 1, so that it passes
+    through shifted but never divided by zero.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(channels))
+        self.register_buffer("std", torch.ones(channels))
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+
+    @torch.no_grad()
+    def fit(self, batches: Iterable[torch.Tensor]) -> ChannelNormalizer:
+        """Accumulate mean and variance over an iterable of (B, C, *grid) batches."""
+        channels = self.mean.numel()
+        count = 0
+        mean = torch.zeros(channels, dtype=torch.float64)
+        m2 = torch.zeros(channels, dtype=torch.float64)
+        for batch in batches:
+            if batch.ndim < 2 or batch.shape[1] != channels:
+                raise ValueError(
+                    f"normaliser for {channels} channel(s) got a batch of shape "
+                    f"{tuple(batch.shape)}"
+                )
+            flat = batch.detach().to("cpu", torch.float64).transpose(0, 1).reshape(channels, -1)
+            n_b = flat.shape[1]
+            if n_b == 0:
+                continue
+            mean_b = flat.mean(dim=1)
+            m2_b = ((flat - mean_b[:, None]) ** 2).sum(dim=1)
+            delta = mean_b - mean
+            total = count + n_b
+            mean = mean + delta * (n_b / total)
+            m2 = m2 + m2_b + delta**2 * (count * n_b / total)
+            count = total
+        if count == 0:
+            raise ValueError("cannot fit a normaliser on no data (the training split is empty)")
+        std = torch.sqrt(m2 / count)
+        std = torch.where(std > 1e-12 * torch.clamp(mean.abs(), min=1.0), std, torch.ones_like(std))
+        self.mean.copy_(mean.to(self.mean.dtype))
+        self.std.copy_(std.to(self.std.dtype))
+        self.fitted.fill_(True)
+        return self
+
+    def _shape(self, x: torch.Tensor) -> tuple[int, ...]:
+        return (1, -1) + (1,) * (x.ndim - 2)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        shape = self._shape(x)
+        return (x - self.mean.to(x.dtype).view(shape)) / self.std.to(x.dtype).view(shape)
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        shape = self._shape(x)
+        return x * self.std.to(x.dtype).view(shape) + self.mean.to(x.dtype).view(shape)

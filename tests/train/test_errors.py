@@ -1,0 +1,174 @@
+"""Training on bad input: one clear line each; a file from another program trains."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import h5netcdf
+import numpy as np
+import pytest
+import torch
+
+from pdeforge.train.checkpoint import CheckpointError, load_module
+from pdeforge.train.cli import run_cli
+from tests.conftest import run_cli as run_pdeforge
+from tests.train.conftest import CONFIGS
+from tests.train.test_fit import QUIET, fit
+
+MGNO = next(c for c in CONFIGS if c.stem == "darcy_mgno")
+FNO = next(c for c in CONFIGS if c.stem == "darcy_fno")
+
+
+def pdeforge_train(*args, **kwargs):
+    return run_pdeforge(
+        "train", "fit", "--config", MGNO, "--preset", "tiny", *QUIET, *args, **kwargs
+    )
+
+
+def test_missing_variable_is_named_with_the_available_ones(darcy16, tmp_path):
+    proc = pdeforge_train(f"--data.path={darcy16}", "--data.inputs=[permeability]", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "'permeability'" in proc.stderr and "coefficient" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_missing_file_says_how_to_make_one(tmp_path):
+    proc = pdeforge_train("--data.path=nowhere.nc", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "does not exist" in proc.stderr and "pdeforge generate" in proc.stderr
+
+
+def test_missing_config_file(tmp_path):
+    proc = run_pdeforge("train", "fit", "--config", "nope.yaml", "--preset", "tiny", cwd=tmp_path)
+    assert proc.returncode == 2 and "config file 'nope.yaml' does not exist" in proc.stderr
+
+
+def test_grid_too_small_for_the_model(darcy16, tmp_path):
+    proc = run_pdeforge(
+        "train",
+        "fit",
+        "--config",
+        MGNO,
+        "--preset",
+        "tiny",
+        *QUIET,
+        f"--data.path={darcy16}",
+        '--model.model_kwargs={"levels": 6, "padding_mode": "reflect"}',
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert "at least 33 points per axis" in proc.stderr and "fewer levels" in proc.stderr
+
+
+def test_resuming_from_a_checkpoint_of_another_model_is_refused(darcy16, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli = fit(MGNO, darcy16, "--trainer.max_epochs=1")
+    last = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    proc = run_pdeforge(
+        "train",
+        "fit",
+        "--config",
+        FNO,
+        "--preset",
+        "tiny",
+        *QUIET,
+        f"--data.path={darcy16}",
+        f"--ckpt_path={last}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert "holds a mgno model" in proc.stderr and "config asks for fno" in proc.stderr
+
+
+def test_a_pickled_object_in_a_checkpoint_is_refused(darcy16, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli = fit(MGNO, darcy16, "--trainer.max_epochs=1")
+    last = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=True)
+    checkpoint["payload"] = shutil.rmtree  # unpickling this would import a function
+    tampered = tmp_path / "tampered.ckpt"
+    torch.save(checkpoint, tampered)
+    with pytest.raises(CheckpointError, match="refusing to load"):
+        load_module(tampered)
+    module, _ = load_module(last)  # the untouched file loads
+    assert module.operator.name == "mgno"
+
+
+def write_foreign_file(path: Path, n: int = 20, size: int = 16) -> None:
+    """A dataset in the published format written with h5netcdf alone (no pdeforge code)."""
+    rng = np.random.default_rng(0)
+    x = (np.arange(size) + 0.5) / size
+    a = rng.uniform(1, 2, size=(n, size, size)).astype(np.float32)
+    u = (np.sin(np.pi * x)[None, :, None] * np.sin(np.pi * x)[None, None, :] / a).astype(np.float32)
+    with h5netcdf.File(path, "w") as f:
+        f.dimensions = {"sample": n, "x": size, "y": size}
+        f.attrs.update(
+            {
+                "pdeforge_format": 1,
+                "problem": "external",
+                "solver": "hand-written",
+                "pdeforge_version": "none",
+                "seed": 0,
+                "n_samples": n,
+                "config": '{"problem": "external", "n_samples": 20, "seed": 0}',
+                "created": "2026-01-01T00:00:00Z",
+                "status": "complete",
+            }
+        )
+        for name in ("x", "y"):
+            v = f.create_variable(name, (name,), "f8")
+            v[:] = x
+            v.attrs["units"] = "m"
+        for name, data, role in (("a", a, "input"), ("u", u, "output")):
+            v = f.create_variable(name, ("sample", "x", "y"), "f4", chunks=(1, size, size))
+            v[:] = data
+            v.attrs.update({"role": role, "units": "1"})
+        conv = f.create_variable("converged", ("sample",), "i1")
+        conv[:] = 1
+        conv.attrs.update({"role": "diagnostic", "dtype": "bool", "long_name": "converged"})
+        secs = f.create_variable("solve_seconds", ("sample",), "f8")
+        secs[:] = 0.0
+        secs.attrs.update({"role": "diagnostic", "units": "s"})
+
+
+def test_a_file_written_by_another_program_trains_and_evaluates(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "foreign.nc"
+    write_foreign_file(data)
+    assert run_pdeforge("check", data).returncode == 0
+    cli = run_cli(["fit", "--config", str(FNO), "--preset", "tiny", *QUIET, f"--data.path={data}"])
+    assert cli.model.data_info["inputs"] == ["a"] and cli.model.data_info["outputs"] == ["u"]
+    last = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    proc = run_pdeforge("evaluate", last, "--data", data)
+    assert proc.returncode == 0, proc.stderr
+    assert '"n_samples": 20' in proc.stdout
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu(darcy16, tmp_path):
+    proc = run_pdeforge(
+        "train",
+        "fit",
+        "--config",
+        FNO,
+        "--preset",
+        "tiny",
+        *QUIET,
+        f"--data.path={darcy16}",
+        "--trainer.strategy=ddp",
+        "--trainer.devices=2",
+        "--trainer.max_epochs=1",
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in proc.stdout + proc.stderr
+    assert list(tmp_path.glob("runs/pdeforge/version_*/checkpoints/last.ckpt"))
+
+
+def test_bf16_mixed_precision_trains(darcy16, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli = fit(FNO, darcy16, "--trainer.precision=bf16-mixed", "--trainer.max_epochs=1")
+    assert cli.trainer.precision == "bf16-mixed"
+    assert np.isfinite(cli.trainer.callback_metrics["val/rel_l2"].item())

@@ -1,0 +1,110 @@
+"""`pdeforge train fit` on every shipped config: loss decreases, reload, resume, evaluate."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from pdeforge.train.checkpoint import load_module
+from pdeforge.train.cli import run_cli
+from pdeforge.train.evaluate import evaluate
+from pdeforge.train.metrics import METRIC_NAMES
+from tests.conftest import run_cli as run_pdeforge
+from tests.train.conftest import CONFIGS
+
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+def epoch_losses(run_dir: Path) -> list[float]:
+    with open(run_dir / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("train/loss_epoch")]
+    return [float(r["train/loss_epoch"]) for r in rows]
+
+
+def fit(config: Path, data: Path, *extra: str):
+    return run_cli(
+        ["fit", "--config", str(config), "--preset", "tiny", f"--data.path={data}", *QUIET, *extra]
+    )
+
+
+def test_every_model_has_a_shipped_darcy_config():
+    assert {c.stem for c in CONFIGS} == {
+        f"darcy_{m}" for m in ("deeponet", "fno", "lsm", "mgno", "mgtfno")
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.stem)
+def test_tiny_fit_learns_and_the_checkpoint_predicts_the_same(
+    config, darcy16, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    cli = fit(config, darcy16)
+    run_dir = Path(cli.trainer.log_dir)
+    losses = epoch_losses(run_dir)
+    assert len(losses) == 2 and losses[1] < losses[0], losses
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert last.is_file() and list((run_dir / "checkpoints").glob("best-*.ckpt"))
+    module, checkpoint = load_module(last)
+    assert checkpoint["pdeforge"]["operator"] == cli.model.operator.name
+    assert checkpoint["pdeforge"]["data"]["inputs"] == ["coefficient"]
+    x = torch.stack([cli.datamodule.train_dataset[i][0] for i in range(3)])
+    cli.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), cli.model(x))
+
+
+@pytest.mark.parametrize("stem", ["darcy_fno", "darcy_mgno"])  # StepLR, OneCycle
+def test_resume_from_last_checkpoint_continues_training(stem, darcy16, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = next(c for c in CONFIGS if c.stem == stem)
+    first = fit(config, darcy16)
+    steps = first.trainer.global_step
+    last = Path(first.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    second = fit(config, darcy16, "--trainer.max_epochs=3", f"--ckpt_path={last}")
+    assert second.trainer.current_epoch == 3
+    assert second.trainer.global_step == steps * 3 // 2
+    # the normaliser came back from the checkpoint, not refitted on anything else
+    torch.testing.assert_close(second.model.in_norm.mean, first.model.in_norm.mean)
+
+
+def test_normaliser_sees_the_training_split_only(darcy16, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = next(c for c in CONFIGS if c.stem == "darcy_mgno")
+    cli = fit(config, darcy16, "--trainer.max_epochs=1", "--data.split=[0.5, 0.25, 0.25]")
+    train = torch.stack(
+        [cli.datamodule.train_dataset[i][0] for i in range(len(cli.datamodule.train_dataset))]
+    ).double()
+    everything = torch.stack(
+        [
+            cli.datamodule._train.base.dataset[i][0]
+            for i in range(len(cli.datamodule._train.base.dataset))
+        ]
+    ).double()
+    mean, std = cli.model.in_norm.mean.double(), cli.model.in_norm.std.double()
+    torch.testing.assert_close(mean, train.mean(dim=(0, 2, 3)), rtol=1e-5, atol=0)
+    torch.testing.assert_close(std, train.std(dim=(0, 2, 3), unbiased=False), rtol=1e-5, atol=0)
+    assert not torch.allclose(mean, everything.mean(dim=(0, 2, 3)), rtol=1e-4)
+
+
+def test_evaluate_reports_every_metric_and_another_resolution(
+    darcy16, darcy32, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    config = next(c for c in CONFIGS if c.stem == "darcy_mgno")
+    cli = fit(config, darcy16, "--trainer.max_epochs=1")
+    last = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    native = evaluate(last, darcy32, progress=False)
+    coarse = evaluate(last, darcy32, resolution=16, progress=False)
+    for result in (native, coarse):
+        assert set(METRIC_NAMES) | {"n_samples"} <= set(result)
+        assert result["n_samples"] == 8 and result["trained_resolution"] == [16, 16]
+    assert native["resolution"] == [32, 32] and coarse["resolution"] == [16, 16]
+    assert native["frmse_high"] is not None and coarse["frmse_high"] is None  # 16 < 24 points
+    proc = run_pdeforge("evaluate", last, "--data", darcy32, "--resolution", "16")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["rel_l2"] == pytest.approx(coarse["rel_l2"], rel=1e-6)
