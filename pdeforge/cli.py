@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -139,30 +138,11 @@ def _cmd_bench_skr(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    """The main path end to end on small defaults (grows as the platform does)."""
-    from pdeforge.datasets.check import check_file
-    from pdeforge.datasets.info import describe, format_description
-    from pdeforge.datasets.runner import generate
+    """The main path end to end on small defaults."""
+    from pdeforge.demo import run_demo
 
-    out_dir = Path(args.out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise PdeforgeError(f"--out-dir {out_dir} exists and is not a directory")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    data = out_dir / "darcy.nc"
-    print(f"[1/2] generating {args.n} Darcy samples at {args.resolution}x{args.resolution} "
-          f"-> {data}")
-    result = generate("darcy", args.n, data, resolution=args.resolution, seed=args.seed,
-                      shard_size=16, overwrite=True)  # demo output is scratch
-    report = check_file(data)
-    print(f"[2/2] pdeforge check: {'OK' if report.ok else 'FAILED'}")
-    if not report.ok:
-        print(report.format())
-        return EXIT_INVALID
-    print(format_description(describe(data)))
-    rate = ("reused from an earlier run" if result.already_complete else
-             f"generation {result.n_samples / max(result.seconds, 1e-9):.1f} samples/s")
-    print(f"demo finished in {time.perf_counter() - t0:.1f} s ({rate})")
+    run_demo(args.out_dir, n=args.n, n_test=args.n_test, resolution=args.resolution,
+             epochs=args.epochs, seed=args.seed)
     return 0
 
 
@@ -178,6 +158,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate(args.checkpoint, args.data, resolution=args.resolution,
                       batch_size=args.batch_size, device=args.device)
     print(json.dumps(result, indent=2))
+    return 0
+
+
+def _cmd_query(args: argparse.Namespace) -> int:
+    from pdeforge.surrogate import query
+
+    out = args.out or str(Path(args.input).with_suffix("")) + "_pred.nc"
+    result = query(args.checkpoint, args.input, out, batch_size=args.batch_size,
+                   device=args.device)
+    print(f"wrote {result['out']}: {result['n_samples']} prediction(s) with {result['model']} "
+          f"({1e3 * result['seconds_per_sample']:.2f} ms per sample)")
     return 0
 
 
@@ -227,12 +218,26 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=_positive_int, default=32)
     ev.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     ev.set_defaults(func=_cmd_evaluate)
+    qu = sub.add_parser("query", help="predict with a trained surrogate into a dataset file")
+    qu.add_argument("checkpoint", metavar="CKPT", help="checkpoint from `pdeforge train fit`")
+    qu.add_argument("--input", required=True, metavar="FILE",
+                    help="dataset file with the input variables, or a .npy array "
+                    "(grid), (channels, grid) or (batch, channels, grid)")
+    qu.add_argument("--out", metavar="FILE", help="output dataset (default INPUT_pred.nc)")
+    qu.add_argument("--batch-size", type=_positive_int, default=64)
+    qu.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    qu.set_defaults(func=_cmd_query)
     demo = sub.add_parser("demo", help="run the main path end to end on small defaults")
     demo.add_argument("--out-dir", default="demo-output",
                       help="where the demo writes its files (default demo-output)")
-    demo.add_argument("--n", type=_positive_int, default=64, help="samples (default 64)")
+    demo.add_argument("--n", type=_positive_int, default=600,
+                      help="training samples (default 600)")
+    demo.add_argument("--n-test", type=_positive_int, default=64,
+                      help="fresh test samples (default 64)")
     demo.add_argument("--resolution", type=_positive_int, default=32,
                       help="grid points per axis (default 32)")
+    demo.add_argument("--epochs", type=_positive_int, default=30,
+                      help="training epochs (default 30)")
     demo.add_argument("--seed", type=_nonnegative_int, default=0, help="seed (default 0)")
     demo.set_defaults(func=_cmd_demo)
     return parser
@@ -257,6 +262,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pdeforge: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # e.g. `pdeforge info FILE | head`: the reader left early
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -29,3 +29,19 @@ def run_cli(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedP
         [sys.executable, "-m", "pdeforge", *map(str, args)],
         capture_output=True, text=True, timeout=timeout, **kwargs,
     )
+
+
+@pytest.fixture(scope="session")
+def darcy16(tmp_path_factory) -> Path:
+    """24 piecewise Darcy samples at 16x16."""
+    path = tmp_path_factory.mktemp("train") / "darcy16.nc"
+    generate("darcy", 24, path, resolution=16, seed=5, shard_size=24, progress=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def darcy32(tmp_path_factory) -> Path:
+    """8 other Darcy samples at 32x32, for evaluation at another resolution."""
+    path = tmp_path_factory.mktemp("train") / "darcy32.nc"
+    generate("darcy", 8, path, resolution=32, seed=11, shard_size=8, progress=False)
+    return path

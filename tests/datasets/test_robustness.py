@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -166,16 +165,3 @@ def test_check_diagnostic_dtypes(tmp_path):
     assert any("'solve_seconds' must be floating point" in e for e in errors), errors
     with h5py.File(path, "r") as f:
         assert f["converged"].dtype == np.int8  # what plain xarray writes for bool
-
-
-def test_demo_reruns_with_new_settings(tmp_path):
-    first = run_cli("demo", "--out-dir", tmp_path / "d", "--n", "8", "--resolution", "12")
-    assert first.returncode == 0, first.stderr
-    second = run_cli("demo", "--out-dir", tmp_path / "d", "--n", "6", "--resolution", "12")
-    assert second.returncode == 0, second.stderr
-    third = run_cli("demo", "--out-dir", tmp_path / "d", "--n", "6", "--resolution", "12")
-    assert "reused from an earlier run" in third.stdout
-    (tmp_path / "file").write_text("x")
-    bad = run_cli("demo", "--out-dir", tmp_path / "file")
-    assert bad.returncode == 2 and "not a directory" in bad.stderr
-    os.remove(tmp_path / "file")

@@ -132,13 +132,44 @@ class LinearFamily(ProblemFamily):
         grid[sample.unknowns] = x
         return grid
 
+    def system_from_inputs(self, inputs: dict[str, np.ndarray]) -> LinearSample:
+        """The system of one sample whose input fields are given (name -> array).
+
+        Families implement it so that :meth:`solve_inputs` (and ``Surrogate.compare``) can
+        run the reference solver on inputs the user chose.
+        """
+        raise PdeforgeError(
+            f"problem {self.name!r} cannot yet solve inputs given by the user; "
+            "supported: darcy, darcy3d"
+        )
+
+    def solve_inputs(
+        self, inputs: dict[str, np.ndarray], progress: Callable[[int], None] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Reference solutions for a batch of inputs {name: (n, *grid)}.
+
+        Returns the same arrays as :meth:`generate` (outputs and diagnostics, including
+        ``solve_seconds`` per sample).
+        """
+        sizes = {k: np.shape(v)[0] if np.ndim(v) else 0 for k, v in inputs.items()}
+        if len(set(sizes.values())) != 1 or 0 in sizes.values():
+            raise PdeforgeError(f"inputs must share a leading sample axis, got sizes {sizes}")
+        n = next(iter(sizes.values()))
+        samples = [self.system_from_inputs({k: np.asarray(v[i]) for k, v in inputs.items()})
+                   for i in range(n)]
+        return self._solve(samples, progress)
+
     def generate(
         self,
         seed: int,
         indices: Sequence[int],
         progress: Callable[[int], None] | None = None,
     ) -> dict[str, np.ndarray]:
-        samples = [self.build(seed, i) for i in indices]
+        return self._solve([self.build(seed, i) for i in indices], progress)
+
+    def _solve(
+        self, samples: list[LinearSample], progress: Callable[[int], None] | None
+    ) -> dict[str, np.ndarray]:
         valid = [k for k, s in enumerate(samples) if s.A is not None]
         c = self.config
         n = len(samples)

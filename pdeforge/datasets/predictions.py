@@ -1,0 +1,98 @@
+"""Write surrogate predictions as a dataset file in the published format (version 1).
+
+The file holds the inputs (role ``input``), the predicted outputs (role ``output``) and
+the diagnostics every file has (``converged`` true, ``solve_seconds`` = the surrogate's
+time per sample); ``solver`` names the surrogate and its checkpoint. It is written under
+a temporary name and renamed, so a crash never leaves a partial file under the final
+name, and it passes ``pdeforge check``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from pdeforge.datasets.check import check_file
+from pdeforge.datasets.format import (
+    INPUT,
+    OUTPUT,
+    SAMPLE,
+    STATUS_COMPLETE,
+    Coordinate,
+    DatasetWriter,
+    VarSpec,
+    config_json,
+    diagnostic_specs,
+)
+from pdeforge.errors import DatasetFormatError
+
+
+def write_predictions(
+    path: str | os.PathLike,
+    inputs: xr.Dataset,
+    predictions: xr.Dataset,
+    *,
+    problem: str,
+    solver: str,
+    seconds_per_sample: float,
+    config: dict[str, Any],
+    seed: int = 0,
+) -> Path:
+    """Write ``inputs`` and ``predictions`` (both with a ``sample`` dim) to ``path``."""
+    path = Path(path)
+    n = predictions.sizes[SAMPLE]
+    grid_dims = [d for d in predictions.dims if d != SAMPLE and d in predictions.coords]
+    coords = [
+        Coordinate(
+            d, np.asarray(predictions[d].values), dict(predictions[d].attrs) or {"units": "1"}
+        )
+        for d in grid_dims
+    ]
+    specs, block = [], {}
+    for ds, role in ((inputs, INPUT), (predictions, OUTPUT)):
+        for name, var in ds.data_vars.items():
+            attrs = {k: v for k, v in var.attrs.items() if k in ("units", "long_name")}
+            attrs.setdefault("long_name", str(name))
+            extra_dims = [d for d in var.dims if d != SAMPLE]
+            specs.append(VarSpec(str(name), tuple(extra_dims), role, "float32", attrs))
+            block[str(name)] = np.asarray(var.transpose(SAMPLE, *extra_dims).values)
+    specs += diagnostic_specs()
+    block["converged"] = np.ones(n, dtype=bool)
+    block["solve_seconds"] = np.full(n, seconds_per_sample)
+    extra_coords = [
+        Coordinate(d, np.arange(predictions.sizes.get(d, inputs.sizes.get(d))), {"units": "1"})
+        for spec in specs
+        for d in spec.dims
+        if d not in grid_dims
+    ]
+    coords += list({c.name: c for c in extra_coords}.values())
+    attrs = {
+        "problem": problem,
+        "solver": solver,
+        "pdeforge_version": _version(),
+        "seed": seed,
+        "config": config_json({**config, "problem": problem, "n_samples": n, "seed": seed}),
+        "status": STATUS_COMPLETE,
+    }
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        with DatasetWriter(tmp, specs=specs, coords=coords, n_samples=n, attrs=attrs) as w:
+            w.write(0, block)
+        report = check_file(tmp)
+        if not report.ok:
+            raise DatasetFormatError(f"prediction file failed its own check:\n{report.format()}")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _version() -> str:
+    from pdeforge import __version__
+
+    return __version__

@@ -1,0 +1,431 @@
+"""``Surrogate``: a trained operator as a fast stand-in for the reference solver.
+
+>>> from pdeforge import Surrogate
+>>> s = Surrogate.load("runs/pdeforge/version_0/checkpoints/last.ckpt")
+>>> pred = s.predict(coefficient)          # numpy / torch / xarray, one sample or a batch
+>>> report = s.compare(coefficient)        # runs the reference solver on the same inputs
+
+Everything comes from the checkpoint alone (loaded with ``torch.load(weights_only=True)``,
+so a tampered file cannot run code): the architecture, the weights, the normalisers (the
+model takes and returns physical units), the variable names, units and grid coordinates,
+and the generation config that names the reference solver.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+
+from pdeforge.datasets.format import SAMPLE
+from pdeforge.errors import PdeforgeError
+from pdeforge.operators.base import OperatorInputError
+from pdeforge.train.checkpoint import load_module
+
+
+class SurrogateInputError(PdeforgeError, ValueError):
+    """Inputs given to a surrogate have the wrong names, shape or values."""
+
+
+def resample_coordinate(values: np.ndarray, size: int) -> np.ndarray:
+    """Coordinates of the same uniform grid type with ``size`` points.
+
+    A grid whose first point sits half a spacing from a domain edge at a multiple of the
+    spacing (cell centres, e.g. (i + 1/2) / n on [0, 1]) gets cell centres of the same
+    domain; otherwise the end points are kept (vertices).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < 2:
+        return np.linspace(values[0], values[0], size)
+    h = (values[-1] - values[0]) / (len(values) - 1)
+    offset = values[0] / h - math.floor(values[0] / h)
+    if abs(offset - 0.5) < 1e-6:
+        lo, hi = values[0] - h / 2, values[-1] + h / 2
+        return lo + (np.arange(size) + 0.5) * (hi - lo) / size
+    return np.linspace(values[0], values[-1], size)
+
+
+@dataclass
+class Comparison:
+    """Surrogate against the reference solver on the same inputs (per-sample arrays too)."""
+
+    rel_l2: float
+    max_error: float
+    solver_seconds: float
+    surrogate_seconds: float
+    speedup: float
+    n_samples: int
+    device: str
+    per_sample_rel_l2: list[float] = field(default_factory=list)
+    solution: xr.Dataset | None = field(default=None, repr=False)
+    prediction: xr.Dataset | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("solution"), out.pop("prediction")
+        return out
+
+
+class Surrogate:
+    """A trained pdeforge operator with its data conventions (see module docstring)."""
+
+    def __init__(self, module: torch.nn.Module, checkpoint: dict, path: str, device: str) -> None:
+        self.module = module
+        self.path = path
+        self.device = device
+        self._meta = checkpoint.get("pdeforge", {})
+        self.data_info: dict[str, Any] = dict(self._meta.get("data", {}))
+        self.inputs: list[str] = list(self.data_info.get("inputs", []))
+        self.outputs: list[str] = list(self.data_info.get("outputs", []))
+        self.grid_dims: list[str] = list(self.data_info.get("grid_dims", []))
+        self.coords = {d: np.asarray(v) for d, v in self.data_info.get("coords", {}).items()}
+        self.channels: dict[str, int] = dict(self.data_info.get("channels", {}))
+        self._metrics = {k: v for k, v in checkpoint.get("callbacks", {}).items()}
+        self._epochs = checkpoint.get("epoch")
+        if not self.inputs or not self.outputs or not self.grid_dims:
+            raise SurrogateInputError(
+                f"{path} has no data description (inputs, outputs, grid); it was not written "
+                "by `pdeforge train fit` with a dataset file"
+            )
+
+    # -- construction ---------------------------------------------------------------------
+    @classmethod
+    def load(cls, ckpt_path: str | os.PathLike, device: str | None = None) -> Surrogate:
+        """Rebuild model, normalisers and grid from a checkpoint (no code is unpickled)."""
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        module, checkpoint = load_module(ckpt_path, device)
+        return cls(module, checkpoint, str(ckpt_path), device)
+
+    # -- description ----------------------------------------------------------------------
+    @property
+    def problem(self) -> str:
+        return str(self.data_info.get("problem", ""))
+
+    @property
+    def grid_shape(self) -> tuple[int, ...]:
+        return tuple(len(self.coords[d]) for d in self.grid_dims)
+
+    def info(self) -> dict[str, Any]:
+        """Model, parameters, training data and the scores recorded at training time."""
+        best = {}
+        for key, state in self._metrics.items():
+            if key.startswith("ModelCheckpoint") and isinstance(state, dict):
+                score = state.get("best_model_score")
+                if score is not None:
+                    best = {
+                        "monitor": state.get("monitor", "val/rel_l2"),
+                        "best_score": float(score),
+                    }
+        return {
+            "checkpoint": self.path,
+            "model": self.module.operator.name,
+            "parameters": self.module.operator.count_parameters(),
+            "operator_config": self._meta.get("operator_config"),
+            "problem": self.problem,
+            "inputs": self.inputs,
+            "outputs": self.outputs,
+            "grid": dict(zip(self.grid_dims, self.grid_shape, strict=True)),
+            "training_files": self.data_info.get("files"),
+            "split_sizes": self.data_info.get("split_sizes"),
+            "epochs_trained": None if self._epochs is None else int(self._epochs) + 1,
+            "validation": best,
+            "device": self.device,
+        }
+
+    def __repr__(self) -> str:
+        i = self.info()
+        grid = "x".join(map(str, self.grid_shape))
+        score = i["validation"]
+        best = f", {score['monitor']}={score['best_score']:.4g}" if score else ""
+        return (
+            f"Surrogate({i['model']}, {i['parameters']:,} parameters, {self.problem} "
+            f"{self.inputs} -> {self.outputs} on {grid}{best})"
+        )
+
+    # -- inputs ---------------------------------------------------------------------------
+    def _from_xarray(self, data: xr.Dataset | xr.DataArray) -> tuple[np.ndarray, bool, dict]:
+        if isinstance(data, xr.DataArray):
+            if len(self.inputs) != 1 or (data.name not in (None, self.inputs[0])):
+                raise SurrogateInputError(
+                    f"this surrogate takes the variables {self.inputs}; pass an xarray.Dataset "
+                    f"with them (got a DataArray named {data.name!r})"
+                )
+            data = data.to_dataset(name=self.inputs[0])
+        missing = [v for v in self.inputs if v not in data]
+        if missing:
+            raise SurrogateInputError(
+                f"input variable(s) {missing} missing; the surrogate needs {self.inputs}, "
+                f"the data has {sorted(map(str, data.data_vars))}"
+            )
+        batched = SAMPLE in data.dims
+        parts = []
+        for name in self.inputs:
+            var = data[name]
+            absent = [d for d in self.grid_dims if d not in var.dims]
+            if absent:
+                raise SurrogateInputError(
+                    f"variable {name!r} has dims {var.dims}; it needs the grid dims {self.grid_dims}"
+                )
+            other = [d for d in var.dims if d not in (SAMPLE, *self.grid_dims)]
+            order = ([SAMPLE] if batched else []) + other + self.grid_dims
+            arr = np.asarray(var.transpose(*order).values, dtype=np.float64)
+            grid = arr.shape[arr.ndim - len(self.grid_dims) :]
+            lead = (arr.shape[0],) if batched else ()
+            parts.append(arr.reshape(*lead, -1, *grid))
+        x = np.concatenate(parts, axis=1 if batched else 0)
+        coords = {d: np.asarray(data[d].values) for d in self.grid_dims if d in data.coords}
+        return (x if batched else x[None]), batched, coords
+
+    def _as_batch(self, inputs: Any) -> tuple[np.ndarray, bool, dict]:
+        if isinstance(inputs, xr.Dataset | xr.DataArray):
+            return self._from_xarray(inputs)
+        if isinstance(inputs, torch.Tensor):
+            inputs = inputs.detach().cpu().numpy()
+        try:
+            x = np.asarray(inputs, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise SurrogateInputError(
+                f"inputs must be numpy, torch or xarray data, got {type(inputs).__name__} ({exc})"
+            ) from None
+        dim, c_in = len(self.grid_dims), self.module.hparams.in_channels
+        grid = "x".join(["n"] * dim)
+        if x.ndim == dim:
+            if c_in != 1:
+                raise SurrogateInputError(
+                    f"a single {grid} field given but the model takes {c_in} input channels "
+                    f"({self.inputs}); pass shape ({c_in}, {', '.join(['n'] * dim)})"
+                )
+            return x[None, None], False, {}
+        if x.ndim == dim + 1 and c_in == 1:
+            return x[:, None], True, {}  # a batch of single-channel fields
+        if x.ndim == dim + 1:
+            if x.shape[0] != c_in:
+                raise SurrogateInputError(
+                    f"shape {x.shape} read as one sample with {x.shape[0]} channel(s), but the "
+                    f"model takes {c_in}; for a batch pass (batch, {c_in}, "
+                    f"{', '.join(['n'] * dim)})"
+                )
+            return x[None], False, {}
+        if x.ndim == dim + 2:
+            if x.shape[1] != c_in:
+                raise SurrogateInputError(
+                    f"batch of shape {x.shape} has {x.shape[1]} channel(s); the model takes "
+                    f"{c_in} ({self.inputs})"
+                )
+            return x, True, {}
+        raise SurrogateInputError(
+            f"inputs of shape {x.shape} do not fit a {dim}D model: give ({grid}) for one "
+            f"{c_in}-channel sample, ({c_in}, {grid}) for one sample or (batch, {c_in}, {grid})"
+        )
+
+    # -- prediction -----------------------------------------------------------------------
+    @torch.no_grad()
+    def predict_array(self, inputs: Any, batch_size: int = 64) -> tuple[np.ndarray, bool, dict]:
+        """Predictions as an array (batch, C_out, *grid) in physical units."""
+        x, batched, coords = self._as_batch(inputs)
+        if not np.all(np.isfinite(x)):
+            bad = int(np.sum(~np.isfinite(x)))
+            raise SurrogateInputError(f"inputs contain {bad} NaN or infinite value(s)")
+        dtype = next(p for p in self.module.parameters() if p.is_floating_point()).dtype
+        out = []
+        for start in range(0, len(x), batch_size):
+            chunk = torch.as_tensor(x[start : start + batch_size], dtype=dtype, device=self.device)
+            try:
+                out.append(self.module(chunk).float().cpu().numpy())
+            except OperatorInputError as exc:
+                raise SurrogateInputError(
+                    f"the model cannot take inputs on a {'x'.join(map(str, x.shape[2:]))} grid "
+                    f"(trained on {'x'.join(map(str, self.grid_shape))}): {exc}"
+                ) from None
+        return np.concatenate(out), batched, coords
+
+    def predict(self, inputs: Any, batch_size: int = 64) -> xr.Dataset:
+        """Predict outputs in physical units as an xarray Dataset with coordinates.
+
+        Args:
+            inputs: an ``xarray.Dataset`` with the input variables (and optionally a
+                ``sample`` dim), a DataArray when there is one input variable, or a
+                numpy/torch array: (*grid) for one 1-channel sample, (C, *grid) for one
+                sample of a C > 1 channel model, (batch, *grid) for a batch of 1-channel
+                samples, (batch, C, *grid) for a batch.
+            batch_size: samples per forward pass (bounds memory for large batches).
+
+        The grid may differ from the training grid where the architecture allows; its
+        coordinates come from the xarray input, or are the training grid's kind (cell
+        centres or vertices of the same domain) at the new size.
+        """
+        y, batched, coords = self.predict_array(inputs, batch_size)
+        return self._to_dataset(y, batched, coords, "surrogate")
+
+    def _to_dataset(self, y: np.ndarray, batched: bool, coords: dict, label: str) -> xr.Dataset:
+        """(batch, C_out, *grid) array -> Dataset of the output variables with coordinates."""
+        coords = dict(coords)
+        grid = y.shape[2:]
+        for d, n in zip(self.grid_dims, grid, strict=True):
+            if d not in coords:
+                coords[d] = (
+                    self.coords[d]
+                    if len(self.coords[d]) == n
+                    else resample_coordinate(self.coords[d], n)
+                )
+        units = self.data_info.get("units", {})
+        variables = {}
+        start = 0
+        for name in self.outputs:
+            c = int(self.channels.get(name, 1))
+            block = y[:, start : start + c]
+            start += c
+            dims = [SAMPLE] + ([f"{name}_channel"] if c > 1 else []) + self.grid_dims
+            values = block if c > 1 else block[:, 0]
+            variables[name] = xr.DataArray(
+                values,
+                dims=dims,
+                attrs={"units": units.get(name, ""), "long_name": f"{name} ({label})"},
+            )
+        ds = xr.Dataset(variables, coords={d: coords[d] for d in self.grid_dims})
+        ds.attrs.update(
+            problem=self.problem, surrogate=self.module.operator.name, checkpoint=self.path
+        )
+        return ds if batched else ds.isel({SAMPLE: 0})
+
+    # -- comparison with the reference solver ---------------------------------------------
+    def reference_problem(self, resolution: int):
+        """The problem family of the training data, at ``resolution``, as it was generated."""
+        from pdeforge.datasets.problems import build_problem
+
+        config = self.data_info.get("generation_config") or {}
+        problem = config.get("problem") or self.problem
+        if not problem:
+            raise SurrogateInputError("the checkpoint does not name the problem that made its data")
+        return build_problem(problem, resolution, **config.get("options", {}))
+
+    def compare(self, inputs: Any, batch_size: int = 64) -> Comparison:
+        """Run the reference solver and the surrogate on the same inputs.
+
+        Returns relative L2 error (mean over samples), max error, seconds per sample of
+        each, and the speedup solver / surrogate. Timings: the solver's own per-sample
+        solve time (assembly included), the surrogate's forward passes after one warm-up.
+        """
+        x, batched, coords = self._as_batch(inputs)
+        sizes = set(x.shape[2:])
+        if len(sizes) != 1:
+            raise SurrogateInputError(f"compare needs a square grid, got {x.shape[2:]}")
+        problem = self.reference_problem(sizes.pop())
+        fields, start = {}, 0
+        for name in self.inputs:
+            c = int(self.channels.get(name, 1))
+            block = x[:, start : start + c]
+            fields[name] = block[:, 0] if c == 1 else block
+            start += c
+        reference = problem.solve_inputs(fields)
+        target = np.concatenate(
+            [
+                np.asarray(reference[name], dtype=np.float64).reshape(len(x), -1, *x.shape[2:])
+                for name in self.outputs
+            ],
+            axis=1,
+        )
+        self.predict_array(x[:1], batch_size)  # warm-up (allocations, kernels)
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        y, _, _ = self.predict_array(x, batch_size)
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        surrogate_seconds = (time.perf_counter() - t0) / len(x)
+        diff = (y - target).reshape(len(x), -1)
+        rel = np.linalg.norm(diff, axis=1) / np.linalg.norm(target.reshape(len(x), -1), axis=1)
+        solver_seconds = float(np.mean(reference["solve_seconds"]))
+        return Comparison(
+            rel_l2=float(rel.mean()),
+            max_error=float(np.abs(diff).max()),
+            solver_seconds=solver_seconds,
+            surrogate_seconds=surrogate_seconds,
+            speedup=solver_seconds / surrogate_seconds,
+            n_samples=len(x),
+            device=self.device,
+            per_sample_rel_l2=rel.tolist(),
+            solution=self._to_dataset(target, batched, coords, "reference solver"),
+            prediction=self._to_dataset(y, batched, coords, "surrogate"),
+        )
+
+
+def read_query_inputs(path: str | os.PathLike, surrogate: Surrogate) -> xr.Dataset:
+    """Inputs for :func:`query` from a dataset file (by variable name) or a .npy array."""
+    path = Path(path)
+    if not path.is_file():
+        raise SurrogateInputError(f"input file {str(path)!r} does not exist")
+    if path.suffix == ".npy":
+        array = np.load(path, allow_pickle=False)
+        x, batched, _ = surrogate._as_batch(array)
+        grid = x.shape[2:]
+        coords = {
+            d: (
+                surrogate.coords[d]
+                if len(surrogate.coords[d]) == n
+                else resample_coordinate(surrogate.coords[d], n)
+            )
+            for d, n in zip(surrogate.grid_dims, grid, strict=True)
+        }
+        variables, start = {}, 0
+        for name in surrogate.inputs:
+            c = int(surrogate.channels.get(name, 1))
+            block = x[:, start : start + c]
+            start += c
+            dims = [SAMPLE] + ([f"{name}_channel"] if c > 1 else []) + surrogate.grid_dims
+            variables[name] = xr.DataArray(block if c > 1 else block[:, 0], dims=dims)
+        return xr.Dataset(variables, coords=coords)
+    from pdeforge.datasets.readers import open_dataset
+
+    with open_dataset(path) as ds:
+        missing = [v for v in surrogate.inputs if v not in ds]
+        if missing:
+            raise SurrogateInputError(
+                f"{path} lacks the input variable(s) {missing} the surrogate needs "
+                f"({surrogate.inputs}); it has {sorted(map(str, ds.data_vars))}"
+            )
+        data = ds[surrogate.inputs].load()
+    return data if SAMPLE in data.dims else data.expand_dims(SAMPLE)
+
+
+def query(
+    checkpoint: str | os.PathLike,
+    inputs: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    batch_size: int = 64,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Predict for every sample of ``inputs`` and write a dataset file of predictions."""
+    from pdeforge.datasets.predictions import write_predictions
+
+    surrogate = Surrogate.load(checkpoint, device)
+    data = read_query_inputs(inputs, surrogate)
+    t0 = time.perf_counter()
+    predictions = surrogate.predict(data, batch_size=batch_size)
+    seconds = (time.perf_counter() - t0) / data.sizes[SAMPLE]
+    for d in surrogate.grid_dims:
+        predictions[d].attrs.update(data[d].attrs if d in data.coords else {})
+    info = surrogate.info()
+    path = write_predictions(
+        out,
+        data,
+        predictions,
+        problem=surrogate.problem or "unknown",
+        solver=f"pdeforge surrogate {info['model']} ({checkpoint})",
+        seconds_per_sample=seconds,
+        config={"surrogate": str(checkpoint), "inputs": str(inputs), "model": info["model"]},
+    )
+    return {
+        "out": str(path),
+        "n_samples": int(data.sizes[SAMPLE]),
+        "seconds_per_sample": seconds,
+        "model": info["model"],
+    }

@@ -1,0 +1,164 @@
+"""Surrogate: physical units, coordinates, batching, compare(), query, bad input."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from pdeforge import Surrogate
+from pdeforge.datasets.readers import open_dataset
+from pdeforge.surrogate import SurrogateInputError, resample_coordinate
+from pdeforge.train.checkpoint import CheckpointError
+from pdeforge.train.cli import run_cli
+from pdeforge.train.evaluate import evaluate
+from tests.conftest import run_cli as run_pdeforge
+
+
+@pytest.fixture(scope="module")
+def trained(darcy16, tmp_path_factory):
+    """A small MgNO trained for 3 epochs: (LightningCLI, checkpoint path)."""
+    work = tmp_path_factory.mktemp("surrogate")
+    cli = run_cli(
+        [
+            "fit",
+            "--model.model=mgno",
+            '--model.model_kwargs={"channels": 8, "n_layers": 2, "levels": 3}',
+            f"--data.path={darcy16}",
+            "--trainer.max_epochs=3",
+            "--trainer.accelerator=cpu",
+            "--trainer.devices=1",
+            "--data.batch_size=4",
+            f"--trainer.default_root_dir={work}",
+            f"--trainer.logger.init_args.save_dir={work}",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.enable_model_summary=false",
+        ]
+    )
+    return cli, Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="module")
+def surrogate(trained):
+    return Surrogate.load(trained[1], device="cpu")
+
+
+@pytest.fixture(scope="module")
+def data(darcy16):
+    with open_dataset(darcy16) as ds:
+        return ds.load()
+
+
+def test_predictions_are_the_lightning_modules_in_physical_units(trained, surrogate, data):
+    cli, _ = trained
+    x = torch.as_tensor(data.coefficient.values[:5], dtype=torch.float32)[:, None]
+    cli.model.eval()
+    with torch.no_grad():
+        expected = cli.model(x)[:, 0].numpy()
+    got = surrogate.predict(data[["coefficient"]].isel(sample=slice(0, 5)))
+    np.testing.assert_allclose(got.solution.values, expected, rtol=1e-5, atol=1e-7)
+    assert got.solution.attrs["units"] == data.solution.attrs["units"]
+    # physical scale: the prediction is of the size of the stored solutions
+    assert 0.1 < float(np.abs(got.solution).mean() / np.abs(data.solution).mean()) < 10
+
+
+def test_xarray_coordinates_round_trip(surrogate, data):
+    shifted = (
+        data[["coefficient"]]
+        .isel(sample=slice(0, 2))
+        .assign_coords(x=data.x.values + 10.0, y=data.y.values * 2)
+    )
+    out = surrogate.predict(shifted)
+    np.testing.assert_array_equal(out.x.values, shifted.x.values)
+    np.testing.assert_array_equal(out.y.values, shifted.y.values)
+    assert out.solution.dims == ("sample", "x", "y")
+
+
+def test_batch_single_and_input_types_agree(surrogate, data):
+    a = data.coefficient.values[:4]
+    batch = surrogate.predict(a).solution.values
+    singles = np.stack([surrogate.predict(a[i]).solution.values for i in range(4)])
+    np.testing.assert_allclose(batch, singles, rtol=1e-5, atol=1e-8)
+    torch_in = surrogate.predict(torch.as_tensor(a)[:, None]).solution.values
+    np.testing.assert_array_equal(batch, torch_in)
+    xr_single = surrogate.predict(data.coefficient.isel(sample=0))
+    assert xr_single.solution.dims == ("x", "y")
+    np.testing.assert_allclose(xr_single.solution.values, batch[0], rtol=1e-5, atol=1e-8)
+    small_batches = surrogate.predict(a, batch_size=3).solution.values
+    np.testing.assert_allclose(small_batches, batch, rtol=1e-5, atol=1e-8)
+
+
+def test_other_resolution_gets_coordinates_of_the_same_grid_kind(surrogate):
+    out = surrogate.predict(np.full((1, 32, 32), 5.0))
+    np.testing.assert_allclose(out.x.values, (np.arange(32) + 0.5) / 32)
+    np.testing.assert_allclose(resample_coordinate(np.linspace(0, 1, 5), 9), np.linspace(0, 1, 9))
+
+
+def test_compare_agrees_with_pdeforge_evaluate(trained, surrogate, darcy16, data):
+    _, ckpt = trained
+    comparison = surrogate.compare(data[["coefficient"]])
+    evaluated = evaluate(ckpt, darcy16, progress=False)
+    assert comparison.n_samples == evaluated["n_samples"] == 24
+    assert comparison.rel_l2 == pytest.approx(evaluated["rel_l2"], rel=1e-4)
+    assert comparison.max_error == pytest.approx(evaluated["max_error"], rel=1e-3)
+    assert comparison.solver_seconds > 0 and comparison.surrogate_seconds > 0
+    assert comparison.speedup == pytest.approx(
+        comparison.solver_seconds / comparison.surrogate_seconds
+    )
+    # the reference solutions are the stored ones (same solver, same inputs)
+    np.testing.assert_allclose(
+        comparison.solution.solution.values, data.solution.values, rtol=1e-5, atol=1e-9
+    )
+
+
+def test_info_and_repr_describe_the_model_and_its_training(surrogate):
+    info = surrogate.info()
+    assert info["model"] == "mgno" and info["inputs"] == ["coefficient"]
+    assert info["grid"] == {"x": 16, "y": 16} and info["epochs_trained"] == 3
+    assert info["validation"]["monitor"] == "val/rel_l2"
+    assert "mgno" in repr(surrogate) and "coefficient" in repr(surrogate)
+
+
+def test_bad_inputs_are_explained(surrogate, data):
+    with pytest.raises(SurrogateInputError, match="NaN"):
+        surrogate.predict(np.full((16, 16), np.nan))
+    with pytest.raises(SurrogateInputError, match=r"do not fit a 2D model"):
+        surrogate.predict(np.ones((2, 1, 1, 16, 16)))
+    with pytest.raises(SurrogateInputError, match=r"missing.*needs \['coefficient'\]"):
+        surrogate.predict(data.rename(coefficient="K"))
+    with pytest.raises(SurrogateInputError, match="has 2 channel"):
+        surrogate.predict(np.ones((3, 2, 16, 16)))
+    with pytest.raises(SurrogateInputError, match="numpy, torch or xarray"):
+        surrogate.predict({"coefficient": 1})
+
+
+def test_tampered_checkpoint_is_refused(trained, tmp_path):
+    checkpoint = torch.load(trained[1], weights_only=True)
+    checkpoint["hook"] = shutil.rmtree
+    bad = tmp_path / "bad.ckpt"
+    torch.save(checkpoint, bad)
+    with pytest.raises(CheckpointError, match="refusing to load"):
+        Surrogate.load(bad)
+
+
+def test_query_writes_a_checked_dataset_of_predictions(trained, surrogate, darcy32, tmp_path):
+    out = tmp_path / "pred.nc"
+    proc = run_pdeforge("query", trained[1], "--input", darcy32, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert run_pdeforge("check", out).returncode == 0
+    with open_dataset(out) as pred, open_dataset(darcy32) as inputs:
+        assert pred.solution.attrs["role"] == "output"
+        expected = surrogate.predict(inputs[["coefficient"]]).solution.values
+        np.testing.assert_allclose(pred.solution.values, expected, rtol=1e-6)
+        np.testing.assert_array_equal(pred.x.values, inputs.x.values)
+    npy = tmp_path / "inputs.npy"
+    np.save(npy, np.ones((3, 16, 16)))
+    proc = run_pdeforge("query", trained[1], "--input", npy)
+    assert proc.returncode == 0, proc.stderr
+    assert xr.open_dataset(tmp_path / "inputs_pred.nc", engine="h5netcdf").sizes["sample"] == 3
+    proc = run_pdeforge("query", trained[1], "--input", tmp_path / "missing.npy")
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
