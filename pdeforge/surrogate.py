@@ -171,7 +171,8 @@ class Surrogate:
             absent = [d for d in self.grid_dims if d not in var.dims]
             if absent:
                 raise SurrogateInputError(
-                    f"variable {name!r} has dims {var.dims}; it needs the grid dims {self.grid_dims}"
+                    f"variable {name!r} has dims {var.dims}; it needs the grid dims "
+                    f"{self.grid_dims}"
                 )
             other = [d for d in var.dims if d not in (SAMPLE, *self.grid_dims)]
             order = ([SAMPLE] if batched else []) + other + self.grid_dims

@@ -1,0 +1,89 @@
+"""Surrogate vs reference solver: time per Darcy sample at several resolutions.
+
+Peers in one run, per resolution: the reference solver as `pdeforge generate` runs it
+(``solver=auto``: sparse LU up to 25k unknowns, CG + AMG above), the sorted + recycled
+Krylov path (``solver=skr``, AMG), and MgNO in its paper configuration (572,661
+parameters; the weights do not change the cost) batched (32 samples per forward pass) and
+one sample at a time. Solver times are the per-sample solve times the solver reports
+(assembly included), surrogate times are wall times of forward passes after a warm-up.
+The speedups are solver time / surrogate time; JSON and markdown in benchmarks/results/.
+
+    python benchmarks/surrogate_speed.py [--resolutions 32 64 128 256] [--n 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pdeforge import operators
+from pdeforge.datasets.problems import build_problem
+from pdeforge.runtime import tune_cpu_allocator
+
+
+def solver_ms(resolution: int, n: int, solver: str) -> float:
+    problem = build_problem("darcy", resolution, solver=solver, preconditioner="auto")
+    coefficients = np.stack([problem.sample_coefficient(0, i) for i in range(n)])
+    out = problem.solve_inputs({"coefficient": coefficients})
+    assert out["converged"].all()
+    return 1e3 * float(np.mean(out["solve_seconds"]))
+
+
+def surrogate_ms(model: torch.nn.Module, resolution: int, batch: int, repeats: int = 3) -> float:
+    x = torch.randn(batch, 1, resolution, resolution)
+    with torch.no_grad():
+        model(x)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            model(x)
+    return 1e3 * (time.perf_counter() - start) / (repeats * batch)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--resolutions", type=int, nargs="+", default=[32, 64, 128, 256])
+    ap.add_argument("--n", type=int, default=32, help="samples per resolution")
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = ap.parse_args()
+    tune_cpu_allocator()
+    model = operators.build("mgno").eval()
+    rows = []
+    for res in tqdm(args.resolutions, desc="resolutions"):
+        row = {"resolution": res, "unknowns": res * res,
+               "auto_ms": solver_ms(res, args.n, "auto"),
+               "skr_ms": solver_ms(res, args.n, "skr"),
+               "mgno_batched_ms": surrogate_ms(model, res, args.n),
+               "mgno_single_ms": surrogate_ms(model, res, 1)}
+        for peer in ("auto", "skr"):
+            row[f"speedup_batched_vs_{peer}"] = row[f"{peer}_ms"] / row["mgno_batched_ms"]
+            row[f"speedup_single_vs_{peer}"] = row[f"{peer}_ms"] / row["mgno_single_ms"]
+        rows.append(row)
+    payload = {"benchmark": "surrogate_speed", "n": args.n,
+               "machine": {"platform": platform.platform(), "torch": torch.__version__,
+                           "threads": torch.get_num_threads()},
+               "model": {"name": "mgno", "parameters": model.count_parameters()},
+               "rows": rows}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "surrogate_speed.json").write_text(json.dumps(payload, indent=2))
+    lines = ["Darcy, ms per sample (CPU, "
+             f"{torch.get_num_threads()} threads); MgNO paper configuration "
+             f"({model.count_parameters():,} parameters)", "",
+             "| grid | solver auto | solver skr | MgNO batched | MgNO single | speedup batched "
+             "vs auto | speedup single vs auto |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['resolution']}^2 | {r['auto_ms']:.2f} | {r['skr_ms']:.2f} | "
+                     f"{r['mgno_batched_ms']:.2f} | {r['mgno_single_ms']:.2f} | "
+                     f"{r['speedup_batched_vs_auto']:.2f}x | {r['speedup_single_vs_auto']:.2f}x |")
+    (args.out / "surrogate_speed.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
