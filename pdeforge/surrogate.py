@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,7 @@ class Surrogate:
         self.channels: dict[str, int] = dict(self.data_info.get("channels", {}))
         self._metrics = {k: v for k, v in checkpoint.get("callbacks", {}).items()}
         self._epochs = checkpoint.get("epoch")
+        self._warned_resolution = False
         if not self.inputs or not self.outputs or not self.grid_dims:
             raise SurrogateInputError(
                 f"{path} has no data description (inputs, outputs, grid); it was not written "
@@ -234,6 +236,14 @@ class Surrogate:
         if not np.all(np.isfinite(x)):
             bad = int(np.sum(~np.isfinite(x)))
             raise SurrogateInputError(f"inputs contain {bad} NaN or infinite value(s)")
+        if tuple(x.shape[2:]) != self.grid_shape and not self._warned_resolution:
+            self._warned_resolution = True
+            warnings.warn(
+                f"predicting on a {'x'.join(map(str, x.shape[2:]))} grid with a model trained "
+                f"on {'x'.join(map(str, self.grid_shape))}: this is zero-shot; measure its "
+                "error with Surrogate.compare before trusting it",
+                stacklevel=3,
+            )
         dtype = next(p for p in self.module.parameters() if p.is_floating_point()).dtype
         out = []
         for start in range(0, len(x), batch_size):

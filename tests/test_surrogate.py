@@ -93,7 +93,8 @@ def test_batch_single_and_input_types_agree(surrogate, data):
 
 
 def test_other_resolution_gets_coordinates_of_the_same_grid_kind(surrogate):
-    out = surrogate.predict(np.full((1, 32, 32), 5.0))
+    with pytest.warns(UserWarning, match="zero-shot"):
+        out = surrogate.predict(np.full((1, 32, 32), 5.0))
     np.testing.assert_allclose(out.x.values, (np.arange(32) + 0.5) / 32)
     np.testing.assert_allclose(resample_coordinate(np.linspace(0, 1, 5), 9), np.linspace(0, 1, 9))
 

@@ -111,9 +111,11 @@ class OperatorModule(pl.LightningModule):
             and not bool(self.in_norm.fitted)
         ):
             # Training split only: validation and test data never reach the statistics.
-            batches = list(datamodule.training_batches())
-            self.in_norm.fit(x for x, _ in batches)
-            self.out_norm.fit(y for _, y in batches)
+            for x, y in datamodule.training_batches():  # one pass, bounded memory
+                self.in_norm.partial_fit(x)
+                self.out_norm.partial_fit(y)
+            self.in_norm.finish()
+            self.out_norm.finish()
         if (
             stage == "fit"
             and getattr(self.operator, "pod", False)

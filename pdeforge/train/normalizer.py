@@ -29,37 +29,50 @@ class ChannelNormalizer(nn.Module):
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
 
     @torch.no_grad()
-    def fit(self, batches: Iterable[torch.Tensor]) -> ChannelNormalizer:
-        """Accumulate mean and variance over an iterable of (B, C, *grid) batches."""
+    def partial_fit(self, batch: torch.Tensor) -> None:
+        """Add a (B, C, *grid) batch to the running statistics; :meth:`finish` applies them."""
         channels = self.mean.numel()
-        count = 0
-        mean = torch.zeros(channels, dtype=torch.float64)
-        m2 = torch.zeros(channels, dtype=torch.float64)
-        for batch in batches:
-            if batch.ndim < 2 or batch.shape[1] != channels:
-                raise ValueError(
-                    f"normaliser for {channels} channel(s) got a batch of shape "
-                    f"{tuple(batch.shape)}"
-                )
-            flat = batch.detach().to("cpu", torch.float64).transpose(0, 1).reshape(channels, -1)
-            n_b = flat.shape[1]
-            if n_b == 0:
-                continue
-            mean_b = flat.mean(dim=1)
-            m2_b = ((flat - mean_b[:, None]) ** 2).sum(dim=1)
-            delta = mean_b - mean
-            total = count + n_b
-            mean = mean + delta * (n_b / total)
-            m2 = m2 + m2_b + delta**2 * (count * n_b / total)
-            count = total
+        if batch.ndim < 2 or batch.shape[1] != channels:
+            raise ValueError(
+                f"normaliser for {channels} channel(s) got a batch of shape {tuple(batch.shape)}"
+            )
+        if not hasattr(self, "_running"):
+            zeros = torch.zeros(channels, dtype=torch.float64)
+            self._running = [0, zeros, zeros.clone()]
+        count, mean, m2 = self._running
+        flat = batch.detach().to("cpu", torch.float64).transpose(0, 1).reshape(channels, -1)
+        n_b = flat.shape[1]
+        if n_b == 0:
+            return
+        mean_b = flat.mean(dim=1)
+        m2_b = ((flat - mean_b[:, None]) ** 2).sum(dim=1)
+        delta = mean_b - mean
+        total = count + n_b
+        self._running = [
+            total,
+            mean + delta * (n_b / total),
+            m2 + m2_b + delta**2 * (count * n_b / total),
+        ]
+
+    @torch.no_grad()
+    def finish(self) -> ChannelNormalizer:
+        """Store the accumulated mean and standard deviation in the buffers."""
+        count, mean, m2 = getattr(self, "_running", (0, None, None))
         if count == 0:
             raise ValueError("cannot fit a normaliser on no data (the training split is empty)")
+        del self._running
         std = torch.sqrt(m2 / count)
         std = torch.where(std > 1e-12 * torch.clamp(mean.abs(), min=1.0), std, torch.ones_like(std))
         self.mean.copy_(mean.to(self.mean.dtype))
         self.std.copy_(std.to(self.std.dtype))
         self.fitted.fill_(True)
         return self
+
+    def fit(self, batches: Iterable[torch.Tensor]) -> ChannelNormalizer:
+        """Mean and variance over an iterable of (B, C, *grid) batches."""
+        for batch in batches:
+            self.partial_fit(batch)
+        return self.finish()
 
     def _shape(self, x: torch.Tensor) -> tuple[int, ...]:
         return (1, -1) + (1,) * (x.ndim - 2)

@@ -91,6 +91,17 @@ def test_normaliser_sees_the_training_split_only(darcy16, tmp_path, monkeypatch)
     assert not torch.allclose(mean, everything.mean(dim=(0, 2, 3)), rtol=1e-4)
 
 
+def test_several_training_files_and_the_test_subcommand(darcy16, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = next(c for c in CONFIGS if c.stem == "darcy_deeponet")
+    cli = fit(config, darcy16, "--trainer.max_epochs=1", f"--data.path=[{darcy16}, {darcy16}]")
+    assert cli.datamodule.split_sizes["train"] == round(0.8 * 48)
+    last = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    tested = run_cli(["test", "--config", str(config), "--preset", "tiny", *QUIET,
+                      f"--data.path={darcy16}", f"--ckpt_path={last}"])
+    assert "test/rel_l2" in tested.trainer.callback_metrics
+
+
 def test_evaluate_reports_every_metric_and_another_resolution(
     darcy16, darcy32, tmp_path, monkeypatch
 ):

@@ -1,0 +1,67 @@
+"""Normaliser statistics and metric definitions against direct computations."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pdeforge.train.metrics import OperatorMetrics
+from pdeforge.train.normalizer import ChannelNormalizer
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_streamed_statistics_equal_the_whole_array(dtype):
+    g = torch.Generator().manual_seed(0)
+    data = (
+        torch.randn(37, 3, 9, 7, generator=g) * torch.tensor([1.0, 5.0, 0.1])[:, None, None]
+        + torch.tensor([2.0, -1.0, 1e3])[:, None, None]
+    ).to(dtype)
+    norm = ChannelNormalizer(3).fit(data[i : i + 5] for i in range(0, 37, 5))
+    flat = data.double().transpose(0, 1).reshape(3, -1)
+    torch.testing.assert_close(norm.mean.double(), flat.mean(1), rtol=1e-6, atol=0)
+    torch.testing.assert_close(norm.std.double(), flat.std(1, unbiased=False), rtol=1e-5, atol=0)
+    torch.testing.assert_close(
+        norm.decode(norm.encode(data.float())), data.float(), rtol=1e-5, atol=1e-4
+    )
+
+
+def test_constant_channel_is_not_divided_by_zero():
+    norm = ChannelNormalizer(2).fit([torch.stack([torch.ones(4, 4), torch.randn(4, 4)])[None]])
+    assert norm.std[0] == 1.0 and torch.isfinite(norm.encode(torch.ones(1, 2, 4, 4))).all()
+    with pytest.raises(ValueError, match="no data"):
+        ChannelNormalizer(1).fit([])
+
+
+def test_metrics_match_direct_formulas():
+    g = torch.Generator().manual_seed(1)
+    y = torch.randn(6, 2, 32, 32, generator=g, dtype=torch.float64)
+    p = y + 0.1 * torch.randn(6, 2, 32, 32, generator=g, dtype=torch.float64)
+    m = OperatorMetrics(2, 2)
+    m.update(p[:4], y[:4])
+    m.update(p[4:], y[4:])  # accumulated over batches
+    out = {k: float(v) for k, v in m.compute().items()}
+    e, yy = (p - y).numpy(), y.numpy()
+    rel = np.linalg.norm(e.reshape(6, -1), axis=1) / np.linalg.norm(yy.reshape(6, -1), axis=1)
+    assert out["rel_l2"] == pytest.approx(rel.mean())
+    assert out["rmse"] == pytest.approx(np.sqrt((e.reshape(6, -1) ** 2).mean(1)).mean())
+    per_c = np.linalg.norm(e.reshape(6, 2, -1), axis=2) / np.linalg.norm(
+        yy.reshape(6, 2, -1), axis=2
+    )
+    assert out["nrmse"] == pytest.approx(per_c.mean())
+    assert out["max_error"] == pytest.approx(np.abs(e).max())
+    # PDEBench fRMSE, written out with loops over the positive-frequency quadrant
+    f = np.abs(np.fft.fftn(e, axes=(2, 3))) ** 2
+    shells = np.zeros((2, 16))
+    for i in range(16):
+        for j in range(16):
+            k = int(math.floor(math.sqrt(i * i + j * j)))
+            if k < 16:
+                shells[:, k] += f[:, :, i, j].sum(0)
+    amp = np.sqrt(shells / 6) / (32 * 32)
+    assert out["frmse_low"] == pytest.approx(amp[:, :4].mean())
+    assert out["frmse_mid"] == pytest.approx(amp[:, 4:12].mean())
+    assert out["frmse_high"] == pytest.approx(amp[:, 12:].mean())
+    assert 0 < out["rel_h1"] < 10
