@@ -166,7 +166,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
 
     out = args.out or str(Path(args.input).with_suffix("")) + "_pred.nc"
     result = query(args.checkpoint, args.input, out, batch_size=args.batch_size,
-                   device=args.device)
+                   device=args.device, overwrite=args.overwrite)
     print(f"wrote {result['out']}: {result['n_samples']} prediction(s) with {result['model']} "
           f"({1e3 * result['seconds_per_sample']:.2f} ms per sample)")
     return 0
@@ -216,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--resolution", type=_positive_int, default=None,
                     help="evaluate on the grid subsampled to R points per axis")
     ev.add_argument("--batch-size", type=_positive_int, default=32)
-    ev.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    ev.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     ev.set_defaults(func=_cmd_evaluate)
     qu = sub.add_parser("query", help="predict with a trained surrogate into a dataset file")
     qu.add_argument("checkpoint", metavar="CKPT", help="checkpoint from `pdeforge train fit`")
@@ -225,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "(grid), (channels, grid) or (batch, channels, grid)")
     qu.add_argument("--out", metavar="FILE", help="output dataset (default INPUT_pred.nc)")
     qu.add_argument("--batch-size", type=_positive_int, default=64)
+    qu.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     qu.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     qu.set_defaults(func=_cmd_query)
     demo = sub.add_parser("demo", help="run the main path end to end on small defaults")
@@ -248,8 +249,12 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    if argv[:1] == ["train"]:  # everything after `train` belongs to LightningCLI (--help too)
+        args = argparse.Namespace(func=_cmd_train, lightning_args=argv[1:])
+    else:
+        args = parser.parse_args(argv)
     warnings.showwarning = _show_warning
     try:
         return int(args.func(args) or 0)

@@ -13,6 +13,7 @@ and the generation config that names the reference solver.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from pdeforge.datasets.format import SAMPLE
+from pdeforge.datasets.format import SAMPLE, SPATIAL_DIMS
 from pdeforge.errors import PdeforgeError
 from pdeforge.operators.base import OperatorInputError
 from pdeforge.train.checkpoint import load_module
@@ -171,6 +172,13 @@ class Surrogate:
         for name in self.inputs:
             var = data[name]
             absent = [d for d in self.grid_dims if d not in var.dims]
+            extra = [d for d in var.dims if d in SPATIAL_DIMS and d not in self.grid_dims]
+            if extra:
+                raise SurrogateInputError(
+                    f"variable {name!r} lives on the grid {tuple(var.dims)}, the model on "
+                    f"{tuple(self.grid_dims)}: the model is {len(self.grid_dims)}D and the "
+                    f"data has the extra spatial dim(s) {extra}"
+                )
             if absent:
                 raise SurrogateInputError(
                     f"variable {name!r} has dims {var.dims}; it needs the grid dims "
@@ -232,7 +240,11 @@ class Surrogate:
     @torch.no_grad()
     def predict_array(self, inputs: Any, batch_size: int = 64) -> tuple[np.ndarray, bool, dict]:
         """Predictions as an array (batch, C_out, *grid) in physical units."""
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise SurrogateInputError(f"batch_size must be a positive integer, got {batch_size!r}")
         x, batched, coords = self._as_batch(inputs)
+        if len(x) == 0:
+            raise SurrogateInputError("no samples to predict (the batch is empty)")
         if not np.all(np.isfinite(x)):
             bad = int(np.sum(~np.isfinite(x)))
             raise SurrogateInputError(f"inputs contain {bad} NaN or infinite value(s)")
@@ -306,6 +318,12 @@ class Surrogate:
         )
         return ds if batched else ds.isel({SAMPLE: 0})
 
+    def warm_up(self, inputs: Any, batch_size: int = 64) -> None:
+        """One untimed pass at the batch size that will be timed (allocator, kernels)."""
+        with warnings.catch_warnings(), contextlib.suppress(SurrogateInputError):
+            warnings.simplefilter("ignore")
+            self.predict_array(inputs, batch_size)
+
     # -- comparison with the reference solver ---------------------------------------------
     def reference_problem(self, resolution: int):
         """The problem family of the training data, at ``resolution``, as it was generated."""
@@ -343,7 +361,7 @@ class Surrogate:
             ],
             axis=1,
         )
-        self.predict_array(x[:1], batch_size)  # warm-up (allocations, kernels)
+        self.warm_up(x[:batch_size], batch_size)
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
         t0 = time.perf_counter()
@@ -403,6 +421,7 @@ def read_query_inputs(path: str | os.PathLike, surrogate: Surrogate) -> xr.Datas
                 f"({surrogate.inputs}); it has {sorted(map(str, ds.data_vars))}"
             )
         data = ds[surrogate.inputs].load()
+        data.attrs["seed"] = ds.attrs.get("seed", 0)
     return data if SAMPLE in data.dims else data.expand_dims(SAMPLE)
 
 
@@ -413,26 +432,47 @@ def query(
     *,
     batch_size: int = 64,
     device: str | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Predict for every sample of ``inputs`` and write a dataset file of predictions."""
+    """Predict for every sample of ``inputs`` and write a dataset file of predictions.
+
+    An existing ``out`` is kept unless ``overwrite``; ``out`` may never be the input file.
+    """
     from pdeforge.datasets.predictions import write_predictions
 
+    out_path, in_path = Path(out), Path(inputs)
+    if out_path.exists() and in_path.exists() and out_path.resolve() == in_path.resolve():
+        raise SurrogateInputError(f"--out {out} is the input file; choose another output name")
+    if out_path.exists() and not overwrite:
+        raise SurrogateInputError(
+            f"{out} exists; choose another --out or pass --overwrite to replace it"
+        )
     surrogate = Surrogate.load(checkpoint, device)
     data = read_query_inputs(inputs, surrogate)
+    surrogate.warm_up(data.isel({SAMPLE: slice(0, batch_size)}), batch_size)
     t0 = time.perf_counter()
     predictions = surrogate.predict(data, batch_size=batch_size)
     seconds = (time.perf_counter() - t0) / data.sizes[SAMPLE]
     for d in surrogate.grid_dims:
         predictions[d].attrs.update(data[d].attrs if d in data.coords else {})
     info = surrogate.info()
+    units = surrogate.data_info.get("units", {})
+    for name in surrogate.inputs:
+        data[name].attrs.setdefault("units", units.get(name, ""))
+    try:
+        seed = int(data.attrs.get("seed", 0))
+    except (TypeError, ValueError):
+        seed = 0
+    ckpt = str(Path(checkpoint).resolve())
     path = write_predictions(
         out,
         data,
         predictions,
         problem=surrogate.problem or "unknown",
-        solver=f"pdeforge surrogate {info['model']} ({checkpoint})",
+        solver=f"pdeforge surrogate {info['model']} ({ckpt})",
         seconds_per_sample=seconds,
-        config={"surrogate": str(checkpoint), "inputs": str(inputs), "model": info["model"]},
+        seed=seed,
+        config={"surrogate": ckpt, "inputs": str(in_path.resolve()), "model": info["model"]},
     )
     return {
         "out": str(path),

@@ -163,3 +163,30 @@ def test_query_writes_a_checked_dataset_of_predictions(trained, surrogate, darcy
     assert xr.open_dataset(tmp_path / "inputs_pred.nc", engine="h5netcdf").sizes["sample"] == 3
     proc = run_pdeforge("query", trained[1], "--input", tmp_path / "missing.npy")
     assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+def test_query_never_overwrites_without_asking(trained, darcy16, tmp_path):
+    victim = tmp_path / "victim.nc"
+    shutil.copy(darcy16, victim)
+    before = victim.read_bytes()
+    proc = run_pdeforge("query", trained[1], "--input", victim, "--out", victim, "--overwrite")
+    assert proc.returncode == 2 and "is the input file" in proc.stderr
+    out = tmp_path / "out.nc"
+    out.write_text("keep me")
+    proc = run_pdeforge("query", trained[1], "--input", victim, "--out", out)
+    assert proc.returncode == 2 and "--overwrite" in proc.stderr
+    assert out.read_text() == "keep me" and victim.read_bytes() == before
+    proc = run_pdeforge("query", trained[1], "--input", victim, "--out", out, "--overwrite")
+    assert proc.returncode == 0, proc.stderr
+    with open_dataset(out) as pred:
+        assert pred.attrs["seed"] == 5  # the input file's seed
+
+
+def test_more_bad_inputs(surrogate, data):
+    with pytest.raises(SurrogateInputError, match="empty"):
+        surrogate.predict(np.ones((0, 16, 16)))
+    with pytest.raises(SurrogateInputError, match="batch_size"):
+        surrogate.predict(np.ones((2, 16, 16)), batch_size=0)
+    cube = xr.Dataset({"coefficient": (("sample", "x", "y", "z"), np.ones((1, 16, 16, 8)))})
+    with pytest.raises(SurrogateInputError, match=r"extra spatial dim\(s\) \['z'\]"):
+        surrogate.predict(cube)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +22,35 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):  # zip or pickle
+        raise CheckpointError(
+            f"{path} is not a PyTorch checkpoint (it starts with {head!r}); checkpoints come "
+            "from `pdeforge train fit` (runs/pdeforge/version_N/checkpoints/*.ckpt)"
+        )
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+        if "Weights only load failed" not in text:
+            raise CheckpointError(
+                f"{path} is not a PyTorch checkpoint ({text.splitlines()[0] if text else exc!r})"
+            ) from None
+        unsafe = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        what = f" ({unsafe.group(1)})" if unsafe else ""
         raise CheckpointError(
-            f"refusing to load {path}: it contains Python objects other than tensors and plain "
-            f"values, which could run code when unpickled ({str(exc).splitlines()[0]}). "
-            "Only load checkpoints written by pdeforge from a source you trust."
+            f"refusing to load {path}: it contains a Python object{what} other than tensors and "
+            "plain values, which could run code when unpickled. Only load checkpoints written "
+            "by pdeforge from a source you trust."
         ) from None
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
+    except Exception as exc:  # torch raises KeyError, RuntimeError, OSError... on bad files
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: the PyTorch archive is incomplete or damaged "
+            f"({type(exc).__name__}: {exc}); it may be truncated"
+        ) from None
     if not isinstance(checkpoint, dict) or "pdeforge" not in checkpoint:
         raise CheckpointError(
             f"{path} is not a pdeforge training checkpoint (no 'pdeforge' section); "

@@ -49,6 +49,14 @@ PRESETS: dict[str, list[str]] = {
 }
 
 
+PRESET_HELP = (
+    "Train, validate or test a pdeforge operator (LightningCLI). Besides every option below: "
+    "--preset cpu-small (10 epochs on the CPU) or --preset tiny (2 epochs of a shrunken "
+    "model), applied after --config and before your own flags. Checkpoints go to "
+    "runs/pdeforge/version_N/checkpoints (best by val/rel_l2, and last)."
+)
+
+
 class TrainCommandError(PdeforgeError, ValueError):
     """A ``pdeforge train`` command line that cannot run."""
 
@@ -115,7 +123,13 @@ def expand_presets(args: Sequence[str]) -> list[str]:
 
 def train_main(args: Sequence[str]) -> int:
     """``pdeforge train ARGS``."""
-    run_cli(args)
+    cli = run_cli(args)
+    callback = getattr(cli.trainer, "checkpoint_callback", None)
+    if cli.subcommand == "fit" and callback is not None and cli.trainer.is_global_zero:
+        print(
+            f"checkpoints: best {callback.best_model_path or '-'}; last "
+            f"{callback.last_model_path or '-'}"
+        )
     return 0
 
 
@@ -149,6 +163,15 @@ def run_cli(args: Sequence[str]):
             # of another architecture would silently change the model the user asked for.
             sub = self.config.get("subcommand")
             ckpt_path = self.config[sub].get("ckpt_path") if sub else None
+            if (
+                ckpt_path
+                and ckpt_path not in ("last", "best", "hpc", "registry")
+                and not (Path(ckpt_path).is_file())
+            ):
+                raise TrainCommandError(
+                    f"--ckpt_path {ckpt_path} does not exist; checkpoints are written to "
+                    "runs/pdeforge/version_*/checkpoints/ (last.ckpt, best-*.ckpt)"
+                )
             if ckpt_path and Path(ckpt_path).is_file():
                 from pdeforge.train.checkpoint import read_checkpoint
 
@@ -182,5 +205,9 @@ def run_cli(args: Sequence[str]):
             "default_root_dir": "runs",
             "logger": lazy_instance(CSVLogger, save_dir="runs", name="pdeforge"),
         },
-        parser_kwargs={"prog": "pdeforge train"},
+        parser_kwargs={
+            "prog": "pdeforge train",
+            "description": PRESET_HELP,
+            **{sub: {"description": PRESET_HELP} for sub in ("fit", "validate", "test", "predict")},
+        },
     )

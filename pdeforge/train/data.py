@@ -80,8 +80,8 @@ class OperatorDataModule(pl.LightningDataModule):
     def __init__(
         self,
         path: str | list[str],
-        inputs: list[str] | None = None,
-        outputs: list[str] | None = None,
+        inputs: list[str] | str | None = None,
+        outputs: list[str] | str | None = None,
         val_path: str | list[str] | None = None,
         test_path: str | list[str] | None = None,
         split: list[float] = (0.8, 0.1, 0.1),
@@ -119,7 +119,9 @@ class OperatorDataModule(pl.LightningDataModule):
         ):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise TrainingDataError(f"data.{label} must be a positive integer, got {value!r}")
-        self.inputs, self.outputs = inputs, outputs
+        # one name is accepted for a one-element list
+        self.inputs = [inputs] if isinstance(inputs, str) else inputs
+        self.outputs = [outputs] if isinstance(outputs, str) else outputs
         self.split, self.split_seed = split, split_seed
         self.batch_size, self.num_workers = batch_size, num_workers
         self.subsample = subsample

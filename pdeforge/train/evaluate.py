@@ -46,10 +46,11 @@ def evaluate(
     *,
     resolution: int | None = None,
     batch_size: int = 32,
-    device: str = "cpu",
+    device: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Metrics of the checkpoint's model on every converged sample of ``data``."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     module, _ = load_module(checkpoint, device)
     info = module.data_info
     try:

@@ -10,6 +10,7 @@ and the generation config, so that the checkpoint alone can predict.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytorch_lightning as pl
@@ -202,14 +203,33 @@ class OperatorModule(pl.LightningModule):
     def on_train_start(self) -> None:
         # Resuming with a larger max_epochs: OneCycle's schedule was sized for the old run
         # and would fail once it passed its end; stretch its final (annealing) phase.
-        total = int(self.trainer.estimated_stepping_batches)
-        for config in self.trainer.lr_scheduler_configs:
+        # The same when the steps per epoch changed (another batch size or dataset size):
+        # the schedule must reach the steps already taken plus the epochs still to run.
+        trainer = self.trainer
+        per_epoch = trainer.estimated_stepping_batches / max(1, trainer.max_epochs or 1)
+        remaining = max(0, (trainer.max_epochs or 1) - trainer.current_epoch)
+        needed = int(math.ceil(trainer.global_step + remaining * per_epoch)) + 1
+        for config in trainer.lr_scheduler_configs:
             scheduler = config.scheduler
             if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR) and (
-                scheduler.total_steps < total
+                scheduler.total_steps < needed
             ):
-                scheduler.total_steps = total
-                scheduler._schedule_phases[-1]["end_step"] = float(total - 1)
+                scheduler.total_steps = needed
+                scheduler._schedule_phases[-1]["end_step"] = float(needed - 1)
+
+    def _require_trained(self, stage: str) -> None:
+        if self.hparams.normalize == "gaussian" and not bool(self.out_norm.fitted):
+            raise TrainingConfigError(
+                f"`{stage}` got an untrained model: pass the weights with "
+                "--ckpt_path runs/.../checkpoints/best-....ckpt (or last.ckpt)"
+            )
+
+    def on_test_start(self) -> None:
+        self._require_trained("test")
+
+    def on_validation_start(self) -> None:
+        if self.trainer.state.fn == "validate":
+            self._require_trained("validate")
 
     # -- checkpoint -----------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -172,3 +172,53 @@ def test_bf16_mixed_precision_trains(darcy16, tmp_path, monkeypatch):
     cli = fit(FNO, darcy16, "--trainer.precision=bf16-mixed", "--trainer.max_epochs=1")
     assert cli.trainer.precision == "bf16-mixed"
     assert np.isfinite(cli.trainer.callback_metrics["val/rel_l2"].item())
+
+
+def test_unreadable_checkpoints_are_named_for_what_they_are(darcy16, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "text.ckpt").write_text("hello\n")
+    (tmp_path / "empty.ckpt").write_bytes(b"")
+    cli = fit(MGNO, darcy16, "--trainer.max_epochs=1")
+    last = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    (tmp_path / "cut.ckpt").write_bytes(last.read_bytes()[:2000])
+    for name, message in (
+        ("text.ckpt", "not a PyTorch checkpoint"),
+        ("empty.ckpt", "is empty"),
+        ("cut.ckpt", "truncated"),
+    ):
+        with pytest.raises(CheckpointError, match=message):
+            load_module(tmp_path / name)
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint|cannot read") as info:
+        load_module(darcy16)  # a dataset file is not called unsafe
+    assert "run code" not in str(info.value)
+    proc = run_pdeforge("evaluate", tmp_path / "text.ckpt", "--data", darcy16)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    proc = pdeforge_train(f"--data.path={darcy16}", "--ckpt_path=nope.ckpt", cwd=tmp_path)
+    assert proc.returncode == 2 and "nope.ckpt does not exist" in proc.stderr
+    proc = pdeforge_train(
+        f"--data.path={darcy16}", f"--ckpt_path={tmp_path / 'text.ckpt'}", cwd=tmp_path
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_train_help_and_untrained_test_runs(darcy16, tmp_path):
+    proc = run_pdeforge("train", "--help")
+    assert proc.returncode == 0 and "--preset" in proc.stdout
+    proc = run_pdeforge(
+        "train",
+        "test",
+        "--config",
+        MGNO,
+        "--preset",
+        "tiny",
+        *QUIET,
+        f"--data.path={darcy16}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2 and "untrained model" in proc.stderr
+
+
+def test_one_variable_name_is_accepted_for_a_list(darcy16, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli = fit(MGNO, darcy16, "--trainer.max_epochs=1", "--data.inputs=coefficient")
+    assert cli.datamodule.inputs == ["coefficient"]

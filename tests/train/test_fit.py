@@ -70,6 +70,15 @@ def test_resume_from_last_checkpoint_continues_training(stem, darcy16, tmp_path,
     assert second.trainer.global_step == steps * 3 // 2
     # the normaliser came back from the checkpoint, not refitted on anything else
     torch.testing.assert_close(second.model.in_norm.mean, first.model.in_norm.mean)
+    # fewer steps per epoch (a larger batch) and more epochs: the schedule stretches
+    third = fit(
+        config,
+        darcy16,
+        "--trainer.max_epochs=4",
+        "--data.batch_size=8",
+        f"--ckpt_path={Path(second.trainer.log_dir) / 'checkpoints' / 'last.ckpt'}",
+    )
+    assert third.trainer.current_epoch == 4
 
 
 def test_normaliser_sees_the_training_split_only(darcy16, tmp_path, monkeypatch):
@@ -97,8 +106,18 @@ def test_several_training_files_and_the_test_subcommand(darcy16, tmp_path, monke
     cli = fit(config, darcy16, "--trainer.max_epochs=1", f"--data.path=[{darcy16}, {darcy16}]")
     assert cli.datamodule.split_sizes["train"] == round(0.8 * 48)
     last = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
-    tested = run_cli(["test", "--config", str(config), "--preset", "tiny", *QUIET,
-                      f"--data.path={darcy16}", f"--ckpt_path={last}"])
+    tested = run_cli(
+        [
+            "test",
+            "--config",
+            str(config),
+            "--preset",
+            "tiny",
+            *QUIET,
+            f"--data.path={darcy16}",
+            f"--ckpt_path={last}",
+        ]
+    )
     assert "test/rel_l2" in tested.trainer.callback_metrics
 
 
