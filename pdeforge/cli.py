@@ -166,7 +166,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
 
     out = args.out or str(Path(args.input).with_suffix("")) + "_pred.nc"
     result = query(args.checkpoint, args.input, out, batch_size=args.batch_size,
-                   device=args.device, overwrite=args.overwrite)
+                   device=args.device, overwrite=args.overwrite, resample=args.resample)
     print(f"wrote {result['out']}: {result['n_samples']} prediction(s) with {result['model']} "
           f"({1e3 * result['seconds_per_sample']:.2f} ms per sample)")
     return 0
@@ -226,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     qu.add_argument("--out", metavar="FILE", help="output dataset (default INPUT_pred.nc)")
     qu.add_argument("--batch-size", type=_positive_int, default=64)
     qu.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    qu.add_argument("--resample", action="store_true",
+                    help="on another grid: interpolate to the training grid, predict there, "
+                    "interpolate back (instead of running the model zero-shot)")
     qu.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     qu.set_defaults(func=_cmd_query)
     demo = sub.add_parser("demo", help="run the main path end to end on small defaults")

@@ -190,3 +190,24 @@ def test_more_bad_inputs(surrogate, data):
     cube = xr.Dataset({"coefficient": (("sample", "x", "y", "z"), np.ones((1, 16, 16, 8)))})
     with pytest.raises(SurrogateInputError, match=r"extra spatial dim\(s\) \['z'\]"):
         surrogate.predict(cube)
+
+
+def test_resample_runs_the_model_on_its_training_grid(surrogate, trained, darcy32):
+    cli, _ = trained
+    with open_dataset(darcy32) as ds:
+        fine = ds[["coefficient"]].load()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no zero-shot warning with resample=True
+        out = surrogate.predict(fine, resample=True)
+    x = torch.as_tensor(fine.coefficient.values, dtype=torch.float32)[:, None]
+    down = torch.nn.functional.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False)
+    cli.model.eval()
+    with torch.no_grad():
+        expected = torch.nn.functional.interpolate(
+            cli.model(down), size=(32, 32), mode="bilinear", align_corners=False)[:, 0]
+    np.testing.assert_allclose(out.solution.values, expected.numpy(), rtol=1e-5, atol=1e-7)
+    assert out.solution.shape == (8, 32, 32)
+    report = surrogate.compare(fine, resample=True)
+    assert report.n_samples == 8 and np.isfinite(report.rel_l2)
