@@ -319,3 +319,6 @@ def soliton(
 
 
 __all__ = ["NLSEInputError", "entropies", "grid", "invariants", "soliton", "solve", "wavenumbers"]
+
+
+from pdeforge.solvers import nlse_cases as cases  # noqa: E402, F401  (cases use grid, soliton)

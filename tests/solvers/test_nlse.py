@@ -91,3 +91,40 @@ def test_bad_inputs():
         nlse.solve(good, length=L, times=[0, 1, 1])
     with pytest.raises(nlse.NLSEInputError, match="method"):
         nlse.solve(good, length=L, times=[0, 1], method="euler")
+
+
+@pytest.mark.slow
+def test_two_soliton_collision_shifts_match_the_formula():
+    case = nlse.cases.two_solitons()  # eta 1 and 1.2, v +1 and -1, from -20 and 20, L=200
+    psi = nlse.solve(
+        case.psi0, length=case.length, times=case.times[[0, -1]], rtol=1e-10, atol=1e-12
+    )
+    x, density, t = case.x, np.abs(psi[-1]) ** 2, case.times[-1]
+    right = (x * density)[x > 0].sum() / density[x > 0].sum()
+    left = (x * density)[x < 0].sum() / density[x < 0].sum()
+    fast, slow = nlse.cases.collision_shifts(1.0, 1.2, 1.0, -1.0)
+    assert abs((right - (-20.0 + t)) - fast) < 1e-3
+    assert abs((left - (20.0 - t)) - slow) < 1e-3
+    energy = nlse.invariants(psi, length=case.length)["energy"]
+    assert abs(energy[1] - energy[0]) / abs(energy[0]) < 1e-9
+
+
+def test_akhmediev_breather_stays_on_the_exact_solution():
+    case = nlse.cases.akhmediev(a=0.25)  # from its exact form at t = -5
+    psi = nlse.solve(case.psi0, length=case.length, times=case.times, rtol=1e-12, atol=1e-14)
+    error = max(np.abs(psi[i] - case.exact(t, case.x)).max() for i, t in enumerate(case.times))
+    assert error < 1e-7
+    i0, j0 = np.argmin(np.abs(case.times)), np.argmin(np.abs(case.x))
+    assert case.times[i0] == 0.0 and case.x[j0] == 0.0
+    assert round(float(np.abs(psi[i0, j0]) ** 2), 4) == 5.8284
+
+
+@pytest.mark.parametrize("amplitude", [1.0, 0.7])
+def test_modulation_instability_grows_at_the_theoretical_rate(amplitude):
+    case = nlse.cases.modulation_instability(amplitude=amplitude)  # K = sqrt(2) A
+    psi = nlse.solve(case.psi0, length=case.length, times=case.times, rtol=1e-12, atol=1e-16)
+    mode = np.abs(np.fft.fft(psi, axis=-1)[:, 1])  # the perturbed wavenumber
+    i, j = np.searchsorted(case.times, 4.0), np.searchsorted(case.times, 10.0)
+    measured = np.log(mode[j] / mode[i]) / (case.times[j] - case.times[i])
+    theory = nlse.cases.mi_growth_rate(amplitude, np.sqrt(2) * amplitude)
+    assert abs(measured - theory) / theory < 0.02
