@@ -13,11 +13,13 @@ from pdeforge.datasets.problems.elliptic import (
     Poisson,
     Thermal,
 )
+from pdeforge.datasets.problems.nlse import NLSE
 from pdeforge.errors import PdeforgeError
 
 PROBLEMS: dict[str, type[ProblemFamily]] = {
     cls.name: cls
-    for cls in (Darcy, Darcy3D, Helmholtz, Helmholtz3D, AdvectionDiffusion, Poisson, Thermal)
+    for cls in (Darcy, Darcy3D, Helmholtz, Helmholtz3D, AdvectionDiffusion, Poisson, Thermal,
+                NLSE)
 }
 
 
