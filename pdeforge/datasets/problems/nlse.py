@@ -11,7 +11,8 @@ Random initial conditions on x = linspace(-L/2, L/2, M, endpoint=False):
 
 each plus complex noise of relative amplitude ``noise``, then projected onto the wavenumbers
 the dealiased and filtered dynamics keep (so the field is resolved and mass conserved).
-The reference solver is the batched interaction-picture DOP853 of ``pdeforge.solvers.nlse``: the samples of a shard advance
+The reference solver is the batched interaction-picture DOP853 of
+``pdeforge.solvers.nlse``: the samples of a shard advance
 together. Stored per sample: the initial field (input ``psi0_re``, ``psi0_im``, dims (x,)),
 the trajectory (output ``psi_re``, ``psi_im``, dims (t, x)) and the largest relative drift
 of mass and energy and the absolute drift of momentum over the output times.
