@@ -161,6 +161,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_nlse(args: argparse.Namespace) -> int:
+    from pdeforge.nlse_report import run_case
+
+    report = run_case(args.case, args.out_dir, rtol=args.rtol, atol=args.atol,
+                      method=args.method)
+    print(json.dumps(report, indent=2))
+    print(f"figures and data in {args.out_dir}/")
+    return 0
+
+
 def _cmd_query(args: argparse.Namespace) -> int:
     from pdeforge.surrogate import query
 
@@ -231,6 +241,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "interpolate back (instead of running the model zero-shot)")
     qu.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     qu.set_defaults(func=_cmd_query)
+    nl = sub.add_parser("nlse", help="run a canonical NLSE case and save its figures")
+    nl.add_argument("case", choices=["soliton", "two-solitons", "akhmediev",
+                                     "modulation-instability", "gaussian-noise"])
+    nl.add_argument("--out-dir", default="nlse-output", help="default nlse-output")
+    nl.add_argument("--rtol", type=float, default=1e-10)
+    nl.add_argument("--atol", type=float, default=1e-12)
+    nl.add_argument("--method", choices=["ip-dop853", "scipy-dop853"], default="ip-dop853")
+    nl.set_defaults(func=_cmd_nlse)
     demo = sub.add_parser("demo", help="run the main path end to end on small defaults")
     demo.add_argument("--out-dir", default="demo-output",
                       help="where the demo writes its files (default demo-output)")

@@ -1,0 +1,115 @@
+"""``pdeforge nlse CASE``: run a canonical NLSE case and save its figures and numbers.
+
+Figures (PNG in ``--out-dir``): |psi| over space and time, drift of mass, momentum and
+energy, the entropies over time, and a phase-space portrait (psi at the point of largest
+initial amplitude in the complex plane). ``report.json`` holds the invariant drifts and,
+for cases with an exact solution, the largest error against it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pdeforge.errors import PdeforgeError
+from pdeforge.solvers import nlse
+
+
+def run_case(
+    name: str,
+    out_dir: str | Path,
+    *,
+    rtol: float = 1e-10,
+    atol: float = 1e-12,
+    method: str = "ip-dop853",
+) -> dict[str, Any]:
+    if name not in nlse.cases.CASES:
+        raise PdeforgeError(f"unknown NLSE case {name!r}; available: {', '.join(nlse.cases.CASES)}")
+    case = nlse.cases.CASES[name]()
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise PdeforgeError(f"--out-dir {out} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    psi = nlse.solve(
+        case.psi0,
+        length=case.length,
+        times=case.times,
+        rtol=rtol,
+        atol=atol,
+        focusing=case.focusing,
+        method=method,
+    )
+    seconds = time.perf_counter() - start
+    inv = nlse.invariants(psi, length=case.length, focusing=case.focusing)
+    ent = nlse.entropies(psi)
+    report: dict[str, Any] = {
+        "case": name,
+        "length": case.length,
+        "m": case.m,
+        "t": [float(case.times[0]), float(case.times[-1])],
+        "method": method,
+        "rtol": rtol,
+        "atol": atol,
+        "seconds": seconds,
+        "mass_drift": float(np.abs(inv["mass"] - inv["mass"][0]).max() / abs(inv["mass"][0])),
+        "energy_drift": float(
+            np.abs(inv["energy"] - inv["energy"][0]).max() / max(abs(inv["energy"][0]), 1e-300)
+        ),
+        "momentum_drift": float(np.abs(inv["momentum"] - inv["momentum"][0]).max()),
+    }
+    if case.exact is not None:
+        report["max_error_vs_exact"] = float(
+            max(np.abs(psi[i] - case.exact(t, case.x)).max() for i, t in enumerate(case.times))
+        )
+    np.savez_compressed(out / f"{name}.npz", x=case.x, t=case.times, psi=psi)
+    _figures(out, name, case, psi, inv, ent)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def _figures(out: Path, name: str, case, psi, inv, ent) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t, x = case.times, case.x
+    fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+    image = ax.pcolormesh(x, t, np.abs(psi), shading="auto", cmap="magma")
+    fig.colorbar(image, ax=ax, label="|psi|")
+    ax.set(xlabel="x", ylabel="t", title=f"{name}: |psi(x, t)|")
+    fig.savefig(out / f"{name}_spacetime.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4), constrained_layout=True)
+    for key in ("mass", "momentum", "energy"):
+        scale = abs(inv[key][0]) if abs(inv[key][0]) > 1e-8 else 1.0  # absolute if ~0
+        drift = np.abs(inv[key] - inv[key][0]) / scale
+        ax.semilogy(t, np.maximum(drift, 1e-17), label=key + ("" if scale != 1.0 else " (abs.)"))
+    ax.set(xlabel="t", ylabel="drift (relative)", title=f"{name}: invariants")
+    ax.legend()
+    fig.savefig(out / f"{name}_invariants.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4), constrained_layout=True)
+    for key, values in ent.items():
+        ax.plot(t, values, label=key)
+    ax.set(xlabel="t", ylabel="entropy", title=f"{name}: entropies")
+    ax.legend(fontsize=8, ncol=2)
+    fig.savefig(out / f"{name}_entropies.png", dpi=110)
+    plt.close(fig)
+
+    j = int(np.argmax(np.abs(psi[0])))
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), constrained_layout=True)
+    ax.plot(psi[:, j].real, psi[:, j].imag, lw=1)
+    ax.plot(psi[0, j].real, psi[0, j].imag, "o", label="t0")
+    ax.set(xlabel="Re psi", ylabel="Im psi", title=f"{name}: psi(x={x[j]:.2f}, t)")
+    ax.set_aspect("equal", "datalim")
+    ax.legend()
+    fig.savefig(out / f"{name}_phase.png", dpi=110)
+    plt.close(fig)
