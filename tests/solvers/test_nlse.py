@@ -57,7 +57,7 @@ def test_batched_equals_one_by_one(m):
         [nlse.solve(b, length=20.0, times=times, rtol=1e-12, atol=1e-14) for b in batch]
     )
     assert together.shape == (3, 3, m)
-    assert np.abs(together - alone).max() < 1e-12 * np.abs(alone).max() * 100
+    assert np.abs(together - alone).max() < 1e-12  # measured 8e-15 at M=128
 
 
 def test_interaction_picture_agrees_with_scipy_dop853():
