@@ -18,7 +18,7 @@ import math
 import os
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -36,19 +36,24 @@ class SurrogateInputError(PdeforgeError, ValueError):
     """Inputs given to a surrogate have the wrong names, shape or values."""
 
 
-def resample_coordinate(values: np.ndarray, size: int) -> np.ndarray:
-    """Coordinates of the same uniform grid type with ``size`` points.
+def is_cell_centred(values: np.ndarray) -> bool:
+    """Whether a uniform grid's first point sits half a spacing past a multiple of the
+    spacing (cell centres, e.g. (i + 1/2) / n on [0, 1]); otherwise it is a vertex grid."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < 2:
+        return False
+    h = (values[-1] - values[0]) / (len(values) - 1)
+    return bool(h) and abs(values[0] / h - math.floor(values[0] / h) - 0.5) < 1e-6
 
-    A grid whose first point sits half a spacing from a domain edge at a multiple of the
-    spacing (cell centres, e.g. (i + 1/2) / n on [0, 1]) gets cell centres of the same
-    domain; otherwise the end points are kept (vertices).
-    """
+
+def resample_coordinate(values: np.ndarray, size: int) -> np.ndarray:
+    """Coordinates of the same uniform grid type (:func:`is_cell_centred`) with ``size``
+    points: cell centres of the same domain, or the same end points (vertices)."""
     values = np.asarray(values, dtype=np.float64)
     if len(values) < 2:
         return np.linspace(values[0], values[0], size)
-    h = (values[-1] - values[0]) / (len(values) - 1)
-    offset = values[0] / h - math.floor(values[0] / h)
-    if abs(offset - 0.5) < 1e-6:
+    if is_cell_centred(values):
+        h = (values[-1] - values[0]) / (len(values) - 1)
         lo, hi = values[0] - h / 2, values[-1] + h / 2
         return lo + (np.arange(size) + 0.5) * (hi - lo) / size
     return np.linspace(values[0], values[-1], size)
@@ -70,9 +75,12 @@ class Comparison:
     prediction: xr.Dataset | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out.pop("solution"), out.pop("prediction")
-        return out
+        """The numbers, without the two datasets (not copied)."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in ("solution", "prediction")
+        }
 
 
 class Surrogate:
@@ -239,9 +247,7 @@ class Surrogate:
     # -- prediction -----------------------------------------------------------------------
     def _resampler(self, grid: tuple[int, ...]):
         """Interpolation between ``grid`` and the training grid (same grid kind)."""
-        first = self.coords[self.grid_dims[0]]
-        h = (first[-1] - first[0]) / max(1, len(first) - 1)
-        cell = abs(first[0] / h - math.floor(first[0] / h) - 0.5) < 1e-6 if h else False
+        cell = is_cell_centred(self.coords[self.grid_dims[0]])
         mode = "linear" if len(grid) == 1 else "bilinear"
 
         def resample(t: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
@@ -313,26 +319,35 @@ class Surrogate:
         y, batched, coords = self.predict_array(inputs, batch_size, resample)
         return self._to_dataset(y, batched, coords, "surrogate")
 
-    def _to_dataset(self, y: np.ndarray, batched: bool, coords: dict, label: str) -> xr.Dataset:
-        """(batch, C_out, *grid) array -> Dataset of the output variables with coordinates."""
-        coords = dict(coords)
-        grid = y.shape[2:]
-        for d, n in zip(self.grid_dims, grid, strict=True):
-            if d not in coords:
-                coords[d] = (
-                    self.coords[d]
-                    if len(self.coords[d]) == n
-                    else resample_coordinate(self.coords[d], n)
-                )
+    def _split_channels(self, x: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+        """(batch, C, *grid) -> {variable: (batch, *grid) or (batch, c, *grid)}."""
+        out, start = {}, 0
+        for name in names:
+            c = int(self.channels.get(name, 1))
+            block = x[:, start : start + c]
+            out[name] = block[:, 0] if c == 1 else block
+            start += c
+        return out
+
+    def grid_coords(self, grid: tuple[int, ...]) -> dict[str, np.ndarray]:
+        """Coordinates of a grid of the training grid's kind with the given sizes."""
+        return {
+            d: self.coords[d]
+            if len(self.coords[d]) == n
+            else resample_coordinate(self.coords[d], n)
+            for d, n in zip(self.grid_dims, grid, strict=True)
+        }
+
+    def _to_dataset(
+        self, y: np.ndarray, batched: bool, coords: dict, label: str, names: list[str] | None = None
+    ) -> xr.Dataset:
+        """(batch, C, *grid) array -> Dataset of the variables (default: the outputs)."""
+        coords = {**self.grid_coords(y.shape[2:]), **coords}
         units = self.data_info.get("units", {})
         variables = {}
-        start = 0
-        for name in self.outputs:
-            c = int(self.channels.get(name, 1))
-            block = y[:, start : start + c]
-            start += c
-            dims = [SAMPLE] + ([f"{name}_channel"] if c > 1 else []) + self.grid_dims
-            values = block if c > 1 else block[:, 0]
+        for name, values in self._split_channels(y, names or self.outputs).items():
+            extra = [f"{name}_channel"] if values.ndim == y.ndim else []
+            dims = [SAMPLE, *extra, *self.grid_dims]
             variables[name] = xr.DataArray(
                 values,
                 dims=dims,
@@ -373,13 +388,7 @@ class Surrogate:
         if len(sizes) != 1:
             raise SurrogateInputError(f"compare needs a square grid, got {x.shape[2:]}")
         problem = self.reference_problem(sizes.pop())
-        fields, start = {}, 0
-        for name in self.inputs:
-            c = int(self.channels.get(name, 1))
-            block = x[:, start : start + c]
-            fields[name] = block[:, 0] if c == 1 else block
-            start += c
-        reference = problem.solve_inputs(fields)
+        reference = problem.solve_inputs(self._split_channels(x, self.inputs))
         target = np.concatenate(
             [
                 np.asarray(reference[name], dtype=np.float64).reshape(len(x), -1, *x.shape[2:])
@@ -419,24 +428,10 @@ def read_query_inputs(path: str | os.PathLike, surrogate: Surrogate) -> xr.Datas
         raise SurrogateInputError(f"input file {str(path)!r} does not exist")
     if path.suffix == ".npy":
         array = np.load(path, allow_pickle=False)
-        x, batched, _ = surrogate._as_batch(array)
-        grid = x.shape[2:]
-        coords = {
-            d: (
-                surrogate.coords[d]
-                if len(surrogate.coords[d]) == n
-                else resample_coordinate(surrogate.coords[d], n)
-            )
-            for d, n in zip(surrogate.grid_dims, grid, strict=True)
-        }
-        variables, start = {}, 0
-        for name in surrogate.inputs:
-            c = int(surrogate.channels.get(name, 1))
-            block = x[:, start : start + c]
-            start += c
-            dims = [SAMPLE] + ([f"{name}_channel"] if c > 1 else []) + surrogate.grid_dims
-            variables[name] = xr.DataArray(block if c > 1 else block[:, 0], dims=dims)
-        return xr.Dataset(variables, coords=coords)
+        x, _, _ = surrogate._as_batch(array)
+        data = surrogate._to_dataset(x, True, {}, "input", names=surrogate.inputs)
+        data.attrs.clear()  # the surrogate's attributes describe predictions, not inputs
+        return data
     from pdeforge.datasets.readers import open_dataset
 
     with open_dataset(path) as ds:

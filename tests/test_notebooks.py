@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import nbformat
@@ -41,4 +40,3 @@ def test_notebooks_run_in_order(tmp_path, monkeypatch):
         ]
         assert images, f"{path.name} made no figure"
     assert (tmp_path / "work" / "best_checkpoint.txt").exists()
-    assert os.environ["PDEFORGE_NOTEBOOK_TINY"] == "1"

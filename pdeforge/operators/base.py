@@ -150,10 +150,26 @@ def unit_grid(shape: Sequence[int], *, device: torch.device, dtype: torch.dtype)
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=0)
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int | Sequence[int], mode: str = "replicate"):
-    """Pad the trailing spatial axes at their high end up to a multiple; return (x, sizes).
+ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "tanh": nn.Tanh, "silu": nn.SiLU}
 
-    ``sizes`` are the original spatial sizes, for :func:`crop`.
+
+def make_activation(model: str, name: str) -> nn.Module:
+    """A new activation module by name; a clear error for an unknown one."""
+    if name not in ACTIVATIONS:
+        raise OperatorConfigError(
+            f"{model}: activation {name!r} is not one of {tuple(ACTIVATIONS)}"
+        )
+    return ACTIVATIONS[name]()
+
+
+def layer_for(kind: str, dim: int) -> type[nn.Module]:
+    """The torch layer of a kind for ``dim`` spatial axes, e.g. ("Conv", 2) -> nn.Conv2d."""
+    return getattr(nn, f"{kind}{dim}d")
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int | Sequence[int]):
+    """Pad the trailing spatial axes at their high end up to a multiple by replicating the
+    edge values; return (x, sizes), ``sizes`` being the original sizes for :func:`crop`.
     """
     spatial = tuple(x.shape[2:])
     multiples = as_tuple(multiple, len(spatial), "multiple")
@@ -162,14 +178,7 @@ def pad_to_multiple(x: torch.Tensor, multiple: int | Sequence[int], mode: str = 
         pads: list[int] = []
         for e in reversed(extra):
             pads += [0, e]
-        if mode == "replicate" or mode == "reflect":
-            # reflect needs the pad smaller than the size; replicate works for any size.
-            mode = (
-                "reflect"
-                if mode == "reflect" and all(e < n for e, n in zip(extra, spatial, strict=True))
-                else "replicate"
-            )
-        x = nn.functional.pad(x, pads, mode=mode)
+        x = nn.functional.pad(x, pads, mode="replicate")
     return x, spatial
 
 

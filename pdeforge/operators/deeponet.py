@@ -26,15 +26,15 @@ import torch
 from torch import nn
 
 from pdeforge.operators.base import (
+    ACTIVATIONS,
     Operator,
     OperatorConfigError,
     OperatorInputError,
     as_tuple,
+    layer_for,
     records_config,
     unit_grid,
 )
-
-ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "tanh": nn.Tanh, "silu": nn.SiLU}
 
 
 def mlp(sizes: list[int], activation: str, last_activation: bool) -> nn.Sequential:
@@ -82,8 +82,7 @@ class CNNBranch(nn.Module):
         activation: str,
     ) -> None:
         super().__init__()
-        conv = {1: nn.Conv1d, 2: nn.Conv2d}[dim]
-        pool = {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d}[dim]
+        conv, pool = layer_for("Conv", dim), layer_for("AdaptiveAvgPool", dim)
         layers: list[nn.Module] = []
         previous = in_channels
         for c in channels:

@@ -34,6 +34,7 @@ from pdeforge.operators.base import (
     OperatorConfigError,
     OperatorInputError,
     crop,
+    layer_for,
     pad_to_multiple,
     records_config,
     unit_grid,
@@ -42,13 +43,9 @@ from pdeforge.operators.base import (
 NORMS = ("batch", "group", "none")
 
 
-def _conv(dim: int):
-    return {1: nn.Conv1d, 2: nn.Conv2d}[dim]
-
-
 def _norm(kind: str, channels: int, dim: int) -> nn.Module:
     if kind == "batch":
-        return {1: nn.BatchNorm1d, 2: nn.BatchNorm2d}[dim](channels)
+        return layer_for("BatchNorm", dim)(channels)
     if kind == "group":
         return nn.GroupNorm(1, channels)
     return nn.Identity()
@@ -60,7 +57,7 @@ class DoubleConv(nn.Module):
     def __init__(self, c_in: int, c_out: int, dim: int, norm: str, c_mid: int | None = None):
         super().__init__()
         c_mid = c_mid or c_out
-        conv = _conv(dim)
+        conv = layer_for("Conv", dim)
         self.block = nn.Sequential(
             conv(c_in, c_mid, 3, padding=1, bias=norm == "none"),
             _norm(norm, c_mid, dim),
@@ -197,12 +194,12 @@ class LSM(Operator):
             raise OperatorConfigError(f"lsm: patch_size must be >= 1 per axis, got {patch_size!r}")
         self.n_stages = n_stages
         self.positional_embedding = positional_embedding
-        conv = _conv(dim)
+        conv = layer_for("Conv", dim)
         # Encoder widths d, 2d, ..., 2^(n-1) d, then the bottom repeats the last width.
         widths = [width * 2**j for j in range(n_stages)] + [width * 2 ** (n_stages - 1)]
         self.lift = conv(in_channels + (dim if positional_embedding else 0), width, 1)
         self.inc = DoubleConv(width, width, dim, norm)
-        pool = {1: nn.MaxPool1d, 2: nn.MaxPool2d}[dim]
+        pool = layer_for("MaxPool", dim)
         self.down = nn.ModuleList(
             nn.Sequential(pool(2), DoubleConv(widths[j], widths[j + 1], dim, norm))
             for j in range(n_stages)

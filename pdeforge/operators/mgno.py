@@ -36,19 +36,12 @@ from pdeforge.operators.base import (
     OperatorConfigError,
     OperatorInputError,
     crop,
+    layer_for,
+    make_activation,
     records_config,
 )
 
 PADDING_MODES = ("zeros", "circular", "reflect", "replicate")
-ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "tanh": nn.Tanh, "silu": nn.SiLU}
-
-
-def _conv(dim: int):
-    return {1: nn.Conv1d, 2: nn.Conv2d}[dim]
-
-
-def _conv_transpose(dim: int):
-    return {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d}[dim]
 
 
 class Prolong(nn.Module):
@@ -66,7 +59,7 @@ class Prolong(nn.Module):
         super().__init__()
         self.padding_mode = padding_mode
         padding = 1 if padding_mode == "zeros" else 0
-        self.conv = _conv_transpose(dim)(
+        self.conv = layer_for("ConvTranspose", dim)(
             channels, channels, 4, stride=2, padding=padding, bias=False
         )
 
@@ -103,7 +96,7 @@ class MgConv(nn.Module):
         residual_restriction: bool = False,
     ) -> None:
         super().__init__()
-        conv = _conv(dim)
+        conv = layer_for("Conv", dim)
 
         def A() -> nn.Module:  # u-space -> f-space
             return conv(u_channels, f_channels, 3, padding=1, bias=False, padding_mode=padding_mode)
@@ -245,10 +238,6 @@ class MgNO(Operator):
             raise OperatorConfigError(
                 f"mgno: padding_mode {padding_mode!r} is not one of {PADDING_MODES}"
             )
-        if activation not in ACTIVATIONS:
-            raise OperatorConfigError(
-                f"mgno: activation {activation!r} is not one of {tuple(ACTIVATIONS)}"
-            )
         if bias not in ("constant", "function"):
             raise OperatorConfigError(f"mgno: bias must be 'constant' or 'function', got {bias!r}")
         pre = self._per_level(smoothing, levels, "smoothing")
@@ -259,7 +248,7 @@ class MgNO(Operator):
         self.padding_mode = padding_mode
         self.convs = nn.ModuleList()
         self.linears = nn.ModuleList()
-        conv = _conv(dim)
+        conv = layer_for("Conv", dim)
         for layer in range(n_layers):
             f_channels = in_channels if layer == 0 else channels
             self.convs.append(
@@ -273,7 +262,7 @@ class MgNO(Operator):
             )
         else:
             self.bias_fields = None
-        self.act = ACTIVATIONS[activation]()
+        self.act = make_activation("mgno", activation)
         self.head = conv(channels, out_channels, 1, bias=False)
 
     @staticmethod

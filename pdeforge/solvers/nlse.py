@@ -175,21 +175,23 @@ def _solve_ip(flat, k, mask, s, times, rtol, atol, device, max_steps, first_step
     kk = torch.as_tensor(k, device=device)
     lin = (-0.5j * kk**2).to(dtype)  # L
     mask_t = torch.as_tensor(mask, device=device).to(dtype)
-    A = torch.as_tensor(dop853.A[: dop853.N_STAGES, : dop853.N_STAGES], device=device)
-    B = torch.as_tensor(dop853.B, device=device)
-    C = torch.as_tensor(dop853.C[: dop853.N_STAGES], device=device)
-    E3 = torch.as_tensor(dop853.E3, device=device)
-    E5 = torch.as_tensor(dop853.E5, device=device)
     n_stages = dop853.N_STAGES
+    # the tableau, converted once to the state's dtype (used in every stage of every step)
+    A = torch.as_tensor(dop853.A[:n_stages, :n_stages], device=device).to(dtype)
+    B = torch.as_tensor(dop853.B, device=device).to(dtype)
+    C = [float(c) for c in dop853.C[:n_stages]]
+    E3 = torch.as_tensor(dop853.E3, device=device).to(dtype)
+    E5 = torch.as_tensor(dop853.E5, device=device).to(dtype)
     n, m = flat.shape
 
     def nonlinear(psi_hat: torch.Tensor) -> torch.Tensor:
         psi = torch.fft.ifft(psi_hat, dim=-1)
         return mask_t * torch.fft.fft(1j * s * (psi.real**2 + psi.imag**2) * psi, dim=-1)
 
-    def f(tau: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        # tau: (n, 1) local times; v: (n, M)
-        return torch.exp(-lin * tau) * nonlinear(torch.exp(lin * tau) * v)
+    def f(tau: float, v: torch.Tensor) -> torch.Tensor:
+        # tau: local time in the step (shared by the batch); v: (n, M)
+        phase = torch.exp(lin * tau)  # L is imaginary: exp(-L tau) = conj(exp(L tau))
+        return phase.conj() * nonlinear(phase * v)
 
     y = torch.fft.fft(torch.as_tensor(flat, device=device), dim=-1)
     out = torch.empty(n, len(times), m, dtype=dtype, device=device)
@@ -218,15 +220,13 @@ def _solve_ip(flat, k, mask, s, times, rtol, atol, device, max_steps, first_step
             last = h_step >= t_end - t
             K[0] = f0
             for st in range(1, n_stages):
-                dy = torch.einsum("s,snm->nm", A[st, :st].to(dtype), K[:st]) * h_step
-                tau = torch.full((n, 1), float(C[st]) * h_step, dtype=torch.float64, device=device)
-                K[st] = f(tau, y + dy)
-            v_new = y + h_step * torch.einsum("s,snm->nm", B.to(dtype), K[:n_stages])
-            tau_end = torch.full((n, 1), h_step, dtype=torch.float64, device=device)
-            K[n_stages] = f(tau_end, v_new)
+                dy = torch.einsum("s,snm->nm", A[st, :st], K[:st]) * h_step
+                K[st] = f(C[st] * h_step, y + dy)
+            v_new = y + h_step * torch.einsum("s,snm->nm", B, K[:n_stages])
+            K[n_stages] = f(h_step, v_new)
             scale = atol + torch.maximum(y.abs(), v_new.abs()) * rtol
-            err5 = torch.einsum("s,snm->nm", E5.to(dtype), K) / scale
-            err3 = torch.einsum("s,snm->nm", E3.to(dtype), K) / scale
+            err5 = torch.einsum("s,snm->nm", E5, K) / scale
+            err3 = torch.einsum("s,snm->nm", E3, K) / scale
             e5 = (err5.abs() ** 2).sum(-1)
             e3 = (err3.abs() ** 2).sum(-1)
             denom = e5 + 0.01 * e3

@@ -138,7 +138,7 @@ class OperatorDataModule(pl.LightningDataModule):
         self.grid_shape = probe.grid_shape
         for other in self.paths[1:] + self.val_paths + self.test_paths:
             self._check_compatible(probe, self._open(other, in_memory=False), other)
-        self.info = self._describe(self.paths[0])
+        self.info = self._describe(probe)
         self._train: Dataset | None = None
         self._val: Dataset | None = None
         self._test: Dataset | None = None
@@ -167,9 +167,9 @@ class OperatorDataModule(pl.LightningDataModule):
                 f"{ref.in_channels}/{ref.out_channels} on {ref.grid_dims}"
             )
 
-    def _describe(self, path: Path) -> dict[str, Any]:
+    def _describe(self, probe: TorchDataset) -> dict[str, Any]:
         """What a checkpoint needs to know about the data (JSON values only)."""
-        with open_h5(path) as h5:
+        with open_h5(probe.path) as h5:
             coords = {}
             for d in self.grid_dims:
                 values = np.asarray(h5[d][:], dtype=np.float64)[:: self.subsample]
@@ -181,7 +181,6 @@ class OperatorDataModule(pl.LightningDataModule):
             problem = str(attr_value(h5.attrs, ATTR_PROBLEM) or "")
             config = attr_value(h5.attrs, ATTR_CONFIG)
             version = int(attr_value(h5.attrs, ATTR_FORMAT) or 1)
-        probe = self._open(path, in_memory=False)
         channels = {n: probe._channels(probe._fields, n) for n in probe.inputs + probe.outputs}
         return {
             "problem": problem,

@@ -106,26 +106,35 @@ class OperatorModule(pl.LightningModule):
             return
         self._check_data(datamodule)
         self.data_info = dict(datamodule.info)
-        if (
+        normalize = (
             stage == "fit"
             and self.hparams.normalize == "gaussian"
             and not bool(self.in_norm.fitted)
-        ):
-            # Training split only: validation and test data never reach the statistics.
-            for x, y in datamodule.training_batches():  # one pass, bounded memory
-                self.in_norm.partial_fit(x)
-                self.out_norm.partial_fit(y)
-            self.in_norm.finish()
-            self.out_norm.finish()
-        if (
+        )
+        pod = (
             stage == "fit"
             and getattr(self.operator, "pod", False)
             and not bool(self.operator.pod_fitted)
-        ):
-            outputs = torch.cat([y for _, y in datamodule.training_batches()])
-            if self.hparams.normalize == "gaussian":
-                outputs = self.out_norm.encode(outputs)
-            self.operator.fit_pod(outputs)
+        )
+        if not (normalize or pod):
+            return
+        # One pass over the training split only: validation and test data never reach the
+        # statistics or the POD basis; only the outputs are kept, and only for POD.
+        outputs = []
+        for x, y in datamodule.training_batches():
+            if normalize:
+                self.in_norm.partial_fit(x)
+                self.out_norm.partial_fit(y)
+            if pod:
+                outputs.append(y)
+        if normalize:
+            self.in_norm.finish()
+            self.out_norm.finish()
+        if pod:
+            y = torch.cat(outputs)
+            self.operator.fit_pod(
+                self.out_norm.encode(y) if self.hparams.normalize == "gaussian" else y
+            )
 
     def _check_data(self, datamodule: Any) -> None:
         got = (datamodule.in_channels, datamodule.out_channels, datamodule.dim)
