@@ -60,6 +60,49 @@ def test_batched_equals_one_by_one(m):
     assert np.abs(together - alone).max() < 1e-12  # measured 8e-15 at M=128
 
 
+def test_chunks_run_in_parallel_and_equal_separate_solves():
+    """Chunks advance with their own step control (threads on a CPU): the result of a chunk
+    is that of solving it alone, and the progress reaches 1 without going back."""
+    m = 64
+    x = nlse.grid(m, 20.0)
+    batch = np.stack([nlse.soliton(x, 0, eta=1.0 + 0.5 * i, x0=-3 + 2 * i) for i in range(4)])
+    times = [0.0, 0.5]
+    seen: list[float] = []
+    chunked = nlse.solve(
+        batch, length=20.0, times=times, rtol=1e-10, chunk_size=2, progress=seen.append
+    )
+    parts = [nlse.solve(batch[i : i + 2], length=20.0, times=times, rtol=1e-10) for i in (0, 2)]
+    # same step control; only the summation order of the threaded products differs
+    assert np.abs(chunked - np.concatenate(parts)).max() < 1e-11
+    assert seen[-1] == pytest.approx(1.0) and bool(np.all(np.diff(seen) >= 0))
+    with pytest.raises(nlse.NLSEInputError, match="chunk_size"):
+        nlse.solve(batch, length=20.0, times=times, chunk_size=0)
+
+
+@pytest.mark.parametrize("m", [384, 512])
+def test_state_error_norm_follows_a_soliton_across_the_periodic_boundary(m):
+    """A soliton with v = 3 (2 pi / L) crosses x = L/2 (eta L / 2 = 30: no tail at the
+    antipode). The state norm (error relative to the field's size) stays on the wrapped
+    exact solution in fewer steps than the componentwise norm."""
+    length, v = 30.0, 3 * 2 * np.pi / 30.0
+    x = nlse.grid(m, length)
+    psi0 = nlse.soliton(x, 0.0, eta=2.0, velocity=v, x0=14.0, length=length)
+    exact = nlse.soliton(x, 1.0, eta=2.0, velocity=v, x0=14.0, length=length)
+    assert abs(exact[0]) > 0.1  # the exact solution now straddles the boundary
+    steps = {}
+    for norm in ("state", "componentwise"):
+        count: list[float] = []
+        psi = nlse.solve(
+            psi0, length=length, times=[0.0, 1.0], rtol=1e-10, atol=1e-12, error_norm=norm,
+            dealias=False, filter_strength=None, progress=count.append,
+        )  # fmt: skip
+        assert np.abs(psi[-1] - exact).max() < 1e-8  # measured 1.1e-9 .. 1.4e-9
+        steps[norm] = len(count)
+    assert steps["state"] < steps["componentwise"]
+    with pytest.raises(nlse.NLSEInputError, match="error_norm"):
+        nlse.solve(psi0, length=length, times=[0.0, 1.0], error_norm="max")
+
+
 def test_interaction_picture_agrees_with_scipy_dop853():
     m = 128
     x = nlse.grid(m, 30.0)
