@@ -330,9 +330,10 @@ def write_results(configs: list[ConfigResult], out: Path, name: str = "skr") -> 
 PRESETS: dict[str, list[tuple]] = {
     # minutes on 2 cores: the paper's small sizes, fewer systems
     "quick": [
-        ("darcy", 80, 30, ["none", "jacobi", "ilu", "amg"], [1e-8], {"coefficient": "lognormal"}),
-        ("helmholtz", 100, 30, ["ilu"], [1e-7], {"boundary": "dirichlet"}),
-        ("advection-diffusion", 128, 30, ["ilu"], [1e-8], {}),
+        ("darcy", 80, 30, ["none", "jacobi", "ilu", "ilu0", "amg"], [1e-8],
+         {"coefficient": "lognormal"}),
+        ("helmholtz", 100, 30, ["ilu", "ilu0"], [1e-7], {"boundary": "dirichlet"}),
+        ("advection-diffusion", 128, 30, ["ilu", "ilu0"], [1e-8], {}),
         ("poisson", 128, 30, ["jacobi", "amg"], [1e-8], {}),
         ("thermal", 100, 30, ["jacobi", "amg"], [1e-8], {}),
         ("darcy3d", 32, 20, ["jacobi", "amg"], [1e-8], {"coefficient": "lognormal"}),
@@ -352,17 +353,23 @@ PRESETS: dict[str, list[tuple]] = {
     ],
     # the grid: paper sizes with >= 200 systems, then 512^2 and 64^3 (fewer systems)
     "full": [
-        ("darcy", 80, 200, ["none", "jacobi", "ilu", "amg"], [1e-5, 1e-8],
+        ("darcy", 80, 200, ["none", "jacobi", "ilu", "ilu0", "amg"], [1e-5, 1e-8],
          {"coefficient": "lognormal"}),
-        ("darcy", 200, 200, ["jacobi", "ilu", "amg"], [1e-5, 1e-8], {"coefficient": "lognormal"}),
-        ("helmholtz", 100, 200, ["none", "jacobi", "ilu"], [1e-5, 1e-7],
+        ("darcy", 200, 200, ["jacobi", "ilu", "ilu0", "amg"], [1e-5, 1e-8],
+         {"coefficient": "lognormal"}),
+        ("helmholtz", 100, 200, ["none", "jacobi", "ilu", "ilu0"], [1e-5, 1e-7],
          {"boundary": "dirichlet"}),
-        ("poisson", 256, 200, ["none", "jacobi", "ilu", "amg"], [1e-5, 1e-8], {}),
-        ("thermal", 105, 200, ["none", "jacobi", "ilu", "amg"], [1e-5, 1e-8], {}),
-        ("advection-diffusion", 512, 20, ["ilu"], [1e-8], {}),
-        ("helmholtz", 512, 20, ["ilu"], [1e-7], {"boundary": "dirichlet", "k0": 40.0}),
-        ("darcy3d", 64, 20, ["jacobi", "amg"], [1e-8], {"coefficient": "lognormal"}),
-        ("helmholtz3d", 64, 20, ["ilu"], [1e-7], {"boundary": "dirichlet"}),
+        ("poisson", 256, 200, ["none", "jacobi", "ilu", "ilu0", "amg"], [1e-5, 1e-8], {}),
+        ("thermal", 105, 200, ["none", "jacobi", "ilu", "ilu0", "amg"], [1e-5, 1e-8], {}),
+        ("advection-diffusion", 512, 20, ["ilu", "ilu0"], [1e-8], {}),
+        ("helmholtz", 512, 20, ["ilu", "ilu0"], [1e-7], {"boundary": "dirichlet", "k0": 40.0}),
+        ("darcy3d", 64, 20, ["jacobi", "ilu0", "amg"], [1e-8], {"coefficient": "lognormal"}),
+        ("helmholtz3d", 64, 20, ["ilu", "ilu0"], [1e-7], {"boundary": "dirichlet"}),
+    ],
+    # the paper's preconditioner (PETSc's ILU(0)) at the paper's sizes, >= 200 systems
+    "paper-ilu0": [
+        ("darcy", 80, 200, ["ilu0"], [1e-5, 1e-8], {"coefficient": "lognormal"}),
+        ("helmholtz", 100, 200, ["ilu0"], [1e-5, 1e-7], {"boundary": "dirichlet"}),
     ],
 }
 

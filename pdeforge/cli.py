@@ -205,9 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
                                      parser_class=_Parser)
     skr = bench_sub.add_parser("skr", help="sorted + recycled Krylov solves against scipy, "
                                "pyamg and splu on the linear problem families")
-    skr.add_argument("--preset", choices=["quick", "large", "full"], default="quick",
+    skr.add_argument("--preset", choices=["quick", "large", "full", "paper-ilu0"],
+                     default="quick",
                      help="quick: minutes; large: 3D and 512^2, tens of minutes; full: the "
-                     "issue's grid, hours (default quick)")
+                     "issue's grid, hours; paper-ilu0: Darcy and Helmholtz at the paper's "
+                     "sizes with its ILU(0), 200 systems (default quick)")
     skr.add_argument("--budget", type=float, default=60.0,
                      help="seconds per peer and configuration before extrapolating")
     skr.add_argument("--family", action="append", help="only this family (repeatable)")

@@ -129,7 +129,7 @@ class _Strategy:
         self._factored_matrix = self._lu = None
         if method in ("skr", "gcrodr"):
             # CG needs an SPD preconditioner too: ILU (an LU, not a Cholesky) is not
-            symmetric_pre = self.kind in ("none", "jacobi", "amg")
+            symmetric_pre = self.kind in ("none", "jacobi", "amg", "ilu0")
             self.solver = (RecycledCG(recycle) if (spd and symmetric_pre and method == "skr")
                            else GCRODR(restart, recycle))
         else:
@@ -204,7 +204,7 @@ class _Strategy:
                          M=pre.apply, x0=x0)
         if isinstance(self.solver, RecycledCG):
             return self.solver.solve(A, b, rtol=self.rtol, maxiter=maxiter, M=pre.apply,
-                                     M_diag=pre.diag, x0=x0)
+                                     M_diag=pre.diag, M_work=pre.work, x0=x0)
         return self.solver.solve(A, b, rtol=self.rtol, maxiter=maxiter, M=pre.apply, x0=x0)
 
 

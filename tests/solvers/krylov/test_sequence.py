@@ -10,8 +10,9 @@ import scipy.sparse.linalg as spla
 from pdeforge.solvers.krylov import is_spd, solve_sequence
 
 CASES = [
-    ("skr", None), ("skr", "jacobi"), ("skr", "ilu"), ("skr", "amg"),
-    ("gcrodr", None), ("gcrodr", "ilu"), ("gmres", "jacobi"), ("direct", None), ("auto", None),
+    ("skr", None), ("skr", "jacobi"), ("skr", "ilu"), ("skr", "ilu0"), ("skr", "amg"),
+    ("gcrodr", None), ("gcrodr", "ilu"), ("gcrodr", "ilu0"), ("gmres", "jacobi"),
+    ("gmres", "ilu0"), ("direct", None), ("auto", None),
 ]
 
 
@@ -39,7 +40,8 @@ def test_spd_sequence(darcy_sequence, method, pre):
                          method=method, preconditioner=pre, rtol=1e-8)
     _check(res, mats, rhs, 1e-8)
     assert res.spd
-    if method == "skr":  # CG needs a symmetric preconditioner: ILU goes to GCRO-DR
+    if method == "skr":  # CG needs a symmetric preconditioner: ILU goes to GCRO-DR, while
+        # ILU(0) of a symmetric matrix is symmetric (IC(0)) and stays with CG
         assert res.method == ("skr-gcrodr" if pre == "ilu" else "skr-rcg")
 
 
