@@ -80,7 +80,8 @@ def test_unwritable_output_directory(tmp_path):
 
 def test_ctrl_c_keeps_shards_exits_130_and_resumes(tmp_path):
     out = tmp_path / "i.nc"
-    args = ["generate", "darcy", "--n", "120", "--resolution", "96", "--shard-size", "4",
+    # enough samples that the run cannot finish between the second shard and the signal
+    args = ["generate", "darcy", "--n", "600", "--resolution", "96", "--shard-size", "4",
             "--out", str(out), "--no-progress"]
     proc = subprocess.Popen([sys.executable, "-m", "pdeforge", *args], stderr=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
