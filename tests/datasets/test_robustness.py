@@ -83,8 +83,11 @@ def test_ctrl_c_keeps_shards_exits_130_and_resumes(tmp_path):
     # enough samples that the run cannot finish between the second shard and the signal
     args = ["generate", "darcy", "--n", "600", "--resolution", "96", "--shard-size", "4",
             "--out", str(out), "--no-progress"]
+    # a child inherits an ignored SIGINT (some earlier test or runner may leave it so),
+    # and Python then installs no KeyboardInterrupt handler: give it the default, as a shell
     proc = subprocess.Popen([sys.executable, "-m", "pdeforge", *args], stderr=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 60
     while time.time() < deadline and len(list(tmp_path.glob("i.nc.parts/shard-*.nc"))) < 2:
         time.sleep(0.005)
