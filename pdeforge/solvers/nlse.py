@@ -317,13 +317,14 @@ class _IPContext:
         if dop853.E5[-1] != 0.0 or dop853.E3[-1] != 0.0:
             raise RuntimeError("scipy's DOP853 error estimate now uses the FSAL stage")
         self.output_rows = torch.tensor(np.stack(rows), dtype=torch.float64, device=device)
-        self.C = torch.as_tensor(dop853.C[: dop853.N_STAGES], dtype=torch.float64, device=device)
+        # stage nodes c_i and c = 1 (the end of the step), as a column for phases()
+        nodes = np.append(dop853.C[: dop853.N_STAGES], 1.0)
+        self.nodes = torch.as_tensor(nodes, dtype=torch.float64, device=device)[:, None]
 
     def phases(self, h: float) -> tuple[torch.Tensor, torch.Tensor]:
         """exp(L c_i h) for every stage node c_i and c = 1, shape (S + 1, M), and the way
         back, exp(-L c_i h) times the mask and i s of the nonlinear term (one product)."""
-        c = torch.cat([self.C, torch.ones(1, dtype=torch.float64, device=self.device)])
-        forward = torch.polar(torch.ones_like(self.half_k2), -(c[:, None] * h) * self.half_k2)
+        forward = torch.polar(torch.ones_like(self.half_k2), -(self.nodes * h) * self.half_k2)
         return forward, forward.conj() * self.mask_i_s
 
     def rate(self, psi_hat: torch.Tensor, back: torch.Tensor, out: torch.Tensor) -> None:

@@ -60,9 +60,10 @@ class ILU0:
                 raise ILU0Error(
                     "ilu0 broke down: zero pivot; use 'ilu' (threshold ILU with pivoting)"
                 )
-            s = np.bincount(rows, weights=(terms / d[cols]).real, minlength=n)
-            if np.iscomplexobj(terms):
-                s = s + 1j * np.bincount(rows, weights=(terms / d[cols]).imag, minlength=n)
+            q = terms / d[cols]
+            s = np.bincount(rows, weights=q.real, minlength=n)
+            if np.iscomplexobj(q):
+                s = s + 1j * np.bincount(rows, weights=q.imag, minlength=n)
             new = a - s
             done = np.max(np.abs(new - d)) <= 1e-15 * np.max(np.abs(new))
             d = new
