@@ -342,13 +342,13 @@ PRESETS: dict[str, list[tuple]] = {
     # where iterative methods should win: 3D and 512^2 (few systems; no sparse LU in 3D,
     # which takes minutes per system there)
     "large": [
-        ("darcy3d", 64, 10, ["jacobi", "amg"], [1e-8], {"coefficient": "lognormal"},
+        ("darcy3d", 64, 10, ["jacobi", "ilu0", "amg"], [1e-8], {"coefficient": "lognormal"},
          ["scipy-cg", "pyamg", "scipy-gcrotmk", "skr", "auto"]),
-        ("helmholtz3d", 48, 10, ["ilu"], [1e-7], {"boundary": "dirichlet"},
+        ("helmholtz3d", 64, 10, ["ilu", "ilu0"], [1e-7], {"boundary": "dirichlet"},
          ["scipy-gmres", "scipy-gcrotmk", "skr", "auto"]),
-        ("advection-diffusion", 512, 10, ["ilu"], [1e-8], {},
+        ("advection-diffusion", 512, 10, ["ilu", "ilu0"], [1e-8], {},
          ["splu", "scipy-gmres", "scipy-gcrotmk", "gmres", "skr", "auto"]),
-        ("helmholtz", 512, 10, ["ilu"], [1e-7], {"boundary": "dirichlet", "k0": 40.0},
+        ("helmholtz", 512, 10, ["ilu", "ilu0"], [1e-7], {"boundary": "dirichlet", "k0": 40.0},
          ["splu", "scipy-gmres", "scipy-gcrotmk", "gmres", "skr", "auto"]),
     ],
     # the grid: paper sizes with >= 200 systems, then 512^2 and 64^3 (fewer systems)

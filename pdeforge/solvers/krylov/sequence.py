@@ -32,6 +32,7 @@ from pdeforge.solvers.krylov.base import KrylovResult, check_system, relative_re
 from pdeforge.solvers.krylov.gcrodr import GCRODR
 from pdeforge.solvers.krylov.gmres import gmres
 from pdeforge.solvers.krylov.preconditioners import (
+    CHEAP_KINDS,
     KINDS,
     Preconditioner,
     PreconditionerCache,
@@ -61,6 +62,7 @@ class SequenceResult:
     spd: bool
     preconditioner_builds: int = 0
     recycling: str = "not used"  # "on", or why the adaptive policy switched it off
+    reuse: str = "not used"  # preconditioner reuse: "on", or why it was switched off
     sort_seconds: float = 0.0
 
     @property
@@ -147,6 +149,12 @@ class _Strategy:
             return "not used"
         return self.solver.stopped or "on"
 
+    @property
+    def reuse(self) -> str:
+        if self.cache is None or self.kind in CHEAP_KINDS:
+            return "not used"
+        return self.cache.stopped or "on"
+
     def _preconditioner(self, A) -> Preconditioner:
         if self.cache is None:
             self.builds += self.kind != "none"
@@ -177,6 +185,7 @@ class _Strategy:
         limit = self.maxiter
         if self.cache is not None:  # a reused preconditioner gets a bounded attempt
             limit = self.cache.attempt_limit(self.maxiter, self.restart)
+        t0 = time.perf_counter()
         out = self._iterate(A, b, pre, limit, None)
         spent = out.iterations
         if not out.converged and self.cache is not None and self.cache.reused:
@@ -184,10 +193,11 @@ class _Strategy:
             # from the attempt's iterate
             self.cache.invalidate()
             pre = self._preconditioner(A)
+            t0 = time.perf_counter()
             out = self._iterate(A, b, pre, self.maxiter - spent, out.x)
             spent += out.iterations
         if self.cache is not None:
-            self.cache.report(out.iterations)
+            self.cache.report(out.iterations, time.perf_counter() - t0)
         return out.x, spent, out.residual, out.converged
 
     def _iterate(self, A, b, pre: Preconditioner, maxiter: int, x0):
@@ -373,5 +383,5 @@ def solve_sequence(
         solutions=X, iterations=its, residuals=res, converged=conv, seconds=secs, order=order,
         method=strategy.label, preconditioner=strategy.kind, spd=spd,
         preconditioner_builds=strategy.builds, sort_seconds=sort_seconds,
-        recycling=strategy.recycling,
+        recycling=strategy.recycling, reuse=strategy.reuse,
     )

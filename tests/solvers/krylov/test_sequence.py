@@ -124,3 +124,48 @@ def test_recycling_switch_off_is_reported(darcy_sequence):
     assert res.method == "skr-rcg"
     assert "plain PCG" in res.recycling
     assert solve_sequence(mats[:2], b, method="direct").recycling == "not used"
+
+
+def test_preconditioner_reuse_follows_measured_costs(darcy_sequence):
+    """Reuse goes on while the extra iterations cost less than a build, stops otherwise."""
+    from pdeforge.solvers.krylov import PreconditionerCache
+
+    A = darcy_sequence[1][0]
+    cache = PreconditionerCache("ilu")
+    pre = cache.get(A)
+    assert not cache.reused and cache.builds == 1
+    pre.seconds = 1.0  # pretend: a build costs 1 s, an iteration 10 ms
+    cache.report(10, 0.1)
+    cache.get(A)
+    assert cache.reused
+    cache.report(40, 0.4)  # 30 extra iterations, 0.3 s < 1 s: keep it
+    cache.get(A)
+    assert cache.reused and cache.builds == 1
+    cache.report(150, 1.5)  # 140 extra, 1.4 s > 1 s: rebuild for the next matrix
+    cache.get(A)
+    assert not cache.reused and cache.builds == 2
+    # the first reuse after each build losing twice: reuse is switched off for good
+    for _ in range(2):
+        cache.current.seconds = 0.01
+        cache.report(10, 0.1)
+        cache.get(A)
+        assert cache.reused
+        cache.report(20, 0.2)  # 0.1 s extra > 0.01 s build
+        cache.get(A)
+        assert not cache.reused
+    assert cache.stopped is not None and "reuse off" in cache.stopped
+    for _ in range(2):
+        cache.report(10, 0.1)
+        cache.get(A)
+        assert not cache.reused
+
+
+def test_reuse_state_is_reported(darcy_sequence):
+    _, mats = darcy_sequence
+    rhs = np.ones((len(mats), mats[0].shape[0]))
+    out = solve_sequence(mats, rhs, method="skr", preconditioner="amg", rtol=1e-8)
+    assert out.reuse == "on" or out.reuse.startswith("preconditioner reuse off")
+    assert 1 <= out.preconditioner_builds <= len(mats)
+    _check(out, mats, rhs, 1e-8)
+    out = solve_sequence(mats, rhs, method="skr", preconditioner="jacobi", rtol=1e-8)
+    assert out.reuse == "not used"
