@@ -92,3 +92,28 @@ def test_recycling_stays_on_where_it_pays(darcy_sequence):
     assert solver.stopped is None and solver.W is not None
     assert all(o.converged for o in outs)
     assert max(o.iterations for o in outs[-3:]) < outs[0].iterations
+
+
+def test_deflation_beyond_the_cache_is_not_started(darcy_sequence, monkeypatch):
+    """When the deflation blocks do not fit the cache, deflating a Jacobi-CG iteration
+    costs more than the iteration: recycling is not started, and every system is solved
+    by plain PCG to the tolerance."""
+    from pdeforge.solvers.krylov import preconditioners
+
+    monkeypatch.setattr(preconditioners, "CACHE_BYTES", 0)
+    _, mats = darcy_sequence
+    b = np.ones(mats[0].shape[0])
+    solver = RecycledCG(recycle=20)
+    for A in mats[:3]:
+        pre = build_preconditioner("jacobi", A)
+        out = solver.solve(A, b, rtol=1e-8, M=pre.apply, M_diag=pre.diag, M_work=pre.work)
+        assert out.converged
+        assert np.linalg.norm(b - A @ out.x) <= 1e-8 * np.linalg.norm(b) * 1.001
+    assert solver.stopped is not None and "deflating an iteration" in solver.stopped
+    assert solver.W is None
+    # in cache, the same sequence keeps deflation on
+    monkeypatch.setattr(preconditioners, "CACHE_BYTES", 1 << 40)
+    solver = RecycledCG(recycle=20)
+    pre = build_preconditioner("jacobi", mats[0])
+    solver.solve(mats[0], b, rtol=1e-8, M=pre.apply, M_diag=pre.diag, M_work=pre.work)
+    assert solver.stopped is None
