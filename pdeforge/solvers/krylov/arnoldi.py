@@ -40,6 +40,7 @@ def arnoldi_cycle(
     max_steps: int,
     target: float,
     C: np.ndarray | None = None,
+    workspace: np.ndarray | None = None,
 ) -> ArnoldiCycle:
     """Run up to ``max_steps`` steps from ``r``; stop when the LS residual <= ``target``.
 
@@ -49,11 +50,19 @@ def arnoldi_cycle(
         max_steps: maximum Arnoldi steps.
         target: absolute residual norm at which to stop.
         C: (k, n) orthonormal rows to project out, or None.
+        workspace: an array of at least (max_steps + 1, n) of the basis dtype to hold the
+            basis (the returned ``V`` is a view of it, valid until the next cycle that
+            uses it): a caller running many cycles saves a fresh allocation, whose page
+            faults cost more than the orthogonalisation at large n.
     """
     dtype = np.result_type(r.dtype, np.float64)
     n = r.shape[0]
     beta = float(np.linalg.norm(r))
-    V = np.zeros((max_steps + 1, n), dtype=dtype)
+    if (workspace is not None and workspace.dtype == dtype and workspace.ndim == 2
+            and workspace.shape[0] >= max_steps + 1 and workspace.shape[1] == n):
+        V = workspace[: max_steps + 1]
+    else:
+        V = np.empty((max_steps + 1, n), dtype=dtype)
     H = np.zeros((max_steps + 1, max_steps), dtype=dtype)
     R = np.zeros((max_steps + 1, max_steps), dtype=dtype)  # rotated copy of H
     Bk = None if C is None else np.zeros((C.shape[0], max_steps), dtype=dtype)
@@ -108,7 +117,9 @@ def arnoldi_cycle(
         res = abs(g[j + 1])
         history.append(float(res))
         breakdown = hn <= BREAKDOWN * max(beta, np.linalg.norm(h))
-        if not breakdown:
+        if breakdown:
+            V[j + 1] = 0.0  # (an uninitialised workspace row) enters products times ~0
+        else:
             V[j + 1] = w / hn
         if res <= target or breakdown:
             break

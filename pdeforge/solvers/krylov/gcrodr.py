@@ -77,18 +77,28 @@ def smallest_eigvecs(theta: np.ndarray, Z: np.ndarray, k: int, real: bool) -> np
 
 
 def _new_recycle_space(
-    Y: np.ndarray, GP: np.ndarray, W: np.ndarray
+    Y: np.ndarray, GP: np.ndarray, W: list[np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray]:
     """U = Y R^-1 and C = W Q from [Q, R] = qr(G P), dropping rank-deficient directions.
 
-    Rows are vectors: Y (k, n), W (p, n); GP is (p, k).
+    Rows are vectors: Y (k, n); W is [C; V] as a list of row blocks (p rows in all, not
+    stacked into a copy); GP is (p, k).
     """
     Q, R = np.linalg.qr(GP)
     d = np.abs(np.diag(R))
     keep = d > RANK_TOL * (d.max() if d.size else 1.0)
     Q, R, Y = Q[:, keep], R[np.ix_(keep, keep)], Y[keep]
-    C = Q.T @ W
-    return _right_solve(Y, R), C
+    return _right_solve(Y, R), _rows_times(Q, W)
+
+
+def _rows_times(coef: np.ndarray, blocks: list[np.ndarray]) -> np.ndarray:
+    """coef^T [B_1; B_2; ...] for row blocks B_i, without stacking them."""
+    out, start = None, 0
+    for B in blocks:
+        part = coef[start : start + B.shape[0]].T @ B
+        out = part if out is None else out + part
+        start += B.shape[0]
+    return out
 
 
 def _right_solve(Y: np.ndarray, R: np.ndarray) -> np.ndarray:
@@ -126,6 +136,14 @@ class GCRODR:
         self._losses = 0
         self.carry = True  # carry the recycle space to the next system
         self.stopped: str | None = None  # why carrying was switched off, if it was
+        self._workspace: np.ndarray | None = None
+
+    def _basis(self, n: int, dtype) -> np.ndarray:
+        """The Arnoldi basis buffer, (restart + 1, n), kept between cycles and solves."""
+        if self._workspace is None or self._workspace.shape[1] != n or \
+                self._workspace.dtype != dtype:
+            self._workspace = np.empty((self.restart + 1, n), dtype=dtype)
+        return self._workspace
 
     def reset(self) -> None:
         """Forget the recycle space (the next solve starts with a GMRES cycle)."""
@@ -194,7 +212,8 @@ class GCRODR:
             history.append(float(np.linalg.norm(r)) / bnorm)
         elif history[-1] * bnorm > target:
             # first system: one GMRES(m) cycle, then harmonic Ritz vectors of H_m
-            cyc = arnoldi_cycle(op, r, min(self.restart, max(maxiter - matvecs, 1)), target)
+            cyc = arnoldi_cycle(op, r, min(self.restart, max(maxiter - matvecs, 1)), target,
+                                workspace=self._basis(n, dtype))
             matvecs += cyc.steps
             krylov_steps += cyc.steps
             j = cyc.steps
@@ -215,7 +234,7 @@ class GCRODR:
                     P = smallest_eigvecs(theta, Z, k, real).astype(dtype, copy=False)
                     if P.shape[1]:
                         self.U, self.C = _new_recycle_space(P.T @ cyc.V[:j], cyc.H @ P,
-                                                            cyc.V)
+                                                            [cyc.V])
         while matvecs < maxiter:
             rnorm = float(np.linalg.norm(r))
             if rnorm <= target:
@@ -231,7 +250,7 @@ class GCRODR:
             if steps <= 0:
                 break
             C = self.C if k else None
-            cyc = arnoldi_cycle(op, r, steps, target, C=C)
+            cyc = arnoldi_cycle(op, r, steps, target, C=C, workspace=self._basis(n, dtype))
             matvecs += cyc.steps
             krylov_steps += cyc.steps
             j = cyc.steps
@@ -291,13 +310,20 @@ class GCRODR:
             G[:k, :k] = np.diag(Dk)
             G[:k, k:] = cyc.Bk
             G[k:, k:] = cyc.H
-            W = np.concatenate([self.C, cyc.V])
-            Vhat = np.concatenate([Ut, cyc.V[:j]])
+            W = [self.C, cyc.V]  # row blocks of [C; V] and of Vhat = [Ut; V_j]
+            Vhat = [Ut, cyc.V[:j]]
+            # W^H Vhat = [[C^H Ut, C^H V_j], [V^H Ut, V^H V_j]] with C^H V_j = 0 and
+            # V^H V_j = I by construction (Parks et al. 2006, section 2.4): only the
+            # first block column takes products over n (half the work of the full one)
+            WhV = np.zeros((k + j + 1, k + j), dtype=dtype)
+            for rows, block in ((slice(0, k), self.C), (slice(k, None), cyc.V)):
+                WhV[rows, :k] = (block if real else block.conj()) @ Ut.T
+            WhV[k:, k:] = np.eye(j + 1, j)
         else:
             G = cyc.H
-            W = cyc.V
-            Vhat = cyc.V[:j]
-        WhV = (W if real else W.conj()) @ Vhat.T
+            W = [cyc.V]
+            Vhat = [cyc.V[:j]]
+            WhV = np.eye(j + 1, j, dtype=dtype)  # V^H V_j of the Arnoldi basis
         GhG = G.conj().T @ G
         try:
             theta, Z = sla.eig(GhG, G.conj().T @ WhV)
@@ -305,4 +331,4 @@ class GCRODR:
             return  # keep the current space
         P = smallest_eigvecs(theta, Z, kk, real).astype(dtype, copy=False)
         if P.shape[1]:
-            self.U, self.C = _new_recycle_space(P.T @ Vhat, G @ P, W)
+            self.U, self.C = _new_recycle_space(_rows_times(P, Vhat), G @ P, W)
