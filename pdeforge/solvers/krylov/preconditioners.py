@@ -5,8 +5,9 @@ drop tolerance 1e-4, fill factor 10, minimum-degree ordering on A^T + A: nearly 
 LU on these matrices), ``ilu0`` (zero-fill ILU, the SKR paper's PETSc ILU: ``ilu0.py``),
 ``amg`` (pyamg smoothed aggregation, one V-cycle; for SPD systems). A factorisation or AMG
 hierarchy built for one matrix serves its neighbours in the sorted order
-(:class:`PreconditionerCache`) while the extra iterations it causes cost less time than a
-new build, then it is rebuilt for the current matrix.
+(:class:`PreconditionerCache`) while the extra iterations it causes cost less than a new
+build (a measured constant per kind, in iterations), then it is rebuilt for the current
+matrix.
 """
 
 from __future__ import annotations
@@ -64,12 +65,25 @@ def gemv_weight(block_bytes: int) -> float:
     return GEMV_WEIGHT if block_bytes <= CACHE_BYTES else GEMV_MEMORY_WEIGHT
 
 
+#: Cost of a build in iterations of the solve it serves (build time over the time of one
+#: product with A and one application), measured with one BLAS thread (2-core machine):
+#: spilu 35-51 on 2D stencils (Darcy 80^2 and 200^2, Helmholtz 100^2, advection-diffusion
+#: 128^2 and 256^2) and 148 on 7-point 3D (Helmholtz 24^3); pyamg SA 5-10 (Darcy 80^2,
+#: 200^2, Darcy 32^3, 48^3, Poisson 128^2). Constants rather than timings, so that which
+#: systems reuse a preconditioner (and so the stored solutions, to the last bit) does not
+#: depend on the machine's load: a dataset comes out the same with any number of workers.
+BUILD_ITERATIONS = {"ilu": 40.0, "ilu3d": 150.0, "amg": 7.0}
+
+
 @dataclass
 class Preconditioner:
     """A built preconditioner: ``apply(v) = M^-1 v``; ``diag`` is M's diagonal if M is.
 
     ``work``: the cost of one application per unknown, in CSR-matvec flops (see the
     weights above); the recycled CG's policy weighs deflation against it.
+    ``build_iterations``: the cost of building it, in iterations (one product with A and
+    one application), a measured constant per kind (:data:`BUILD_ITERATIONS`): the reuse
+    policy compares it with the extra iterations a reused one causes.
     """
 
     kind: str
@@ -77,6 +91,7 @@ class Preconditioner:
     diag: np.ndarray | None = None
     seconds: float = 0.0
     work: float = 0.0
+    build_iterations: float = 0.0
 
 
 def build_preconditioner(kind: str | None, A) -> Preconditioner:
@@ -105,7 +120,9 @@ def build_preconditioner(kind: str | None, A) -> Preconditioner:
             raise ValueError(f"ilu preconditioner failed ({exc}); the matrix may be "
                              "singular: try 'jacobi' or 'none'") from None
         work = 2.0 * (ilu.L.nnz + ilu.U.nnz) / A.shape[0] * TRIANGULAR_WEIGHT
-        pre = Preconditioner("ilu", ilu.solve, work=work)
+        three_d = A.nnz / A.shape[0] > 6  # 7-point stencils: ~7 entries a row, 5-point ~5
+        pre = Preconditioner("ilu", ilu.solve, work=work,
+                             build_iterations=BUILD_ITERATIONS["ilu3d" if three_d else "ilu"])
     elif kind == "ilu0":
         ilu0 = ILU0(A)
         pre = Preconditioner("ilu0", ilu0.solve, work=ilu0.work * TRIANGULAR_WEIGHT)
@@ -117,7 +134,8 @@ def build_preconditioner(kind: str | None, A) -> Preconditioner:
         # a V-cycle ~ 6 matvec-equivalents (pre/post symmetric Gauss-Seidel, residual,
         # transfers) on every level: operator complexity x 6 x 2 nnz/row
         work = 12.0 * ml.operator_complexity() * A.nnz / A.shape[0]
-        pre = Preconditioner("amg", lambda v: op @ v, work=work)
+        pre = Preconditioner("amg", lambda v: op @ v, work=work,
+                             build_iterations=BUILD_ITERATIONS["amg"])
     else:
         raise ValueError(f"unknown preconditioner {kind!r}; choose one of {', '.join(KINDS)}")
     pre.seconds = time.perf_counter() - t0
@@ -125,22 +143,22 @@ def build_preconditioner(kind: str | None, A) -> Preconditioner:
 
 
 class PreconditionerCache:
-    """Reuse one preconditioner for neighbouring matrices while reuse saves time.
+    """Reuse one preconditioner for neighbouring matrices while reuse saves work.
 
-    The rule weighs measured costs: a reuse pays while the extra iterations it causes
-    (over the count of the first solve after the build, at that solve's seconds per
-    iteration) cost less than a new build did. When it stops paying the next matrix gets
-    a new build; when the first reuse after a build loses ``max_losses`` times in a row,
-    the sequence is judged too varied for reuse and every matrix gets its own build
+    A reuse pays while the extra iterations it causes (over the count of the first solve
+    after the build) stay below the build's cost in iterations
+    (``Preconditioner.build_iterations``). When it stops paying the next matrix gets a
+    new build; when the first reuse after a build loses ``max_losses`` times in a row, the
+    sequence is judged too varied for reuse and every matrix gets its own build
     (measured: pyamg's hierarchy reused on the next Darcy 64^3 matrix takes 22 V-cycles
-    against 10 fresh, 1.28 s against 0.51 s of setup + 0.58 s). The iteration-count rule
-    it replaces (rebuild at 30 % growth) alternated build and losing reuse there.
-    ``CHEAP_KINDS`` are always rebuilt.
+    against 10 fresh, 1.28 s against 0.51 s of setup + 0.58 s; the rule it replaces,
+    rebuild at 30 % more iterations, alternated build and losing reuse there). Counted,
+    not timed: the same systems reuse on any machine. ``CHEAP_KINDS`` are always rebuilt.
 
     Args:
         kind: preconditioner kind.
-        slack: a reused preconditioner may take (1 + slack) x the baseline iterations
-            (+ one restart) before the attempt is abandoned for a rebuild
+        slack: a reused preconditioner may take at most (1 + slack) x the baseline + one
+            restart iterations before the attempt is abandoned for a rebuild
             (:meth:`attempt_limit`).
     """
 
@@ -151,7 +169,6 @@ class PreconditionerCache:
         self.slack = slack
         self.current: Preconditioner | None = None
         self.baseline: int | None = None
-        self.seconds_per_iteration = 0.0
         self.builds = 0
         self.reused = False
         self.failures = 0
@@ -189,28 +206,25 @@ class PreconditionerCache:
         """Products allowed to a solve with a reused preconditioner before giving up on it.
 
         At most (1 + slack) x the baseline + one restart, and no more extra iterations
-        than a new build costs in time: past that point a build would have been cheaper
-        (measured: reused ILUs on advection-diffusion 512^2 with unrelated flows ran 79
-        and 87 products, 5 s each, against 8 products and 1.2 s with a new build).
+        than a build costs: past that point a build would have been cheaper (measured:
+        reused ILUs on advection-diffusion 512^2 with unrelated flows ran 79 and 87
+        products, 5 s each, against 8 products and 1.2 s with a new build).
         """
         if not self.reused or self.baseline is None:
             return maxiter
         limit = int((1 + self.slack) * self.baseline) + restart
-        if self.seconds_per_iteration > 0 and self.current is not None:
-            limit = min(limit, self.baseline + max(1, int(self.current.seconds
-                                                           / self.seconds_per_iteration)))
+        if self.current is not None and self.current.build_iterations > 0:
+            limit = min(limit, self.baseline + max(1, int(self.current.build_iterations)))
         return min(maxiter, limit)
 
-    def report(self, iterations: int, seconds: float) -> None:
-        """Tell the cache the iterations and solve seconds (build excluded) of the last solve."""
+    def report(self, iterations: int) -> None:
+        """Tell the cache how many iterations the last solve took."""
         if not self.reused or self.baseline is None:  # first solve after a build
             self.baseline = max(iterations, 1)
-            self.seconds_per_iteration = seconds / self.baseline
             self._first_reuse = True
             return
-        extra = (iterations - self.baseline) * self.seconds_per_iteration
-        if extra > self.current.seconds:  # a new build would have been cheaper
-            self._stale = True
+        if iterations - self.baseline > self.current.build_iterations:
+            self._stale = True  # a new build would have been cheaper: rebuild next time
             if self._first_reuse:
                 self.losses += 1
                 if self.losses >= self.max_losses:

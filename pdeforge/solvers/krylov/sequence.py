@@ -185,7 +185,6 @@ class _Strategy:
         limit = self.maxiter
         if self.cache is not None:  # a reused preconditioner gets a bounded attempt
             limit = self.cache.attempt_limit(self.maxiter, self.restart)
-        t0 = time.perf_counter()
         out = self._iterate(A, b, pre, limit, None)
         spent = out.iterations
         if not out.converged and self.cache is not None and self.cache.reused:
@@ -198,11 +197,10 @@ class _Strategy:
                 # carrying it would cost its k products for little (measured on
                 # advection-diffusion 512^2 with ILU: 29 products for the retry against 8)
                 self.solver.reset()
-            t0 = time.perf_counter()
             out = self._iterate(A, b, pre, self.maxiter - spent, out.x)
             spent += out.iterations
         if self.cache is not None:
-            self.cache.report(out.iterations, time.perf_counter() - t0)
+            self.cache.report(out.iterations)
         return out.x, spent, out.residual, out.converged
 
     def _iterate(self, A, b, pre: Preconditioner, maxiter: int, x0):

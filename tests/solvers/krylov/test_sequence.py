@@ -126,36 +126,39 @@ def test_recycling_switch_off_is_reported(darcy_sequence):
     assert solve_sequence(mats[:2], b, method="direct").recycling == "not used"
 
 
-def test_preconditioner_reuse_follows_measured_costs(darcy_sequence):
+def test_preconditioner_reuse_follows_counted_costs(darcy_sequence):
     """Reuse goes on while the extra iterations cost less than a build, stops otherwise."""
     from pdeforge.solvers.krylov import PreconditionerCache
+    from pdeforge.solvers.krylov.preconditioners import BUILD_ITERATIONS
 
     A = darcy_sequence[1][0]
     cache = PreconditionerCache("ilu")
     pre = cache.get(A)
     assert not cache.reused and cache.builds == 1
-    pre.seconds = 1.0  # pretend: a build costs 1 s, an iteration 10 ms
-    cache.report(10, 0.1)
+    assert pre.build_iterations == BUILD_ITERATIONS["ilu"]  # a 5-point stencil: 2D
+    pre.build_iterations = 30.0
+    cache.report(10)
     cache.get(A)
     assert cache.reused
-    cache.report(40, 0.4)  # 30 extra iterations, 0.3 s < 1 s: keep it
+    assert cache.attempt_limit(10_000, 40) == 10 + 30  # the build's cost bounds the attempt
+    cache.report(35)  # 25 extra iterations < 30: keep it
     cache.get(A)
     assert cache.reused and cache.builds == 1
-    cache.report(150, 1.5)  # 140 extra, 1.4 s > 1 s: rebuild for the next matrix
+    cache.report(45)  # 35 extra > 30: rebuild for the next matrix
     cache.get(A)
     assert not cache.reused and cache.builds == 2
     # the first reuse after each build losing twice: reuse is switched off for good
     for _ in range(2):
-        cache.current.seconds = 0.01
-        cache.report(10, 0.1)
+        cache.current.build_iterations = 2.0
+        cache.report(10)
         cache.get(A)
         assert cache.reused
-        cache.report(20, 0.2)  # 0.1 s extra > 0.01 s build
+        cache.report(13)  # 3 extra > 2
         cache.get(A)
         assert not cache.reused
     assert cache.stopped is not None and "reuse off" in cache.stopped
     for _ in range(2):
-        cache.report(10, 0.1)
+        cache.report(10)
         cache.get(A)
         assert not cache.reused
 
