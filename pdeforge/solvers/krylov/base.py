@@ -35,6 +35,19 @@ def identity(v: np.ndarray) -> np.ndarray:
     return v
 
 
+def rows_times(coef: np.ndarray, blocks: list[np.ndarray]) -> np.ndarray:
+    """coef^T [B_1; B_2; ...] for row blocks B_i (vectors as rows), without stacking them.
+
+    A stacked copy of the blocks costs more than the product at large n (fresh pages).
+    """
+    out, start = None, 0
+    for B in blocks:
+        part = coef[start : start + B.shape[0]].T @ B
+        out = part if out is None else out + part
+        start += B.shape[0]
+    return out
+
+
 def relative_residual(A, x: np.ndarray, b: np.ndarray) -> float:
     bnorm = np.linalg.norm(b)
     return float(np.linalg.norm(b - A @ x) / (bnorm if bnorm > 0 else 1.0))

@@ -38,6 +38,7 @@ from pdeforge.solvers.krylov.base import (
     identity,
     relative_residual,
     result_dtype,
+    rows_times,
 )
 
 #: a column of R (in U = Y R^-1) smaller than this relative to the largest is dropped
@@ -88,17 +89,7 @@ def _new_recycle_space(
     d = np.abs(np.diag(R))
     keep = d > RANK_TOL * (d.max() if d.size else 1.0)
     Q, R, Y = Q[:, keep], R[np.ix_(keep, keep)], Y[keep]
-    return _right_solve(Y, R), _rows_times(Q, W)
-
-
-def _rows_times(coef: np.ndarray, blocks: list[np.ndarray]) -> np.ndarray:
-    """coef^T [B_1; B_2; ...] for row blocks B_i, without stacking them."""
-    out, start = None, 0
-    for B in blocks:
-        part = coef[start : start + B.shape[0]].T @ B
-        out = part if out is None else out + part
-        start += B.shape[0]
-    return out
+    return _right_solve(Y, R), rows_times(Q, W)
 
 
 def _right_solve(Y: np.ndarray, R: np.ndarray) -> np.ndarray:
@@ -331,4 +322,4 @@ class GCRODR:
             return  # keep the current space
         P = smallest_eigvecs(theta, Z, kk, real).astype(dtype, copy=False)
         if P.shape[1]:
-            self.U, self.C = _new_recycle_space(_rows_times(P, Vhat), G @ P, W)
+            self.U, self.C = _new_recycle_space(rows_times(P, Vhat), G @ P, W)

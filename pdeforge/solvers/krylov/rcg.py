@@ -38,6 +38,7 @@ from pdeforge.solvers.krylov.base import (
     identity,
     relative_residual,
     result_dtype,
+    rows_times,
 )
 from pdeforge.solvers.krylov.preconditioners import GEMM_WEIGHT, gemv_weight
 
@@ -261,10 +262,10 @@ class RecycledCG:
         T = g_vec[:, keep] / np.sqrt(g_val[keep])
         _, Z = np.linalg.eigh(T.T @ F @ T)
         coef = T @ Z[:, : min(self.recycle, Z.shape[1])]
-        W_new = _combine_rows(coef, S)
+        W_new = rows_times(coef, S)
         scale = 1.0 / np.linalg.norm(W_new, axis=1)
         W_new *= scale[:, None]
-        AW_new = _combine_rows(coef * scale, AS)
+        AW_new = rows_times(coef * scale, AS)
         return W_new, AW_new
 
 
@@ -285,14 +286,4 @@ def _gram(X: list[np.ndarray], Y: list[np.ndarray], d: np.ndarray | None = None)
         if d is not None:
             ys = ys * d[lo:hi]
         out += xs @ ys.T
-    return out
-
-
-def _combine_rows(coef: np.ndarray, blocks: list[np.ndarray]) -> np.ndarray:
-    """coef^T [B_1; B_2; ...] without stacking the blocks."""
-    out, start = None, 0
-    for B in blocks:
-        part = coef[start : start + B.shape[0]].T @ B
-        out = part if out is None else out + part
-        start += B.shape[0]
     return out
