@@ -172,3 +172,28 @@ def test_reuse_state_is_reported(darcy_sequence):
     _check(out, mats, rhs, 1e-8)
     out = solve_sequence(mats, rhs, method="skr", preconditioner="jacobi", rtol=1e-8)
     assert out.reuse == "not used"
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+def test_direct_blocks_of_a_shared_matrix(monkeypatch, dtype):
+    """Systems sharing one matrix are solved by one LU in blocks (several blocks here):
+    every solution, residual and flag matches a per-system direct solve, in the original
+    order, with progress reported once per system."""
+    from pdeforge.solvers.krylov import sequence
+
+    monkeypatch.setattr(sequence, "DIRECT_BLOCK_BYTES", 3 * 60 * 16)  # 3 rows a block
+    rng = np.random.default_rng(1)
+    A = (sp.diags([4.0 * np.ones(60), -np.ones(59), -1.5 * np.ones(59)], [0, 1, -1])
+         .astype(dtype).tocsr())
+    rhs = rng.standard_normal((8, 60)).astype(dtype)
+    rhs[5] = 0.0  # a zero source: solution 0, residual 0
+    ticks = []
+    out = solve_sequence([A] * 8, rhs, method="direct", rtol=1e-10, progress=ticks.append)
+    assert len(ticks) == 8
+    exact = spla.spsolve(A.tocsc(), rhs.T).T
+    np.testing.assert_allclose(out.solutions, exact, rtol=1e-12, atol=1e-14)
+    for i in range(8):
+        true = np.linalg.norm(rhs[i] - A @ out.solutions[i]) / max(np.linalg.norm(rhs[i]), 1)
+        assert out.residuals[i] == pytest.approx(true, rel=1e-6, abs=1e-15)
+    assert out.converged.all() and (out.iterations == 0).all()
+    assert out.solutions.dtype == np.result_type(dtype, np.float64)
