@@ -116,7 +116,7 @@ def test_auto_rule():
     assert auto_choice(True, 4096, 5.0) == ("direct", None)
     assert auto_choice(True, 512**2, 5.0) == ("cg", "amg")
     assert auto_choice(True, 64**3, 7.0) == ("cg", "jacobi")
-    assert auto_choice(False, 64**3, 7.0) == ("skr", "ilu")
+    assert auto_choice(False, 64**3, 7.0) == ("skr", "ilu0")
     assert auto_choice(False, 4096, 5.0) == ("direct", None)
     assert auto_choice(False, 128**2, 5.0) == ("gmres", "ilu")
     assert auto_choice(False, 512**2, 5.0, symmetric=True) == ("direct", None)

@@ -94,6 +94,16 @@ class ILU0:
         return sp.csr_matrix((D + self._L) @ sp.diags(1.0 / self.d) @ (D + self._U))
 
 
+def applies(A) -> bool:
+    """Whether :class:`ILU0` accepts ``A``'s pattern (no fill reaches an off-diagonal)."""
+    A = sp.csr_matrix(A)
+    try:
+        _check_no_fill(A, sp.tril(A, -1, format="csr"), sp.triu(A, 1, format="csr"))
+    except ILU0Error:
+        return False
+    return True
+
+
 def _check_no_fill(A, lower, upper) -> None:
     """Refuse patterns where ILU(0) would change off-diagonal entries (then D-ILU != ILU(0))."""
     pl = lower.copy()

@@ -31,6 +31,7 @@ import scipy.sparse.linalg as spla
 from pdeforge.solvers.krylov.base import KrylovResult, check_system, relative_residual
 from pdeforge.solvers.krylov.gcrodr import GCRODR
 from pdeforge.solvers.krylov.gmres import gmres
+from pdeforge.solvers.krylov.ilu0 import applies as ilu0_applies
 from pdeforge.solvers.krylov.preconditioners import (
     CHEAP_KINDS,
     KINDS,
@@ -259,9 +260,11 @@ def auto_choice(spd: bool, n: int, nnz_per_row: float, preconditioner: str | Non
       system (advection-diffusion 128^2: 33 ms = LU; 512^2: 1.2 s against 1.6 s for LU).
     * symmetric indefinite or complex symmetric (Helmholtz), 2D: sparse LU (512^2:
       1.65 s/system, while GMRES+ILU ran for minutes).
-    * 3D, not SPD: ``skr`` (GCRO-DR, ILU reused along the order): Helmholtz 32^3
-      0.94 s/system against 2.8 s for gcrotmk and 4.7 s for sparse LU; 48^3 6.1 s against
-      14.9 s for gcrotmk and 35.7 s for scipy GMRES+ILU.
+    * 3D, not SPD: ``skr`` (GCRO-DR) with ILU(0), rebuilt per system: Helmholtz 32^3
+      0.29 s/system against 0.81 s with spilu reused along the order (0.94 s for gcrotmk,
+      4.7 s for sparse LU); 64^3 7.4 s against 18.1 s with spilu, 8.6 s for gcrotmk+ILU(0)
+      and 96 s for scipy GMRES+spilu (benchmarks/results/skr_large.md). Matrices whose
+      pattern ILU(0) does not accept (fill beyond 7-point stencils) get spilu.
     """
     three_d = nnz_per_row > 6  # 7-point stencils have ~7 entries a row, 5-point ~5
     if spd:
@@ -273,7 +276,7 @@ def auto_choice(spd: bool, n: int, nnz_per_row: float, preconditioner: str | Non
         if symmetric or n <= AUTO_DIRECT_2D:
             return ("direct", None)
         return ("gmres", preconditioner or "ilu")
-    return ("skr", preconditioner or "ilu")
+    return ("skr", preconditioner or "ilu0")
 
 
 def solve_sequence(
@@ -386,7 +389,11 @@ def solve_sequence(
 
     if method == "auto":
         nnz_row = sp.csr_matrix(mats[0]).nnz / n
-        strategy = make(*auto_choice(spd, n, nnz_row, preconditioner, symmetric))
+        choice = auto_choice(spd, n, nnz_row, preconditioner, symmetric)
+        if choice == ("skr", "ilu0") and preconditioner is None and not ilu0_applies(mats[0]):
+            choice = ("skr", "ilu")  # a pattern with fill: the threshold ILU (reported in
+            # SequenceResult.preconditioner)
+        strategy = make(*choice)
     else:
         strategy = make(method, preconditioner)
 

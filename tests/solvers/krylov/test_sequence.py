@@ -197,3 +197,21 @@ def test_direct_blocks_of_a_shared_matrix(monkeypatch, dtype):
         assert out.residuals[i] == pytest.approx(true, rel=1e-6, abs=1e-15)
     assert out.converged.all() and (out.iterations == 0).all()
     assert out.solutions.dtype == np.result_type(dtype, np.float64)
+
+
+def test_auto_3d_nonsymmetric_takes_ilu0_where_it_applies():
+    """auto on 3D-like (> 6 entries a row) nonsymmetric matrices: ILU(0) on a 7-point
+    stencil, spilu when the pattern has fill for ILU(0); both solve to rtol."""
+    m = 10  # 7 - 6/m entries a row on average: above auto's 3D threshold of 6
+    T = sp.diags([-1.3 * np.ones(m - 1), 2.0 * np.ones(m), -0.7 * np.ones(m - 1)], [-1, 0, 1])
+    eye = sp.eye(m)
+    A7 = (sp.kron(sp.kron(T, eye), eye) + sp.kron(sp.kron(eye, T), eye)
+          + sp.kron(sp.kron(eye, eye), T)).tocsr()  # 7-point, nonsymmetric
+    n = A7.shape[0]
+    wide = sp.diags([0.2 * np.ones(n - 2)], [2]) + sp.diags([0.1 * np.ones(n - 3)], [-3])
+    A_fill = (A7 + wide).tocsr()  # extra diagonals: ILU(0) would change off-diagonals
+    rhs = np.ones((2, n))
+    for A, pre in ((A7, "ilu0"), (A_fill, "ilu")):
+        out = solve_sequence([A, A.copy()], rhs, method="auto", rtol=1e-9)
+        assert out.method == "skr-gcrodr" and out.preconditioner == pre
+        _check(out, [A, A], rhs, 1e-9)
