@@ -196,11 +196,7 @@ class _Strategy:
         return res, np.isfinite(res) & (res <= max(self.rtol, 1e-10))
 
     def solve(self, A, b) -> tuple[np.ndarray, int, float, bool]:
-        if self.method == "direct":
-            self._factor(A)
-            x = self._lu.solve(b)
-            res = relative_residual(A, x, b)
-            return x, 0, res, bool(np.isfinite(res) and res <= max(self.rtol, 1e-10))
+        """One iterative solve (direct solves go through :meth:`solve_many`)."""
         A = sp.csr_matrix(A)
         pre = self._preconditioner(A)
         limit = self.maxiter
@@ -407,36 +403,28 @@ def solve_sequence(
     else:
         order = np.arange(N)
     sort_seconds = time.perf_counter() - t0
-    pos = 0
-    while pos < N:
-        i = int(order[pos])
-        end = pos + 1
-        if strategy.method == "direct":  # a run of systems sharing one matrix: in blocks
-            while end < N and mats[int(order[end])] is mats[i]:
-                end += 1
-        if end - pos == 1:
-            run(strategy, i)
-            pos += 1
-            continue
-        # blocks of about DIRECT_BLOCK_BYTES of solutions (progress reported per block)
+    if strategy.method != "direct":
+        for i in order:
+            run(strategy, int(i))
+    else:  # unsorted (order is 0..N-1): each run of systems sharing one matrix object is
+        # solved with one LU, in blocks of about DIRECT_BLOCK_BYTES of solutions written
+        # straight into their rows (a copy more of fresh memory cost ~10 % of a small
+        # system); progress per block
         width = max(1, DIRECT_BLOCK_BYTES // (n * X.itemsize))
-        for lo in range(pos, end, width):
-            idx = order[lo : min(end, lo + width)]
-            t = time.perf_counter()
-            if np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx))):
-                # the solutions' rows themselves (direct solves keep the original order):
-                # a block copy more of fresh memory cost ~10 % of a small system
-                sl = slice(int(idx[0]), int(idx[0]) + len(idx))
-                res[sl], conv[sl] = strategy.solve_many(mats[i], B[sl], X[sl])
-            else:
-                block = np.empty((len(idx), n), dtype=dtype)
-                res[idx], conv[idx] = strategy.solve_many(mats[i], B[idx], block)
-                X[idx] = block
-            secs[idx] = (time.perf_counter() - t) / len(idx)
-            if progress is not None:
-                for _ in idx:
-                    progress(1)
-        pos = end
+        pos = 0
+        while pos < N:
+            end = pos + 1
+            while end < N and mats[end] is mats[pos]:
+                end += 1
+            for lo in range(pos, end, width):
+                sl = slice(lo, min(end, lo + width))
+                t = time.perf_counter()
+                res[sl], conv[sl] = strategy.solve_many(mats[pos], B[sl], X[sl])
+                secs[sl] = (time.perf_counter() - t) / (sl.stop - sl.start)
+                if progress is not None:
+                    for _ in range(sl.start, sl.stop):
+                        progress(1)
+            pos = end
     return SequenceResult(
         solutions=X, iterations=its, residuals=res, converged=conv, seconds=secs, order=order,
         method=strategy.label, preconditioner=strategy.kind, spd=spd,
