@@ -78,18 +78,20 @@ def smallest_eigvecs(theta: np.ndarray, Z: np.ndarray, k: int, real: bool) -> np
 
 
 def _new_recycle_space(
-    Y: np.ndarray, GP: np.ndarray, W: list[np.ndarray]
+    P: np.ndarray, Vhat: list[np.ndarray], GP: np.ndarray, W: list[np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """U = Y R^-1 and C = W Q from [Q, R] = qr(G P), dropping rank-deficient directions.
+    """U = Vhat P R^-1 and C = W Q from [Q, R] = qr(G P), dropping rank-deficient directions.
 
-    Rows are vectors: Y (k, n); W is [C; V] as a list of row blocks (p rows in all, not
-    stacked into a copy); GP is (p, k).
+    Rows are vectors: Vhat and W are lists of row blocks (not stacked into a copy); P is
+    (rows of Vhat, k), GP is G P. P R^-1 is formed first (k x k work), so U takes one
+    pass over Vhat.
     """
     Q, R = np.linalg.qr(GP)
     d = np.abs(np.diag(R))
     keep = d > RANK_TOL * (d.max() if d.size else 1.0)
-    Q, R, Y = Q[:, keep], R[np.ix_(keep, keep)], Y[keep]
-    return _right_solve(Y, R), rows_times(Q, W)
+    Q, R = Q[:, keep], R[np.ix_(keep, keep)]
+    Rinv = sla.solve_triangular(R, np.eye(R.shape[0], dtype=R.dtype), check_finite=False)
+    return rows_times(P[:, keep] @ Rinv, Vhat), rows_times(Q, W)
 
 
 def _right_solve(Y: np.ndarray, R: np.ndarray) -> np.ndarray:
@@ -224,7 +226,7 @@ class GCRODR:
                     theta, Z = sla.eig(Haug)
                     P = smallest_eigvecs(theta, Z, k, real).astype(dtype, copy=False)
                     if P.shape[1]:
-                        self.U, self.C = _new_recycle_space(P.T @ cyc.V[:j], cyc.H @ P,
+                        self.U, self.C = _new_recycle_space(P, [cyc.V[:j]], cyc.H @ P,
                                                             [cyc.V])
         while matvecs < maxiter:
             rnorm = float(np.linalg.norm(r))
@@ -294,21 +296,22 @@ class GCRODR:
         if kk == 0:
             return
         if k:
-            unorm = np.linalg.norm(self.U, axis=1)
-            Dk = 1.0 / unorm
-            Ut = self.U * Dk[:, None]
+            # Vhat = [U D_k, V_j] with D_k normalising U's rows: D_k is applied to the
+            # small factors below, never to a copy of U
+            Dk = 1.0 / np.linalg.norm(self.U, axis=1)
             G = np.zeros((k + j + 1, k + j), dtype=dtype)
             G[:k, :k] = np.diag(Dk)
             G[:k, k:] = cyc.Bk
             G[k:, k:] = cyc.H
-            W = [self.C, cyc.V]  # row blocks of [C; V] and of Vhat = [Ut; V_j]
-            Vhat = [Ut, cyc.V[:j]]
-            # W^H Vhat = [[C^H Ut, C^H V_j], [V^H Ut, V^H V_j]] with C^H V_j = 0 and
+            # W = [C; V_{j+1}] is the cycle's basis buffer Q (one block)
+            W = [cyc.Q]
+            Vhat = [self.U, cyc.V[:j]]
+            # W^H Vhat = [[C^H U D_k, C^H V_j], [V^H U D_k, V^H V_j]] with C^H V_j = 0 and
             # V^H V_j = I by construction (Parks et al. 2006, section 2.4): only the
-            # first block column takes products over n (half the work of the full one)
+            # first block column takes products over n, one GEMM with Q
             WhV = np.zeros((k + j + 1, k + j), dtype=dtype)
-            for rows, block in ((slice(0, k), self.C), (slice(k, None), cyc.V)):
-                WhV[rows, :k] = (block if real else block.conj()) @ Ut.T
+            QU = cyc.Q @ self.U.T if real else (cyc.Q @ self.U.conj().T).conj()
+            WhV[:, :k] = QU * Dk
             WhV[k:, k:] = np.eye(j + 1, j)
         else:
             G = cyc.H
@@ -322,4 +325,7 @@ class GCRODR:
             return  # keep the current space
         P = smallest_eigvecs(theta, Z, kk, real).astype(dtype, copy=False)
         if P.shape[1]:
-            self.U, self.C = _new_recycle_space(rows_times(P, Vhat), G @ P, W)
+            scaled = P.copy()  # Vhat P with Vhat's first block U D_k: D_k scales P's rows
+            if k:
+                scaled[:k] *= Dk[:, None]
+            self.U, self.C = _new_recycle_space(scaled, Vhat, G @ P, W)
