@@ -1,6 +1,7 @@
 """SKR benchmark: pdeforge's sorted + recycled solves against scipy, pyamg and splu.
 
-    python benchmarks/skr.py [--preset quick|large|full] [--budget SECONDS] [--family NAME ...]
+    python benchmarks/skr.py [--preset quick|large|full|paper-ilu0] [--budget SECONDS]
+                             [--family NAME ...] [--repeats R]
 
 Writes benchmarks/results/skr_<preset>.json and .md (speedups, not absolute times, are
 the figures to compare). Same as `pdeforge bench skr`.
@@ -20,9 +21,11 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=60.0,
                     help="seconds per peer and configuration before extrapolating")
     ap.add_argument("--family", action="append", help="only these families")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="runs of each peer that fits in half the budget (best kept)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = ap.parse_args()
-    run_preset(args.preset, args.out, args.budget, args.family)
+    run_preset(args.preset, args.out, args.budget, args.family, args.repeats)
 
 
 if __name__ == "__main__":

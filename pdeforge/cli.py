@@ -132,7 +132,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_bench_skr(args: argparse.Namespace) -> int:
     from pdeforge.bench import run_preset
 
-    run_preset(args.preset, args.out, args.budget, args.family)
+    run_preset(args.preset, args.out, args.budget, args.family, args.repeats)
     print(f"results: {args.out}/skr_{args.preset}.json and .md")
     return 0
 
@@ -213,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     skr.add_argument("--budget", type=float, default=60.0,
                      help="seconds per peer and configuration before extrapolating")
     skr.add_argument("--family", action="append", help="only this family (repeatable)")
+    skr.add_argument("--repeats", type=_positive_int, default=1,
+                     help="runs of each peer that fits in half the budget, in rounds; the "
+                     "best time is kept (default 1)")
     skr.add_argument("--out", type=Path, default=Path("benchmarks/results"),
                      help="results folder (default benchmarks/results)")
     skr.set_defaults(func=_cmd_bench_skr)

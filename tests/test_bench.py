@@ -31,3 +31,13 @@ def test_tiny_skr_benchmark_writes_consistent_results(tmp_path):
     assert table.startswith("| family |") and "darcy" in table
     rewrite_markdown(tmp_path / "t.json")
     assert (tmp_path / "t.md").read_text() == table
+
+
+def test_repeats_keep_the_best_of_interleaved_runs():
+    cfg = run_skr_benchmark("darcy", 12, 3, ["jacobi"], [1e-8], {"coefficient": "lognormal"},
+                            budget=30, peers=["splu", "scipy-cg", "skr", "auto"],
+                            log=lambda _: None, repeats=3)
+    for p in cfg.peers:
+        assert len(p.runs) == 3, p
+        assert p.seconds_per_system == min(p.runs)
+        assert p.converged == p.systems == 3
