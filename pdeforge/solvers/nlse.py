@@ -130,7 +130,9 @@ def solve(
         chunk_size: trajectories that advance together with one shared, adaptive step
             ("ip-dop853"); successive chunks are integrated one after the other, each with
             its own step control. Default: the whole batch on a GPU; on a CPU, chunks whose
-            stored stages fit in cache (a step is memory-bound there).
+            stored stages fit in cache (a step is memory-bound there). When the batch
+            takes several chunks, trajectories of similar difficulty share one
+            (:func:`_difficulty`), hardest first.
     """
     psi0, times = _check(psi0, length, times, rtol, atol)
     if error_norm not in ("componentwise", "state"):
@@ -265,6 +267,12 @@ def _solve_ip(
     out = np.empty((n, len(times), m), dtype=np.complex128)
     ctx = _IPContext(k, mask, s, device)
     bounds = [(lo, min(n, lo + chunk)) for lo in range(0, n, chunk)]
+    # a chunk steps at the pace of its hardest trajectory: chunks of trajectories of
+    # similar difficulty, hardest first (also the longest-first order for the workers).
+    # Measured on the NLSE benchmark's 256 solitons (eta in [1.5, 2.5], chunks of 64,
+    # rtol 3e-9): 602-1102 steps per chunk against 1102 for each chunk in input order.
+    order = (np.argsort(-_difficulty(ctx, flat, rtol, atol, state_norm), kind="stable")
+             if len(bounds) > 1 else np.arange(n))
     done = [0.0] * len(bounds)
     lock = threading.Lock()
 
@@ -276,9 +284,9 @@ def _solve_ip(
                 done[i] = fraction * (hi - lo)
                 progress(sum(done) / n)
 
-        out[lo:hi] = _solve_ip_chunk(
+        out[order[lo:hi]] = _solve_ip_chunk(
             ctx,
-            flat[lo:hi],
+            flat[order[lo:hi]],
             times,
             rtol,
             atol,
@@ -333,6 +341,38 @@ class _IPContext:
         # |psi|^2 psi as complex products: multiplying by the real view of psi conj(psi)
         # would promote it to complex with an extra copy
         torch.mul(back, torch.fft.fft(psi * psi.conj() * psi, dim=-1), out=out)
+
+
+def _difficulty(ctx, flat: np.ndarray, rtol: float, atol: float, state_norm: bool) -> np.ndarray:
+    """Per trajectory, the inverse of the starting step that Hairer's heuristic proposes.
+
+    Hairer, Norsett & Wanner, Solving ODEs I, II.4 (scipy's select_initial_step), on the
+    interaction-picture rate f: d0 = ||y0||, d1 = ||f(y0)||, h0 = 0.01 d0 / d1,
+    d2 = ||f(y0 + h0 f(y0)) at h0 - f(y0)|| / h0, h1 = (0.01 / max(d1, d2))^(1/8); the
+    step min(100 h0, h1) is set by the rate's size and its change, i.e. by the field's
+    amplitude and its spectral width, what limits the step of the whole integration.
+    One extra rate evaluation of the batch, with a phase per trajectory.
+    """
+    y = torch.fft.fft(torch.as_tensor(flat, device=ctx.device, dtype=torch.complex128), dim=-1)
+    f0 = torch.empty_like(y)
+    ctx.rate(y, ctx.mask_i_s, f0)
+    size = y.abs()
+    if state_norm:
+        size = size.amax(-1, keepdim=True)
+    scale = atol + rtol * size
+
+    def rms(z: torch.Tensor) -> torch.Tensor:
+        return torch.sqrt(torch.mean((z.abs() / scale) ** 2, dim=-1))
+
+    d0, d1 = rms(y), rms(f0)
+    h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), torch.full_like(d0, 1e-6), 0.01 * d0 / d1)
+    forward = torch.polar(torch.ones_like(y.real), -h0[:, None] * ctx.half_k2)  # exp(L h0)
+    f1 = torch.empty_like(y)
+    ctx.rate(forward * (y + h0[:, None] * f0), forward.conj() * ctx.mask_i_s, f1)
+    d2 = rms(f1 - f0) / h0
+    h1 = torch.where(torch.maximum(d1, d2) <= 1e-15, torch.maximum(1e-6 * torch.ones_like(h0),
+                     h0 * 1e-3), (0.01 / torch.maximum(d1, d2)) ** (1.0 / 8.0))
+    return (1.0 / torch.minimum(100 * h0, h1)).cpu().numpy()
 
 
 def _solve_ip_chunk(ctx, flat, times, rtol, atol, max_steps, first_step, progress, state_norm):

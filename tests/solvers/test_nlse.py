@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 import pytest
 
 from pdeforge.solvers import nlse
@@ -58,6 +59,40 @@ def test_batched_equals_one_by_one(m):
     )
     assert together.shape == (3, 3, m)
     assert np.abs(together - alone).max() < 1e-12  # measured 8e-15 at M=128
+    # several chunks: grouped by difficulty inside, returned in the input order
+    chunked = nlse.solve(batch, length=20.0, times=times, rtol=1e-12, atol=1e-14, chunk_size=2)
+    assert np.abs(chunked - alone).max() < 1e-12
+
+
+def test_chunks_group_trajectories_by_difficulty():
+    """Taller, narrower solitons need smaller steps: they are ranked harder, so a chunk of
+    them does not hold back a chunk of easy ones (which then takes fewer steps)."""
+    x = nlse.grid(128, 30.0)
+    etas = [1.0, 3.0, 1.2, 2.6, 0.8, 2.8]
+    batch = np.stack([nlse.soliton(x, 0, eta=e, velocity=0.3, x0=0.0) for e in etas])
+    k = nlse.wavenumbers(128, 30.0)
+    ctx = nlse._IPContext(k, np.ones(128), 1.0, torch.device("cpu"))
+    hardness = nlse._difficulty(ctx, batch, 1e-9, 1e-11, True)
+    assert list(np.argsort(hardness)) == list(np.argsort(etas))
+    steps: dict[tuple, int] = {}  # chunk's amplitudes (= eta) -> accepted steps
+    original = nlse._solve_ip_chunk
+
+    def counting(ctx, flat, *args):
+        calls = []
+        args = list(args)
+        args[5] = lambda _: calls.append(1)  # progress: once per accepted step
+        out = original(ctx, flat, *args)
+        steps[tuple(sorted(np.round(np.abs(flat).max(-1), 6)))] = len(calls)
+        return out
+
+    nlse._solve_ip_chunk = counting
+    try:
+        nlse.solve(batch, length=30.0, times=[0.0, 1.0], rtol=1e-9, atol=1e-11, chunk_size=3)
+    finally:
+        nlse._solve_ip_chunk = original
+    hard, easy = (2.6, 2.8, 3.0), (0.8, 1.0, 1.2)
+    assert set(steps) == {hard, easy}
+    assert steps[hard] > 1.5 * steps[easy]  # measured 55 against 34
 
 
 def test_chunks_run_in_parallel_and_equal_separate_solves():
