@@ -3,18 +3,19 @@
 Builds an orthonormal basis V_{j+1} of the Krylov space of the operator (I - C C^H) B from
 r / ||r||, with B V_j = C B_j + V_{j+1} H_j (Parks et al. 2006, eq. 2.6; C empty gives plain
 Arnoldi). C and V sit in one buffer Q = [C; V], and each new vector is orthogonalised
-against all of Q at once by classical Gram-Schmidt: two BLAS-2 products with Q, much
-faster in numpy than a per-vector loop. A second pass runs only when the first one
-cancelled most of the vector (||w_after|| < ||w_before|| / sqrt(2), the criterion of
-Daniel, Gragg, Kaufman and Stewart, Math. Comp. 30, 1976: "twice is enough", Giraud,
-Langou and Rozloznik 2005), so a step reads Q twice rather than the four times of
-unconditional CGS2 plus the separate projections against C (measured: the
-orthogonalisation was 0.36 ms of a 1.1 ms GCRO-DR step on Helmholtz 100^2 with ILU(0),
-bound by the cache bandwidth of reading the basis). Givens rotations triangularise H as
-it grows, so the residual norm of the GMRES least-squares problem min ||beta e1 - H y|| is
-known after every step and the cycle stops as soon as it reaches the target.
+against its rows by modified Gram-Schmidt, one BLAS-1 dot and axpy per row (scipy's
+wrappers of BLAS, whose call costs a microsecond, against several for numpy's
+operators). MGS-GMRES is backward stable (Paige, Rozloznik and Strakos, SIAM J. Matrix
+Anal. Appl. 28, 2006) and reads the basis twice per step, where classical Gram-Schmidt
+needs a second pass (four reads) in the ~90 % of steps that cancel most of the new vector
+(measured on Helmholtz, advection-diffusion and Darcy sequences). The basis is read from
+memory at large n: one step's orthogonalisation against 31 rows took 0.12, 0.27, 0.67,
+6.0 ms with MGS and 0.12, 0.32, 0.83, 13.7 ms with CGS2 at n = 6400, 16384, 40000,
+262144 (one thread). Givens rotations triangularise H as it grows, so the residual norm
+of the GMRES least-squares problem min ||beta e1 - H y|| is known after every step and the
+cycle stops as soon as it reaches the target.
 
-Vectors are stored as rows (C-contiguous), so ``Q[:k + j] @ w`` is one gemv.
+Vectors are stored as rows (C-contiguous).
 """
 
 from __future__ import annotations
@@ -24,11 +25,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg as sla
+from scipy.linalg import blas
 
 #: relative size of a new Arnoldi vector below which the Krylov space is invariant
 BREAKDOWN = 1e-14
-#: reorthogonalise when one Gram-Schmidt pass leaves less than this fraction of the norm
-DGKS = 1.0 / np.sqrt(2.0)
 
 
 @dataclass
@@ -43,9 +43,15 @@ class ArnoldiCycle:
     history: list[float]
 
 
-def _project(basis: np.ndarray, w: np.ndarray, complex_: bool) -> np.ndarray:
-    """basis^H w: for complex data as conj(basis conj(w)), not copying the basis."""
-    return (basis @ w.conj()).conj() if complex_ else basis @ w
+def _mgs(basis: np.ndarray, w: np.ndarray, complex_: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Modified Gram-Schmidt of w (a fresh contiguous copy, updated in place) against the
+    rows of ``basis``: (coefficients basis_i^H w, the orthogonalised w)."""
+    dot, axpy = (blas.zdotc, blas.zaxpy) if complex_ else (blas.ddot, blas.daxpy)
+    h = np.empty(basis.shape[0], dtype=w.dtype)
+    for i, q in enumerate(basis):
+        h[i] = c = dot(q, w)
+        w = axpy(q, w, a=-c)
+    return h, w
 
 
 def arnoldi_cycle(
@@ -94,17 +100,8 @@ def arnoldi_cycle(
     steps = 0
     complex_ = np.iscomplexobj(V)
     for j in range(max_steps):
-        w = np.asarray(op(V[j]), dtype=dtype)
-        basis = Q[: k + j + 1]
-        wn = float(np.linalg.norm(w))
-        h = _project(basis, w, complex_)
-        w = w - h @ basis
+        h, w = _mgs(Q[: k + j + 1], np.array(op(V[j]), dtype=dtype), complex_)
         hn = float(np.linalg.norm(w))
-        if hn < DGKS * wn:  # cancellation: a second pass restores orthogonality
-            h2 = _project(basis, w, complex_)
-            w = w - h2 @ basis
-            h = h + h2
-            hn = float(np.linalg.norm(w))
         if k:
             Bk[:, j] = h[:k]
             h = h[k:]
