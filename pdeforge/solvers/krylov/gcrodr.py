@@ -90,8 +90,12 @@ def _new_recycle_space(
     d = np.abs(np.diag(R))
     keep = d > RANK_TOL * (d.max() if d.size else 1.0)
     Q, R = Q[:, keep], R[np.ix_(keep, keep)]
-    Rinv = sla.solve_triangular(R, np.eye(R.shape[0], dtype=R.dtype), check_finite=False)
-    return rows_times(P[:, keep] @ Rinv, Vhat), rows_times(Q, W)
+    return rows_times(P[:, keep] @ _upper_inverse(R), Vhat), rows_times(Q, W)
+
+
+def _upper_inverse(R: np.ndarray) -> np.ndarray:
+    """R^-1 of a small upper triangular R (k x k)."""
+    return sla.solve_triangular(R, np.eye(R.shape[0], dtype=R.dtype), check_finite=False)
 
 
 def _right_solve(Y: np.ndarray, R: np.ndarray) -> np.ndarray:
@@ -100,8 +104,7 @@ def _right_solve(Y: np.ndarray, R: np.ndarray) -> np.ndarray:
     The small k x k inverse times a (k, n) block is one GEMM; a triangular solve with n
     right-hand sides would need a transposed copy of Y first.
     """
-    Rinv = sla.solve_triangular(R, np.eye(R.shape[0], dtype=R.dtype), check_finite=False)
-    return Rinv.T @ Y
+    return _upper_inverse(R).T @ Y
 
 
 class GCRODR:
