@@ -370,8 +370,8 @@ def _difficulty(ctx, flat: np.ndarray, rtol: float, atol: float, state_norm: boo
     f1 = torch.empty_like(y)
     ctx.rate(forward * (y + h0[:, None] * f0), forward.conj() * ctx.mask_i_s, f1)
     d2 = rms(f1 - f0) / h0
-    h1 = torch.where(torch.maximum(d1, d2) <= 1e-15, torch.maximum(1e-6 * torch.ones_like(h0),
-                     h0 * 1e-3), (0.01 / torch.maximum(d1, d2)) ** (1.0 / 8.0))
+    d12 = torch.maximum(d1, d2)
+    h1 = torch.where(d12 <= 1e-15, torch.clamp(h0 * 1e-3, min=1e-6), (0.01 / d12) ** (1.0 / 8.0))
     return (1.0 / torch.minimum(100 * h0, h1)).cpu().numpy()
 
 
