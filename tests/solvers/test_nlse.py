@@ -252,8 +252,8 @@ def test_conserve_holds_mass_and_energy_without_biasing_the_solution(m):
 @pytest.mark.parametrize("m", [256, 384])
 def test_conserving_mass_momentum_and_energy_cuts_a_soliton_error(m):
     """The phase and position errors of a soliton integrate the errors in its amplitude
-    and velocity, which mass and momentum pin (measured at M=256, rtol 1e-7: 3.0e-6
-    against 1.5e-5 without projection)."""
+    and velocity, which mass and momentum pin (measured at rtol 1e-7: 3.0e-6 against
+    1.5e-5 without projection at M=256, 8.4e-6 against 2.8e-5 at M=384)."""
     length, times = 30.0, np.linspace(0.0, 10.0, 11)
     x = nlse.grid(m, length)
     params = dict(eta=2.0, velocity=0.5, x0=-3.0, length=length)
@@ -263,10 +263,10 @@ def test_conserving_mass_momentum_and_energy_cuts_a_soliton_error(m):
     kept = nlse.solve(
         psi0, length=length, times=times, conserve=("mass", "momentum", "energy"), **kw
     )
-    assert np.abs(kept[-1] - exact).max() < np.abs(plain[-1] - exact).max() / 3
+    assert np.abs(kept[-1] - exact).max() < np.abs(plain[-1] - exact).max() / 2
     # near the soliton's fold (E at fixed M and P is smallest there) the projection may
-    # stop short of round-off (see nlse._project): measured at M=384 3.5e-11, 9.8e-10 and
-    # 3.8e-8 against 1.8e-7, 2.3e-7 and 1.4e-6 without; at M=256 2e-13, 3e-13, 7e-11
+    # stop short of round-off (see nlse._project): measured at M=384 4.8e-12, 1.3e-10 and
+    # 3.3e-8 against 1.8e-7, 2.3e-7 and 1.4e-6 without; at M=256 2e-13, 3e-13, 7e-11
     drift, drift_plain = _relative_drifts(kept, length), _relative_drifts(plain, length)
     for name in ("mass", "momentum", "energy"):
         assert drift[name] < drift_plain[name] / 10
@@ -324,12 +324,14 @@ def test_conserve_bad_inputs():
 
 def test_momentum_of_an_unresolved_soliton_is_refused():
     """eta = 2 on M = 128, L = 30: the spectrum at the Nyquist wavenumber is 3e-5 of its
-    peak, aliasing moves the momentum, and imposing it fails with a message that says so."""
+    peak, aliasing moves the momentum, and imposing it is refused with a message that says
+    so (mass and energy alone are fine)."""
     length = 30.0
     x = nlse.grid(128, length)
     psi0 = nlse.soliton(x, 0.0, eta=2.0, velocity=0.5, x0=-3.0, length=length)
-    with pytest.raises((nlse.NLSEInputError, nlse.ConvergenceError), match="momentum"):
-        nlse.solve(
-            psi0, length=length, times=np.linspace(0.0, 10.0, 11), rtol=1e-7, atol=1e-9,
-            error_norm="state", conserve=("mass", "momentum", "energy"), **UNMASKED,
-        )  # fmt: skip
+    kw = dict(times=np.linspace(0.0, 10.0, 11), rtol=1e-7, atol=1e-9, error_norm="state")
+    with pytest.raises(nlse.NLSEInputError, match="momentum is not an invariant"):
+        nlse.solve(psi0, length=length, conserve=nlse.INVARIANTS, **kw, **UNMASKED)
+    psi = nlse.solve(psi0, length=length, conserve=True, **kw, **UNMASKED)
+    drift = _relative_drifts(psi, length)
+    assert drift["mass"] < 1e-13 and drift["energy"] < 1e-13
