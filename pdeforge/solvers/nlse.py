@@ -418,6 +418,11 @@ class _IPContext:
         torch.mul(back, torch.fft.fft(cubic, dim=-1), out=out)
 
 
+def _mag2(z: torch.Tensor) -> torch.Tensor:
+    """|z|^2 of a complex tensor without complex abs's hypot."""
+    return (z * z.conj()).real
+
+
 # accepted steps between two projections of ``conserve=True`` at most (output times too)
 PROJECTION_INTERVAL = 10
 
@@ -433,8 +438,8 @@ def _invariants_hat(ctx, y: torch.Tensor, gradients: bool):
     """
     w = ctx.parseval
     psi = torch.fft.ifft(y, dim=-1)
-    p2 = (psi * psi.conj()).real
-    a2 = (y * y.conj()).real
+    p2 = _mag2(psi)
+    a2 = _mag2(y)
     values = w * (a2 @ ctx.invariant_weights)  # (n, 3): sum |y|^2 [1, k, k^2 / 2]
     values[:, 2] -= (0.5 * ctx.s * w * y.shape[-1]) * (p2 * p2).sum(-1)
     if not gradients:
@@ -487,7 +492,7 @@ def _project(ctx, y, target, which: list[int]) -> torch.Tensor:
     values, (a2, cubic) = _invariants_hat(ctx, y, gradients=True)
     A = a2 @ ctx.gram_weights  # sum |y|^2 [1, k, k^2, k^2/2, k^3/2, k^4/4]
     B = (y.conj() * cubic).real @ ctx.invariant_weights  # sum Re(conj(y) C) [1, k, k^2/2]
-    c2 = (cubic * cubic.conj()).real.sum(-1)
+    c2 = _mag2(cubic).sum(-1)
     g02, g12 = A[:, 3] - s * B[:, 0], A[:, 4] - s * B[:, 1]
     full = torch.stack(
         [
@@ -575,7 +580,7 @@ def _check_momentum(ctx, y: torch.Tensor, rate: torch.Tensor, elapsed: float, rt
     """
     w = ctx.parseval
     change = (2 * w * elapsed) * ((y.conj() * rate).real @ ctx.k).abs()
-    scale = w * ((y * y.conj()).real @ ctx.k.abs())
+    scale = w * (_mag2(y) @ ctx.k.abs())
     bad = change > rtol * scale
     if bool(bad.any()):
         worst = float((change / scale.clamp_min(torch.finfo(scale.dtype).tiny)).max())
@@ -660,9 +665,6 @@ def _solve_ip_chunk(
     step_c, err5, err3 = (torch.view_as_complex(r.view(n, m, 2)) for r in combo.unbind(0))
     K12 = K_flat[:n_stages]
 
-    def mag2(z: torch.Tensor) -> torch.Tensor:  # |z|^2 without complex abs's hypot
-        return (z * z.conj()).real
-
     y_row = torch.view_as_real(y).reshape(1, -1)
     for j in range(1, len(times)):
         t_end = float(times[j])
@@ -687,15 +689,15 @@ def _solve_ip_chunk(
             torch.mm(ctx.output_rows, K12, out=combo)
             v_new = y + h_step * step_c
             if state_norm:  # per trajectory: sums first, then one scale
-                size2 = torch.maximum(mag2(y).amax(-1), mag2(v_new).amax(-1))
+                size2 = torch.maximum(_mag2(y).amax(-1), _mag2(v_new).amax(-1))
                 scale2 = (atol + size2.sqrt_() * rtol) ** 2
-                e5 = mag2(err5).sum(-1) / scale2
-                e3 = mag2(err3).sum(-1) / scale2
+                e5 = _mag2(err5).sum(-1) / scale2
+                e3 = _mag2(err3).sum(-1) / scale2
             else:
-                size2 = torch.maximum(mag2(y), mag2(v_new))
+                size2 = torch.maximum(_mag2(y), _mag2(v_new))
                 scale2 = (atol + size2.sqrt_() * rtol) ** 2
-                e5 = (mag2(err5) / scale2).sum(-1)
-                e3 = (mag2(err3) / scale2).sum(-1)
+                e5 = (_mag2(err5) / scale2).sum(-1)
+                e3 = (_mag2(err3) / scale2).sum(-1)
             denom = e5 + 0.01 * e3
             norm = torch.where(
                 denom == 0, torch.zeros_like(e5), h_step * e5 / torch.sqrt(denom * m)
