@@ -114,8 +114,11 @@ def test_recycled_generation_is_identical_across_workers(tmp_path):
 
 def test_auto_rule():
     assert auto_choice(True, 4096, 5.0) == ("direct", None)
-    assert auto_choice(True, 512**2, 5.0) == ("cg", "amg")
-    assert auto_choice(True, 64**3, 7.0) == ("cg", "jacobi")
+    assert auto_choice(True, 128**2, 5.0) == ("skr", "amg")
+    assert auto_choice(True, 512**2, 5.0, shared=True) == ("direct", None)
+    assert auto_choice(True, 32**3, 7.0) == ("cg", "jacobi")
+    assert auto_choice(True, 64**3, 7.0) == ("skr", "amg")
+    assert auto_choice(True, 64**3, 7.0, shared=True) == ("skr", "amg")  # no LU in 3D
     assert auto_choice(False, 64**3, 7.0) == ("skr", "ilu0")
     assert auto_choice(False, 4096, 5.0) == ("direct", None)
     assert auto_choice(False, 128**2, 5.0) == ("gmres", "ilu")

@@ -7,7 +7,9 @@ LU on these matrices), ``ilu0`` (zero-fill ILU, the SKR paper's PETSc ILU: ``ilu
 hierarchy built for one matrix serves its neighbours in the sorted order
 (:class:`PreconditionerCache`) while the extra iterations it causes cost less than a new
 build (a measured constant per kind, in iterations), then it is rebuilt for the current
-matrix.
+matrix. An AMG hierarchy is not reused as is but refreshed (:func:`refresh_preconditioner`):
+its aggregates and prolongators are kept, its coarse operators and smoothers are remade
+from the new matrix.
 """
 
 from __future__ import annotations
@@ -78,6 +80,18 @@ def gemv_weight(block_bytes: int) -> float:
 #: depend on the machine's load: a dataset comes out the same with any number of workers.
 BUILD_ITERATIONS = {"ilu": 40.0, "ilu3d": 150.0, "amg": 7.0}
 
+#: pyamg smoothed aggregation's own defaults (symmetric Gauss-Seidel before and after,
+#: pseudo-inverse on the coarsest level, 200 unknowns there at most), named so that a
+#: refreshed hierarchy (:func:`refresh_preconditioner`) is exactly what a build would
+#: make from the same prolongators
+AMG_SMOOTHER = ("block_gauss_seidel", {"sweep": "symmetric"})
+AMG_COARSE_SOLVER = "pinv"
+AMG_MAX_COARSE = 200
+#: A refresh's time over a build's (the Galerkin products without strength of connection,
+#: aggregation and prolongator smoothing), measured with one BLAS thread on lognormal
+#: Darcy: 0.09-0.11 at 80^2 and 200^2, 0.19-0.27 at 64^3 (0.13-0.16 s against 0.55-0.8 s)
+AMG_REFRESH_FRACTION = 0.2
+
 
 @dataclass
 class Preconditioner:
@@ -96,6 +110,16 @@ class Preconditioner:
     seconds: float = 0.0
     work: float = 0.0
     build_iterations: float = 0.0
+    #: what a reuse costs, in the same units (a refreshed AMG hierarchy's Galerkin
+    #: products); a reuse pays while its extra iterations stay below the difference
+    reuse_iterations: float = 0.0
+    #: the pyamg hierarchy of an ``amg`` preconditioner (for :func:`refresh_preconditioner`)
+    hierarchy: object = None
+
+    @property
+    def reuse_saving(self) -> float:
+        """Iterations a reuse saves against a new build, before its extra iterations."""
+        return self.build_iterations - self.reuse_iterations
 
 
 def build_preconditioner(kind: str | None, A) -> Preconditioner:
@@ -133,31 +157,102 @@ def build_preconditioner(kind: str | None, A) -> Preconditioner:
     elif kind == "amg":
         import pyamg
 
-        ml = pyamg.smoothed_aggregation_solver(sp.csr_matrix(A), max_coarse=200)
-        op = ml.aspreconditioner(cycle="V")
-        # a V-cycle ~ 6 matvec-equivalents (pre/post symmetric Gauss-Seidel, residual,
-        # transfers) on every level: operator complexity x 6 x 2 nnz/row
-        work = 12.0 * ml.operator_complexity() * A.nnz / A.shape[0]
-        pre = Preconditioner("amg", lambda v: op @ v, work=work,
-                             build_iterations=BUILD_ITERATIONS["amg"])
+        ml = pyamg.smoothed_aggregation_solver(
+            sp.csr_matrix(A), max_coarse=AMG_MAX_COARSE, presmoother=AMG_SMOOTHER,
+            postsmoother=AMG_SMOOTHER, coarse_solver=AMG_COARSE_SOLVER)
+        pre = _amg(_as_csr(ml), A)
     else:
         raise ValueError(f"unknown preconditioner {kind!r}; choose one of {', '.join(KINDS)}")
     pre.seconds = time.perf_counter() - t0
     return pre
 
 
+def _as_csr(ml):
+    """pyamg hierarchy ``ml`` with its operators and transfers in CSR, its smoothers remade.
+
+    pyamg's smoothed aggregation leaves the coarse operators and the prolongators of a
+    scalar problem as BSR with 1 x 1 blocks, whose Gauss-Seidel and products are slower
+    than CSR's: the same V-cycle (equal to round-off) took 37 against 70 ms at Darcy 64^3
+    and 0.89 against 1.28 ms at 80^2 in CSR (the conversion: 10 and 1 ms).
+    """
+    from pyamg.relaxation.smoothing import change_smoothers
+
+    for level in ml.levels:
+        level.A = sp.csr_matrix(level.A)
+        if getattr(level, "P", None) is not None:
+            level.P, level.R = sp.csr_matrix(level.P), sp.csr_matrix(level.R)
+    change_smoothers(ml, AMG_SMOOTHER, AMG_SMOOTHER)
+    return ml
+
+
+def _amg(ml, A) -> Preconditioner:
+    """The V-cycle of pyamg hierarchy ``ml`` (built or refreshed for ``A``)."""
+    op = ml.aspreconditioner(cycle="V")
+    # a V-cycle (symmetric Gauss-Seidel before and after, residual, transfers on every
+    # level) measured at 15.5-23 CSR matvecs (Darcy 80^2, 200^2, 32^3, 64^3, operator
+    # complexity 1.3-1.55, CSR hierarchy): 13 matvecs x operator complexity
+    work = 13.0 * ml.operator_complexity() * 2.0 * A.nnz / A.shape[0]
+    build = BUILD_ITERATIONS["amg"]
+    return Preconditioner("amg", lambda v: op @ v, work=work, build_iterations=build,
+                          reuse_iterations=AMG_REFRESH_FRACTION * build, hierarchy=ml)
+
+
+def refresh_preconditioner(pre: Preconditioner, A) -> Preconditioner:
+    """``pre``, built for a neighbour of ``A``, made to serve ``A``.
+
+    ``amg``: the aggregates and smoothed prolongators P_l of the build are kept and the
+    hierarchy's operators are remade from ``A``, A_0 = A, A_{l+1} = P_l^T A_l P_l (Galerkin),
+    with their smoothers and coarse solver: the combinatorial part of the setup (strength
+    of connection, aggregation) and the prolongator smoothing are skipped. This is PETSc
+    GAMG's reuse of the interpolation (``-pc_gamg_reuse_interpolation``); pyamg has no
+    such update, hence the few lines here. Measured on lognormal Darcy neighbours in the
+    sorted order (one BLAS thread): the refreshed V-cycle takes the iterations of a new
+    build (64^3: 11 and 11, 80^2 and 200^2: 8-9 against 9-10) where the neighbour's
+    hierarchy as is takes 44-50, at 0.1-0.25 of a build's time (AMG_REFRESH_FRACTION).
+    Every other kind is returned as is (a neighbour's factorisation reused unchanged).
+    """
+    if pre.kind != "amg" or pre.hierarchy is None:
+        return pre
+    import time
+
+    from pyamg.multilevel import MultilevelSolver
+    from pyamg.relaxation.smoothing import change_smoothers
+
+    t0 = time.perf_counter()
+    built = pre.hierarchy.levels
+    if built[0].A.shape != A.shape:
+        raise ValueError(f"cannot refresh an AMG hierarchy of {built[0].A.shape} for a "
+                         f"matrix of {A.shape}: build a new one")
+    levels, Al = [], sp.csr_matrix(A)
+    for old in built[:-1]:
+        level = MultilevelSolver.Level()
+        level.A, level.P, level.R = Al, old.P, old.R
+        levels.append(level)
+        Al = (old.R @ Al @ old.P).tocsr()
+    level = MultilevelSolver.Level()
+    level.A = Al
+    levels.append(level)
+    ml = MultilevelSolver(levels, coarse_solver=AMG_COARSE_SOLVER)
+    change_smoothers(ml, AMG_SMOOTHER, AMG_SMOOTHER)
+    out = _amg(ml, A)
+    out.seconds = time.perf_counter() - t0
+    return out
+
+
 class PreconditionerCache:
     """Reuse one preconditioner for neighbouring matrices while reuse saves work.
 
     A reuse pays while the extra iterations it causes (over the count of the first solve
-    after the build) stay below the build's cost in iterations
-    (``Preconditioner.build_iterations``). When it stops paying the next matrix gets a
-    new build; when the first reuse after a build loses ``max_losses`` times in a row, the
-    sequence is judged too varied for reuse and every matrix gets its own build
-    (measured: pyamg's hierarchy reused on the next Darcy 64^3 matrix takes 22 V-cycles
-    against 10 fresh, 1.28 s against 0.51 s of setup + 0.58 s; the rule it replaces,
-    rebuild at 30 % more iterations, alternated build and losing reuse there). Counted,
-    not timed: the same systems reuse on any machine. ``CHEAP_KINDS`` are always rebuilt.
+    after the build) stay below what it saves against a build, in iterations
+    (``Preconditioner.reuse_saving``: the build's cost, less a refresh's for AMG, whose
+    reuse is a refreshed hierarchy, :func:`refresh_preconditioner`). When it stops paying
+    the next matrix gets a new build; when the first reuse after a build loses
+    ``max_losses`` times in a row, the sequence is judged too varied for reuse and every
+    matrix gets its own build (measured before AMG hierarchies were refreshed: pyamg's
+    hierarchy reused as is on the next Darcy 64^3 matrix took 22 V-cycles against 10 fresh;
+    the rule it replaces, rebuild at 30 % more iterations, alternated build and losing
+    reuse there). Counted, not timed: the same systems reuse on any machine.
+    ``CHEAP_KINDS`` are always rebuilt.
 
     Args:
         kind: preconditioner kind.
@@ -182,17 +277,22 @@ class PreconditionerCache:
         self.stopped: str | None = None  # why reuse was switched off, if it was
         self._stale = True
         self._first_reuse = False
+        self._shape = self._matrix = None
 
     def get(self, A) -> Preconditioner:
         """The preconditioner for ``A``: the current one, or a new build for ``A``."""
         self.reused = not (self.kind in CHEAP_KINDS or self._stale or self.current is None
-                           or self.stopped is not None)
+                           or self.stopped is not None or A.shape != self._shape)
         if not self.reused:
             self.current = build_preconditioner(self.kind, A)
+            self._shape, self._matrix = A.shape, A
             self.builds += 1
             self.baseline = None
             self._stale = False
-        return self.current
+            return self.current
+        if A is self._matrix:  # one matrix for many right-hand sides: nothing to refresh
+            return self.current
+        return refresh_preconditioner(self.current, A)
 
     def invalidate(self) -> None:
         """Rebuild at the next :meth:`get` (the reused one failed on this matrix).
@@ -218,7 +318,7 @@ class PreconditionerCache:
             return maxiter
         limit = int((1 + self.slack) * self.baseline) + restart
         if self.current is not None and self.current.build_iterations > 0:
-            limit = min(limit, self.baseline + max(1, int(self.current.build_iterations)))
+            limit = min(limit, self.baseline + max(1, int(self.current.reuse_saving)))
         return min(maxiter, limit)
 
     def report(self, iterations: int) -> None:
@@ -227,7 +327,7 @@ class PreconditionerCache:
             self.baseline = max(iterations, 1)
             self._first_reuse = True
             return
-        if iterations - self.baseline > self.current.build_iterations:
+        if iterations - self.baseline > self.current.reuse_saving:
             self._stale = True  # a new build would have been cheaper: rebuild next time
             if self._first_reuse:
                 self.losses += 1

@@ -42,6 +42,15 @@ from pdeforge.solvers.krylov.base import (
 )
 from pdeforge.solvers.krylov.preconditioners import GEMM_WEIGHT, gemv_weight
 
+#: Recycling starts only after a first solve of at least this many iterations per
+#: recycled vector (2k for k = 20: 40). Shorter solves (a strong preconditioner) leave
+#: little for deflation to remove, and the carry-over, deflation and Ritz update then cost
+#: more than they save, beyond what the counted work shows: measured with AMG on
+#: lognormal Darcy, plain PCG 8 iterations and 13.4 ms a system at 80^2 against 10-11
+#: products (carry-over included) and 18.1 ms deflated; at 64^3 10-11 iterations against
+#: 13-14 products, 0.58-0.68 against 0.57-0.94 s.
+MIN_FIRST_ITERATIONS_PER_RECYCLED = 2
+
 
 class RecycledCG:
     """Deflated PCG that keeps a Ritz subspace between calls of :meth:`solve`.
@@ -203,9 +212,11 @@ class RecycledCG:
         the Rayleigh-Ritz update ~2 (k+s)^2 BLAS-3 flops. Compared with the iterations of
         the first (undeflated) solve of the sequence; two losing systems in a row switch
         recycling off (plain PCG from then on), and so does a first solve too short to
-        repay even one Rayleigh-Ritz update at half the iterations. Counting BLAS-2/3
-        flops as sparse ones (as this did before) switched recycling off on Darcy 80^2
-        with IC(0), where it saves 20 % of the time (18.5-21 against 25.7 ms a system).
+        repay even one Rayleigh-Ritz update at half the iterations, or shorter than
+        ``MIN_FIRST_ITERATIONS_PER_RECYCLED`` x k iterations (a strong preconditioner).
+        Counting BLAS-2/3 flops as sparse ones (as this did before) switched recycling off
+        on Darcy 80^2 with IC(0), where it saves 20 % of the time (18.5-21 against 25.7 ms
+        a system).
         """
         if not self.adaptive:
             return
@@ -221,7 +232,12 @@ class RecycledCG:
                 # the deflation of an iteration costs more than the iteration itself (it
                 # would take 2x fewer iterations to break even; measured savings on these
                 # families are 20-30 %): do not start recycling at all
-                if 2 * (self.recycle + s) ** 2 * GEMM_WEIGHT > 0.5 * iterations * step:
+                if iterations < MIN_FIRST_ITERATIONS_PER_RECYCLED * self.recycle:
+                    self.recycle, self.W = 0, None
+                    self.stopped = (f"recycled CG runs as plain PCG: the first solve took "
+                                    f"{iterations} iterations, too few for a deflation "
+                                    f"space to repay its overhead")
+                elif 2 * (self.recycle + s) ** 2 * GEMM_WEIGHT > 0.5 * iterations * step:
                     self.recycle, self.W = 0, None
                     self.stopped = ("recycled CG runs as plain PCG: one Rayleigh-Ritz update "
                                     "would cost more than the first solve could save")

@@ -45,8 +45,10 @@ from pdeforge.solvers.krylov.sorting import sort_systems
 
 METHODS = ("skr", "gcrodr", "gmres", "direct", "auto")
 #: ``auto`` uses sparse LU up to these sizes (see :func:`auto_choice`)
-AUTO_DIRECT_SPD_2D = 25_000
+AUTO_DIRECT_SPD_2D = 5_000
 AUTO_DIRECT_2D = 5_000
+#: ``auto`` uses PCG with Jacobi for SPD 3D systems up to this size, skr with AMG above
+AUTO_JACOBI_SPD_3D = 100_000
 #: direct solves of systems sharing one matrix go in blocks of this many bytes of solutions
 DIRECT_BLOCK_BYTES = 16 << 20
 
@@ -240,19 +242,22 @@ class _Strategy:
 
 
 def auto_choice(spd: bool, n: int, nnz_per_row: float, preconditioner: str | None = None,
-                symmetric: bool = False):
+                symmetric: bool = False, shared: bool = False):
     """(method, preconditioner) that ``auto`` uses for a matrix class and size.
 
     A fixed rule, so that a dataset does not depend on the machine's timings. It follows
-    the winners of benchmarks/skr.py (quick preset, benchmarks/results/skr_quick.md, one
-    BLAS thread, 2-core machine):
+    the winners of benchmarks/skr.py (benchmarks/results/skr_*.md, one BLAS thread,
+    2-core machine) and of size sweeps of lognormal Darcy (20 systems in 2D, 10 in 3D):
 
-    * SPD, 2D: sparse LU up to 25k unknowns (Darcy 80^2: 7.7 ms/system, the best;
-      Poisson/thermal with one matrix: one factorisation), above, CG with AMG (Darcy
-      200^2: 78 ms/system against 104 ms for LU and 90 ms for skr+AMG; the 25k crossover
-      lies between these two measured sizes).
-    * SPD, 3D: CG with Jacobi (``cg``: scipy's PCG): Darcy 32^3 21 ms/system, against
-      97 ms for pyamg and 1.4 s for sparse LU; deflation costs more than it saves there.
+    * 2D, every system with one matrix (``shared``: Poisson, thermal): sparse LU, one
+      factorisation and a triangular solve per right-hand side.
+    * SPD, 2D: sparse LU up to 5k unknowns, above, ``skr`` with AMG (its hierarchy
+      refreshed along the order, :func:`~.preconditioners.refresh_preconditioner`):
+      Darcy 32^2-64^2 LU 3.2-8.8 ms against 8.3-12.8, 80^2 19.6 against 17.1, 128^2 60.6
+      against 27.7 ms a system.
+    * SPD, 3D: CG with Jacobi (``cg``: scipy's PCG) up to 100k unknowns, ``skr`` with AMG
+      above: Darcy 24^3 and 32^3 13.6 and 42.7 ms against 31.2 and 72.8 ms, 48^3 280
+      against 266 ms, 64^3 0.83 s against 0.69 s a system (large preset).
     * nonsymmetric, 2D: sparse LU up to 5k unknowns, then GMRES with a fresh ILU per
       system (advection-diffusion 128^2: 33 ms = LU; 512^2: 1.2 s against 1.6 s for LU).
     * symmetric indefinite or complex symmetric (Helmholtz), 2D: sparse LU (512^2:
@@ -264,11 +269,15 @@ def auto_choice(spd: bool, n: int, nnz_per_row: float, preconditioner: str | Non
       pattern ILU(0) does not accept (fill beyond 7-point stencils) get spilu.
     """
     three_d = nnz_per_row > 6  # 7-point stencils have ~7 entries a row, 5-point ~5
+    if shared and not three_d:
+        return ("direct", None)
     if spd:
         if not three_d:
-            return ("direct", None) if n <= AUTO_DIRECT_SPD_2D else ("cg",
+            return ("direct", None) if n <= AUTO_DIRECT_SPD_2D else ("skr",
                                                                        preconditioner or "amg")
-        return ("cg", preconditioner or "jacobi")
+        if n <= AUTO_JACOBI_SPD_3D:
+            return ("cg", preconditioner or "jacobi")
+        return ("skr", preconditioner or "amg")
     if not three_d:
         if symmetric or n <= AUTO_DIRECT_2D:
             return ("direct", None)
@@ -395,7 +404,8 @@ def solve_sequence(
 
     if method == "auto":
         nnz_row = sp.csr_matrix(mats[0]).nnz / n
-        choice = auto_choice(spd, n, nnz_row, preconditioner, symmetric)
+        shared = all(A is mats[0] for A in mats)
+        choice = auto_choice(spd, n, nnz_row, preconditioner, symmetric, shared)
         if choice == ("skr", "ilu0") and preconditioner is None and not ilu0_applies(mats[0]):
             choice = ("skr", "ilu")  # a pattern with fill: the threshold ILU (reported in
             # SequenceResult.preconditioner)

@@ -127,3 +127,22 @@ def test_bad_inputs():
         GCRODR().solve(A, np.array([1, 2, np.nan, 4, 5.0]))
     with pytest.raises(ValueError, match="recycle < restart"):
         GCRODR(restart=10, recycle=10)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+def test_rows_times_accumulates_blocks_in_place(dtype):
+    """coef^T [B_1; B_2] by BLAS gemm with beta = 1: equal to the stacked product, for
+    real and complex blocks and coefficients of either kind."""
+    from pdeforge.solvers.krylov.base import rows_times
+
+    rng = np.random.default_rng(3)
+    blocks = [rng.standard_normal((r, 300)).astype(dtype) for r in (3, 5)]
+    if dtype == np.complex128:
+        blocks = [b + 1j * rng.standard_normal(b.shape) for b in blocks]
+    for coef in (rng.standard_normal((8, 4)), rng.standard_normal((8, 4)) + 1j):
+        ref = coef.T @ np.vstack(blocks)
+        out = rows_times(coef, blocks)
+        np.testing.assert_allclose(out, ref, rtol=1e-13, atol=1e-13)
+        assert out.flags.c_contiguous
+        np.testing.assert_allclose(rows_times(coef[:3], blocks[:1]), coef[:3].T @ blocks[0],
+                                   rtol=1e-13, atol=1e-13)

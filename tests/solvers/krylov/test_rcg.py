@@ -117,3 +117,25 @@ def test_deflation_beyond_the_cache_is_not_started(darcy_sequence, monkeypatch):
     pre = build_preconditioner("jacobi", mats[0])
     solver.solve(mats[0], b, rtol=1e-8, M=pre.apply, M_diag=pre.diag, M_work=pre.work)
     assert solver.stopped is None
+
+
+def test_short_first_solve_does_not_start_recycling(darcy_sequence):
+    """AMG leaves CG a handful of iterations, fewer than 2k: deflation is not started
+    (it cost more than it saved there, measured), the solver says why, and every system
+    is solved by plain PCG to the tolerance."""
+    _, mats = darcy_sequence
+    b = np.ones(mats[0].shape[0])
+    solver = RecycledCG(recycle=10)
+    for A in mats[:3]:
+        pre = build_preconditioner("amg", A)
+        out = solver.solve(A, b, rtol=1e-8, M=pre.apply, M_work=pre.work)
+        assert out.converged and out.iterations < 20
+        plain = RecycledCG(recycle=0).solve(A, b, rtol=1e-8, M=pre.apply)
+        assert out.iterations == plain.iterations
+    assert solver.stopped is not None and "too few" in solver.stopped
+    assert solver.W is None
+    # the same preconditioner with k = 2: a first solve of >= 4 iterations starts it
+    solver = RecycledCG(recycle=2)
+    pre = build_preconditioner("amg", mats[0])
+    first = solver.solve(mats[0], b, rtol=1e-8, M=pre.apply, M_work=pre.work)
+    assert first.iterations >= 4 and solver.stopped is None
