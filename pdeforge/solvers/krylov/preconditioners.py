@@ -80,10 +80,10 @@ def gemv_weight(block_bytes: int) -> float:
 #: depend on the machine's load: a dataset comes out the same with any number of workers.
 BUILD_ITERATIONS = {"ilu": 40.0, "ilu3d": 150.0, "amg": 7.0}
 
-#: pyamg smoothed aggregation's own defaults (symmetric Gauss-Seidel before and after,
-#: pseudo-inverse on the coarsest level, 200 unknowns there at most), named so that a
-#: refreshed hierarchy (:func:`refresh_preconditioner`) is exactly what a build would
-#: make from the same prolongators
+#: pyamg smoothed aggregation's default smoothers and coarse solver (symmetric
+#: Gauss-Seidel before and after, pseudo-inverse on the coarsest level) and the coarsest
+#: size used here, named so that a refreshed hierarchy (:func:`refresh_preconditioner`)
+#: is exactly what a build would make from the same prolongators
 AMG_SMOOTHER = ("block_gauss_seidel", {"sweep": "symmetric"})
 AMG_COARSE_SOLVER = "pinv"
 AMG_MAX_COARSE = 200
