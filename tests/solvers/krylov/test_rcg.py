@@ -139,3 +139,26 @@ def test_short_first_solve_does_not_start_recycling(darcy_sequence):
     pre = build_preconditioner("amg", mats[0])
     first = solver.solve(mats[0], b, rtol=1e-8, M=pre.apply, M_work=pre.work)
     assert first.iterations >= 4 and solver.stopped is None
+
+
+def test_ritz_update_structure_holds(darcy_sequence):
+    """The Ritz update takes [W, P]^T A [W, P] as blockdiag(W A W^T, diag(p^T A p)): the
+    stored directions of a deflated solve are A-conjugate and A-orthogonal to W. Checked
+    on a real IC(0) sequence against the products themselves."""
+    _, mats = darcy_sequence
+    b = np.ones(mats[0].shape[0])
+    solver = RecycledCG(recycle=5, adaptive=False)
+    pre = build_preconditioner("ilu0", mats[0])
+    solver.solve(mats[0], b, rtol=1e-10, M=pre.apply)
+    W = solver.W.copy()
+    pre = build_preconditioner("ilu0", mats[1])
+    out = solver.solve(mats[1], b, rtol=1e-10, M=pre.apply)
+    assert out.converged
+    P, AP = solver._P, solver._AP  # the first `store` = 10 directions of the second solve
+    PAP = P @ AP.T
+    diag = np.sqrt(np.abs(np.diag(PAP)))
+    off = PAP - np.diag(np.diag(PAP))
+    assert np.abs(off / np.outer(diag, diag)).max() < 1e-8
+    WAP = W[: solver.W.shape[0]] @ AP.T  # the carried rows (k or fewer)
+    scale = np.outer(np.sqrt(np.abs(np.diag(W @ (mats[1] @ W.T)))), diag)[: WAP.shape[0]]
+    assert np.abs(WAP / scale).max() < 1e-8
