@@ -257,7 +257,7 @@ def auto_choice(spd: bool, n: int, nnz_per_row: float, preconditioner: str | Non
       against 27.7 ms a system.
     * SPD, 3D: CG with Jacobi (``cg``: scipy's PCG) up to 100k unknowns, ``skr`` with AMG
       above: Darcy 24^3 and 32^3 13.6 and 42.7 ms against 31.2 and 72.8 ms, 48^3 280
-      against 266 ms, 64^3 0.92 s against 0.56 s a system (large preset, best of 2).
+      against 266 ms, 64^3 1.00 s against 0.56 s a system (large preset, best of 2).
     * nonsymmetric, 2D: sparse LU up to 5k unknowns, then GMRES with a fresh ILU per
       system (advection-diffusion 128^2: 33 ms = LU; 512^2: 1.2 s against 1.6 s for LU).
     * symmetric indefinite or complex symmetric (Helmholtz), 2D: sparse LU (512^2:
