@@ -106,3 +106,18 @@ def test_cache_refreshes_amg_and_rebuilds_for_a_new_size(darcy_pair):
     pre = cache.get(smaller)
     assert not cache.reused and cache.builds == 3
     assert pre.hierarchy.levels[0].A.shape == smaller.shape
+
+
+def test_amg_build_is_reproducible_and_leaves_the_global_rng_alone(darcy_pair):
+    """pyamg draws from numpy's global generator: a build is seeded (the same matrix gives
+    the same hierarchy in any process, whatever was drawn before), and the caller's
+    random state comes back unchanged."""
+    A = darcy_pair[0]
+    v = np.random.default_rng(5).standard_normal(A.shape[0])
+    np.random.seed(1)  # noqa: NPY002
+    first = build_preconditioner("amg", A).apply(v)
+    np.random.seed(2)  # noqa: NPY002
+    before = np.random.get_state()[1].copy()  # noqa: NPY002
+    second = build_preconditioner("amg", A).apply(v)
+    assert np.array_equal(np.random.get_state()[1], before)  # noqa: NPY002
+    assert np.array_equal(first, second)
