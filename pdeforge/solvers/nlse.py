@@ -509,7 +509,7 @@ def _project(ctx, y, target, which: list[int]) -> torch.Tensor:
     # what "held" means: round-off of each invariant's own sums
     kinetic = w * A[:, 3]
     scale = torch.stack(
-        [w * A[:, 0], w * (a2 @ ctx.k.abs()), kinetic + (kinetic - values[:, 2]).abs()], -1
+        [w * A[:, 0], _momentum_scale(ctx, a2), kinetic + (kinetic - values[:, 2]).abs()], -1
     )[:, which].clamp_min(torch.finfo(A.dtype).tiny)
     first = (target - values)[:, which].abs() / scale
     eye = torch.eye(len(which), dtype=gram.dtype, device=gram.device)
@@ -571,16 +571,22 @@ def _independent(scaled: torch.Tensor, threshold: float) -> torch.Tensor:
     return keep
 
 
+def _momentum_scale(ctx, a2: torch.Tensor) -> torch.Tensor:
+    """w sum |k| |y|^2 per trajectory (a2 = |y|^2): the size of the momentum's terms, what
+    its tolerances are relative to (a moving and a standing field alike)."""
+    return ctx.parseval * (a2 @ ctx.k.abs())
+
+
 def _check_momentum(ctx, y: torch.Tensor, rate: torch.Tensor, elapsed: float, rtol: float):
     """Raise if the grid system itself changes the momentum by more than rtol of its scale
-    w sum |k| |y|^2 over ``elapsed``: imposing it would then bias the solution.
+    (:func:`_momentum_scale`) over ``elapsed``: imposing it would then bias the solution.
 
     dP/dt = 2 w sum k Re(conj(y) N) with N the nonlinear rate (the linear part does not
     change P); zero for the continuous equation, the aliasing of |psi|^2 psi otherwise.
     """
     w = ctx.parseval
     change = (2 * w * elapsed) * ((y.conj() * rate).real @ ctx.k).abs()
-    scale = w * (_mag2(y) @ ctx.k.abs())
+    scale = _momentum_scale(ctx, _mag2(y))
     bad = change > rtol * scale
     if bool(bad.any()):
         worst = float((change / scale.clamp_min(torch.finfo(scale.dtype).tiny)).max())

@@ -303,15 +303,15 @@ class PreconditionerCache:
         self.stopped: str | None = None  # why reuse was switched off, if it was
         self._stale = True
         self._first_reuse = False
-        self._shape = self._matrix = None
+        self._matrix = None  # the matrix the current preconditioner was built for
 
     def get(self, A) -> Preconditioner:
         """The preconditioner for ``A``: the current one, or a new build for ``A``."""
         self.reused = not (self.kind in CHEAP_KINDS or self._stale or self.current is None
-                           or self.stopped is not None or A.shape != self._shape)
+                           or self.stopped is not None or A.shape != self._matrix.shape)
         if not self.reused:
             self.current = build_preconditioner(self.kind, A)
-            self._shape, self._matrix = A.shape, A
+            self._matrix = A
             self.builds += 1
             self.baseline = None
             self._stale = False
