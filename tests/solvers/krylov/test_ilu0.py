@@ -74,3 +74,41 @@ def test_refuses_patterns_with_fill_and_zero_pivots():
         ILU0(singular)
     with pytest.raises(ValueError, match="use 'ilu'"):
         build_preconditioner("ilu0", nine)
+
+
+def test_pattern_reused_across_a_sequence_gives_the_same_factors():
+    """A family's matrices share one pattern, which is analysed once (cached): the
+    factors of each matrix equal those built with an empty cache, and a matrix of another
+    pattern (another size) is analysed afresh."""
+    from pdeforge.solvers.krylov import ilu0 as module
+
+    prob = build_problem("darcy", 10, coefficient="lognormal")
+    mats = [prob.build(0, i).A for i in range(3)]
+    cached = [ILU0(A) for A in mats]
+    assert len(module._last_pattern) == 1
+    for A, got in zip(mats, cached, strict=True):
+        module._last_pattern.clear()
+        fresh = ILU0(A)
+        np.testing.assert_array_equal(got.d, fresh.d)
+        np.testing.assert_array_equal(got.matrix().toarray(), fresh.matrix().toarray())
+        np.testing.assert_allclose(got.matrix().toarray(), textbook_ilu0(sp.csr_matrix(A)),
+                                   rtol=1e-13, atol=1e-13 * abs(A).max())
+    other = build_problem("darcy", 11, coefficient="lognormal").build(0, 0).A
+    np.testing.assert_allclose(ILU0(other).matrix().toarray(), textbook_ilu0(other),
+                               rtol=1e-13, atol=1e-13 * abs(other).max())
+
+
+def test_stored_zero_where_fill_would_land_is_accepted():
+    """Fill reaching a stored entry is refused only when that entry is nonzero (then
+    D-ILU is not ILU(0)); an explicitly stored zero there keeps the factorisation exact,
+    and the check is made for every matrix of a cached pattern."""
+    dense = np.array([[4.0, -1.0, -1.0], [-1.0, 4.0, 0.0], [-1.0, 0.0, 4.0]])
+    rows, cols = np.nonzero(np.ones((3, 3)))
+    A = sp.csr_matrix((dense[rows, cols], (rows, cols)), shape=(3, 3))  # zeros stored
+    assert A.nnz == 9
+    np.testing.assert_allclose(ILU0(A).matrix().toarray(), textbook_ilu0(sp.csr_matrix(dense)),
+                               rtol=1e-14)
+    B = A.copy()
+    B.data[5] = B.data[7] = 0.5  # a_12, a_21: reached by a_10 a_02 and a_20 a_01
+    with pytest.raises(ILU0Error, match="use 'ilu'"):
+        ILU0(B)
