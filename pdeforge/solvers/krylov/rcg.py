@@ -140,16 +140,25 @@ class RecycledCG:
 
         # deflation operator z -> z - W^T (W^T A W)^-1 (A W) z as two products with
         # precomputed blocks: per iteration, 2 k n flops and no small solves in Python
-        WinvT = None if chol is None else sla.cho_solve(chol, W)
+        # (the small inverse first, then one C-ordered product: cho_solve on the (k, n)
+        # block copied it to Fortran order, 1 ms of a 25 ms Darcy 80^2 IC(0) solve)
+        WinvT = None if chol is None else sla.cho_solve(chol, np.eye(W.shape[0])) @ W
+        if WinvT is not None:
+            mu = np.empty(W.shape[0], dtype=np.result_type(AW, dtype))
+            correction = np.empty(n, dtype=np.result_type(WinvT, mu))
 
         def deflate(z: np.ndarray) -> np.ndarray:
+            """z deflated in place (the buffers above: no allocation per iteration)."""
             if WinvT is None:
                 return z
-            return z - (AW @ z) @ WinvT
+            np.dot(AW, z, out=mu)
+            np.dot(mu, WinvT, out=correction)
+            z -= correction
+            return z
 
         z = M(r)
-        p = deflate(z)
         rz = float(r @ z)
+        p = deflate(z.copy())  # p is updated in place: never r's or z's memory
         # the next recycle space: Rayleigh-Ritz over [W_new, last block of directions],
         # refreshed every `store` iterations (thick restart, as in eigCG / RCG)
         W_new, AW_new = W, AW
@@ -174,14 +183,17 @@ class RecycledCG:
                 pAps[stored] = pAp
                 stored += 1
             alpha = rz / pAp
-            x = x + alpha * p
-            r = r - alpha * Ap
+            x += alpha * p
+            r -= alpha * Ap
             history.append(float(np.linalg.norm(r)) / bnorm)
             if history[-1] * bnorm <= target:
                 break
             z = M(r)
+            if np.shares_memory(z, r):  # no preconditioner: z must not alias r
+                z = z.copy()
             rz_new = float(r @ z)
-            p = deflate(z) + (rz_new / rz) * p
+            p *= rz_new / rz
+            p += deflate(z)  # z is M's fresh output: deflated in place
             rz = rz_new
         res = relative_residual(A, x, b)
         iterations = len(history) - 1
