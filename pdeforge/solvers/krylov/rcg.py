@@ -15,13 +15,16 @@ the smallest eigenvalues, the effective condition number drops and so does the i
 count.
 
 Recycling along a sequence (as in Saad et al. 2000 and the RCG of Parks et al. 2006):
-the first ``store`` search directions P of a solve (with A P kept from the iteration) are
-combined with W in one Rayleigh-Ritz step on span[W, P] for the pencil (A, M)
-(M = diag(A) for Jacobi, the identity otherwise), keeping the k Ritz vectors of smallest
-Ritz value for the next system. Carrying W to a new matrix costs k products A_new W.
-Measured on 5-point stencils (benchmarks/skr.py), the O(k n) work per iteration of the
-deflation costs more than the iterations it saves: plain CG wins there; recycling pays
-where a product with A (or the preconditioner) is expensive.
+the preconditioned residuals Z of the first ``store`` iterations of a solve are combined
+with W in one Rayleigh-Ritz step on span[W, Z] for the pencil (A, M), M the
+preconditioner, keeping the k Ritz vectors of smallest Ritz value for the next system.
+The small matrices of that step come from CG's own scalars (:meth:`RecycledCG._ritz`) and
+the vectors from the stored directions P and A P: no Gram product over n and no extra
+matvec. Carrying W to a new matrix costs k products A_new W. The O(k n) deflation of every
+iteration is what recycling costs; with a cheap preconditioner (Jacobi, none) on 5-point
+stencils it costs more than the iterations it saves and the adaptive policy falls back to
+plain PCG; with ILU(0) it pays (Darcy 80^2, lognormal, 200 systems: 55 against 85
+iterations, ``benchmarks/results/skr_paper-ilu0.md``).
 Written here because scipy's cg has no deflation or recycling.
 """
 
@@ -75,6 +78,7 @@ class RecycledCG:
         self.stopped: str | None = None  # why recycling was switched off, if it was
         self._P: np.ndarray | None = None  # buffers of stored directions (store, n)
         self._AP: np.ndarray | None = None
+        self._GW: np.ndarray | None = None  # W^T M W after the last Ritz update
 
     def reset(self) -> None:
         self.W = None
@@ -123,8 +127,18 @@ class RecycledCG:
             # carrying k vectors costs k products with A: after a system that needed few
             # iterations keep only the smallest Ritz vectors (rows are sorted ascending)
             self.W = self.W[: max(1, min(self.W.shape[0], self._last_iterations // 2))]
+        GW = None
         if self.W is not None and self.W.shape[0]:
             W = self.W
+            # W^T M W, the M-Gram of W for the Ritz update: exact for a diagonal M or none,
+            # else the one the last update left (W M-orthonormal there, in the previous
+            # system's M: the neighbour's preconditioner stands in for this one's)
+            if M_diag is not None:
+                GW = (W * M_diag) @ W.T
+            elif M is identity or self._GW is None or self._GW.shape[0] < W.shape[0]:
+                GW = W @ W.T
+            else:
+                GW = self._GW[: W.shape[0], : W.shape[0]]
             AW = np.asarray(A @ W.T).T  # (k, n): k matvecs, one sparse-dense product
             matvecs += W.shape[0]
             WAW = W @ AW.T
@@ -170,7 +184,12 @@ class RecycledCG:
             self._P = np.empty((self.store, n), dtype=dtype)
             self._AP = np.empty((self.store, n), dtype=dtype)
         stored = 0
-        pAps = np.empty(self.store)
+        # CG's scalars of the stored directions, from which the Ritz update takes its
+        # small matrices (no Gram products): p_j^T A p_j, beta_j (p_j = deflated z_j +
+        # beta_j p_j-1), r_j^T z_j, and mu_j = W A z_j (the deflation's own product)
+        pAps, betas, rzs = np.empty(self.store), np.zeros(self.store), np.empty(self.store)
+        mus = None if W is None else np.empty((self.store, W.shape[0]), dtype=mu.dtype)
+        beta = 0.0
         while history[-1] * bnorm > target and matvecs < maxiter:
             Ap = A @ p
             matvecs += 1
@@ -180,7 +199,9 @@ class RecycledCG:
             if self.recycle and stored < self.store:  # the first directions carry the
                 self._P[stored] = p  # extreme spectrum
                 self._AP[stored] = Ap
-                pAps[stored] = pAp
+                pAps[stored], betas[stored], rzs[stored] = pAp, beta, rz
+                if mus is not None:
+                    mus[stored] = mu
                 stored += 1
             alpha = rz / pAp
             x += alpha * p
@@ -192,15 +213,19 @@ class RecycledCG:
             if np.shares_memory(z, r):  # no preconditioner: z must not alias r
                 z = z.copy()
             rz_new = float(r @ z)
-            p *= rz_new / rz
+            beta = rz_new / rz
+            p *= beta
             p += deflate(z)  # z is M's fresh output: deflated in place
             rz = rz_new
         res = relative_residual(A, x, b)
         iterations = len(history) - 1
         self._judge(A, iterations, 0 if W is None else W.shape[0], M_work)
         if stored and self.recycle:
-            W_new, AW_new = self._ritz(W_new, AW_new, self._P[:stored], self._AP[:stored],
-                                       M_diag, None if W is None else WAW, pAps[:stored])
+            W_new, AW_new = self._ritz(
+                W_new, AW_new, self._P[:stored], self._AP[:stored], GW,
+                None if W is None else WAW, pAps[:stored], betas[:stored], rzs[:stored],
+                None if mus is None else mus[:stored],
+            )
         if self.recycle and W_new is not None:
             self.W = W_new
         self._last_iterations = iterations
@@ -223,7 +248,8 @@ class RecycledCG:
         Work per unknown, in CSR-matvec flops (the weights of ``preconditioners.py``,
         measured): a CG iteration ~ 2 nnz/row + 10 + the preconditioner's ``work``;
         deflation adds 4k BLAS-2 flops per iteration, the carry-over k products with A,
-        the Rayleigh-Ritz update ~2 (k+s)^2 BLAS-3 flops. Compared with the iterations of
+        the Rayleigh-Ritz update ~4 k (k+s) BLAS-3 flops (the new vectors and A times
+        them, from k + s stored ones). Compared with the iterations of
         the first (undeflated) solve of the sequence; two losing systems in a row switch
         recycling off (plain PCG from then on), and so does a first solve too short to
         repay even one Rayleigh-Ritz update at half the iterations, or shorter than
@@ -251,7 +277,8 @@ class RecycledCG:
                     self.stopped = (f"recycled CG runs as plain PCG: the first solve took "
                                     f"{iterations} iterations, too few for a deflation "
                                     f"space to repay its overhead")
-                elif 2 * (self.recycle + s) ** 2 * GEMM_WEIGHT > 0.5 * iterations * step:
+                elif (4 * self.recycle * (self.recycle + s) * GEMM_WEIGHT
+                      > 0.5 * iterations * step):
                     self.recycle, self.W = 0, None
                     self.stopped = ("recycled CG runs as plain PCG: one Rayleigh-Ritz update "
                                     "would cost more than the first solve could save")
@@ -262,7 +289,7 @@ class RecycledCG:
             return
         s = min(self.store, iterations)
         cost = (iterations * (step + 4 * k * gemv_weight(2 * k * n * 8)) + k * 2 * nnz_row
-                + 2 * (k + s) ** 2 * GEMM_WEIGHT)
+                + 4 * k * (k + s) * GEMM_WEIGHT)
         if self._plain_iterations is not None and cost > self._plain_iterations * step:
             self._losses += 1
             if self._losses >= 2:
@@ -272,57 +299,67 @@ class RecycledCG:
         else:
             self._losses = 0
 
-    def _ritz(self, W, AW, P, AP, M_diag, WAW, pAp):
-        """Rayleigh-Ritz on span[W, P] for (A, M): the k smallest Ritz vectors and A times them.
+    def _ritz(self, W, AW, P, AP, GW, WAW, pAp, beta, rz, mu):
+        """Rayleigh-Ritz on span[W, Z] for the pencil (A, M): the k smallest Ritz vectors
+        (as rows) and A times them, from CG's scalars and small matrices only.
 
-        ``WAW``: W A W^T of the deflation (None when W is None); ``pAp``: p_j^T A p_j of the
-        stored directions. A times the result is a combination of the stored products: no
-        new matvecs. The Gram matrix of M is built block by block (no stacked copy of
-        [W, P]).
+        Z are the preconditioned residuals z_j = M^-1 r_j of the stored directions. With
+        c_j = (W A W^T)^-1 mu_j, z_j = p_j - beta_j p_j-1 + W^T c_j, and in exact
+        arithmetic (Saad, Yeung, Erhel & Guyomarc'h 2000; the Lanczos connection of CG, as
+        eigCG, Stathopoulos & Orginos 2010, uses it):
+
+        * Z^T M Z = diag(r_j^T z_j) (PCG's residuals are M^-1-orthogonal) and
+          W M Z = W^T R = 0 (deflated residuals are orthogonal to W);
+        * W A Z = [mu_j], and Z^T A Z = B^T diag(p^T A p) B + C^T [mu_j], B the
+          bidiagonal of (p_j - beta_j p_j-1), since the directions are A-conjugate and
+          A-orthogonal to W;
+        * W^T M W = ``GW``.
+
+        So the update costs no Gram product over n (at Darcy 80^2 with IC(0) the Gram
+        product of [W, P] was 2.6 ms of a 20-25 ms system), and it targets the spectrum of
+        the preconditioned operator (pencil (A, M) with M the preconditioner itself, which
+        no product could give for ILU). The Ritz vectors, combinations of W and Z, are
+        formed from W and P (z_j in terms of p_j, p_j-1 and W), with A times them from the
+        stored products: no new matvecs.
         """
         if self.recycle == 0:
             return None, None
-        S = [P] if W is None else [W, P]
-        AS = [AP] if W is None else [AW, AP]
-        # [W, P]^T A [W, P] from what the solve computed: the directions are A-conjugate
-        # (P^T A P = diag(p_j^T A p_j)) and, deflated, A-orthogonal to W (W^T A P = 0),
-        # so no Gram product with A [W, P] is needed (half the update's BLAS-3 work; the
-        # same iterations along a Darcy 80^2 IC(0) sequence, 5-10 % less time, measured)
+        s = len(pAp)
         k = 0 if W is None else W.shape[0]
-        F = np.zeros((k + len(pAp), k + len(pAp)))
+        # Z^T A Z without the deflation term: (p_j - beta_j p_j-1)^T A (p_i - beta_i p_i-1)
+        F = np.zeros((k + s, k + s))
+        zz = F[k:, k:]
+        zz[np.diag_indices(s)] = pAp
+        zz[np.arange(1, s), np.arange(1, s)] += beta[1:] ** 2 * pAp[:-1]
+        zz[np.arange(1, s), np.arange(s - 1)] = -beta[1:] * pAp[:-1]
+        zz[np.arange(s - 1), np.arange(1, s)] = -beta[1:] * pAp[:-1]
+        G = np.zeros((k + s, k + s))
+        G[np.arange(k, k + s), np.arange(k, k + s)] = rz
+        C = None
         if k:
-            F[:k, :k] = (WAW + WAW.T) / 2
-        F[k:, k:] = np.diag(pAp)
-        G = _gram(S, S, M_diag)
-        G = (G + G.T) / 2
-        # orthonormalise in the G inner product first: drops (near) dependent directions
+            WAWs = (WAW + WAW.T) / 2
+            C = np.linalg.solve(WAWs, mu.T)  # (k, s): c_j
+            F[:k, :k] = WAWs
+            F[:k, k:] = mu.T
+            F[k:, :k] = mu
+            zz += (C.T @ mu.T + mu @ C) / 2
+            G[:k, :k] = (GW + GW.T) / 2
+        # orthonormalise in the G inner product first: drops (near) dependent vectors
         g_val, g_vec = np.linalg.eigh(G)
         keep = g_val > 1e-12 * g_val.max()
         T = g_vec[:, keep] / np.sqrt(g_val[keep])
         _, Z = np.linalg.eigh(T.T @ F @ T)
-        coef = T @ Z[:, : min(self.recycle, Z.shape[1])]
+        Y = T @ Z[:, : min(self.recycle, Z.shape[1])]  # G-orthonormal Ritz coefficients
+        y_w, y_z = Y[:k], Y[k:]
+        # as combinations of W and P: sum_j y_j z_j = W^T C y + sum_j (y_j - beta_j+1 y_j+1) p_j
+        on_p = y_z.copy()
+        on_p[:-1] -= beta[1:, None] * y_z[1:]
+        coef = on_p if not k else np.vstack([y_w + C @ y_z, on_p])
+        S = [P] if not k else [W, P]
+        AS = [AP] if not k else [AW, AP]
         W_new = rows_times(coef, S)
         scale = 1.0 / np.linalg.norm(W_new, axis=1)
         W_new *= scale[:, None]
+        self._GW = np.outer(scale, scale) * (Y.T @ G @ Y)  # the M-Gram of the rows
         AW_new = rows_times(coef * scale, AS)
         return W_new, AW_new
-
-
-#: columns per block of the Gram products: the blocks' temporaries stay in cache
-_GRAM_COLUMNS = 8192
-
-
-def _gram(X: list[np.ndarray], Y: list[np.ndarray], d: np.ndarray | None = None) -> np.ndarray:
-    """[X_1; X_2; ...] diag(d) [Y_1; Y_2; ...]^T for row blocks, over column blocks."""
-    rows = sum(x.shape[0] for x in X)
-    cols = sum(y.shape[0] for y in Y)
-    out = np.zeros((rows, cols), dtype=np.result_type(*X, *Y))
-    n = X[0].shape[1]
-    for lo in range(0, n, _GRAM_COLUMNS):
-        hi = min(n, lo + _GRAM_COLUMNS)
-        xs = np.concatenate([x[:, lo:hi] for x in X]) if len(X) > 1 else X[0][:, lo:hi]
-        ys = np.concatenate([y[:, lo:hi] for y in Y]) if len(Y) > 1 else Y[0][:, lo:hi]
-        if d is not None:
-            ys = ys * d[lo:hi]
-        out += xs @ ys.T
-    return out
