@@ -93,7 +93,8 @@ class ILU0:
     def work(self) -> float:
         """Flops of one :meth:`solve` per unknown (two triangular solves and a scaling)."""
         n = self.d.shape[0]
-        return (4.0 * len(self._pattern.lower) + 5.0 * n) / n
+        p = self._pattern
+        return (2.0 * (len(p.lower) + len(p.upper)) + 5.0 * n) / n
 
     def solve(self, v: np.ndarray) -> np.ndarray:
         """M^-1 v = (D + U)^-1 D (D + L)^-1 v."""
@@ -174,7 +175,7 @@ class _Pattern:
         at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
         self.has_partner = keys[at] == wanted
         self.partner = np.where(self.has_partner, at, 0)
-        upper = np.flatnonzero(cols > rows)
+        self.upper = upper = np.flatnonzero(cols > rows)
         self.lower_triangle = _Triangle(n, self.lower_rows, self.lower_cols, self.lower)
         self.upper_triangle = _Triangle(n, rows[upper], cols[upper], upper)
 
