@@ -160,7 +160,8 @@ def main() -> None:
     # so a decade costs ~1.33x throughput and a coarser ladder overshoots the accuracy
     ap.add_argument("--rtols", type=float, nargs="+",
                     default=[1e-8, 3e-9, 1e-9, 3e-10, 1e-10])
-    ap.add_argument("--conserve-rtols", type=float, nargs="+", default=[1e-7, 7e-8, 5e-8, 3e-8, 1e-8])
+    ap.add_argument("--conserve-rtols", type=float, nargs="+",
+                    default=[1e-7, 7e-8, 5e-8, 3e-8, 1e-8])
     ap.add_argument("--repeats", type=int, default=2,
                     help="interleaved runs of each batched rtol (best kept)")
     ap.add_argument("--n-peer", type=int, default=8, help="trajectories per scalar peer")
