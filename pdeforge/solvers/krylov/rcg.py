@@ -173,8 +173,8 @@ class RecycledCG:
         z = M(r)
         rz = float(r @ z)
         p = deflate(z.copy())  # p is updated in place: never r's or z's memory
-        # the next recycle space: Rayleigh-Ritz over [W_new, last block of directions],
-        # refreshed every `store` iterations (thick restart, as in eigCG / RCG)
+        # the next recycle space: one Rayleigh-Ritz update over W and the first `store`
+        # iterations after the solve (:meth:`_ritz`); W itself if nothing was stored
         W_new, AW_new = W, AW
         # the first `store` directions and their products, copied into buffers kept
         # between solves: fresh arrays for them (and np.stack-ing them) cost more than the
