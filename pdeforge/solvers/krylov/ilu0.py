@@ -51,16 +51,13 @@ class ILU0:
     """
 
     def __init__(self, A, max_sweeps: int | None = None) -> None:
-        A = sp.csr_matrix(A)
+        A = _canonical(A)
         n = A.shape[0]
         if A.shape != (n, n):
             raise ILU0Error(f"ilu0 needs a square matrix, got shape {A.shape}")
-        if not A.has_canonical_format:
-            A = A.copy()
-            A.sum_duplicates()
         pattern = _pattern_of(A)
         data = A.data
-        if np.any(data[pattern.fill_hits] != 0):
+        if not pattern.keeps_off_diagonals(data):
             raise ILU0Error(FILL_MESSAGE)
         dtype = np.result_type(data.dtype, np.float64)
         a = np.zeros(n, dtype=dtype)
@@ -179,6 +176,10 @@ class _Pattern:
         self.lower_triangle = _Triangle(n, self.lower_rows, self.lower_cols, self.lower)
         self.upper_triangle = _Triangle(n, rows[upper], cols[upper], upper)
 
+    def keeps_off_diagonals(self, data: np.ndarray) -> bool:
+        """Whether no fill lands on a nonzero entry of the matrix with these values."""
+        return not np.any(data[self.fill_hits] != 0)
+
     def matches(self, A: sp.csr_matrix) -> bool:
         return (
             A.shape == self.shape
@@ -200,15 +201,19 @@ def _pattern_of(A: sp.csr_matrix) -> _Pattern:
     return pattern
 
 
-def applies(A) -> bool:
-    """Whether :class:`ILU0` accepts ``A``'s pattern (no fill reaches an off-diagonal)."""
+def _canonical(A) -> sp.csr_matrix:
+    """A as CSR with sorted indices and no duplicates (a copy only when it is not)."""
     A = sp.csr_matrix(A)
     if not A.has_canonical_format:
         A = A.copy()
         A.sum_duplicates()
-    n = A.shape[0]
-    hits = _fill_hits(n, np.repeat(np.arange(n), np.diff(A.indptr)), A.indices)
-    return not np.any(A.data[hits] != 0)
+    return A
+
+
+def applies(A) -> bool:
+    """Whether :class:`ILU0` accepts ``A``'s pattern (no fill reaches an off-diagonal)."""
+    A = _canonical(A)
+    return _pattern_of(A).keeps_off_diagonals(A.data)
 
 
 FILL_MESSAGE = (
