@@ -132,7 +132,8 @@ class RecycledCG:
             W = self.W
             # W^T M W, the M-Gram of W for the Ritz update: exact for a diagonal M or none,
             # else the one the last update left (W M-orthonormal there, in the previous
-            # system's M: the neighbour's preconditioner stands in for this one's)
+            # system's M: the neighbour's preconditioner stands in for this one's), or the
+            # Euclidean one when no update left one
             if M_diag is not None:
                 GW = (W * M_diag) @ W.T
             elif M is identity or self._GW is None or self._GW.shape[0] < W.shape[0]:
