@@ -61,6 +61,7 @@ def arnoldi_cycle(
     target: float,
     C: np.ndarray | None = None,
     workspace: np.ndarray | None = None,
+    give_up: Callable[[int, float], bool] | None = None,
 ) -> ArnoldiCycle:
     """Run up to ``max_steps`` steps from ``r``; stop when the LS residual <= ``target``.
 
@@ -74,6 +75,8 @@ def arnoldi_cycle(
             [C; V] (the returned ``V`` and ``Q`` are views of it, valid until the next
             cycle that uses it): a caller running many cycles saves a fresh allocation,
             whose page faults cost more than the orthogonalisation at large n.
+        give_up: called after every step with (steps so far, LS residual norm); the cycle
+            stops early when it returns True (a caller abandoning a stalled solve).
     """
     dtype = np.result_type(r.dtype, np.float64)
     n = r.shape[0]
@@ -136,7 +139,7 @@ def arnoldi_cycle(
             V[j + 1] = 0.0  # (an uninitialised workspace row) enters products times ~0
         else:
             V[j + 1] = w / hn
-        if res <= target or breakdown:
+        if res <= target or breakdown or (give_up is not None and give_up(steps, res)):
             break
     j = steps
     y = sla.solve_triangular(R[:j, :j], g[:j]) if j else np.zeros(0, dtype=dtype)

@@ -202,10 +202,13 @@ class _Strategy:
         """One iterative solve (direct solves go through :meth:`solve_many`)."""
         A = sp.csr_matrix(A)
         pre = self._preconditioner(A)
-        limit = self.maxiter
+        limit, give_up_after = self.maxiter, None
         if self.cache is not None:  # a reused preconditioner gets a bounded attempt
             limit = self.cache.attempt_limit(self.maxiter, self.restart)
-        out = self._iterate(A, b, pre, limit, None)
+            if self.cache.reused:
+                # and is abandoned early when it makes no headway (GCRO-DR's STALL)
+                give_up_after = self.cache.baseline
+        out = self._iterate(A, b, pre, limit, None, give_up_after)
         spent = out.iterations
         if not out.converged and self.cache is not None and self.cache.reused:
             # the neighbour's factorisation does not suit this matrix: rebuild, go on
@@ -223,7 +226,8 @@ class _Strategy:
             self.cache.report(out.iterations)
         return out.x, spent, out.residual, out.converged
 
-    def _iterate(self, A, b, pre: Preconditioner, maxiter: int, x0):
+    def _iterate(self, A, b, pre: Preconditioner, maxiter: int, x0,
+                 give_up_after: int | None = None):
         if self.method == "cg":  # plain PCG (auto's choice for cheap SPD 3D stencils)
             count = [0]
             M = None if pre.apply is None else spla.LinearOperator(
@@ -238,7 +242,8 @@ class _Strategy:
         if isinstance(self.solver, RecycledCG):
             return self.solver.solve(A, b, rtol=self.rtol, maxiter=maxiter, M=pre.apply,
                                      M_diag=pre.diag, M_work=pre.work, x0=x0)
-        return self.solver.solve(A, b, rtol=self.rtol, maxiter=maxiter, M=pre.apply, x0=x0)
+        return self.solver.solve(A, b, rtol=self.rtol, maxiter=maxiter, M=pre.apply, x0=x0,
+                                 give_up_after=give_up_after)
 
 
 def auto_choice(spd: bool, n: int, nnz_per_row: float, preconditioner: str | None = None,

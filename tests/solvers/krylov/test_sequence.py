@@ -215,3 +215,23 @@ def test_auto_3d_nonsymmetric_takes_ilu0_where_it_applies():
         out = solve_sequence([A, A.copy()], rhs, method="auto", rtol=1e-9)
         assert out.method == "skr-gcrodr" and out.preconditioner == pre
         _check(out, [A, A], rhs, 1e-9)
+
+
+def test_a_reused_preconditioner_that_makes_no_headway_is_dropped_early(convection_sequence):
+    """The neighbour's spilu factor for the opposite flow: the reused attempt is given up
+    after the products the first solve needed (not after the attempt limit, a build's
+    worth more), the system is rebuilt and solved, and the count says so."""
+    from pdeforge.solvers.krylov.preconditioners import BUILD_ITERATIONS
+
+    from .conftest import convection_diffusion
+
+    Ks, _ = convection_sequence
+    mats = [convection_diffusion(Ks[0], 400.0), convection_diffusion(Ks[3], -400.0)]
+    rhs = np.ones((2, mats[0].shape[0]))
+    out = solve_sequence(mats, rhs, features=np.array([[0.0], [1.0]]), method="skr",
+                         preconditioner="ilu", rtol=1e-8)
+    _check(out, mats, rhs, 1e-8)
+    assert out.preconditioner_builds == 2
+    first, second = out.iterations[out.order[0]], out.iterations[out.order[1]]
+    # given up after `first` products, then a fresh solve of about as many
+    assert second <= 2 * first + 3 < first + BUILD_ITERATIONS["ilu"]
