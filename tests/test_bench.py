@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from pdeforge.bench import FAST_REPEATS, rewrite_markdown, run_skr_benchmark, write_results
 
 
@@ -42,3 +44,19 @@ def test_repeats_keep_the_best_of_interleaved_runs():
         assert len(p.runs) == 3 * FAST_REPEATS, p
         assert p.seconds_per_system == min(p.runs)
         assert p.converged == p.systems == 3
+
+
+@pytest.mark.parametrize(("fast_seconds", "fast_peer_seconds", "runs"),
+                         [(0.0, 4.0, 2), (1.0, 1e-12, 2), (1.0, 4.0, 2 * FAST_REPEATS)])
+def test_extra_runs_of_a_fast_configuration_go_to_every_competing_peer(
+        monkeypatch, fast_seconds, fast_peer_seconds, runs):
+    """The extra runs depend on the configuration's fastest peer (under FAST_SECONDS) and
+    go to every peer within FAST_PEER_SECONDS, so competing peers get as many runs."""
+    from pdeforge import bench
+
+    monkeypatch.setattr(bench, "FAST_SECONDS", fast_seconds)
+    monkeypatch.setattr(bench, "FAST_PEER_SECONDS", fast_peer_seconds)
+    cfg = run_skr_benchmark("darcy", 12, 3, ["jacobi"], [1e-8], {"coefficient": "lognormal"},
+                            budget=30, peers=["splu", "skr", "auto"], log=lambda _: None,
+                            repeats=2)
+    assert [len(p.runs) for p in cfg.peers] == [runs] * len(cfg.peers)
