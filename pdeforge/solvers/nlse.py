@@ -681,9 +681,6 @@ def _solve_ip_chunk(
     combo = torch.empty(3, n * m * 2, dtype=torch.float64, device=device)
     step_c, err5, err3 = (torch.view_as_complex(r.view(n, m, 2)) for r in combo.unbind(0))
     err5_rows, err3_rows = combo[1].view(n, 2 * m), combo[2].view(n, 2 * m)
-    # max |y|^2 per trajectory (state norm); |y| = |v_new| after a step (a phase), so it
-    # is carried from the step's v_new and recomputed only after a projection
-    y_max2 = _mag2(y).amax(-1) if state_norm else None
     K12 = K_flat[:n_stages]
 
     y_row = torch.view_as_real(y).reshape(1, -1)
@@ -710,8 +707,8 @@ def _solve_ip_chunk(
             torch.mm(ctx.output_rows, K12, out=combo)
             v_new = torch.add(y, step_c, alpha=h_step)
             if state_norm:  # per trajectory: sums first, then one scale
-                v_max2 = _mag2(v_new).amax(-1)
-                scale2 = (atol + torch.maximum(y_max2, v_max2).sqrt_() * rtol) ** 2
+                size2 = torch.maximum(_mag2(y).amax(-1), _mag2(v_new).amax(-1))
+                scale2 = (atol + size2.sqrt_() * rtol) ** 2
                 # sum |err|^2 over a trajectory's coefficients: the norm of its real view
                 e5 = torch.linalg.vector_norm(err5_rows, dim=-1).square_().div_(scale2)
                 e3 = torch.linalg.vector_norm(err3_rows, dim=-1).square_().div_(scale2)
@@ -731,13 +728,9 @@ def _solve_ip_chunk(
                 y = ph_rows[-1] * v_new  # back to psi_hat at t + h
                 since_projection += 1
                 projected = conserved and (last or since_projection >= PROJECTION_INTERVAL)
-                if state_norm:
-                    y_max2 = v_max2
                 if projected:
                     y = _project(ctx, y, target, conserved)
                     since_projection = 0
-                    if state_norm:
-                        y_max2 = _mag2(y).amax(-1)
                 y_row = torch.view_as_real(y).reshape(1, -1)
                 # the last stage, evaluated for accepted steps only: the rate at t + h
                 # (no phase) is the next step's first stage (the stages are consumed)
