@@ -192,15 +192,15 @@ class GCRODR:
         history = [float(np.linalg.norm(r)) / bnorm]
         krylov_steps = 0
         stall_norm = STALL * history[0] * bnorm
-        spent_before = [matvecs]  # products before the running cycle
 
         def stalled(spent: int, res: float) -> bool:
             return give_up_after is not None and spent >= give_up_after and res > stall_norm
 
-        def in_cycle(steps: int, res: float) -> bool:
-            return stalled(spent_before[0] + steps, res)
-
-        give_up = None if give_up_after is None else in_cycle
+        def give_up(spent: int):
+            """The check of a cycle started after ``spent`` products (None: never)."""
+            if give_up_after is None:
+                return None
+            return lambda steps, res: stalled(spent + steps, res)
 
         def op(v: np.ndarray) -> np.ndarray:
             return A @ M(v)
@@ -231,9 +231,8 @@ class GCRODR:
             history.append(float(np.linalg.norm(r)) / bnorm)
         elif history[-1] * bnorm > target:
             # first system: one GMRES(m) cycle, then harmonic Ritz vectors of H_m
-            spent_before[0] = matvecs
             cyc = arnoldi_cycle(op, r, min(self.restart, max(maxiter - matvecs, 1)), target,
-                                workspace=self._basis(n, dtype), give_up=give_up)
+                                workspace=self._basis(n, dtype), give_up=give_up(matvecs))
             matvecs += cyc.steps
             krylov_steps += cyc.steps
             j = cyc.steps
@@ -272,9 +271,8 @@ class GCRODR:
             if steps <= 0:
                 break
             C = self.C if k else None
-            spent_before[0] = matvecs
             cyc = arnoldi_cycle(op, r, steps, target, C=C, workspace=self._basis(n, dtype),
-                                give_up=give_up)
+                                give_up=give_up(matvecs))
             matvecs += cyc.steps
             krylov_steps += cyc.steps
             j = cyc.steps
