@@ -60,3 +60,28 @@ def test_extra_runs_of_a_fast_configuration_go_to_every_competing_peer(
                             budget=30, peers=["splu", "skr", "auto"], log=lambda _: None,
                             repeats=2)
     assert [len(p.runs) for p in cfg.peers] == [runs] * len(cfg.peers)
+
+
+def test_a_products_cap_stops_every_iterative_peer_and_is_stated(tmp_path):
+    """Capped at 40 products a system, no iterative peer solves unpreconditioned lognormal
+    Darcy 32^2 to 1e-10 (CG alone needs well over 40): each is reported as not converged
+    after at most the cap (scipy's gmres: one restart cycle; plus its residual checks),
+    while sparse LU is untouched; the cap is written into the results."""
+    cfg = run_skr_benchmark("darcy", 32, 2, ["none"], [1e-10], {"coefficient": "lognormal"},
+                            budget=30, log=lambda _: None, maxiter=40,
+                            peers=["splu", "scipy-gmres", "scipy-cg", "scipy-gcrotmk",
+                                   "gmres", "skr"])
+    assert cfg.maxiter == 40
+    for p in cfg.peers:
+        if p.peer == "splu":
+            assert p.converged == p.systems == 2
+            continue
+        assert p.converged == 0, p
+        assert p.max_residual > 1e-10, p
+        if p.matvecs_per_system is not None:
+            assert p.matvecs_per_system <= 40 + 2, p
+    write_results([cfg], tmp_path, "t")
+    assert "capped at 40 products" in (tmp_path / "t.md").read_text()
+    assert json.loads((tmp_path / "t.json").read_text())["configs"][0]["maxiter"] == 40
+    with pytest.raises(ValueError, match="maxiter"):
+        run_skr_benchmark("darcy", 8, 1, ["none"], [1e-8], maxiter=0)
