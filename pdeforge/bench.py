@@ -225,11 +225,15 @@ def _ours(method: str, mats, rhs, feats, pre: str | None, rtol: float, budget: f
         out = solve_sequence(mats, rhs, features=feats, method=method, rtol=rtol,
                              preconditioner=pre_arg, spd=spd, progress=watch,
                              maxiter=maxiter)
-    except _OverBudget:  # a recycling sequence cannot be cut and resumed: time only
+    except _OverBudget as exc:  # the systems solved so far come with the exception
         secs = (time.perf_counter() - t0) / done[0]
-        return PeerResult(method, pre or "auto", rtol, done[0], secs, None, float("nan"),
-                          0, note=f"stopped by the {budget:g} s budget after {done[0]} "
-                          f"of {N} systems; residuals not collected")
+        part = exc.partial
+        ok = part.solved
+        label = method if method not in ("skr", "auto") else f"{method}({part.method})"
+        return PeerResult(label, pre or "auto", rtol, int(ok.sum()), secs,
+                          float(part.iterations[ok].mean()), float(part.residuals[ok].max()),
+                          int(part.converged.sum()), note=f"stopped by the {budget:g} s "
+                          f"budget after {done[0]} of {N} systems (in its sorted order)")
     k = N
     secs = (time.perf_counter() - t0) / k
     label = method if method not in ("skr", "auto") else f"{method}({out.method})"
@@ -358,8 +362,12 @@ def summarise(configs: list[ConfigResult]) -> list[dict]:
                 rows.append({
                     "family": c.family, "n": c.n, "rtol": rtol, "preconditioner": pre,
                     "skr_ms": skr.seconds_per_system * 1e3,
-                    "skr_converged": (f"{skr.converged}/{skr.systems}" if not skr.note else
-                                      f"time of {skr.systems} of {c.n_systems}: budget"),
+                    "skr_converged": (
+                        f"{skr.converged}/{skr.systems}" if not skr.note else
+                        # results of runs before stopped sequences kept their residuals
+                        f"time of {skr.systems} of {c.n_systems}: budget"
+                        if "not collected" in skr.note else
+                        f"{skr.converged}/{skr.systems} of {c.n_systems}: budget"),
                     "speedup_vs_scipy_gmres_time": (base.seconds_per_system /
                                                     skr.seconds_per_system) if base else None,
                     "speedup_vs_scipy_gmres_matvecs": (

@@ -85,3 +85,16 @@ def test_a_products_cap_stops_every_iterative_peer_and_is_stated(tmp_path):
     assert json.loads((tmp_path / "t.json").read_text())["configs"][0]["maxiter"] == 40
     with pytest.raises(ValueError, match="maxiter"):
         run_skr_benchmark("darcy", 8, 1, ["none"], [1e-8], maxiter=0)
+
+
+def test_a_recycling_peer_stopped_by_the_budget_reports_the_systems_it_solved(tmp_path):
+    """With no budget, skr stops after its first system; that system's residual, products
+    and convergence are reported (from the interrupted call's partial result)."""
+    cfg = run_skr_benchmark("darcy", 12, 4, ["jacobi"], [1e-8], {"coefficient": "lognormal"},
+                            budget=0.0, peers=["skr"], log=lambda _: None)
+    (skr,) = cfg.peers
+    assert "stopped by the 0 s budget after 1 of 4" in skr.note
+    assert skr.systems == skr.converged == 1
+    assert 0 < skr.max_residual <= 1e-8 and skr.matvecs_per_system > 0
+    write_results([cfg], tmp_path, "t")
+    assert "(1/1 of 4: budget)" in (tmp_path / "t.md").read_text()

@@ -70,6 +70,14 @@ class SequenceResult:
     recycling: str = "not used"  # "on", or why the adaptive policy switched it off
     reuse: str = "not used"  # preconditioner reuse: "on", or why it was switched off
     sort_seconds: float = 0.0
+    #: which systems were solved: all of them, except in the partial result that an
+    #: interrupted call leaves on its exception (``exc.partial``), where the others have
+    #: zero solutions, residual NaN and converged False
+    solved: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.solved is None:
+            self.solved = np.ones(len(self.residuals), dtype=bool)
 
     @property
     def total_seconds(self) -> float:
@@ -396,6 +404,7 @@ def solve_sequence(
     res = np.zeros(N)
     conv = np.zeros(N, dtype=bool)
     secs = np.zeros(N)
+    solved = np.zeros(N, dtype=bool)
 
     def make(meth: str, pre: str | None) -> _Strategy:
         return _Strategy(meth, pre, spd, rtol, restart, recycle, maxiter, reuse_preconditioner)
@@ -404,6 +413,7 @@ def solve_sequence(
         t = time.perf_counter()
         X[i], its[i], res[i], conv[i] = strategy.solve(mats[i], B[i])
         secs[i] = time.perf_counter() - t
+        solved[i] = True
         if progress is not None:
             progress(1)
 
@@ -428,6 +438,30 @@ def solve_sequence(
     else:
         order = np.arange(N)
     sort_seconds = time.perf_counter() - t0
+
+    def result() -> SequenceResult:
+        return SequenceResult(
+            solutions=X, iterations=its, residuals=np.where(solved, res, np.nan),
+            converged=conv & solved, seconds=secs, order=order, method=strategy.label,
+            preconditioner=strategy.kind, spd=spd, preconditioner_builds=strategy.builds,
+            sort_seconds=sort_seconds, recycling=strategy.recycling, reuse=strategy.reuse,
+            solved=solved.copy(),
+        )
+
+    try:
+        _solve_all(strategy, order, mats, B, X, res, conv, secs, solved, run, progress)
+    except BaseException as exc:
+        # Ctrl-C, a kill signal turned into an exception, an error in a progress callback
+        # or a solver: the systems solved so far travel on the exception, not lost
+        exc.partial = result()
+        raise
+    return result()
+
+
+def _solve_all(strategy, order, mats, B, X, res, conv, secs, solved, run, progress) -> None:
+    """Solve every system (in ``order``; blocks of one LU for ``direct``), marking each in
+    ``solved`` as it is done."""
+    N, n = X.shape
     if strategy.method != "direct":
         for i in order:
             run(strategy, int(i))
@@ -446,13 +480,8 @@ def solve_sequence(
                 t = time.perf_counter()
                 res[sl], conv[sl] = strategy.solve_many(mats[pos], B[sl], X[sl])
                 secs[sl] = (time.perf_counter() - t) / (sl.stop - sl.start)
+                solved[sl] = True
                 if progress is not None:
                     for _ in range(sl.start, sl.stop):
                         progress(1)
             pos = end
-    return SequenceResult(
-        solutions=X, iterations=its, residuals=res, converged=conv, seconds=secs, order=order,
-        method=strategy.label, preconditioner=strategy.kind, spd=spd,
-        preconditioner_builds=strategy.builds, sort_seconds=sort_seconds,
-        recycling=strategy.recycling, reuse=strategy.reuse,
-    )

@@ -235,3 +235,35 @@ def test_a_reused_preconditioner_that_makes_no_headway_is_dropped_early(convecti
     first, second = out.iterations[out.order[0]], out.iterations[out.order[1]]
     # given up after `first` products, then a fresh solve of about as many
     assert second <= 2 * first + 3 < first + BUILD_ITERATIONS["ilu"]
+
+
+@pytest.mark.parametrize("method", ["skr", "gmres", "direct"])
+def test_an_interrupted_sequence_leaves_its_solved_systems_on_the_exception(method):
+    """A progress callback that fails after 3 systems (as Ctrl-C would): the exception
+    carries those 3 solutions, equal to an uninterrupted run's, and marks the rest unsolved."""
+    rng = np.random.default_rng(3)
+    n = 60
+    base = sp.diags([-1.0, 2.5, -1.0], [-1, 0, 1], shape=(n, n), format="csr")
+    mats = [base + sp.diags(rng.uniform(0, 0.5, n)) for _ in range(6)]
+    rhs = rng.standard_normal((6, n))
+    full = solve_sequence(mats, rhs, method=method, rtol=1e-10)
+    calls = []
+
+    def stop(_):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt) as info:
+        solve_sequence(mats, rhs, method=method, rtol=1e-10, progress=stop)
+    part = info.value.partial
+    done = part.order[:3] if method == "skr" else np.arange(3)
+    # one LU serves a block of systems: direct may have solved more before the 3rd call
+    assert part.solved[done].all() and (part.solved.sum() == 3 or method == "direct")
+    ok = part.solved
+    np.testing.assert_allclose(part.solutions[ok], full.solutions[ok], rtol=1e-12)
+    assert part.converged[ok].all() and (part.residuals[ok] <= 1e-10).all()
+    rest = ~ok
+    assert rest.any() or method == "direct"
+    assert np.isnan(part.residuals[rest]).all() and not part.converged[rest].any()
+    assert full.solved.all()
