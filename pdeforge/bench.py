@@ -359,6 +359,15 @@ def summarise(configs: list[ConfigResult]) -> list[dict]:
                               p.preconditioner == pre), None)
                 if skr is None:
                     continue
+                # a time to failure is no speedup: where skr left a system unsolved, it
+                # gets no ratios (old stopped runs did not collect residuals: unknown)
+                solved = skr.converged == skr.systems or "not collected" in skr.note
+
+                def ratio(peer, of="seconds_per_system", skr=skr, solved=solved):
+                    if not solved or peer is None or getattr(skr, of) is None:
+                        return None
+                    return getattr(peer, of) / max(getattr(skr, of), 1e-300)
+
                 rows.append({
                     "family": c.family, "n": c.n, "rtol": rtol, "preconditioner": pre,
                     "skr_ms": skr.seconds_per_system * 1e3,
@@ -368,21 +377,16 @@ def summarise(configs: list[ConfigResult]) -> list[dict]:
                         f"time of {skr.systems} of {c.n_systems}: budget"
                         if "not collected" in skr.note else
                         f"{skr.converged}/{skr.systems} of {c.n_systems}: budget"),
-                    "speedup_vs_scipy_gmres_time": (base.seconds_per_system /
-                                                    skr.seconds_per_system) if base else None,
-                    "speedup_vs_scipy_gmres_matvecs": (
-                        base.matvecs_per_system / max(skr.matvecs_per_system, 1))
-                    if base and skr.matvecs_per_system is not None else None,
+                    "speedup_vs_scipy_gmres_time": ratio(base),
+                    "speedup_vs_scipy_gmres_matvecs": ratio(base, "matvecs_per_system"),
                     "scipy_gmres_converged": f"{base.converged}/{base.systems}" if base else None,
-                    "speedup_vs_gcrotmk": (gcrot.seconds_per_system / skr.seconds_per_system)
-                    if gcrot else None,
+                    "speedup_vs_gcrotmk": ratio(gcrot),
                     "best_peer": best.peer + "/" + best.preconditioner if best else None,
                     "best_ms": best.seconds_per_system * 1e3 if best else None,
                     "auto_ms": auto.seconds_per_system * 1e3 if auto else None,
                     "auto_over_best": (auto.seconds_per_system / best.seconds_per_system)
                     if auto and best else None,
-                    "skr_vs_best_non_recycling": (best_nr.seconds_per_system /
-                                                  skr.seconds_per_system) if best_nr else None,
+                    "skr_vs_best_non_recycling": ratio(best_nr),
                     "best_non_recycling": (best_nr.peer + "/" + best_nr.preconditioner)
                     if best_nr else None,
                 })
