@@ -8,7 +8,8 @@ same BLAS thread limit:
   paper's baseline), preconditioner built per system;
 * ``scipy-cg`` (SPD only) and ``scipy-gcrotmk`` (recycling across calls through its CU
   list, m=40-k, k=20);
-* ``splu``: sparse LU per system (once for a family with one matrix);
+* ``splu``: sparse LU per system (once for a family with one matrix), ordered and pivoted
+  for its pattern as ``method="direct"`` does (``lu_options``);
 * ``pyamg`` (SPD only): smoothed aggregation hierarchy per system, as a CG-accelerated solver;
 * pdeforge's ``gmres``, ``gcrodr``, ``skr`` and ``auto`` through ``solve_sequence``.
 
@@ -42,6 +43,7 @@ from threadpoolctl import threadpool_limits
 
 from pdeforge.datasets.problems import build_problem
 from pdeforge.solvers.krylov import build_preconditioner, is_spd, solve_sequence
+from pdeforge.solvers.krylov.sequence import lu_options
 
 
 @dataclass
@@ -161,9 +163,9 @@ def _splu(systems, rtol: float, budget: float, spd: bool) -> PeerResult:
     res, done, last, lu = [], 0, None, None
     for A, b in systems:
         if A is not last:
-            kw = dict(permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
-                      options={"SymmetricMode": True}) if spd else {}
-            lu = spla.splu(sp.csc_matrix(A), **kw)
+            # the ordering and pivoting a careful user picks for the matrix (the same as
+            # method="direct"): minimum degree on A^T + A for a symmetric pattern
+            lu = spla.splu(sp.csc_matrix(A), **lu_options(A, spd))
             last = A
         x = lu.solve(b)
         res.append(np.linalg.norm(b - A @ x) / np.linalg.norm(b))
