@@ -121,20 +121,34 @@ def test_auto_rule():
     assert auto_choice(True, 64**3, 7.0, shared=True) == ("skr", "amg")  # no LU in 3D
     assert auto_choice(False, 64**3, 7.0) == ("skr", "ilu0")
     assert auto_choice(False, 4096, 5.0) == ("direct", None)
-    assert auto_choice(False, 128**2, 5.0) == ("gmres", "ilu")
+    assert auto_choice(False, 128**2, 5.0) == ("direct", None)  # symmetric pattern
+    assert auto_choice(False, 512**2, 5.0) == ("direct", None)
+    assert auto_choice(False, 1024**2, 5.0) == ("gmres", "ilu")
+    assert auto_choice(False, 128**2, 5.0, symmetric_pattern=False) == ("gmres", "ilu")
+    assert auto_choice(False, 4096, 5.0, symmetric_pattern=False) == ("direct", None)
     assert auto_choice(False, 512**2, 5.0, symmetric=True) == ("direct", None)
 
 
-@pytest.mark.parametrize(("name", "res", "label"), [("darcy3d", 24, "cg"),
-                                                    ("advection-diffusion", 80, "gmres"),
-                                                    ("helmholtz3d", 16, "skr-gcrodr")])
-def test_auto_strategies_solve_to_tolerance(name, res, label):
+@pytest.mark.parametrize(("name", "res", "label", "one_sided"),
+                         [("darcy3d", 24, "cg", False),
+                          ("advection-diffusion", 80, "direct", False),
+                          ("advection-diffusion", 80, "gmres", True),
+                          ("helmholtz3d", 16, "skr-gcrodr", False)])
+def test_auto_strategies_solve_to_tolerance(name, res, label, one_sided):
+    """``one_sided``: a small entry two cells downstream breaks the pattern's symmetry,
+    which sends 2D nonsymmetric systems above 5k unknowns to GMRES + ILU."""
+    import scipy.sparse as sp
+
     from pdeforge.solvers.krylov import solve_sequence
 
     prob = build_problem(name, res)
     samples = [prob.build(0, i) for i in range(3)]
-    out = solve_sequence([s.A for s in samples], np.stack([s.b for s in samples]),
-                         method="auto", rtol=1e-8)
+    mats = [s.A for s in samples]
+    if one_sided:
+        n = mats[0].shape[0]
+        mats = [sp.csr_matrix(A - sp.diags([0.01 * A.diagonal()[:-2]], [2], shape=(n, n)))
+                for A in mats]
+    out = solve_sequence(mats, np.stack([s.b for s in samples]), method="auto", rtol=1e-8)
     assert out.method == label and out.converged.all()
-    for s, x in zip(samples, out.solutions, strict=True):
-        assert np.linalg.norm(s.b - s.A @ x) <= 1e-8 * np.linalg.norm(s.b) * 1.001
+    for A, s, x in zip(mats, samples, out.solutions, strict=True):
+        assert np.linalg.norm(s.b - A @ x) <= 1e-8 * np.linalg.norm(s.b) * 1.001

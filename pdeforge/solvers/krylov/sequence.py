@@ -47,6 +47,9 @@ METHODS = ("skr", "gcrodr", "gmres", "direct", "auto")
 #: ``auto`` uses sparse LU up to these sizes (see :func:`auto_choice`)
 AUTO_DIRECT_SPD_2D = 5_000
 AUTO_DIRECT_2D = 5_000
+#: nonsymmetric 2D with a symmetric pattern: sparse LU (minimum degree, ``lu_options``) up
+#: to this size, the largest measured (512^2)
+AUTO_DIRECT_2D_PATTERN = 300_000
 #: ``auto`` uses PCG with Jacobi for SPD 3D systems up to this size, skr with AMG above
 AUTO_JACOBI_SPD_3D = 100_000
 #: direct solves of systems sharing one matrix go in blocks of this many bytes of solutions
@@ -285,7 +288,7 @@ class _Strategy:
 
 
 def auto_choice(spd: bool, n: int, nnz_per_row: float, preconditioner: str | None = None,
-                symmetric: bool = False, shared: bool = False):
+                symmetric: bool = False, shared: bool = False, symmetric_pattern: bool = True):
     """(method, preconditioner) that ``auto`` uses for a matrix class and size.
 
     A fixed rule, so that a dataset does not depend on the machine's timings. It follows
@@ -301,8 +304,13 @@ def auto_choice(spd: bool, n: int, nnz_per_row: float, preconditioner: str | Non
     * SPD, 3D: CG with Jacobi (``cg``: scipy's PCG) up to 100k unknowns, ``skr`` with AMG
       above: Darcy 24^3 and 32^3 13.6 and 42.7 ms against 31.2 and 72.8 ms, 48^3 280
       against 266 ms, 64^3 1.00 s against 0.56 s a system (large preset, best of 2).
-    * nonsymmetric, 2D: sparse LU up to 5k unknowns, then GMRES with a fresh ILU per
-      system (advection-diffusion 128^2: 33 ms = LU; 512^2: 1.2 s against 1.6 s for LU).
+    * nonsymmetric, 2D, with a symmetric pattern (``symmetric_pattern``: every family's
+      stencil): sparse LU ordered by minimum degree on A^T + A (``lu_options``) up to
+      ``AUTO_DIRECT_2D_PATTERN`` unknowns: advection-diffusion 128^2, 256^2, 512^2 47, 254,
+      1797 ms a system against 47, 313, 1987 for GMRES with a fresh spilu (4 systems,
+      best of 2). Above, and for other patterns above 5k unknowns (where scipy's COLAMD
+      LU lost: advection-diffusion 128^2 74-82 ms against 47-58), GMRES with a fresh ILU
+      per system.
     * symmetric indefinite or complex symmetric (Helmholtz), 2D: sparse LU (512^2:
       1.65 s/system, while GMRES+ILU ran for minutes).
     * 3D, not SPD: ``skr`` (GCRO-DR) with ILU(0), rebuilt per system: Helmholtz 32^3
@@ -322,7 +330,8 @@ def auto_choice(spd: bool, n: int, nnz_per_row: float, preconditioner: str | Non
             return ("cg", preconditioner or "jacobi")
         return ("skr", preconditioner or "amg")
     if not three_d:
-        if symmetric or n <= AUTO_DIRECT_2D:
+        if symmetric or n <= AUTO_DIRECT_2D or (symmetric_pattern and
+                                                 n <= AUTO_DIRECT_2D_PATTERN):
             return ("direct", None)
         return ("gmres", preconditioner or "ilu")
     return ("skr", preconditioner or "ilu0")
@@ -450,7 +459,8 @@ def solve_sequence(
     if method == "auto":
         nnz_row = sp.csr_matrix(mats[0]).nnz / n
         shared = all(A is mats[0] for A in mats)
-        choice = auto_choice(spd, n, nnz_row, preconditioner, symmetric, shared)
+        pattern = spd or symmetric or has_symmetric_pattern(mats[0])
+        choice = auto_choice(spd, n, nnz_row, preconditioner, symmetric, shared, pattern)
         if choice == ("skr", "ilu0") and preconditioner is None and not ilu0_applies(mats[0]):
             choice = ("skr", "ilu")  # a pattern with fill: the threshold ILU (reported in
             # SequenceResult.preconditioner)
