@@ -112,7 +112,8 @@ def has_symmetric_pattern(A) -> bool:
 
 #: SuperLU's partial pivoting threshold for a symmetric pattern: a diagonal pivot is kept
 #: unless it is below this fraction of its column's largest entry, so the minimum-degree
-#: order on A^T + A survives (Higham: the growth stays bounded by 1 + 1/threshold a step)
+#: order on A^T + A survives (threshold pivoting, Duff, Erisman & Reid: element growth at
+#: most 1 + 1/threshold a step)
 LU_PIVOT_THRESHOLD = 0.1
 
 
