@@ -196,6 +196,11 @@ def _pyamg(systems, rtol: float, budget: float) -> PeerResult:
                       int(sum(r <= rtol * 1.0001 for r in res)))
 
 
+def _label(method: str, out) -> str:
+    """A peer's name: skr and auto with the strategy they ran (e.g. ``skr(skr-rcg)``)."""
+    return method if method not in ("skr", "auto") else f"{method}({out.method})"
+
+
 def _ours(method: str, mats, rhs, feats, pre: str | None, rtol: float, budget: float,
           spd: bool, maxiter: int = MAXITER) -> PeerResult:
     # budget: solve a prefix of the sequence, growing until the budget is used
@@ -231,14 +236,13 @@ def _ours(method: str, mats, rhs, feats, pre: str | None, rtol: float, budget: f
         secs = (time.perf_counter() - t0) / done[0]
         part = exc.partial
         ok = part.solved
-        label = method if method not in ("skr", "auto") else f"{method}({part.method})"
-        return PeerResult(label, pre or "auto", rtol, int(ok.sum()), secs,
+        return PeerResult(_label(method, part), pre or "auto", rtol, int(ok.sum()), secs,
                           float(part.iterations[ok].mean()), float(part.residuals[ok].max()),
                           int(part.converged.sum()), note=f"stopped by the {budget:g} s "
                           f"budget after {done[0]} of {N} systems (in its sorted order)")
     k = N
     secs = (time.perf_counter() - t0) / k
-    label = method if method not in ("skr", "auto") else f"{method}({out.method})"
+    label = _label(method, out)
     used = "auto" if pre in (None, "auto") else pre
     if method == "auto":
         used = out.preconditioner
