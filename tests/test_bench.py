@@ -78,8 +78,7 @@ def test_a_products_cap_stops_every_iterative_peer_and_is_stated(tmp_path):
             continue
         assert p.converged == 0, p
         assert p.max_residual > 1e-10, p
-        if p.matvecs_per_system is not None:
-            assert p.matvecs_per_system <= 40 + 2, p
+        assert p.matvecs_per_system is not None and p.matvecs_per_system <= 40 + 2, p
     write_results([cfg], tmp_path, "t")
     assert "capped at 40 products" in (tmp_path / "t.md").read_text()
     assert json.loads((tmp_path / "t.json").read_text())["configs"][0]["maxiter"] == 40
