@@ -22,7 +22,8 @@ def main() -> None:
                     help="seconds per peer and configuration before extrapolating")
     ap.add_argument("--family", action="append", help="only these families")
     ap.add_argument("--repeats", type=int, default=1,
-                    help="runs of each peer that fits in half the budget (best kept)")
+                    help="runs of each peer that fits in half the budget (best kept); "
+                    "with R > 1 auto is also paired with the fastest other peer")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = ap.parse_args()
     run_preset(args.preset, args.out, args.budget, args.family, args.repeats)

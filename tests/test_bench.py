@@ -40,18 +40,68 @@ def test_repeats_keep_the_best_of_interleaved_runs():
     cfg = run_skr_benchmark("darcy", 12, 3, ["jacobi"], [1e-8], {"coefficient": "lognormal"},
                             budget=30, peers=["splu", "scipy-cg", "skr", "auto"],
                             log=lambda _: None, repeats=3)
+    auto = next(p for p in cfg.peers if p.peer.startswith("auto"))
+    pairs = 2 * 3 * FAST_REPEATS  # auto and the fastest other peer: back-to-back pairs
+    assert len(auto.pair_ratios) == pairs
     for p in cfg.peers:  # 3 systems of 144 unknowns: each run takes well under a second
-        assert len(p.runs) == 3 * FAST_REPEATS, p
+        paired = p is auto or f"{p.peer}/{p.preconditioner}" == auto.paired_with
+        assert len(p.runs) == 3 * FAST_REPEATS + (pairs if paired else 0), p
         assert p.seconds_per_system == min(p.runs)
         assert p.converged == p.systems == 3
+    assert auto.paired_with and not auto.paired_with.startswith("auto")
 
 
-@pytest.mark.parametrize(("fast_seconds", "fast_peer_seconds", "runs"),
-                         [(0.0, 4.0, 2), (1.0, 1e-12, 2), (1.0, 4.0, 2 * FAST_REPEATS)])
+def test_auto_is_paired_back_to_back_with_the_fastest_other_peer_in_alternating_order():
+    """The pairs alternate which peer runs first, pair auto with the fastest other peer
+    that solved every system, and the summary reports their ratio (which cancels a
+    penalty of running first) beside the ratio of best runs."""
+    from pdeforge.bench import ConfigResult, PeerResult, _pair_auto_with_best, summarise
+
+    def result(peer, pre, seconds, converged=4):
+        return PeerResult(peer, pre, 1e-8, 4, seconds, 1.0, 1e-9, converged,
+                          runs=[seconds])
+
+    auto = result("auto", "none", 0.9)  # auto's best run beats splu's by luck
+    splu, cg, failed = result("splu", "none", 1.0), result("scipy-cg", "jacobi", 2.0), \
+        result("scipy-gmres", "none", 0.5, converged=3)
+    calls = []
+    slow_first = iter([1.2, 1.0] * 4)  # whichever runs first in a pair is 20 % slower
+
+    def measure(peer, pre, rtol):
+        calls.append(peer)
+        true = {"auto": 1.05, "splu": 1.0}[peer]
+        return result(peer, pre, true * next(slow_first))
+
+    runs = [(auto, "auto", None), (splu, "splu", None), (cg, "scipy-cg", "jacobi"),
+            (failed, "scipy-gmres", "none")]
+    _pair_auto_with_best(runs, measure, 1e-8, 4, budget=100.0, n_systems=4, log=lambda _: None)
+    assert calls == ["splu", "auto", "auto", "splu"] * 2
+    assert auto.paired_with == "splu/none"
+    assert auto.pair_ratios == pytest.approx([1.05 / 1.2, 1.05 * 1.2, 1.05 / 1.2, 1.05 * 1.2])
+    assert len(auto.runs) == len(splu.runs) == 5 and len(cg.runs) == 1
+    cfg = ConfigResult("darcy", 12, 144, 4, True, {}, peers=[auto, splu, cg, failed, result(
+        "skr(skr-rcg)", "jacobi", 1.5)])
+    row = summarise([cfg])[0]
+    # each two pairs of opposite order give 1.05 (the first-run penalty cancels), not the
+    # best runs' 0.9 (nor the median of the pairs, 1.0675)
+    assert row["auto_over_best"] == pytest.approx(1.05)
+    assert row["auto_over_best_of_runs"] == pytest.approx(auto.seconds_per_system / 0.9)
+    assert row["auto_pairs"] == 4 and row["auto_paired_with"] == "splu/none"
+    # a pair that does not fit in half the budget is not run
+    auto2, splu2 = result("auto", None, 1.0), result("splu", "none", 1.0)
+    _pair_auto_with_best([(auto2, "auto", None), (splu2, "splu", None)], measure, 1e-8, 4,
+                         budget=15.0, n_systems=4, log=lambda _: None)
+    assert auto2.pair_ratios == [] and len(splu2.runs) == 1
+
+
+@pytest.mark.parametrize(("fast_seconds", "fast_peer_seconds", "runs", "pairs"),
+                         [(0.0, 4.0, 2, 4), (1.0, 1e-12, 2, 4 * FAST_REPEATS),
+                          (1.0, 4.0, 2 * FAST_REPEATS, 4 * FAST_REPEATS)])
 def test_extra_runs_of_a_fast_configuration_go_to_every_competing_peer(
-        monkeypatch, fast_seconds, fast_peer_seconds, runs):
+        monkeypatch, fast_seconds, fast_peer_seconds, runs, pairs):
     """The extra runs depend on the configuration's fastest peer (under FAST_SECONDS) and
-    go to every peer within FAST_PEER_SECONDS, so competing peers get as many runs."""
+    go to every peer within FAST_PEER_SECONDS, so competing peers get as many runs; auto
+    and the fastest other peer get the back-to-back pairs on top."""
     from pdeforge import bench
 
     monkeypatch.setattr(bench, "FAST_SECONDS", fast_seconds)
@@ -59,7 +109,13 @@ def test_extra_runs_of_a_fast_configuration_go_to_every_competing_peer(
     cfg = run_skr_benchmark("darcy", 12, 3, ["jacobi"], [1e-8], {"coefficient": "lognormal"},
                             budget=30, peers=["splu", "skr", "auto"], log=lambda _: None,
                             repeats=2)
-    assert [len(p.runs) for p in cfg.peers] == [runs] * len(cfg.peers)
+    auto = next(p for p in cfg.peers if p.peer.startswith("auto"))
+    assert len(auto.pair_ratios) == pairs
+    paired = [p is auto or f"{p.peer}/{p.preconditioner}" == auto.paired_with
+              for p in cfg.peers]
+    assert sum(paired) == 2
+    assert [len(p.runs) - pairs * k for p, k in zip(cfg.peers, paired, strict=True)] == \
+        [runs] * len(cfg.peers)
 
 
 def test_a_products_cap_stops_every_iterative_peer_and_is_stated(tmp_path):
