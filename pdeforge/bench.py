@@ -353,12 +353,13 @@ def _pair_auto_with_best(runs, measure, rtol: float, pairs: int, budget: float,
 
     Why: the best of a peer's runs, taken in rounds over every peer, leaves too much noise
     for the 10 % the auto target is about. Measured on the 2-core VM with the same sparse
-    LU as auto and as splu (Poisson 128^2 and thermal 100^2, 30 systems, 16 rounds): the
-    ratio of the bests read 0.99-1.15 and the median ratio 1.11-1.20 with splu always run
-    first, and a back-to-back pair in alternating order read 1.05 with auto first and 0.95
-    with splu first (median 0.99). A pair shares the machine's state of the moment; the
-    alternation cancels the penalty of running first. Only for peers that solved every
-    system and fit, as a pair, within half the budget.
+    LU run as auto and as splu (Poisson 128^2 and thermal 100^2, 30 systems, 16 rounds
+    each): the ratio of the bests read 0.99-1.16 depending on how many rounds were kept,
+    the ratio of the medians 1.10-1.20 in one run with splu always first and 0.99 in the
+    next with the order alternated, where the pairs with auto first read 1.05 (median) and
+    those with splu first 0.95. A pair shares the machine's state of the moment, and
+    :func:`paired_ratio` combines pairs of opposite order, so an order effect cancels.
+    Only for peers that solved every system and fit, as a pair, within half the budget.
     """
     done = [t for t in runs if t[0].converged == t[0].systems == n_systems and not t[0].note]
     auto = next((t for t in done if t[1] == "auto"), None)
