@@ -23,7 +23,8 @@ def main() -> None:
     ap.add_argument("--family", action="append", help="only these families")
     ap.add_argument("--repeats", type=int, default=1,
                     help="runs of each peer that fits in half the budget (best kept); "
-                    "with R > 1 auto is also paired with the fastest other peer")
+                    "with R > 1 auto and skr are also paired with the fastest other "
+                    "peer and gcrotmk")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = ap.parse_args()
     run_preset(args.preset, args.out, args.budget, args.family, args.repeats)

@@ -22,9 +22,10 @@ configuration's fastest peer takes under ``FAST_SECONDS`` (every peer within
 ``FAST_PEER_SECONDS``, so that those competing for the best time get as many runs), and
 its time is the best of its runs:
 on the 2-core development VM one run of a sub-100 ms solve varied by up to 30 %, more
-than the 10 % margins the comparisons are about. auto and the fastest other peer then run
-in back-to-back pairs, alternating which runs first, and auto / best is taken from the
-pairs (:func:`_pair_auto_with_best`, :func:`paired_ratio`). All runs are kept (``runs``,
+than the 10 % margins the comparisons are about. auto and the fastest other peer, and skr
+and gcrotmk with each preconditioner, then run in back-to-back pairs, alternating which
+runs first, and auto / best and skr vs gcrotmk are taken from the pairs
+(:func:`_pair_peers`, :func:`paired_ratio`). All runs are kept (``runs``,
 ``pair_ratios``). Used by ``benchmarks/skr.py`` and ``pdeforge bench skr``.
 """
 
@@ -60,8 +61,8 @@ class PeerResult:
     converged: int
     note: str = ""
     runs: list[float] = field(default_factory=list)  # seconds per system of every run
-    #: auto only: the peer it was paired with (:func:`_pair_auto_with_best`) and the
-    #: ratios auto / that peer of the back-to-back pairs
+    #: auto and skr: the peer this one was paired with (:func:`_pair_peers`) and this
+    #: one's time over that peer's in each back-to-back pair
     paired_with: str = ""
     pair_ratios: list[float] = field(default_factory=list)
 
@@ -334,7 +335,7 @@ def run_skr_benchmark(
                 log(f"{family} rtol={rtol:.0e}: {len(again)} peers run {repeats} times "
                     f"({repeats * FAST_REPEATS} under a second), best kept")
                 pairs = 2 * repeats * (FAST_REPEATS if fast else 1)
-                _pair_auto_with_best(again, measure, rtol, pairs, budget, n_systems, log)
+                _pair_peers(again, measure, rtol, pairs, budget, n_systems, log)
     return result
 
 
@@ -346,45 +347,57 @@ def _add_run(r: PeerResult, again: PeerResult) -> None:
     r.max_residual = max(r.max_residual, again.max_residual)
 
 
-def _pair_auto_with_best(runs, measure, rtol: float, pairs: int, budget: float,
-                         n_systems: int, log: Callable[[str], None]) -> None:
-    """Run auto and the fastest other peer back to back ``pairs`` times, in alternating
-    order, and keep the ratio of each pair in auto's ``pair_ratios``.
+def _pair_peers(runs, measure, rtol: float, pairs: int, budget: float, n_systems: int,
+                log: Callable[[str], None]) -> None:
+    """Back-to-back pairs for the two comparisons whose margins are within the noise: auto
+    against the fastest other peer, and skr against scipy's gcrotmk with the same
+    preconditioner. Each pair runs ``pairs`` times in alternating order; the first peer of
+    a comparison keeps its time over the other's per pair in ``pair_ratios`` (and the
+    other's name in ``paired_with``).
 
     Why: the best of a peer's runs, taken in rounds over every peer, leaves too much noise
-    for the 10 % the auto target is about. Measured on the 2-core VM with the same sparse
-    LU run as auto and as splu (Poisson 128^2 and thermal 100^2, 30 systems, 16 rounds
-    each): the ratio of the bests read 0.99-1.16 depending on how many rounds were kept,
-    the ratio of the medians 1.10-1.20 in one run with splu always first and 0.99 in the
-    next with the order alternated, where the pairs with auto first read 1.05 (median) and
-    those with splu first 0.95. A pair shares the machine's state of the moment, and
-    :func:`paired_ratio` combines pairs of opposite order, so an order effect cancels.
-    Only for peers that solved every system and fit, as a pair, within half the budget.
+    for the 10 % the auto target is about (and the few % by which skr and gcrotmk differ
+    where both spend their time building the same preconditioners). Measured on the 2-core
+    VM with the same sparse LU run as auto and as splu (Poisson 128^2 and thermal 100^2, 30
+    systems, 16 rounds each): the ratio of the bests read 0.99-1.16 depending on how many
+    rounds were kept, the ratio of the medians 1.10-1.20 in one run with splu always first
+    and 0.99 in the next with the order alternated, where the pairs with auto first read
+    1.05 (median) and those with splu first 0.95. A pair shares the machine's state of the
+    moment, and :func:`paired_ratio` combines pairs of opposite order, so an order effect
+    cancels. Only for peers that solved every system and fit, as a pair, within half the
+    budget.
     """
     done = [t for t in runs if t[0].converged == t[0].systems == n_systems and not t[0].note]
+    comparisons = []
     auto = next((t for t in done if t[1] == "auto"), None)
     others = [t for t in done if t[1] != "auto"]
-    if auto is None or not others:
-        return
-    best = min(others, key=lambda t: t[0].seconds_per_system)
-    if (auto[0].seconds_per_system + best[0].seconds_per_system) * n_systems > budget / 2:
-        return
-    ratios = []
-    for i in range(pairs):
-        seconds = {}
-        for r, peer, pre in (best, auto) if i % 2 == 0 else (auto, best):
-            again = measure(peer, pre, rtol)
-            _add_run(r, again)
-            seconds[peer] = again.seconds_per_system
-        ratios.append(seconds["auto"] / seconds[best[1]])
-    auto[0].paired_with = f"{best[0].peer}/{best[0].preconditioner}"
-    auto[0].pair_ratios = ratios
-    log(f"auto / {auto[0].paired_with} in {pairs} back-to-back pairs: {paired_ratio(ratios):.3f}"
-        f" (pairs {min(ratios):.3f}-{max(ratios):.3f})")
+    if auto is not None and others:
+        comparisons.append((auto, min(others, key=lambda t: t[0].seconds_per_system)))
+    for skr in (t for t in done if t[1] == "skr"):
+        gcrot = next((t for t in done if t[1] == "scipy-gcrotmk" and t[2] == skr[2]), None)
+        if gcrot is not None:
+            comparisons.append((skr, gcrot))
+    for first, other in comparisons:
+        if (first[0].seconds_per_system + other[0].seconds_per_system) * n_systems > budget / 2:
+            continue
+        ratios = []
+        for i in range(pairs):
+            seconds = []
+            for r, peer, pre in (other, first) if i % 2 == 0 else (first, other):
+                again = measure(peer, pre, rtol)
+                _add_run(r, again)
+                seconds.append(again.seconds_per_system)
+            ratios.append(seconds[1] / seconds[0] if i % 2 == 0 else seconds[0] / seconds[1])
+        first[0].paired_with = f"{other[0].peer}/{other[0].preconditioner}"
+        first[0].pair_ratios = ratios
+        log(f"{first[0].peer}/{first[0].preconditioner} / {first[0].paired_with} in {pairs} "
+            f"back-to-back pairs: {paired_ratio(ratios):.3f} "
+            f"(pairs {min(ratios):.3f}-{max(ratios):.3f})")
 
 
 def paired_ratio(ratios: list[float]) -> float:
-    """auto / peer from pairs run in alternating order: the geometric mean of each two
+    """One peer's time over another's from pairs run in alternating order (ratios as
+    :func:`_pair_peers` keeps them): the geometric mean of each two
     consecutive pairs (one of each order, so a penalty of running first cancels), then the
     median of those (a slow spell during one pair moves one value only)."""
     r = np.asarray(ratios, dtype=float)
@@ -447,12 +460,15 @@ def summarise(configs: list[ConfigResult]) -> list[dict]:
                     "speedup_vs_scipy_gmres_time": ratio(base),
                     "speedup_vs_scipy_gmres_matvecs": ratio(base, "matvecs_per_system"),
                     "scipy_gmres_converged": f"{base.converged}/{base.systems}" if base else None,
-                    "speedup_vs_gcrotmk": ratio(gcrot),
+                    "speedup_vs_gcrotmk": 1.0 / paired_ratio(skr.pair_ratios)
+                if solved and gcrot and skr.pair_ratios else ratio(gcrot),
+                "speedup_vs_gcrotmk_of_runs": ratio(gcrot),
+                "gcrotmk_pairs": len(skr.pair_ratios),
                     "best_peer": best.peer + "/" + best.preconditioner if best else None,
                     "best_ms": best.seconds_per_system * 1e3 if best else None,
                     "auto_ms": auto.seconds_per_system * 1e3 if auto else None,
                     # from auto's back-to-back pairs with the fastest other peer where it
-                    # has them (_pair_auto_with_best, paired_ratio), else the ratio of bests
+                    # has them (_pair_peers, paired_ratio), else the ratio of bests
                     "auto_over_best": paired_ratio(auto.pair_ratios)
                     if auto and auto.pair_ratios else of_bests,
                     "auto_over_best_of_runs": of_bests,
@@ -463,6 +479,16 @@ def summarise(configs: list[ConfigResult]) -> list[dict]:
                     if best_nr else None,
                 })
     return rows
+
+
+def _gcrotmk_cell(r: dict) -> str:
+    """The table's skr vs gcrotmk: from the pairs (count; ratio of bests) when it has them."""
+    if r["speedup_vs_gcrotmk"] is None:
+        return "-"
+    if not r.get("gcrotmk_pairs"):
+        return f"{r['speedup_vs_gcrotmk']:.2f}x"
+    return (f"{r['speedup_vs_gcrotmk']:.2f}x ({r['gcrotmk_pairs']} pairs; "
+            f"bests {r['speedup_vs_gcrotmk_of_runs']:.2f}x)")
 
 
 def _auto_cell(r: dict) -> str:
@@ -502,12 +528,12 @@ def write_results(configs: list[ConfigResult], out: Path, name: str = "skr") -> 
             f"| {r['family']} | {r['n']} | {r['rtol']:.0e} | {r['preconditioner']} | "
             f"{r['skr_ms']:.1f} ({r['skr_converged']}) | "
             f"{f(r['speedup_vs_scipy_gmres_time'])}x ({f(r['speedup_vs_scipy_gmres_matvecs'])}x;"
-            f" scipy conv {r['scipy_gmres_converged']}) | {f(r['speedup_vs_gcrotmk'])}x | "
+            f" scipy conv {r['scipy_gmres_converged']}) | {_gcrotmk_cell(r)} | "
             f"{r['best_peer']} ({f(r['best_ms'], '{:.1f}')}) | {_auto_cell(r)} | "
             f"{f(r['skr_vs_best_non_recycling'])}x vs {r['best_non_recycling']} |")
-    if any(r.get("auto_pairs") for r in rows):
-        lines += ["", "auto / best: auto against the fastest other peer in back-to-back pairs "
-                  "of runs, alternating which runs first (paired_ratio: the median of the "
+    if any(r.get("auto_pairs") or r.get("gcrotmk_pairs") for r in rows):
+        lines += ["", "auto / best and skr vs gcrotmk: from back-to-back pairs of runs of the "
+                  "two peers, alternating which runs first (paired_ratio: the median of the "
                   "geometric means of consecutive pairs), then the ratio of the two peers' "
                   "best runs"]
     capped = [c for c in configs if c.maxiter != MAXITER]

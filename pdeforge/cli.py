@@ -215,8 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     skr.add_argument("--family", action="append", help="only this family (repeatable)")
     skr.add_argument("--repeats", type=_positive_int, default=1,
                      help="runs of each peer that fits in half the budget, in rounds; the "
-                     "best time is kept; above 1, auto and the fastest other peer also run "
-                     "in back-to-back pairs for auto / best (default 1)")
+                     "best time is kept; above 1, auto and the fastest other peer, and skr "
+                     "and gcrotmk, also run in back-to-back pairs (default 1)")
     skr.add_argument("--out", type=Path, default=Path("benchmarks/results"),
                      help="results folder (default benchmarks/results)")
     skr.set_defaults(func=_cmd_bench_skr)

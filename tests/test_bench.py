@@ -54,8 +54,8 @@ def test_repeats_keep_the_best_of_interleaved_runs():
 def test_auto_is_paired_back_to_back_with_the_fastest_other_peer_in_alternating_order():
     """The pairs alternate which peer runs first, pair auto with the fastest other peer
     that solved every system, and the summary reports their ratio (which cancels a
-    penalty of running first) beside the ratio of best runs."""
-    from pdeforge.bench import ConfigResult, PeerResult, _pair_auto_with_best, summarise
+    penalty of running first) beside the ratio of best runs; skr likewise with gcrotmk."""
+    from pdeforge.bench import ConfigResult, PeerResult, _pair_peers, summarise
 
     def result(peer, pre, seconds, converged=4):
         return PeerResult(peer, pre, 1e-8, 4, seconds, 1.0, 1e-9, converged,
@@ -74,7 +74,7 @@ def test_auto_is_paired_back_to_back_with_the_fastest_other_peer_in_alternating_
 
     runs = [(auto, "auto", None), (splu, "splu", None), (cg, "scipy-cg", "jacobi"),
             (failed, "scipy-gmres", "none")]
-    _pair_auto_with_best(runs, measure, 1e-8, 4, budget=100.0, n_systems=4, log=lambda _: None)
+    _pair_peers(runs, measure, 1e-8, 4, budget=100.0, n_systems=4, log=lambda _: None)
     assert calls == ["splu", "auto", "auto", "splu"] * 2
     assert auto.paired_with == "splu/none"
     assert auto.pair_ratios == pytest.approx([1.05 / 1.2, 1.05 * 1.2, 1.05 / 1.2, 1.05 * 1.2])
@@ -87,9 +87,27 @@ def test_auto_is_paired_back_to_back_with_the_fastest_other_peer_in_alternating_
     assert row["auto_over_best"] == pytest.approx(1.05)
     assert row["auto_over_best_of_runs"] == pytest.approx(auto.seconds_per_system / 0.9)
     assert row["auto_pairs"] == 4 and row["auto_paired_with"] == "splu/none"
+    # skr is paired with gcrotmk of its preconditioner; the column reads gcrotmk / skr
+    skr, gcrot, gcrot_ilu = (result("skr", "jacobi", 1.0), result("scipy-gcrotmk", "jacobi", 0.9),
+                             result("scipy-gcrotmk", "ilu", 0.1))
+    truth = {"skr": 1.0, "scipy-gcrotmk": 1.1}
+    slow_first = iter([1.2, 1.0] * 4)
+
+    def measure2(peer, pre, rtol):
+        return result(peer, pre, truth[peer] * next(slow_first))
+
+    _pair_peers([(skr, "skr", "jacobi"), (gcrot, "scipy-gcrotmk", "jacobi"),
+                 (gcrot_ilu, "scipy-gcrotmk", "ilu")], measure2, 1e-8, 4, budget=100.0,
+                n_systems=4, log=lambda _: None)
+    assert skr.paired_with == "scipy-gcrotmk/jacobi" and len(gcrot_ilu.runs) == 1
+    cfg = ConfigResult("darcy", 12, 144, 4, True, {}, peers=[skr, gcrot, gcrot_ilu])
+    row = summarise([cfg])[0]
+    assert row["speedup_vs_gcrotmk"] == pytest.approx(1.1)  # not the bests' 0.9 / 0.833
+    assert row["speedup_vs_gcrotmk_of_runs"] == pytest.approx(0.9 / skr.seconds_per_system)
+    assert row["gcrotmk_pairs"] == 4
     # a pair that does not fit in half the budget is not run
     auto2, splu2 = result("auto", None, 1.0), result("splu", "none", 1.0)
-    _pair_auto_with_best([(auto2, "auto", None), (splu2, "splu", None)], measure, 1e-8, 4,
+    _pair_peers([(auto2, "auto", None), (splu2, "splu", None)], measure, 1e-8, 4,
                          budget=15.0, n_systems=4, log=lambda _: None)
     assert auto2.pair_ratios == [] and len(splu2.runs) == 1
 
