@@ -380,12 +380,12 @@ def _pair_peers(runs, measure, rtol: float, pairs: int, n_systems: int,
     for first, other in comparisons:
         ratios = []
         for i in range(pairs):
-            seconds = []
+            seconds = {}
             for r, peer, pre in (other, first) if i % 2 == 0 else (first, other):
                 again = measure(peer, pre, rtol)
                 _add_run(r, again)
-                seconds.append(again.seconds_per_system)
-            ratios.append(seconds[1] / seconds[0] if i % 2 == 0 else seconds[0] / seconds[1])
+                seconds[id(r)] = again.seconds_per_system
+            ratios.append(seconds[id(first[0])] / seconds[id(other[0])])
         first[0].paired_with = f"{other[0].peer}/{other[0].preconditioner}"
         first[0].pair_ratios = ratios
         log(f"{first[0].peer}/{first[0].preconditioner} / {first[0].paired_with} in {pairs} "
@@ -458,10 +458,11 @@ def summarise(configs: list[ConfigResult]) -> list[dict]:
                     "speedup_vs_scipy_gmres_time": ratio(base),
                     "speedup_vs_scipy_gmres_matvecs": ratio(base, "matvecs_per_system"),
                     "scipy_gmres_converged": f"{base.converged}/{base.systems}" if base else None,
+                    # from skr's pairs with gcrotmk where it has them, as auto's below
                     "speedup_vs_gcrotmk": 1.0 / paired_ratio(skr.pair_ratios)
-                if solved and gcrot and skr.pair_ratios else ratio(gcrot),
-                "speedup_vs_gcrotmk_of_runs": ratio(gcrot),
-                "gcrotmk_pairs": len(skr.pair_ratios),
+                    if solved and gcrot and skr.pair_ratios else ratio(gcrot),
+                    "speedup_vs_gcrotmk_of_runs": ratio(gcrot),
+                    "gcrotmk_pairs": len(skr.pair_ratios),
                     "best_peer": best.peer + "/" + best.preconditioner if best else None,
                     "best_ms": best.seconds_per_system * 1e3 if best else None,
                     "auto_ms": auto.seconds_per_system * 1e3 if auto else None,
