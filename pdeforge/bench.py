@@ -203,6 +203,11 @@ def _pyamg(systems, rtol: float, budget: float) -> PeerResult:
                       int(sum(r <= rtol * 1.0001 for r in res)))
 
 
+def _name(p: PeerResult) -> str:
+    """A peer's name in the tables: peer/preconditioner (e.g. ``splu/none``)."""
+    return f"{p.peer}/{p.preconditioner}"
+
+
 def _label(method: str, out) -> str:
     """A peer's name: skr and auto with the strategy they ran (e.g. ``skr(skr-rcg)``)."""
     return method if method not in ("skr", "auto") else f"{method}({out.method})"
@@ -386,9 +391,9 @@ def _pair_peers(runs, measure, rtol: float, pairs: int, n_systems: int,
                 _add_run(r, again)
                 seconds[id(r)] = again.seconds_per_system
             ratios.append(seconds[id(first[0])] / seconds[id(other[0])])
-        first[0].paired_with = f"{other[0].peer}/{other[0].preconditioner}"
+        first[0].paired_with = _name(other[0])
         first[0].pair_ratios = ratios
-        log(f"{first[0].peer}/{first[0].preconditioner} / {first[0].paired_with} in {pairs} "
+        log(f"{_name(first[0])} / {first[0].paired_with} in {pairs} "
             f"back-to-back pairs: {paired_ratio(ratios):.3f} "
             f"(pairs {min(ratios):.3f}-{max(ratios):.3f})")
 
@@ -428,6 +433,10 @@ def summarise(configs: list[ConfigResult]) -> list[dict]:
             best_nr = min(non_recycling, key=lambda p: p.seconds_per_system, default=None)
             of_bests = (auto.seconds_per_system / best.seconds_per_system
                         if auto and best else None)
+            # from auto's back-to-back pairs with the fastest other peer where it has them
+            # (_pair_peers, paired_ratio), else the ratio of bests
+            auto_over_best = paired_ratio(auto.pair_ratios) if auto and auto.pair_ratios \
+                else of_bests
             for pre in sorted({p.preconditioner for p in ps}):
                 skr = next((p for p in ps if p.peer.startswith("skr") and
                             p.preconditioner == pre), None)
@@ -463,43 +472,31 @@ def summarise(configs: list[ConfigResult]) -> list[dict]:
                     if solved and gcrot and skr.pair_ratios else ratio(gcrot),
                     "speedup_vs_gcrotmk_of_runs": ratio(gcrot),
                     "gcrotmk_pairs": len(skr.pair_ratios),
-                    "best_peer": best.peer + "/" + best.preconditioner if best else None,
+                    "best_peer": _name(best) if best else None,
                     "best_ms": best.seconds_per_system * 1e3 if best else None,
                     "auto_ms": auto.seconds_per_system * 1e3 if auto else None,
-                    # from auto's back-to-back pairs with the fastest other peer where it
-                    # has them (_pair_peers, paired_ratio), else the ratio of bests
-                    "auto_over_best": paired_ratio(auto.pair_ratios)
-                    if auto and auto.pair_ratios else of_bests,
+                    "auto_over_best": auto_over_best,
                     "auto_over_best_of_runs": of_bests,
                     "auto_pairs": len(auto.pair_ratios) if auto else 0,
                     "auto_paired_with": auto.paired_with if auto else "",
                     "skr_vs_best_non_recycling": ratio(best_nr),
-                    "best_non_recycling": (best_nr.peer + "/" + best_nr.preconditioner)
-                    if best_nr else None,
+                    "best_non_recycling": _name(best_nr) if best_nr else None,
                 })
     return rows
 
 
-def _gcrotmk_cell(r: dict) -> str:
-    """The table's skr vs gcrotmk: from the pairs (count; ratio of bests) when it has them."""
-    if r["speedup_vs_gcrotmk"] is None:
+def _paired_cell(value: float | None, pairs: int, paired_with: str, bests: float | None,
+                 unit: str = "") -> str:
+    """A table cell of a ratio that may come from back-to-back pairs (:func:`_pair_peers`):
+    the value, then, when it does, the pair count (and peer) and the ratio of best runs.
+    Results written before the pairs existed have none: the value alone."""
+    if value is None:
         return "-"
-    if not r.get("gcrotmk_pairs"):
-        return f"{r['speedup_vs_gcrotmk']:.2f}x"
-    return (f"{r['speedup_vs_gcrotmk']:.2f}x ({r['gcrotmk_pairs']} pairs; "
-            f"bests {r['speedup_vs_gcrotmk_of_runs']:.2f}x)")
-
-
-def _auto_cell(r: dict) -> str:
-    """The table's auto / best: paired median (pairs, peer; ratio of bests), else the
-    ratio of bests (results written before auto was paired have no pairs)."""
-    if r["auto_over_best"] is None:
-        return "-"
-    if not r.get("auto_pairs"):
-        return f"{r['auto_over_best']:.2f}"
-    bests = "-" if r["auto_over_best_of_runs"] is None else f"{r['auto_over_best_of_runs']:.2f}"
-    return (f"{r['auto_over_best']:.2f} ({r['auto_pairs']} pairs with "
-            f"{r['auto_paired_with']}; bests {bests})")
+    if not pairs:
+        return f"{value:.2f}{unit}"
+    peer = f" with {paired_with}" if paired_with else ""
+    best = "-" if bests is None else f"{bests:.2f}{unit}"
+    return f"{value:.2f}{unit} ({pairs} pairs{peer}; bests {best})"
 
 
 def write_results(configs: list[ConfigResult], out: Path, name: str = "skr") -> None:
@@ -523,12 +520,17 @@ def write_results(configs: list[ConfigResult], out: Path, name: str = "skr") -> 
         return "-" if v is None else fmt.format(v)
 
     for r in rows:
+        # results written before the pairs existed have no pair fields
+        gcrot = _paired_cell(r["speedup_vs_gcrotmk"], r.get("gcrotmk_pairs", 0), "",
+                             r.get("speedup_vs_gcrotmk_of_runs"), "x")
+        auto = _paired_cell(r["auto_over_best"], r.get("auto_pairs", 0),
+                            r.get("auto_paired_with", ""), r.get("auto_over_best_of_runs"))
         lines.append(
             f"| {r['family']} | {r['n']} | {r['rtol']:.0e} | {r['preconditioner']} | "
             f"{r['skr_ms']:.1f} ({r['skr_converged']}) | "
             f"{f(r['speedup_vs_scipy_gmres_time'])}x ({f(r['speedup_vs_scipy_gmres_matvecs'])}x;"
-            f" scipy conv {r['scipy_gmres_converged']}) | {_gcrotmk_cell(r)} | "
-            f"{r['best_peer']} ({f(r['best_ms'], '{:.1f}')}) | {_auto_cell(r)} | "
+            f" scipy conv {r['scipy_gmres_converged']}) | {gcrot} | "
+            f"{r['best_peer']} ({f(r['best_ms'], '{:.1f}')}) | {auto} | "
             f"{f(r['skr_vs_best_non_recycling'])}x vs {r['best_non_recycling']} |")
     if any(r.get("auto_pairs") or r.get("gcrotmk_pairs") for r in rows):
         lines += ["", "auto / best and skr vs gcrotmk: from back-to-back pairs of runs of the "
