@@ -45,6 +45,7 @@ import scipy.sparse.linalg as spla
 from threadpoolctl import threadpool_limits
 
 from pdeforge.datasets.problems import build_problem
+from pdeforge.runtime import allocator_tuned, tune_cpu_allocator
 from pdeforge.solvers.krylov import build_preconditioner, is_spd, solve_sequence
 from pdeforge.solvers.krylov.sequence import lu_options
 
@@ -79,6 +80,9 @@ class ConfigResult:
     #: products a system allowed to every iterative peer (scipy's restart cycles and
     #: gcrotmk's outer iterations converted to products)
     maxiter: int = 10_000
+    #: glibc's allocator kept freed memory in this run (``pdeforge.runtime``, applied by
+    #: :func:`run_preset`); runs stored before it existed read False
+    allocator_tuned: bool = False
 
 
 #: runs per requested repeat in a configuration whose fastest peer solves it in under
@@ -292,7 +296,8 @@ def run_skr_benchmark(
     feats = np.stack([s.features for s in samples])
     spd = is_spd(mats[0]) if prob.spd is None else prob.spd
     result = ConfigResult(family, resolution, mats[0].shape[0], n_systems, spd,
-                          dict(options or {}), maxiter=maxiter)
+                          dict(options or {}), maxiter=maxiter,
+                          allocator_tuned=allocator_tuned())
     systems = list(zip(mats, rhs, strict=True))
     all_peers = peers or ["scipy-gmres", "scipy-cg", "scipy-gcrotmk", "splu", "pyamg",
                           "gmres", "gcrodr", "skr", "auto"]
@@ -537,6 +542,10 @@ def write_results(configs: list[ConfigResult], out: Path, name: str = "skr") -> 
                   "two peers, alternating which runs first (paired_ratio: the median of the "
                   "geometric means of consecutive pairs), then the ratio of the two peers' "
                   "best runs"]
+    untuned = [f"{c.family} n={c.n}" for c in configs if not c.allocator_tuned]
+    if untuned:
+        lines += ["", "run with glibc's default allocator (before ``run_preset`` tuned it; "
+                  "both peers of every ratio ran in the same process): " + ", ".join(untuned)]
     capped = [c for c in configs if c.maxiter != MAXITER]
     if capped:
         lines.append("")
@@ -606,8 +615,17 @@ PRESETS: dict[str, list[tuple]] = {
 
 def run_preset(name: str, out: Path, budget: float = 60.0,
                families: list[str] | None = None, repeats: int = 1) -> list[ConfigResult]:
-    """Run a preset (``quick`` or ``full``), writing JSON and markdown to ``out``."""
+    """Run a preset (``quick`` or ``full``), writing JSON and markdown to ``out``.
+
+    glibc's allocator is tuned first (``pdeforge.runtime``): every peer runs in this
+    process and allocates blocks of tens of MB per system (SuperLU's factors, Krylov
+    bases), which the default allocator returns to the system and page-faults again:
+    measured on advection-diffusion 512^2 with spilu (10 systems), skr 2.58 and gcrotmk
+    2.41 s a system with the default, 1.87-2.07 and 1.90-2.13 s tuned.
+    """
     from tqdm.auto import tqdm
+
+    tune_cpu_allocator()
 
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")

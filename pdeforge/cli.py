@@ -92,6 +92,9 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_generate(args: argparse.Namespace) -> int:
     from pdeforge.datasets.runner import generate
+    from pdeforge.runtime import tune_cpu_allocator
+
+    tune_cpu_allocator()  # this process and the local Dask workers (runner.py)
 
     result = generate(
         args.problem, args.n, args.out, resolution=args.resolution, seed=args.seed,

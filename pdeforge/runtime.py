@@ -11,7 +11,10 @@ starts), so :func:`tune_cpu_allocator` calls glibc's ``mallopt`` through ctypes.
 
 The price is that freed memory stays with the process (peak RSS is not returned to the
 system until it exits), which is what a training or benchmark process wants; it is
-therefore applied by pdeforge's training and benchmark entry points, never on import.
+therefore applied by pdeforge's entry points, never on import: training, the
+benchmarks, and ``pdeforge generate`` with the local Dask workers it starts (sparse LU and
+ILU factors and Krylov bases of tens of MB a system: advection-diffusion 512^2 with spilu
+took 2.41-2.58 s a system with the default, 1.87-2.13 s tuned).
 """
 
 from __future__ import annotations

@@ -575,6 +575,10 @@ def _run_dask(
                 dashboard_address=None, silence_logs=logging.ERROR,
             )
             client = Client(cluster)
+            from pdeforge.runtime import allocator_tuned, tune_cpu_allocator
+
+            if allocator_tuned():  # workers this run started inherit the CLI's setting
+                client.run(tune_cpu_allocator)
         with client:
             futures = {
                 client.submit(_compute_shard, config_text, *ranges[j], pure=False): j

@@ -15,6 +15,12 @@ memory at large n: one step's orthogonalisation against 31 rows took 0.12, 0.27,
 of the GMRES least-squares problem min ||beta e1 - H y|| is known after every step and the
 cycle stops as soon as it reaches the target.
 
+With ``precondition`` given, the cycle is flexible in the sense of FGMRES (Saad, SIAM J.
+Sci. Comput. 14, 1993): it keeps Z_j = M^-1 V_j, the preconditioned basis in the space of
+the solution, next to V, so that A Z_j = C B_j + V_{j+1} H_j. The caller then updates the
+solution with Z y, without applying the preconditioner again, and a recycling solver
+(GCRO-DR) can keep its space in solution coordinates, valid for any later preconditioner.
+
 Vectors are stored as rows (C-contiguous).
 """
 
@@ -41,6 +47,7 @@ class ArnoldiCycle:
     residual: float  # ||beta e1 - H y||
     steps: int
     history: list[float]
+    Z: np.ndarray | None = None  # (j, n) rows M^-1 V_j when the cycle was flexible
 
 
 def _mgs(basis: np.ndarray, w: np.ndarray, complex_: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -62,11 +69,14 @@ def arnoldi_cycle(
     C: np.ndarray | None = None,
     workspace: np.ndarray | None = None,
     give_up: Callable[[int, float], bool] | None = None,
+    precondition: Callable[[np.ndarray], np.ndarray] | None = None,
+    zspace: np.ndarray | None = None,
 ) -> ArnoldiCycle:
     """Run up to ``max_steps`` steps from ``r``; stop when the LS residual <= ``target``.
 
     Args:
-        op: the operator B (matrix times preconditioner).
+        op: the operator B (matrix times preconditioner), or the matrix A alone when
+            ``precondition`` is given.
         r: starting residual (not normalised); must be orthogonal to C's rows.
         max_steps: maximum Arnoldi steps.
         target: absolute residual norm at which to stop.
@@ -77,6 +87,9 @@ def arnoldi_cycle(
             whose page faults cost more than the orthogonalisation at large n.
         give_up: called after every step with (steps so far, LS residual norm); the cycle
             stops early when it returns True (a caller abandoning a stalled solve).
+        precondition: M^-1 for a flexible cycle (see the module docstring): each step
+            stores z = M^-1 v_j and takes A z from ``op``; the cycle returns Z.
+        zspace: as ``workspace``, at least (max_steps, n), for Z.
     """
     dtype = np.result_type(r.dtype, np.float64)
     n = r.shape[0]
@@ -99,11 +112,22 @@ def arnoldi_cycle(
     g = np.zeros(max_steps + 1, dtype=dtype)
     g[0] = beta
     V[0] = r / beta
+    Z = None
+    if precondition is not None:
+        Z = (zspace[:max_steps] if (zspace is not None and zspace.dtype == dtype
+                                    and zspace.shape[0] >= max_steps
+                                    and zspace.shape[1:] == (n,))
+             else np.empty((max_steps, n), dtype=dtype))
     history = []
     steps = 0
     complex_ = np.iscomplexobj(V)
     for j in range(max_steps):
-        h, w = _mgs(Q[: k + j + 1], np.array(op(V[j]), dtype=dtype), complex_)
+        if Z is None:
+            w = np.array(op(V[j]), dtype=dtype)
+        else:
+            Z[j] = precondition(V[j])
+            w = np.array(op(Z[j]), dtype=dtype)
+        h, w = _mgs(Q[: k + j + 1], w, complex_)
         hn = float(np.linalg.norm(w))
         if k:
             Bk[:, j] = h[:k]
@@ -152,4 +176,5 @@ def arnoldi_cycle(
         residual=float(abs(g[j])) if j else beta,
         steps=j,
         history=history,
+        Z=None if Z is None else Z[:j],
     )

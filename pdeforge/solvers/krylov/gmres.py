@@ -56,15 +56,15 @@ def gmres(
     matvecs += x0 is not None
     history = [float(np.linalg.norm(r)) / bnorm]
 
-    def op(v: np.ndarray) -> np.ndarray:
-        return A @ M(v)
-
     while history[-1] * bnorm > target and matvecs < maxiter:
-        cyc = arnoldi_cycle(op, r, min(restart, maxiter - matvecs), target)
+        # flexible storage (Z = M^-1 V kept, ``arnoldi.py``): the update x += Z y needs
+        # no further application of M, one fewer per cycle
+        cyc = arnoldi_cycle(lambda v: A @ v, r, min(restart, maxiter - matvecs), target,
+                            precondition=None if M is identity else M)
         matvecs += cyc.steps
         if cyc.steps == 0:
             break
-        x = x + M(cyc.y @ cyc.V[: cyc.steps])
+        x = x + cyc.y @ (cyc.V[: cyc.steps] if cyc.Z is None else cyc.Z)
         r = b - A @ x  # true residual at each restart
         matvecs += 1
         history += [h / bnorm for h in cyc.history[:-1]]

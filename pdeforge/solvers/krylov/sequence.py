@@ -267,8 +267,8 @@ class _Strategy:
             self.cache.invalidate()
             pre = self._preconditioner(A)
             if isinstance(self.solver, GCRODR):
-                # the space the failed attempt harvested belongs to the old preconditioner:
-                # carrying it would cost its k products for little (measured on
+                # the space the failed attempt harvested was chosen under the unfit
+                # preconditioner: carrying it costs its k products for little (measured on
                 # advection-diffusion 512^2 with ILU: 29 products for the retry against 8)
                 self.solver.reset()
             out = self._iterate(A, b, pre, self.maxiter - spent, out.x)
@@ -294,7 +294,7 @@ class _Strategy:
             return self.solver.solve(A, b, rtol=self.rtol, maxiter=maxiter, M=pre.apply,
                                      M_diag=pre.diag, M_work=pre.work, x0=x0)
         return self.solver.solve(A, b, rtol=self.rtol, maxiter=maxiter, M=pre.apply, x0=x0,
-                                 give_up_after=give_up_after)
+                                 give_up_after=give_up_after, M_work=pre.work)
 
 
 def auto_choice(spd: bool, n: int, nnz_per_row: float, preconditioner: str | None = None,
