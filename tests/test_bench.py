@@ -32,6 +32,9 @@ def test_tiny_skr_benchmark_writes_consistent_results(tmp_path):
     assert rows["jacobi"]["speedup_vs_scipy_gmres_time"] > 0
     table = (tmp_path / "t.md").read_text()
     assert table.startswith("| family |") and "darcy" in table
+    # run_skr_benchmark alone leaves the allocator as it is: the table says which ran so
+    assert data["configs"][0]["allocator_tuned"] == cfg.allocator_tuned
+    assert ("glibc's default allocator" in table) == (not cfg.allocator_tuned)
     rewrite_markdown(tmp_path / "t.json")
     assert (tmp_path / "t.md").read_text() == table
 

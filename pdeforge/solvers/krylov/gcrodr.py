@@ -50,6 +50,7 @@ from pdeforge.solvers.krylov.base import (
     result_dtype,
     rows_times,
 )
+from pdeforge.solvers.krylov.preconditioners import GEMM_WEIGHT
 
 #: a column of R (in U = Y R^-1) smaller than this relative to the largest is dropped
 RANK_TOL = 1e-10
@@ -91,19 +92,22 @@ def smallest_eigvecs(theta: np.ndarray, Z: np.ndarray, k: int, real: bool) -> np
 
 
 def _new_recycle_space(
-    P: np.ndarray, Vhat: list[np.ndarray], GP: np.ndarray, W: list[np.ndarray]
-) -> tuple[np.ndarray, np.ndarray]:
-    """U = Vhat P R^-1 and C = W Q from [Q, R] = qr(G P), dropping rank-deficient directions.
+    P: np.ndarray, spaces: list[list[np.ndarray] | None], GP: np.ndarray, W: list[np.ndarray]
+) -> tuple[list[np.ndarray | None], np.ndarray]:
+    """U = Vhat P R^-1 for each Vhat in ``spaces`` and C = W Q, from [Q, R] = qr(G P),
+    dropping rank-deficient directions.
 
-    Rows are vectors: Vhat and W are lists of row blocks (not stacked into a copy); P is
-    (rows of Vhat, k), GP is G P. P R^-1 is formed first (k x k work), so U takes one
-    pass over Vhat.
+    Rows are vectors: each Vhat and W are lists of row blocks (not stacked into a copy);
+    P is (rows of Vhat, k), GP is G P. P R^-1 is formed first (k x k work), so each U
+    takes one pass over its Vhat. ``spaces`` holds the same search space in the
+    solution's and in the preconditioned coordinates (None: not tracked).
     """
     Q, R = np.linalg.qr(GP)
     d = np.abs(np.diag(R))
     keep = d > RANK_TOL * (d.max() if d.size else 1.0)
     Q, R = Q[:, keep], R[np.ix_(keep, keep)]
-    return rows_times(P[:, keep] @ _upper_inverse(R), Vhat), rows_times(Q, W)
+    coef = P[:, keep] @ _upper_inverse(R)
+    return [None if V is None else rows_times(coef, V) for V in spaces], rows_times(Q, W)
 
 
 def _upper_inverse(R: np.ndarray) -> np.ndarray:
@@ -111,13 +115,16 @@ def _upper_inverse(R: np.ndarray) -> np.ndarray:
     return sla.solve_triangular(R, np.eye(R.shape[0], dtype=R.dtype), check_finite=False)
 
 
-def _orthonormal_rows(AU: np.ndarray, U: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(C, U T) with C = T AU orthonormal rows, by Cholesky QR twice (CholQR2).
+def _orthonormal_rows(
+    AU: np.ndarray, Us: list[np.ndarray | None]
+) -> tuple[np.ndarray, list[np.ndarray | None]]:
+    """(C, [U T for U in Us]) with C = T AU orthonormal rows, by Cholesky QR twice
+    (CholQR2); ``Us``: the space in the solution's and preconditioned coordinates.
 
     The carry-over's qr(A_new U) of a tall block: LAPACK's Householder QR of 262144 x 20
     took 85 ms (scipy) and 205 ms (numpy) with one thread, against ~10 ms for the Gram
-    matrix G = AU AU^H (one GEMM). T = Lambda^-1/2 W^H from G = W Lambda W^H makes C T-
-    orthonormal to eps kappa(AU)^2, and a second pass restores it to eps (Fukaya,
+    matrix G = AU AU^H (one GEMM). T = Lambda^-1/2 W^H from G = W Lambda W^H makes the
+    rows of C = T AU orthonormal to eps kappa(AU)^2, and a second pass to eps (Fukaya,
     Nakatsukasa, Yanagisawa, Yamamoto, "CholeskyQR2", 2014); it runs only when the first
     left C C^H further than 1e-12 from I (A_new U is close to orthonormal along a sorted
     sequence: the previous C = A_old U was). Directions with singular values below 1e-6
@@ -127,11 +134,13 @@ def _orthonormal_rows(AU: np.ndarray, U: np.ndarray) -> tuple[np.ndarray, np.nda
         G = AU @ AU.conj().T
         lam, W = np.linalg.eigh(G)
         keep = lam > 1e-12 * lam.max()
+        if not keep.any():  # A U = 0 to rounding: nothing to carry
+            return AU[:0], [None if U is None else U[:0] for U in Us]
         T = (W[:, keep] / np.sqrt(lam[keep])).conj().T
-        AU, U = T @ AU, T @ U
+        AU, Us = T @ AU, [None if U is None else T @ U for U in Us]
         if np.abs(AU @ AU.conj().T - np.eye(AU.shape[0])).max() <= 1e-12:
             break
-    return AU, U
+    return AU, Us
 
 
 class GCRODR:
@@ -152,9 +161,17 @@ class GCRODR:
                              f"restart={restart}")
         self.restart = int(restart)
         self.recycle = int(recycle)
-        self.U: np.ndarray | None = None  # (k, n) rows, in the solution's coordinates
+        #: the recycle space as (k, n) rows in the coordinates of the last preconditioner
+        #: M, as Parks et al.'s U_k (the solution's are M^-1 U), None where unknown
+        #: (carried to a new M in the solution's coordinates)
+        self.U: np.ndarray | None = None
+        #: the same space in the solution's coordinates, kept by flexible solves only
+        self.Us: np.ndarray | None = None
         self.C: np.ndarray | None = None
-        self._plain_work: int | None = None
+        self._M = None  # the preconditioner of the last solve
+        self._cycles = 0  # Arnoldi cycles the last solve ran
+        self._last_krylov: int | None = None  # Krylov steps the last solve needed
+        self._plain_work: float | None = None
         self._losses = 0
         self.carry = True  # carry the recycle space to the next system
         self.stopped: str | None = None  # why carrying was switched off, if it was
@@ -169,17 +186,19 @@ class GCRODR:
             self._workspace = np.empty((2 * self.restart + 1, n), dtype=dtype)
         return self._workspace
 
-    def _cycle(self, A, M, r: np.ndarray, steps: int, target: float, C, give_up):
-        """One (flexible, when M is not the identity) Arnoldi cycle in the kept buffers."""
+    def _cycle(self, A, M, flexible: bool, r: np.ndarray, steps: int, target: float, C,
+               give_up):
+        """One Arnoldi cycle in the kept buffers, flexible (Z = M^-1 V kept) or not."""
         buf = self._basis(r.shape[0], np.result_type(r.dtype, np.float64))
-        return arnoldi_cycle(
-            lambda v: A @ v, r, steps, target, C=C, workspace=buf[: self.restart + 1],
-            give_up=give_up, precondition=None if M is identity else M,
-            zspace=buf[self.restart + 1:])
+        op = (lambda v: A @ v) if flexible else (lambda v: A @ M(v))
+        return arnoldi_cycle(op, r, steps, target, C=C, workspace=buf[: self.restart + 1],
+                             give_up=give_up, precondition=M if flexible else None,
+                             zspace=buf[self.restart + 1:])
 
     def reset(self) -> None:
         """Forget the recycle space (the next solve starts with a GMRES cycle)."""
-        self.U = self.C = None
+        self.Us = self.U = self.C = None
+        self._last_krylov = None
 
     def solve(
         self,
@@ -213,7 +232,7 @@ class GCRODR:
         dtype = result_dtype(A, b)
         real = not np.iscomplexobj(np.zeros(0, dtype=dtype))
         n = b.shape[0]
-        if self.U is not None and (self.U.shape[1] != n or self.U.dtype != dtype):
+        if self.Us is not None and (self.Us.shape[1] != n or self.Us.dtype != dtype):
             self.reset()  # a system of another size or field: nothing to carry over
         bnorm = float(np.linalg.norm(b)) or 1.0
         target = rtol * bnorm
@@ -237,31 +256,72 @@ class GCRODR:
                 return None
             return lambda steps, res: stalled(spent + steps, res)
 
+        # Flexible cycles keep Z = M^-1 V and the space in the solution's coordinates too:
+        # the updates then need no application of M, but each harmonic Ritz update takes
+        # a second pass over the basis (one GEMM). That pays where an application of M
+        # costs more than the GEMM: spilu (near-exact), not ILU(0) or Jacobi (measured on
+        # Helmholtz 100^2 with ILU(0): 13 % slower flexible, the same products).
+        m = self.restart
+        flexible = M is not identity and M_work > 2.0 * m * self.recycle * GEMM_WEIGHT
+
         def project(r: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             """x += U C^H r; r -= C C^H r (minimal residual over span U)."""
             coef = (self.C if real else self.C.conj()) @ r
-            return r - coef @ self.C, x + coef @ self.U
+            dx = coef @ self.Us if flexible else M(coef @ self.U)
+            return r - coef @ self.C, x + dx
 
-        if not self.carry:
-            self.U = self.C = None
-        carried = self.U is not None and self.U.shape[0] > 0
+        if not self.carry or (not flexible and self.U is None):
+            self.reset()  # (a space known in the solution's coordinates only: dropped)
+        carried_rows = 0 if self.U is None and self.Us is None else \
+            (self.U if self.U is not None else self.Us).shape[0]
+        if carried_rows and self._last_krylov is not None:
+            # with a strong preconditioner the last system needed few Krylov steps: keep
+            # the most useful half of that many (rows by harmonic Ritz value, smallest
+            # first). Carrying all of them made the next solve slower, not only dearer:
+            # spilu on advection-diffusion 512^2, 7 carried, 9 and 16 applications of M
+            # against 7 fresh; 128^2, 5 carried, 5 and 10 against 5
+            keep_k = max(1, min(carried_rows, self._last_krylov // 2))
+            self.Us = None if self.Us is None else self.Us[:keep_k]
+            self.U = None if self.U is None else self.U[:keep_k]
+        carried = bool(carried_rows)
+        carry_solves = 0
         if carried:
-            # carry-over: C = qr(A_new U), one sparse product with the block of U
-            AU = np.ascontiguousarray((A @ self.U.T).T)
-            matvecs += self.U.shape[0]
-            self.C, self.U = _orthonormal_rows(AU, self.U)
+            same_M = M is self._M or M is identity
+            if not flexible:
+                U = np.stack([M(u) for u in self.U])  # as Parks et al.: C = qr(A M^-1 U)
+                carry_solves = U.shape[0]
+            elif same_M and self.Us is not None:
+                U = self.Us  # (a reused preconditioner: both coordinates still hold)
+            elif self.U is not None and (self.Us is None or self._cycles > 1):
+                # solves that restart: deflation inside the solve needs the space in
+                # the new M's coordinates (exact harmonic Ritz problems), which costs k
+                # applications of M (measured with ILU(0) on advection-diffusion 128^2:
+                # 134-216 products a system with them, 344-521 without)
+                U = np.stack([M(u) for u in self.U])
+                carry_solves = U.shape[0]
+            else:
+                # one-cycle solves (a strong preconditioner): the space is carried in the
+                # solution's coordinates with products with A only (k spilu solves are
+                # 33 ms each at 512^2, a product with A 1.5 ms)
+                U, self.U = self.Us, None
+            AU = np.ascontiguousarray((A @ U.T).T)  # one sparse product with the block
+            matvecs += U.shape[0]
+            self.C, (U, self.U) = _orthonormal_rows(AU, [U, self.U])
+            self.Us = U if flexible else None
             r, x = project(r, x)
             history.append(float(np.linalg.norm(r)) / bnorm)
-        elif history[-1] * bnorm > target:
+        self._M = M
+        cycles = 0
+        if not carried and history[-1] * bnorm > target:
             # first system: one GMRES(m) cycle, then harmonic Ritz vectors of H_m
-            cyc = self._cycle(A, M, r, min(self.restart, max(maxiter - matvecs, 1)), target,
+            cyc = self._cycle(A, M, flexible, r, min(m, max(maxiter - matvecs, 1)), target,
                               None, give_up(matvecs))
+            cycles += 1
             matvecs += cyc.steps
             krylov_steps += cyc.steps
             j = cyc.steps
             if j:
-                Zj = cyc.V[:j] if cyc.Z is None else cyc.Z
-                x = x + cyc.y @ Zj
+                x = x + (cyc.y @ cyc.Z if flexible else M(cyc.y @ cyc.V[:j]))
                 r = r - (cyc.H @ cyc.y) @ cyc.V
                 history += [h / bnorm for h in cyc.history]
                 k = min(self.recycle, j) if (self.carry or history[-1] * bnorm > target) else 0
@@ -276,7 +336,9 @@ class GCRODR:
                     theta, Z = sla.eig(Haug)
                     P = smallest_eigvecs(theta, Z, k, real).astype(dtype, copy=False)
                     if P.shape[1]:
-                        self.U, self.C = _new_recycle_space(P, [Zj], cyc.H @ P, [cyc.V])
+                        spaces = [[cyc.V[:j]], [cyc.Z] if flexible else None]
+                        (self.U, self.Us), self.C = _new_recycle_space(
+                            P, spaces, cyc.H @ P, [cyc.V])
         while matvecs < maxiter:
             rnorm = float(np.linalg.norm(r))
             if rnorm > target and stalled(matvecs, rnorm):
@@ -290,33 +352,35 @@ class GCRODR:
                 if self.C is not None and self.C.shape[0]:
                     r, x = project(r, x)
             k = 0 if self.C is None else self.C.shape[0]
-            steps = min(self.restart - k, maxiter - matvecs)
+            steps = min(m - k, maxiter - matvecs)
             if steps <= 0:
                 break
-            cyc = self._cycle(A, M, r, steps, target, self.C if k else None,
+            cyc = self._cycle(A, M, flexible, r, steps, target, self.C if k else None,
                               give_up(matvecs))
+            cycles += 1
             matvecs += cyc.steps
             krylov_steps += cyc.steps
             j = cyc.steps
             if j == 0:
                 break
             y2 = cyc.y
-            Zj = cyc.V[:j] if cyc.Z is None else cyc.Z
-            if k:
-                y1 = -(cyc.Bk @ y2)
-                x = x + rows_times(np.concatenate([y2, y1])[:, None], [Zj, self.U])[0]
+            coef = np.concatenate([y2, -(cyc.Bk @ y2)])[:, None] if k else y2[:, None]
+            if flexible:
+                x = x + rows_times(coef, [cyc.Z] + ([self.Us] if k else []))[0]
             else:
-                x = x + y2 @ Zj
+                x = x + M(rows_times(coef, [cyc.V[:j]] + ([self.U] if k else []))[0])
             r = r - (cyc.H @ y2) @ cyc.V
             history += [h / bnorm for h in cyc.history]
             if self.carry or history[-1] * bnorm > target:
                 # a space that neither restarts this solve nor goes to the next system
                 # is not computed (its eigenproblem and products cost ~10 % of a short
                 # solve with a strong preconditioner)
-                self._update_recycle_space(cyc, Zj, k, real, dtype)
+                self._update_recycle_space(cyc, k, real, dtype)
+        self._cycles, self._last_krylov = cycles, krylov_steps
         res = relative_residual(A, x, b)
         nnz_row = A.nnz / n if hasattr(A, "nnz") else n
-        self._judge(matvecs + krylov_steps * M_work / (2.0 * nnz_row), carried)
+        self._judge(matvecs + (krylov_steps + carry_solves) * M_work / (2.0 * nnz_row),
+                    carried)
         return KrylovResult(x, matvecs, res, res <= rtol, history)
 
     def _judge(self, work: float, carried: bool) -> None:
@@ -343,37 +407,43 @@ class GCRODR:
         else:
             self._losses = 0
 
-    def _update_recycle_space(self, cyc, Zj: np.ndarray, k: int, real: bool, dtype) -> None:
-        """Harmonic Ritz vectors of smallest magnitude over span[U, Z] (Parks et al. 2.4;
-        ``Zj``: the cycle's M^-1 V_j, or V_j itself without a preconditioner)."""
+    def _update_recycle_space(self, cyc, k: int, real: bool, dtype) -> None:
+        """Harmonic Ritz vectors of smallest magnitude over span[U, V] (Parks et al. 2.4),
+        kept in the preconditioned coordinates (U, from [U, V]) and, after a flexible
+        cycle, in the solution's (Us, from [Us, Z] with the same coefficients)."""
         j = cyc.steps
         kk = min(self.recycle, k + j)
         if kk == 0:
             return
+        flexible = cyc.Z is not None
         if k:
-            # Vhat = [U D_k, Z_j] with D_k normalising U's rows: D_k is applied to the
+            # the space in the preconditioned coordinates of this solve's M (exact, as
+            # Parks et al.) or, where unknown after a carry-over to a new M, in the
+            # solution's (HPDDM's "strategy A": W^H U then mixes two spaces; with ILU(0)
+            # on advection-diffusion 128^2 it took 2.5x the products of the exact)
+            Ub = self.U if self.U is not None else self.Us
+            # Vhat = [Ub D_k, V_j] with D_k normalising Ub's rows: D_k is applied to the
             # small factors below, never to a copy of U
-            Dk = 1.0 / np.linalg.norm(self.U, axis=1)
+            Dk = 1.0 / np.linalg.norm(Ub, axis=1)
             G = np.zeros((k + j + 1, k + j), dtype=dtype)
             G[:k, :k] = np.diag(Dk)
             G[:k, k:] = cyc.Bk
             G[k:, k:] = cyc.H
             # W = [C; V_{j+1}] is the cycle's basis buffer Q (one block)
             W = [cyc.Q]
-            Vhat = [self.U, Zj]
+            spaces = [None if self.U is None else [self.U, cyc.V[:j]],
+                      [self.Us, cyc.Z] if flexible else None]
             # W^H Vhat = [[C^H U D_k, C^H V_j], [V^H U D_k, V^H V_j]] with C^H V_j = 0 and
             # V^H V_j = I by construction (Parks et al. 2006, section 2.4): only the
-            # first block column takes products over n, one GEMM with Q. With a
-            # preconditioner the Krylov block is taken in its coordinates (V_j, not
-            # Z_j), as flexible GMRES-DR does, and U in the solution's (module docstring)
+            # first block column takes products over n, one GEMM with Q
             WhV = np.zeros((k + j + 1, k + j), dtype=dtype)
-            QU = cyc.Q @ self.U.T if real else (cyc.Q @ self.U.conj().T).conj()
+            QU = cyc.Q @ Ub.T if real else (cyc.Q @ Ub.conj().T).conj()
             WhV[:, :k] = QU * Dk
             WhV[k:, k:] = np.eye(j + 1, j)
         else:
             G = cyc.H
             W = [cyc.V]
-            Vhat = [Zj]
+            spaces = [[cyc.V[:j]], [cyc.Z] if flexible else None]
             WhV = np.eye(j + 1, j, dtype=dtype)  # V^H V_j of the Arnoldi basis
         GhG = G.conj().T @ G
         try:
@@ -385,4 +455,4 @@ class GCRODR:
             scaled = P.copy()  # Vhat P with Vhat's first block U D_k: D_k scales P's rows
             if k:
                 scaled[:k] *= Dk[:, None]
-            self.U, self.C = _new_recycle_space(scaled, Vhat, G @ P, W)
+            (self.U, self.Us), self.C = _new_recycle_space(scaled, spaces, G @ P, W)
