@@ -1,33 +1,34 @@
 """GCRO-DR(m, k): GMRES with deflated restarting and Krylov subspace recycling.
 
 Parks, de Sturler, Mackey, Johnson, Maiti, "Recycling Krylov subspaces for sequences of
-linear systems", SIAM J. Sci. Comput. 28(5), 2006 (Algorithm 2.1), in the flexible form
-of Carvalho, Gratton, Lago and Vasseur, "A flexible generalized conjugate residual method
-with inner orthogonalization and deflated restarting", SIAM J. Matrix Anal. Appl. 32(4),
-2011: the recycle space U_k is kept in the coordinates of the solution (with C_k = A U_k
-orthonormal), not in the right-preconditioned ones, so that it stays valid when the
-preconditioner changes from one system to the next. It is kept from one cycle to the next
-and from one system to the next:
+linear systems", SIAM J. Sci. Comput. 28(5), 2006 (Algorithm 2.1). The recycle space U_k
+(with C_k = B U_k orthonormal, B = A M^-1 the right-preconditioned operator) is kept from
+one cycle to the next and from one system to the next:
 
-* carry-over to a new matrix (lines 5-8 of the paper's algorithm): [Q, R] = qr(A_new U_k);
-  C_k = Q; U_k = U_k R^-1; x += U_k C_k^H r; r -= C_k C_k^H r. Products with A only: in
-  preconditioned coordinates the carry-over costs k applications of the preconditioner
-  too (k spilu solves, 33 ms each at 512^2, against 1.5 ms for a product with A);
-* each cycle runs m - k steps of flexible Arnoldi (``arnoldi.py``) with (I - C_k C_k^H) A
-  M^-1, keeping Z = M^-1 V: A Z_{m-k} = C_k B_k + V_{m-k+1} H_{m-k};
-* the minimal-residual update over span[U_k, Z_{m-k}]. Because C_k^H r = 0, the block
-  least-squares problem reduces to GMRES's min ||beta e1 - H y2|| and y1 = -B_k y2 (with
-  the unnormalised U_k), so the update is x += Z y2 - U_k B_k y2, with no further
-  application of the preconditioner;
+* carry-over to a new operator (lines 5-8 of the paper's algorithm):
+  [Q, R] = qr(B_new U_k); C_k = Q; U_k = U_k R^-1; x += M^-1 U_k C_k^H r; r -= C_k C_k^H r;
+* each cycle runs m - k steps of Arnoldi with (I - C_k C_k^H) B, giving
+  B V_{m-k} = C_k B_k + V_{m-k+1} H_{m-k};
+* the minimal-residual update over span[U_k, V_{m-k}]. Because C_k^H r = 0, the block
+  least-squares problem reduces to GMRES's min ||beta e1 - H y2|| and
+  y1 = -B_k y2 (with the unnormalised U_k), so the update is x += M^-1 (V y2 - U_k B_k y2);
 * a new U_k from the k harmonic Ritz vectors of smallest magnitude with respect to
-  span[U_k, Z]: G^H G z = theta G^H W^H V_hat z with G = [[D_k, B_k], [0, H]],
-  W = [C_k, V_{m-k+1}], V_hat = [U_k D_k, Z_{m-k}], then [Q, R] = qr(G P_k),
-  C_k = W Q, U_k = V_hat P_k R^-1. Without a preconditioner this is Parks et al.'s
-  problem exactly; with one, W^H U_k mixes the residual and solution spaces, as in the
-  flexible variants (Carvalho et al.; HPDDM's default "strategy A"): the space is still
-  exact in C_k = A U_k, only the choice of the k directions kept is approximate.
+  span[U_k, V]: G^H G z = theta G^H W^H V_hat z with G = [[D_k, B_k], [0, H]],
+  W = [C_k, V_{m-k+1}], V_hat = [U_k D_k, V_{m-k}], then [Q, R] = qr(G P_k),
+  C_k = W Q, U_k = V_hat P_k R^-1.
 * The first cycle of the first system is GMRES(m) followed by the harmonic Ritz problem
   (H_m + h_{m+1,m}^2 H_m^-H e_m e_m^T) z = theta z.
+
+With an expensive preconditioner (spilu) the cycles are flexible, as in Carvalho,
+Gratton, Lago and Vasseur, "A flexible generalized conjugate residual method with inner
+orthogonalization and deflated restarting", SIAM J. Matrix Anal. Appl. 32(4), 2011: the
+Arnoldi cycle keeps Z = M^-1 V, and the space is kept in the solution's coordinates too
+(Us = M^-1 U, A Us = C_k), updated from [Us D_k, Z] with the coefficients of U's update.
+No update then applies M, and a solve whose predecessor converged in one cycle carries
+the space in the solution's coordinates, C_k = qr(A_new Us), with products with A only
+(the new M's coordinates of that space are unknown; its harmonic Ritz problems use W^H Us
+in place of W^H U, HPDDM's "strategy A"). Where solves restart, deflation inside the solve
+needs U in the new M's coordinates and the carry-over applies M to it, as above.
 
 Real matrices stay in real arithmetic: a complex-conjugate pair of harmonic Ritz vectors
 contributes the real and imaginary parts of one of them (the same real 2-D space).
@@ -57,6 +58,9 @@ RANK_TOL = 1e-10
 #: ``give_up_after``: a solve whose residual is still above this fraction of its start
 #: after that many products is abandoned
 STALL = 0.9
+#: ... and one whose first EARLY_STEPS Arnoldi steps left the residual above EARLY_STALL
+#: of where they started, at once: no headway at all (see :meth:`GCRODR.solve`)
+EARLY_STEPS, EARLY_STALL = 2, 0.98
 
 
 def smallest_eigvecs(theta: np.ndarray, Z: np.ndarray, k: int, real: bool) -> np.ndarray:
@@ -223,7 +227,13 @@ class GCRODR:
         factors on advection-diffusion 128^2 left the residual at 1.0 for 30 products and
         ran 200, against 5-6 with a fresh factor; on Helmholtz 100^2 those that converged
         (33-41 products) had cut it to 0.3-0.6 after 5, those that did not (157, 200+)
-        were at 0.9-1.0).
+        were at 0.9-1.0). Such a solve is also abandoned as soon as its first
+        ``EARLY_STEPS`` Arnoldi steps cut the residual by less than 2 % (measured, two
+        steps with a sorted neighbour's spilu: advection-diffusion 128^2 0.99-1.00 of the
+        start in 9 of 10 pairs, none of which converged in 200 products; Darcy 80^2
+        0.88-0.94 and Helmholtz 100^2 0.50-0.90 in every pair that converged, the
+        slowest in 59 products; only one of 15 Helmholtz pairs, 0.90 and 107 products,
+        was near the line).
         ``M_work``: the cost of one application of M per unknown in CSR-matvec flops
         (``Preconditioner.work``), for the policy that stops carrying (:meth:`_judge`).
         """
@@ -232,7 +242,8 @@ class GCRODR:
         dtype = result_dtype(A, b)
         real = not np.iscomplexobj(np.zeros(0, dtype=dtype))
         n = b.shape[0]
-        if self.Us is not None and (self.Us.shape[1] != n or self.Us.dtype != dtype):
+        space = self.U if self.U is not None else self.Us
+        if space is not None and (space.shape[1] != n or space.dtype != dtype):
             self.reset()  # a system of another size or field: nothing to carry over
         bnorm = float(np.linalg.norm(b)) or 1.0
         target = rtol * bnorm
@@ -247,14 +258,25 @@ class GCRODR:
         krylov_steps = 0
         stall_norm = STALL * history[0] * bnorm
 
+        abandoned = [False]  # set by the first cycle's early check
+
         def stalled(spent: int, res: float) -> bool:
-            return give_up_after is not None and spent >= give_up_after and res > stall_norm
+            return give_up_after is not None and (
+                abandoned[0] or (spent >= give_up_after and res > stall_norm))
 
         def give_up(spent: int):
             """The check of a cycle started after ``spent`` products (None: never)."""
             if give_up_after is None:
                 return None
-            return lambda steps, res: stalled(spent + steps, res)
+            if krylov_steps:
+                return lambda steps, res: stalled(spent + steps, res)
+            early = EARLY_STALL * float(np.linalg.norm(r))  # the first cycle's start
+
+            def check(steps: int, res: float) -> bool:
+                abandoned[0] = abandoned[0] or (steps >= EARLY_STEPS and res > early)
+                return stalled(spent + steps, res)
+
+            return check
 
         # Flexible cycles keep Z = M^-1 V and the space in the solution's coordinates too:
         # the updates then need no application of M, but each harmonic Ritz update takes

@@ -169,27 +169,33 @@ def test_nonconvergence_is_reported(convection_sequence):
     assert not out.converged and out.iterations <= 15 and out.residual > 1e-12
 
 
-def test_a_stalled_solve_is_given_up_after_the_products_allowed(convection_sequence):
+@pytest.mark.parametrize("early", [True, False])
+def test_a_stalled_solve_is_given_up_after_the_products_allowed(
+        convection_sequence, monkeypatch, early):
     """give_up_after: a preconditioner factored for the opposite flow leaves the residual
-    near its start; the solve stops after exactly that many products, reported not
-    converged, its residual the true one of the returned iterate. A solve that makes
+    near its start; the solve stops after exactly that many products, or (``early``)
+    after EARLY_STEPS when those cut the residual by less than 1 - EARLY_STALL, reported
+    not converged, its residual the true one of the returned iterate. A solve that makes
     headway (its own factor) is not stopped."""
-    from pdeforge.solvers.krylov.gcrodr import STALL
+    from pdeforge.solvers.krylov import gcrodr
     from pdeforge.solvers.krylov.preconditioners import build_preconditioner
 
     from .conftest import convection_diffusion
 
+    if not early:
+        monkeypatch.setattr(gcrodr, "EARLY_STEPS", 10**9)
     Ks, _ = convection_sequence
     A = convection_diffusion(Ks[0], 400.0)
     wrong = build_preconditioner("ilu", convection_diffusion(Ks[3], -400.0)).apply
     b = np.ones(A.shape[0])
     endless = GCRODR(40, 10).solve(A, b, rtol=1e-8, maxiter=300, M=wrong)
     assert not endless.converged and endless.iterations == 300
-    assert endless.history[6] > STALL  # the opposite flow's factor: no headway
+    assert endless.history[6] > gcrodr.STALL  # the opposite flow's factor: no headway
+    assert endless.history[2] > gcrodr.EARLY_STALL
     out = GCRODR(40, 10).solve(A, b, rtol=1e-8, maxiter=300, M=wrong, give_up_after=6)
-    assert not out.converged and out.iterations == 6
+    assert not out.converged and out.iterations == (2 if early else 6)
     true = np.linalg.norm(b - A @ out.x) / np.linalg.norm(b)
-    assert out.residual == pytest.approx(true, rel=1e-10) and true > STALL
+    assert out.residual == pytest.approx(true, rel=1e-10) and true > gcrodr.STALL
     own = build_preconditioner("ilu", A).apply
     fine = GCRODR(40, 10).solve(A, b, rtol=1e-8, maxiter=300, M=own, give_up_after=2)
     assert fine.converged and fine.residual <= 1e-8
