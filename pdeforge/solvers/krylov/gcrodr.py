@@ -199,6 +199,11 @@ class GCRODR:
                              give_up=give_up, precondition=M if flexible else None,
                              zspace=buf[self.restart + 1:])
 
+    @property
+    def space(self) -> np.ndarray | None:
+        """The recycled space's rows in either coordinates (None: nothing recycled)."""
+        return self.U if self.U is not None else self.Us
+
     def reset(self) -> None:
         """Forget the recycle space (the next solve starts with a GMRES cycle)."""
         self.Us = self.U = self.C = None
@@ -242,7 +247,7 @@ class GCRODR:
         dtype = result_dtype(A, b)
         real = not np.iscomplexobj(np.zeros(0, dtype=dtype))
         n = b.shape[0]
-        space = self.U if self.U is not None else self.Us
+        space = self.space
         if space is not None and (space.shape[1] != n or space.dtype != dtype):
             self.reset()  # a system of another size or field: nothing to carry over
         bnorm = float(np.linalg.norm(b)) or 1.0
@@ -294,8 +299,7 @@ class GCRODR:
 
         if not self.carry or (not flexible and self.U is None):
             self.reset()  # (a space known in the solution's coordinates only: dropped)
-        carried_rows = 0 if self.U is None and self.Us is None else \
-            (self.U if self.U is not None else self.Us).shape[0]
+        carried_rows = 0 if self.space is None else self.space.shape[0]
         if carried_rows and self._last_krylov is not None:
             # with a strong preconditioner the last system needed few Krylov steps: keep
             # the most useful half of that many (rows by harmonic Ritz value, smallest
@@ -409,7 +413,7 @@ class GCRODR:
         """Stop recycling when it does not save work (counted, not timed).
 
         ``work``: the solve's products with A plus its applications of the preconditioner
-        weighted by their cost, in products with A (the carry-over costs products only).
+        weighted by their cost, in products with A (the carry-over's included).
         The first solve of a sequence starts without a recycled space (GMRES(m), then
         deflated restarts); if two systems in a row need at least as much work with the
         carried space (carry-over included) as that one did, the space is no longer

@@ -94,8 +94,7 @@ def test_recycled_space_stays_in_solution_coordinates_across_preconditioners(
     b = np.ones(mats[0].shape[0])
     solver = GCRODR(restart=30, recycle=8)
     for A in mats:
-        space = solver.U if solver.U is not None else solver.Us
-        carried = space.shape[0] if (space is not None and solver.carry) else 0
+        carried = solver.space.shape[0] if (solver.space is not None and solver.carry) else 0
         pre = build_preconditioner(kind, A)
         calls = [0]
 
