@@ -61,6 +61,14 @@ def _mgs(basis: np.ndarray, w: np.ndarray, complex_: bool) -> tuple[np.ndarray, 
     return h, w
 
 
+def _rows(buffer: np.ndarray | None, rows: int, n: int, dtype) -> np.ndarray:
+    """The first ``rows`` rows of a caller's buffer when it fits, else a fresh block."""
+    if (buffer is not None and buffer.dtype == dtype and buffer.ndim == 2
+            and buffer.shape[0] >= rows and buffer.shape[1] == n):
+        return buffer[:rows]
+    return np.empty((rows, n), dtype=dtype)
+
+
 def arnoldi_cycle(
     op: Callable[[np.ndarray], np.ndarray],
     r: np.ndarray,
@@ -96,11 +104,7 @@ def arnoldi_cycle(
     k = 0 if C is None else C.shape[0]
     beta = float(np.linalg.norm(r))
     rows = k + max_steps + 1
-    if (workspace is not None and workspace.dtype == dtype and workspace.ndim == 2
-            and workspace.shape[0] >= rows and workspace.shape[1] == n):
-        Q = workspace[:rows]
-    else:
-        Q = np.empty((rows, n), dtype=dtype)
+    Q = _rows(workspace, rows, n, dtype)
     if k:
         Q[:k] = C
     V = Q[k:]
@@ -112,12 +116,7 @@ def arnoldi_cycle(
     g = np.zeros(max_steps + 1, dtype=dtype)
     g[0] = beta
     V[0] = r / beta
-    Z = None
-    if precondition is not None:
-        Z = (zspace[:max_steps] if (zspace is not None and zspace.dtype == dtype
-                                    and zspace.shape[0] >= max_steps
-                                    and zspace.shape[1:] == (n,))
-             else np.empty((max_steps, n), dtype=dtype))
+    Z = None if precondition is None else _rows(zspace, max_steps, n, dtype)
     history = []
     steps = 0
     complex_ = np.iscomplexobj(V)

@@ -312,11 +312,10 @@ class GCRODR:
         carried = bool(carried_rows)
         carry_solves = 0
         if carried:
-            same_M = M is self._M or M is identity
             if not flexible:
                 U = np.stack([M(u) for u in self.U])  # as Parks et al.: C = qr(A M^-1 U)
                 carry_solves = U.shape[0]
-            elif same_M and self.Us is not None:
+            elif M is self._M and self.Us is not None:
                 U = self.Us  # (a reused preconditioner: both coordinates still hold)
             elif self.U is not None and (self.Us is None or self._cycles > 1):
                 # solves that restart: deflation inside the solve needs the space in
