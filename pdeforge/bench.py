@@ -584,7 +584,11 @@ PRESETS: dict[str, list[tuple]] = {
          ["scipy-cg", "pyamg", "scipy-gcrotmk", "skr", "auto"]),
         ("helmholtz3d", 64, 10, ["ilu", "ilu0"], [1e-7], {"boundary": "dirichlet"},
          ["scipy-gmres", "scipy-gcrotmk", "skr", "auto"]),
-        ("advection-diffusion", 512, 10, ["ilu", "ilu0"], [1e-8], {},
+        # 20 systems: recycling's start-up costs (gcrotmk filling its CU list over the
+        # first systems, skr's two failed reuses of a neighbour's spilu) fall on the first
+        # three or four; measured with 10 (each system 1.5-2.7 s), those dominated skr vs
+        # gcrotmk (0.97-1.0x) while systems 5-9 took 1.5-1.9 s with skr, 1.8-2.4 with gcrotmk
+        ("advection-diffusion", 512, 20, ["ilu", "ilu0"], [1e-8], {},
          ["splu", "scipy-gmres", "scipy-gcrotmk", "gmres", "skr", "auto"]),
         ("helmholtz", 512, 10, ["ilu", "ilu0"], [1e-7], {"boundary": "dirichlet", "k0": 40.0},
          ["splu", "scipy-gmres", "scipy-gcrotmk", "gmres", "skr", "auto"], HELMHOLTZ_512),
