@@ -75,17 +75,26 @@ def gemv_weight(block_bytes: int) -> float:
 #: Cost of a build in iterations of the solve it serves (build time over the time of one
 #: product with A and one application), measured with one BLAS thread (2-core machine):
 #: spilu 35-51 on 2D stencils (Darcy 80^2 and 200^2, Helmholtz 100^2, advection-diffusion
-#: 128^2 and 256^2) and 148 on 7-point 3D (Helmholtz 24^3); pyamg SA 5-10 (Darcy 80^2,
-#: 200^2, Darcy 32^3, 48^3, Poisson 128^2). Constants rather than timings, so that which
+#: 128^2 and 256^2) and 148 on 7-point 3D (Helmholtz 24^3); pyamg SA 24-30 (Darcy 80^2,
+#: 200^2, Darcy 32^3, 48^3, 64^3, Poisson 128^2: the CSR hierarchy and smoothers used here,
+#: whose V-cycle is 3-4x cheaper than pyamg's BSR default with symmetric sweeps, for
+#: which 5-10 was measured). Constants rather than timings, so that which
 #: systems reuse a preconditioner (and so the stored solutions, to the last bit) does not
 #: depend on the machine's load: a dataset comes out the same with any number of workers.
-BUILD_ITERATIONS = {"ilu": 40.0, "ilu3d": 150.0, "amg": 7.0}
+BUILD_ITERATIONS = {"ilu": 40.0, "ilu3d": 150.0, "amg": 25.0}
 
-#: pyamg smoothed aggregation's default smoothers and coarse solver (symmetric
-#: Gauss-Seidel before and after, pseudo-inverse on the coarsest level) and the coarsest
-#: size used here, named so that a refreshed hierarchy (:func:`refresh_preconditioner`)
-#: is exactly what a build would make from the same prolongators
-AMG_SMOOTHER = ("block_gauss_seidel", {"sweep": "symmetric"})
+#: The V-cycle's smoothers: one forward Gauss-Seidel sweep before the coarse correction and
+#: one backward sweep after it (its adjoint, so the V-cycle stays symmetric and serves CG),
+#: where pyamg's smoothed aggregation defaults to a symmetric sweep (forward and backward)
+#: on both sides. Half the sweeps for a few more iterations: measured with one BLAS thread
+#: on lognormal Darcy, refreshed hierarchy plus CG to rtol 1e-8, 64^3 13 iterations and
+#: 0.350 s against 11 and 0.392 s, 48^3 0.131 against 0.154 s, 200^2 0.028 against
+#: 0.032 s, Poisson 256^2 0.040 against 0.043 s. Named, with the coarse solver
+#: (pseudo-inverse) and the coarsest size, so that a refreshed hierarchy
+#: (:func:`refresh_preconditioner`) is exactly what a build would make from the same
+#: prolongators.
+AMG_PRESMOOTHER = ("gauss_seidel", {"sweep": "forward"})
+AMG_POSTSMOOTHER = ("gauss_seidel", {"sweep": "backward"})
 AMG_COARSE_SOLVER = "pinv"
 AMG_MAX_COARSE = 200
 #: A refresh's time over a build's (the Galerkin products without strength of connection,
@@ -160,8 +169,8 @@ def build_preconditioner(kind: str | None, A) -> Preconditioner:
 
         with _seeded_numpy_rng():
             ml = pyamg.smoothed_aggregation_solver(
-                sp.csr_matrix(A), max_coarse=AMG_MAX_COARSE, presmoother=AMG_SMOOTHER,
-                postsmoother=AMG_SMOOTHER, coarse_solver=AMG_COARSE_SOLVER)
+                sp.csr_matrix(A), max_coarse=AMG_MAX_COARSE, presmoother=AMG_PRESMOOTHER,
+                postsmoother=AMG_POSTSMOOTHER, coarse_solver=AMG_COARSE_SOLVER)
         pre = _amg(_as_csr(ml), A)
     else:
         raise ValueError(f"unknown preconditioner {kind!r}; choose one of {', '.join(KINDS)}")
@@ -207,17 +216,18 @@ def _as_csr(ml):
         level.A = sp.csr_matrix(level.A)
         if getattr(level, "P", None) is not None:
             level.P, level.R = sp.csr_matrix(level.P), sp.csr_matrix(level.R)
-    change_smoothers(ml, AMG_SMOOTHER, AMG_SMOOTHER)
+    change_smoothers(ml, AMG_PRESMOOTHER, AMG_POSTSMOOTHER)
     return ml
 
 
 def _amg(ml, A) -> Preconditioner:
     """The V-cycle of pyamg hierarchy ``ml`` (built or refreshed for ``A``)."""
     op = ml.aspreconditioner(cycle="V")
-    # a V-cycle (symmetric Gauss-Seidel before and after, residual, transfers on every
-    # level) measured at 15.5-23 CSR matvecs (Darcy 80^2, 200^2, 32^3, 64^3, operator
-    # complexity 1.3-1.55, CSR hierarchy): 13 matvecs x operator complexity
-    work = 13.0 * ml.operator_complexity() * 2.0 * A.nnz / A.shape[0]
+    # a V-cycle (a Gauss-Seidel sweep before and after, residual, transfers on every
+    # level) measured at 11.5-15.6 CSR matvecs (Darcy 80^2, 200^2, 32^3, 48^3, 64^3,
+    # Poisson 128^2, operator complexity 1.33-1.55, CSR hierarchy): 10 matvecs x operator
+    # complexity
+    work = 10.0 * ml.operator_complexity() * 2.0 * A.nnz / A.shape[0]
     build = BUILD_ITERATIONS["amg"]
     return Preconditioner("amg", lambda v: op @ v, work=work, build_iterations=build,
                           reuse_iterations=AMG_REFRESH_FRACTION * build, hierarchy=ml)
@@ -232,9 +242,10 @@ def refresh_preconditioner(pre: Preconditioner, A) -> Preconditioner:
     of connection, aggregation) and the prolongator smoothing are skipped. This is PETSc
     GAMG's reuse of the interpolation (``-pc_gamg_reuse_interpolation``); pyamg has no
     such update, hence the few lines here. Measured on lognormal Darcy neighbours in the
-    sorted order (one BLAS thread): the refreshed V-cycle takes the iterations of a new
-    build (64^3: 11 and 11, 80^2 and 200^2: 8-9 against 9-10) where the neighbour's
-    hierarchy as is takes 44-50, at 0.1-0.25 of a build's time (AMG_REFRESH_FRACTION).
+    sorted order (one BLAS thread, symmetric Gauss-Seidel sweeps): the refreshed V-cycle
+    takes the iterations of a new build (64^3: 11 and 11, 80^2 and 200^2: 8-9 against
+    9-10) where the neighbour's hierarchy as is takes 44-50, at 0.1-0.25 of a build's
+    time (AMG_REFRESH_FRACTION).
     Every other kind is returned as is (a neighbour's factorisation reused unchanged).
     """
     if pre.kind != "amg" or pre.hierarchy is None:
@@ -259,7 +270,7 @@ def refresh_preconditioner(pre: Preconditioner, A) -> Preconditioner:
     level.A = Al
     levels.append(level)
     ml = MultilevelSolver(levels, coarse_solver=AMG_COARSE_SOLVER)
-    change_smoothers(ml, AMG_SMOOTHER, AMG_SMOOTHER)
+    change_smoothers(ml, AMG_PRESMOOTHER, AMG_POSTSMOOTHER)
     out = _amg(ml, A)
     out.seconds = time.perf_counter() - t0
     return out
