@@ -180,8 +180,11 @@ def _cmd_query(args: argparse.Namespace) -> int:
     out = args.out or str(Path(args.input).with_suffix("")) + "_pred.nc"
     result = query(args.checkpoint, args.input, out, batch_size=args.batch_size,
                    device=args.device, overwrite=args.overwrite, resample=args.resample)
+    mode = result["grid_mode"]
+    where = "" if mode == "training grid" else (
+        f", {mode} (trained on {result['training_grid']})")
     print(f"wrote {result['out']}: {result['n_samples']} prediction(s) with {result['model']} "
-          f"({1e3 * result['seconds_per_sample']:.2f} ms per sample)")
+          f"({1e3 * result['seconds_per_sample']:.2f} ms per sample{where})")
     return 0
 
 

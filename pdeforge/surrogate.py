@@ -317,7 +317,17 @@ class Surrogate:
         centres or vertices of the same domain) at the new size.
         """
         y, batched, coords = self.predict_array(inputs, batch_size, resample)
-        return self._to_dataset(y, batched, coords, "surrogate")
+        ds = self._to_dataset(y, batched, coords, "surrogate")
+        ds.attrs["training_grid"] = "x".join(map(str, self.grid_shape))
+        ds.attrs["grid_mode"] = self.grid_mode(tuple(y.shape[2:]), resample)
+        return ds
+
+    def grid_mode(self, grid: tuple[int, ...], resample: bool = False) -> str:
+        """How predictions on ``grid`` are made: on the training grid, resampled to it
+        and back (``resample``), or zero-shot on another grid."""
+        if grid == self.grid_shape:
+            return "training grid"
+        return "resampled" if resample else "zero-shot"
 
     def _split_channels(self, x: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
         """(batch, C, *grid) -> {variable: (batch, *grid) or (batch, c, *grid)}."""
@@ -361,9 +371,13 @@ class Surrogate:
 
     def warm_up(self, inputs: Any, batch_size: int = 64, resample: bool = False) -> None:
         """One untimed pass at the batch size that will be timed (allocator, kernels)."""
-        with warnings.catch_warnings(), contextlib.suppress(SurrogateInputError):
-            warnings.simplefilter("ignore")
-            self.predict_array(inputs, batch_size, resample)
+        warned = self._warned_resolution  # the zero-shot warning is for the timed call
+        try:
+            with warnings.catch_warnings(), contextlib.suppress(SurrogateInputError):
+                warnings.simplefilter("ignore")
+                self.predict_array(inputs, batch_size, resample)
+        finally:
+            self._warned_resolution = warned
 
     # -- comparison with the reference solver ---------------------------------------------
     def reference_problem(self, resolution: int):
@@ -494,11 +508,15 @@ def query(
         solver=f"pdeforge surrogate {info['model']} ({ckpt})",
         seconds_per_sample=seconds,
         seed=seed,
-        config={"surrogate": ckpt, "inputs": str(in_path.resolve()), "model": info["model"]},
+        config={"surrogate": ckpt, "inputs": str(in_path.resolve()), "model": info["model"],
+                "grid_mode": predictions.attrs["grid_mode"],
+                "training_grid": predictions.attrs["training_grid"]},
     )
     return {
         "out": str(path),
         "n_samples": int(data.sizes[SAMPLE]),
         "seconds_per_sample": seconds,
         "model": info["model"],
+        "grid_mode": predictions.attrs["grid_mode"],
+        "training_grid": predictions.attrs["training_grid"],
     }

@@ -99,6 +99,16 @@ def test_other_resolution_gets_coordinates_of_the_same_grid_kind(surrogate):
     np.testing.assert_allclose(resample_coordinate(np.linspace(0, 1, 5), 9), np.linspace(0, 1, 9))
 
 
+def test_warm_up_leaves_the_zero_shot_warning_to_the_call_it_prepares(trained):
+    fresh = Surrogate.load(trained[1], device="cpu")
+    fine = np.full((2, 32, 32), 5.0)
+    fresh.warm_up(fine)
+    with pytest.warns(UserWarning, match="zero-shot"):
+        out = fresh.predict(fine)
+    assert out.attrs["grid_mode"] == "zero-shot" and out.attrs["training_grid"] == "16x16"
+    assert fresh.predict(np.full((1, 16, 16), 5.0)).attrs["grid_mode"] == "training grid"
+
+
 def test_compare_agrees_with_pdeforge_evaluate(trained, surrogate, darcy16, data):
     _, ckpt = trained
     comparison = surrogate.compare(data[["coefficient"]])
@@ -150,6 +160,9 @@ def test_query_writes_a_checked_dataset_of_predictions(trained, surrogate, darcy
     out = tmp_path / "pred.nc"
     proc = run_pdeforge("query", trained[1], "--input", darcy32, "--out", out)
     assert proc.returncode == 0, proc.stderr
+    # trained on 16^2: the 32^2 predictions are zero-shot, and the user is told so
+    assert "zero-shot (trained on 16x16)" in proc.stdout
+    assert "zero-shot" in proc.stderr  # the warning, not swallowed by the warm-up pass
     assert run_pdeforge("check", out).returncode == 0
     with open_dataset(out) as pred, open_dataset(darcy32) as inputs:
         assert pred.solution.attrs["role"] == "output"
