@@ -45,6 +45,7 @@ import scipy.sparse.linalg as spla
 from threadpoolctl import threadpool_limits
 
 from pdeforge.datasets.problems import build_problem
+from pdeforge.errors import PdeforgeError
 from pdeforge.runtime import allocator_tuned, tune_cpu_allocator
 from pdeforge.solvers.krylov import build_preconditioner, is_spd, solve_sequence
 from pdeforge.solvers.krylov.sequence import lu_options
@@ -633,6 +634,11 @@ def run_preset(name: str, out: Path, budget: float = 60.0,
 
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    known = list(dict.fromkeys(c[0] for c in PRESETS[name]))
+    unknown = [f for f in families or [] if f not in known]
+    if unknown:
+        raise PdeforgeError(f"preset {name!r} has no family {', '.join(map(repr, unknown))}; "
+                         f"its families: {', '.join(known)}")
     todo = [c for c in PRESETS[name] if families is None or c[0] in families]
     configs = []
     previous = out / f"skr_{name}.json"

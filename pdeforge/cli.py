@@ -214,11 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
     skr.add_argument("--preset", choices=["quick", "large", "full", "paper-ilu0"],
                      default="quick",
                      help="quick: minutes; large: 3D and 512^2, tens of minutes; full: the "
-                     "issue's grid, hours; paper-ilu0: Darcy and Helmholtz at the paper's "
-                     "sizes with its ILU(0), 200 systems (default quick)")
+                     "paper's sizes with 200 systems and the large sizes, hours; paper-ilu0: "
+                     "Darcy and Helmholtz at the paper's sizes with its ILU(0), 200 systems "
+                     "(default quick)")
     skr.add_argument("--budget", type=float, default=60.0,
                      help="seconds per peer and configuration before extrapolating")
-    skr.add_argument("--family", action="append", help="only this family (repeatable)")
+    skr.add_argument("--family", action="append",
+                     help="only this family of the preset (repeatable): darcy, darcy3d, "
+                     "helmholtz, helmholtz3d, advection-diffusion, poisson, thermal")
     skr.add_argument("--repeats", type=_positive_int, default=1,
                      help="runs of each peer that fits in half the budget, in rounds; the "
                      "best time is kept; above 1, auto and the fastest other peer, and skr "

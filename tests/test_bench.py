@@ -169,3 +169,12 @@ def test_a_recycling_peer_stopped_by_the_budget_reports_the_systems_it_solved(tm
     assert 0 < skr.max_residual <= 1e-8 and skr.matvecs_per_system > 0
     write_results([cfg], tmp_path, "t")
     assert "(1/1 of 4: budget)" in (tmp_path / "t.md").read_text()
+
+
+def test_a_misspelt_family_is_refused_with_the_preset_s_families(tmp_path):
+    from pdeforge.bench import run_preset
+    from pdeforge.errors import PdeforgeError
+
+    with pytest.raises(PdeforgeError, match="no family 'dracy'.*darcy3d"):
+        run_preset("quick", tmp_path / "out", families=["dracy"])
+    assert not (tmp_path / "out").exists()
