@@ -84,8 +84,11 @@ def _check(psi0: np.ndarray, length: float, times: np.ndarray, rtol: float, atol
         raise NLSEInputError("times must be a 1-D array of finite output times")
     if np.any(np.diff(times) <= 0):
         raise NLSEInputError("times must be strictly increasing")
-    if not (rtol > 0 and atol >= 0):
-        raise NLSEInputError(f"need rtol > 0 and atol >= 0, got rtol={rtol}, atol={atol}")
+    if not (0 < rtol < 1 and atol >= 0):
+        raise NLSEInputError(
+            f"need 0 < rtol < 1 and atol >= 0 (relative and absolute error tolerances, e.g. "
+            f"1e-10 and 1e-12), got rtol={rtol}, atol={atol}"
+        )
     return psi0.astype(np.complex128), times
 
 

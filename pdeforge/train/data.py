@@ -220,6 +220,12 @@ class OperatorDataModule(pl.LightningDataModule):
             train_idx = train_idx[: self.max_train]
         val_idx = order[n_train : n_train + n_val]
         test_idx = order[n_train + n_val : n_train + n_val + n_test]
+        if n == 0:
+            raise TrainingDataError(
+                f"no converged sample in {', '.join(map(str, self.paths))}: every sample's solve "
+                "failed when the data were generated (`pdeforge info FILE` shows the "
+                "diagnostics); regenerate with another --solver or a looser --rtol"
+            )
         if len(train_idx) == 0:
             raise TrainingDataError(
                 f"the training split of {n} converged sample(s) is empty; raise data.split[0] "

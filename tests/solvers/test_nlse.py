@@ -169,6 +169,9 @@ def test_bad_inputs():
         nlse.solve(good, length=L, times=[0, 1, 1])
     with pytest.raises(nlse.NLSEInputError, match="method"):
         nlse.solve(good, length=L, times=[0, 1], method="euler")
+    for rtol in (0.0, 5.0):  # a relative tolerance of 5 would accept any step
+        with pytest.raises(nlse.NLSEInputError, match="0 < rtol < 1"):
+            nlse.solve(good, length=L, times=[0, 1], rtol=rtol)
 
 
 @pytest.mark.slow

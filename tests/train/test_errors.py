@@ -95,7 +95,7 @@ def test_a_pickled_object_in_a_checkpoint_is_refused(darcy16, tmp_path, monkeypa
     assert module.operator.name == "mgno"
 
 
-def write_foreign_file(path: Path, n: int = 20, size: int = 16) -> None:
+def write_foreign_file(path: Path, n: int = 20, size: int = 16, converged: int = 1) -> None:
     """A dataset in the published format written with h5netcdf alone (no pdeforge code)."""
     rng = np.random.default_rng(0)
     x = (np.arange(size) + 0.5) / size
@@ -125,7 +125,7 @@ def write_foreign_file(path: Path, n: int = 20, size: int = 16) -> None:
             v[:] = data
             v.attrs.update({"role": role, "units": "1"})
         conv = f.create_variable("converged", ("sample",), "i1")
-        conv[:] = 1
+        conv[:] = converged
         conv.attrs.update({"role": "diagnostic", "dtype": "bool", "long_name": "converged"})
         secs = f.create_variable("solve_seconds", ("sample",), "f8")
         secs[:] = 0.0
@@ -143,6 +143,15 @@ def test_a_file_written_by_another_program_trains_and_evaluates(tmp_path, monkey
     proc = run_pdeforge("evaluate", last, "--data", data)
     assert proc.returncode == 0, proc.stderr
     assert '"n_samples": 20' in proc.stdout
+
+
+def test_a_file_with_no_converged_sample_says_so(tmp_path):
+    from pdeforge.train.data import OperatorDataModule, TrainingDataError
+
+    data = tmp_path / "failed.nc"
+    write_foreign_file(data, n=4, converged=0)
+    with pytest.raises(TrainingDataError, match="no converged sample in .*failed.nc.*--solver"):
+        OperatorDataModule(path=str(data)).setup()
 
 
 @pytest.mark.slow
