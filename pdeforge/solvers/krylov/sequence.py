@@ -420,12 +420,21 @@ def solve_sequence(
         raise ValueError(f"rtol must lie in (0, 1), got {rtol}")
     mats = [matrices] if sp.issparse(matrices) or (
         isinstance(matrices, np.ndarray) and matrices.ndim == 2) else list(matrices)
+    if not mats:
+        raise ValueError("no systems to solve: pass at least one matrix and one right-hand side")
+    n = mats[0].shape[0]
+    for i, A in enumerate(mats):
+        if len(A.shape) != 2 or A.shape[0] != A.shape[1]:
+            raise ValueError(f"matrix {i} has shape {A.shape}: the matrices must be square")
+        if A.shape != (n, n):
+            raise ValueError(f"matrix {i} has shape {A.shape} but matrix 0 has {(n, n)}: the "
+                             "systems of one sequence must have one size; solve sequences of "
+                             "different sizes in separate calls")
     if isinstance(rhs, list | tuple):
-        n0 = mats[0].shape[0]
         for i, r in enumerate(rhs):
-            if np.shape(r) != (n0,):
+            if np.shape(r) != (n,):
                 raise ValueError(f"system {i}: right-hand side has shape {np.shape(r)}, "
-                                 f"expected ({n0},) to match the matrix")
+                                 f"expected ({n},) to match the matrix")
     B = np.asarray(rhs)
     if B.ndim == 1:
         B = B[None, :]
@@ -436,10 +445,16 @@ def solve_sequence(
         B = np.repeat(B, N, axis=0)
     if len(mats) != B.shape[0]:
         raise ValueError(f"{len(mats)} matrices but {B.shape[0]} right-hand sides")
-    n = mats[0].shape[0]
+    if np.iscomplexobj(B) and not all(np.iscomplexobj(A.data if sp.issparse(A) else A)
+                                      for A in mats):
+        # a real operator with complex data: solved in complex arithmetic (sparse LU and the
+        # Krylov solvers work in the matrices' field; the recycled CG is real, so such
+        # sequences go to GCRO-DR). A matrix shared by several systems stays shared.
+        promoted: dict[int, sp.csr_matrix] = {}
+        mats = [promoted.setdefault(id(A), sp.csr_matrix(A, dtype=np.complex128))
+                for A in mats]
+        spd = False
     for i, A in enumerate(mats):
-        if A.shape != (n, n):
-            raise ValueError(f"matrix {i} has shape {A.shape}, expected {(n, n)} like matrix 0")
         try:  # a matrix shared by many systems (one PDE, many sources) is checked once
             check_system(A, B[i], check_matrix=A is not mats[i - 1] or i == 0)
         except ValueError as exc:

@@ -112,8 +112,28 @@ def test_bad_inputs(darcy_sequence):
         solve_sequence(mats[:2], np.ones(n), method="magic")
     with pytest.raises(ValueError, match="unknown preconditioner"):
         solve_sequence(mats[:2], np.ones(n), preconditioner="ssor")
-    with pytest.raises(ValueError, match="matrix 1 has shape"):
-        solve_sequence([mats[0], sp.eye(5).tocsr()], np.ones(n))
+    with pytest.raises(ValueError, match="matrix 1 has shape .* separate calls"):
+        solve_sequence([mats[0], sp.eye(5).tocsr()], [np.ones(n), np.ones(5)])
+    with pytest.raises(ValueError, match="matrix 0 has shape .* must be square"):
+        solve_sequence(sp.random(6, 5, density=0.5, format="csr"), np.ones(6))
+    with pytest.raises(ValueError, match="no systems to solve"):
+        solve_sequence([], [])
+
+
+@pytest.mark.parametrize("method", ["skr", "gcrodr", "gmres", "direct", "auto"])
+def test_complex_right_hand_sides_with_real_matrices(darcy_sequence, method):
+    """A real operator with complex data (e.g. a time-harmonic source): every method
+    solves it, the real and imaginary parts as the two real systems would give them."""
+    _, mats = darcy_sequence
+    n = mats[0].shape[0]
+    rng = np.random.default_rng(0)
+    rhs = rng.standard_normal((3, n)) + 1j * rng.standard_normal((3, n))
+    res = solve_sequence(mats[:3], rhs, method=method, rtol=1e-9)
+    assert np.iscomplexobj(res.solutions) and res.converged.all()
+    for A, b, x in zip(mats[:3], rhs, res.solutions, strict=True):
+        exact = spla.spsolve(A.tocsc(), b.real) + 1j * spla.spsolve(A.tocsc(), b.imag)
+        assert np.linalg.norm(b - A @ x) <= 1e-9 * np.linalg.norm(b) * 1.0001
+        np.testing.assert_allclose(x, exact, rtol=0, atol=1e-6 * np.abs(exact).max())
 
 
 def test_recycling_switch_off_is_reported(darcy_sequence):
