@@ -8,6 +8,7 @@ import scipy.sparse.linalg as spla
 
 from pdeforge.datasets.problems import build_problem
 from pdeforge.datasets.runner import generate
+from pdeforge.errors import PdeforgeError
 from pdeforge.solvers.krylov import auto_choice
 
 FAMILIES = {
@@ -60,6 +61,26 @@ def test_helmholtz_absorbing_is_complex_symmetric_and_solved():
     assert not np.iscomplexobj(dirichlet.A.data)
     eigs = np.linalg.eigvalsh(dirichlet.A.toarray())
     assert eigs.min() < 0 < eigs.max()  # indefinite
+
+
+@pytest.mark.parametrize(("name", "res", "options"), [
+    ("helmholtz", 40, {}), ("helmholtz", 40, {"boundary": "dirichlet"}), ("helmholtz3d", 20, {}),
+])
+def test_helmholtz_solves_the_inputs_of_its_own_samples(name, res, options):
+    """The reference solve behind Surrogate.compare: a sample's stored inputs give back
+    the sample's solution; bad inputs are refused by name."""
+    prob = build_problem(name, res, **options)
+    out = prob.generate(3, [0, 1])
+    samples = [prob.build(3, i) for i in (0, 1)]
+    inputs = {k: np.stack([s.inputs[k] for s in samples]) for k in ("wavenumber", "source")}
+    again = prob.solve_inputs(inputs)
+    for key in [k for k in out if k.startswith("solution")]:
+        scale = np.abs(out[key]).max()
+        np.testing.assert_allclose(again[key], out[key], atol=1e-6 * scale)
+    with pytest.raises(PdeforgeError, match="'wavenumber' and 'source'"):
+        prob.solve_inputs({"wavenumber": inputs["wavenumber"]})
+    with pytest.raises(PdeforgeError, match="shape"):
+        prob.solve_inputs({k: v[:, :-1] for k, v in inputs.items()})
 
 
 def test_advection_diffusion_conserves_mass():

@@ -85,7 +85,6 @@ class Helmholtz(LinearFamily):
         if not hasattr(self, "_grf"):
             self._grf = GaussianRandomField([pts] * self.dim, 2.5, 5.0, sigma=None)
             self._std = np.sqrt(self._grf.variance())
-            self._lap = {}
         g = self._grf.sample(rng) / self._std
         k = c["k0"] * np.exp(c["k_sigma"] * g)
         centre = rng.uniform(0.2, 0.8, self.dim)
@@ -93,6 +92,29 @@ class Helmholtz(LinearFamily):
         r2 = sum((x - x0) ** 2 for x, x0 in zip(grids, centre, strict=True))
         w = c["source_width"]
         f = np.exp(-r2 / (2 * w**2)) / (2 * np.pi * w**2) ** (self.dim / 2)
+        return self.system_from_fields(k, f)
+
+    def system_from_inputs(self, inputs: dict[str, np.ndarray]) -> LinearSample:
+        if set(inputs) != {"wavenumber", "source"}:
+            raise PdeforgeError(f"{self.name} takes two inputs, 'wavenumber' and 'source', "
+                                f"got {sorted(inputs)}")
+        fields = {}
+        for name in ("wavenumber", "source"):
+            v = np.asarray(inputs[name], dtype=np.float64)
+            if v.shape != self.shape:
+                raise PdeforgeError(f"{self.name} at resolution {self.resolution} needs a "
+                                    f"{name} of shape {self.shape}, got {v.shape}")
+            if not np.all(np.isfinite(v)):
+                raise PdeforgeError(f"the {name} contains NaN or infinite values")
+            fields[name] = v
+        if np.any(fields["wavenumber"] < 0):
+            raise PdeforgeError("the wavenumber must be >= 0 everywhere")
+        return self.system_from_fields(fields["wavenumber"], fields["source"])
+
+    def system_from_fields(self, k: np.ndarray, f: np.ndarray) -> LinearSample:
+        """The system of wave number field ``k`` and source ``f`` (grid-shaped)."""
+        if not hasattr(self, "_lap"):
+            self._lap = {}
         kind = "neumann" if self.complex_output else "dirichlet"
         if kind not in self._lap:
             self._lap[kind] = diffusion_matrix(np.ones(self.shape), walls=_walls(self.dim, kind))

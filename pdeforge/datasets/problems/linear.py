@@ -140,7 +140,7 @@ class LinearFamily(ProblemFamily):
         """
         raise PdeforgeError(
             f"problem {self.name!r} cannot yet solve inputs given by the user; "
-            "supported: darcy, darcy3d"
+            "supported: darcy, darcy3d, helmholtz, helmholtz3d"
         )
 
     def solve_inputs(
