@@ -240,7 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", required=True, metavar="FILE", help="dataset file")
     ev.add_argument("--resolution", type=_positive_int, default=None,
                     help="evaluate on the grid subsampled to R points per axis")
-    ev.add_argument("--batch-size", type=_positive_int, default=32)
+    ev.add_argument("--batch-size", type=_positive_int, default=32,
+                    help="samples per forward pass of the surrogate (default 32)")
     ev.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     ev.set_defaults(func=_cmd_evaluate)
     qu = sub.add_parser("query", help="predict with a trained surrogate into a dataset file")
@@ -249,7 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="dataset file with the input variables, or a .npy array "
                     "(grid), (channels, grid) or (batch, channels, grid)")
     qu.add_argument("--out", metavar="FILE", help="output dataset (default INPUT_pred.nc)")
-    qu.add_argument("--batch-size", type=_positive_int, default=64)
+    qu.add_argument("--batch-size", type=_positive_int, default=64,
+                    help="samples per forward pass of the surrogate (default 64)")
     qu.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     qu.add_argument("--resample", action="store_true",
                     help="on another grid: interpolate to the training grid, predict there, "
@@ -260,8 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     nl.add_argument("case", choices=["soliton", "two-solitons", "akhmediev",
                                      "modulation-instability", "gaussian-noise"])
     nl.add_argument("--out-dir", default="nlse-output", help="default nlse-output")
-    nl.add_argument("--rtol", type=float, default=1e-10)
-    nl.add_argument("--atol", type=float, default=1e-12)
+    nl.add_argument("--rtol", type=float, default=1e-10,
+                    help="relative tolerance of the adaptive time step (default 1e-10)")
+    nl.add_argument("--atol", type=float, default=1e-12,
+                    help="absolute tolerance of the adaptive time step (default 1e-12)")
     nl.add_argument("--method", choices=["ip-dop853", "scipy-dop853"], default="ip-dop853")
     nl.set_defaults(func=_cmd_nlse)
     demo = sub.add_parser("demo", help="run the main path end to end on small defaults")

@@ -82,18 +82,20 @@ def bad_files(tmp_path, darcy_file):
     head.write_bytes(darcy_file.read_bytes()[:4])
     empty = tmp_path / "empty.nc"
     empty.write_bytes(b"")
+    (tmp_path / "unfinished.nc.parts").mkdir()  # what an interrupted generation leaves
     return {"text": text, "truncated": truncated, "head": head, "empty": empty,
-            "missing": tmp_path / "nope.nc"}
+            "missing": tmp_path / "nope.nc", "unfinished": tmp_path / "unfinished.nc"}
 
 
-@pytest.mark.parametrize("kind", ["text", "truncated", "head", "empty", "missing"])
+@pytest.mark.parametrize("kind", ["text", "truncated", "head", "empty", "missing", "unfinished"])
 @pytest.mark.parametrize("command", ["check", "info"])
 def test_bad_files_on_the_command_line(bad_files, kind, command):
     proc = run_cli(command, bad_files[kind])
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr + proc.stdout
     message = {"text": "not an HDF5", "truncated": "damaged HDF5", "head": "not an HDF5",
-               "empty": "not an HDF5", "missing": "no such file"}[kind]
+               "empty": "not an HDF5", "missing": "no such file",
+               "unfinished": "same `pdeforge generate` command again"}[kind]
     assert message in proc.stdout + proc.stderr
 
 

@@ -68,6 +68,11 @@ def open_h5(path: str | Path):
 
     path = Path(path)
     if not path.exists():
+        if Path(f"{path}.parts").is_dir():  # the runner's shards of an unfinished run
+            raise DatasetFormatError(
+                f"{path} is not written yet: {path}.parts holds the shards of a generation "
+                "run that did not finish; run the same `pdeforge generate` command again "
+                "to resume it (finished shards are kept)")
         raise DatasetFormatError(f"{path}: no such file; check the path")
     if path.is_dir():
         raise DatasetFormatError(f"{path} is a directory, not a dataset file")
@@ -225,7 +230,8 @@ def _check_structure(nc: Any, report: CheckReport) -> None:
         role = attr_value(var.attrs, "role")
         if role not in ROLES:
             report.errors.append(
-                f"variable {name!r}: attribute role is {role!r}, expected one of {ROLES}"
+                f"variable {name!r}: attribute role is "
+                + ("missing" if role is None else repr(role)) + f", expected one of {ROLES}"
             )
         else:
             roles[role].append(name)

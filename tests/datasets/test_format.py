@@ -69,6 +69,7 @@ def _corrupt(src, dst, edit):
         (lambda f: f.attrs.__setitem__("config", "{not json"), "not valid JSON"),
         (lambda f: f.attrs.__setitem__("seed", 4), "disagrees with root attribute seed"),
         (lambda f: f["solution"].attrs.__setitem__("role", "target"), "role is 'target'"),
+        (lambda f: f["solution"].attrs.__delitem__("role"), "role is missing"),
         (lambda f: f["solution"].attrs.__delitem__("long_name") or
          f["solution"].attrs.__delitem__("units"), "neither units nor long_name"),
         (lambda f: f.__delitem__("solve_seconds"), "missing per-sample diagnostic"),
