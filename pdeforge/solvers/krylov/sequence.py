@@ -389,6 +389,8 @@ def solve_sequence(
         preconditioner: ``none``/None, ``jacobi``, ``ilu``, ``amg``.
         maxiter: cap on matrix-vector products per system.
         spd: whether the matrices are SPD (default: :func:`is_spd` on the first one).
+            Complex data count as not SPD (the recycled CG is real); complex right-hand
+            sides with real matrices are solved in complex arithmetic.
         sorting: ``auto``, ``greedy``, ``scalable`` or ``none`` (skr and auto only).
         reuse_preconditioner: reuse a factorisation / hierarchy along the order.
         progress: called with 1 after each system.
