@@ -64,7 +64,7 @@ def run_demo(
     from pdeforge.datasets.check import check_file
     from pdeforge.datasets.runner import generate
     from pdeforge.surrogate import Surrogate
-    from pdeforge.train.cli import run_cli
+    from pdeforge.train.cli import checkpoint_paths, run_cli
     from pdeforge.train.evaluate import evaluate
 
     out.mkdir(parents=True, exist_ok=True)
@@ -121,7 +121,7 @@ def run_demo(
         ]
     )
     train_seconds = time.perf_counter() - t_train
-    best = Path(cli.trainer.checkpoint_callback.best_model_path)
+    best = Path(checkpoint_paths(cli.trainer)[0])
 
     print(f"[3/5] evaluating {best.name} on {n_test} fresh samples", flush=True)
     metrics = evaluate(best, test_file, progress=False)

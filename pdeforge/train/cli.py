@@ -124,13 +124,24 @@ def expand_presets(args: Sequence[str]) -> list[str]:
 def train_main(args: Sequence[str]) -> int:
     """``pdeforge train ARGS``."""
     cli = run_cli(args)
-    callback = getattr(cli.trainer, "checkpoint_callback", None)
-    if cli.subcommand == "fit" and callback is not None and cli.trainer.is_global_zero:
-        print(
-            f"checkpoints: best {callback.best_model_path or '-'}; last "
-            f"{callback.last_model_path or '-'}"
-        )
+    if cli.subcommand == "fit" and cli.trainer.is_global_zero:
+        best, last = checkpoint_paths(cli.trainer)
+        print(f"checkpoints: best {best or '-'}; last {last or '-'}")
     return 0
+
+
+def checkpoint_paths(trainer) -> tuple[str, str]:
+    """(best, last) checkpoint paths of a fit ('' where none was written): the monitored
+    callback's best, and the last state (the ``last_checkpoint`` callback, or Lightning's
+    save_last where a user switched it on)."""
+    best = last = ""
+    for cb in trainer.checkpoint_callbacks:
+        if cb.monitor is None and cb.filename == "last":
+            last = cb.best_model_path or last
+        else:
+            best = best or cb.best_model_path
+            last = last or getattr(cb, "last_model_path", "")
+    return best, last
 
 
 def run_cli(args: Sequence[str]):
@@ -149,12 +160,21 @@ def run_cli(args: Sequence[str]):
             # Always checkpoint the best model (by validation relative L2) and the last one;
             # every setting stays an option: --checkpoint.monitor, --checkpoint.save_top_k ...
             parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+            # The last state goes to last.ckpt after every epoch from a callback of its own
+            # (no monitor: the latest is kept). Lightning 2.6's save_last writes last.ckpt
+            # only when a best-k checkpoint is written, so after an epoch that did not
+            # improve, last.ckpt held the best epoch, and resuming from it repeated epochs.
+            parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
             parser.set_defaults(
                 {
                     "checkpoint.monitor": "val/rel_l2",
                     "checkpoint.mode": "min",
-                    "checkpoint.save_last": True,
+                    "checkpoint.save_last": False,
                     "checkpoint.filename": "best-{epoch:03d}",
+                    "last_checkpoint.monitor": None,
+                    "last_checkpoint.save_top_k": 1,
+                    "last_checkpoint.filename": "last",
+                    "last_checkpoint.enable_version_counter": False,
                 }
             )
 

@@ -81,6 +81,20 @@ def test_resume_from_last_checkpoint_continues_training(stem, darcy16, tmp_path,
     assert third.trainer.current_epoch == 4
 
 
+def test_last_checkpoint_is_the_last_state_even_after_an_epoch_that_did_not_improve(
+    darcy16, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    config = next(c for c in CONFIGS if c.stem == "darcy_fno")
+    # mode=max: as the validation error falls, no epoch after the first is a new "best";
+    # Lightning's own save_last then left last.ckpt at the first epoch
+    cli = fit(config, darcy16, "--trainer.max_epochs=3", "--checkpoint.mode=max")
+    saved = torch.load(Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt",
+                       weights_only=False, map_location="cpu")
+    assert (saved["epoch"], saved["global_step"]) == (2, cli.trainer.global_step)
+    assert cli.trainer.checkpoint_callback.monitor == "val/rel_l2"  # the best-model callback
+
+
 def test_normaliser_sees_the_training_split_only(darcy16, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = next(c for c in CONFIGS if c.stem == "darcy_mgno")
