@@ -5,6 +5,8 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
+import numpy as np
+
 from pdeforge.operators.base import Operator, OperatorConfigError
 
 _REGISTRY: dict[str, type[Operator]] = {}
@@ -23,18 +25,49 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def _key(name: str) -> str:
+    """Names match whatever their case and separators: "MG-TFNO" is "mgtfno"."""
+    return str(name).lower().replace("-", "").replace("_", "")
+
+
 def get(name: str) -> type[Operator]:
-    """The operator class registered as ``name``."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        close = difflib.get_close_matches(str(name), _REGISTRY, n=1)
+    """The operator class registered as ``name`` (any case, with or without - and _)."""
+    found = {_key(n): cls for n, cls in _REGISTRY.items()}.get(_key(name))
+    if found is None:
+        close = difflib.get_close_matches(_key(name), _REGISTRY, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise OperatorConfigError(
             f"unknown operator {name!r}{hint}; available: {', '.join(available())}"
-        ) from None
+        )
+    return found
+
+
+#: constructor arguments that are sizes or counts: positive integers (or tuples of them)
+POSITIVE = {"in_channels", "out_channels", "dim", "n_modes", "hidden_channels", "n_layers",
+            "width", "n_stages",
+            "num_tokens", "num_basis", "heads", "patch_size", "channels", "basis",
+            "bias_resolution", "branch_layers", "cnn_channels", "trunk_layers", "pod_modes"}
 
 
 def build(name: str, **kwargs: Any) -> Operator:
-    """Construct the operator ``name``; ``build(m.name, **m.config)`` rebuilds ``m``."""
-    return get(name)(**kwargs)
+    """Construct the operator ``name``; ``build(m.name, **m.config)`` rebuilds ``m``.
+
+    Sizes and counts must be positive (a zero-width layer builds and predicts zeros);
+    a constructor's own ValueError (e.g. neuraloperator's for an unknown factorization)
+    becomes an OperatorConfigError that names the operator.
+    """
+    cls = get(name)
+    for key, value in kwargs.items():
+        values = value if isinstance(value, list | tuple) else [value]
+        if key in POSITIVE and value is not None and not all(
+                isinstance(v, int | np.integer) and not isinstance(v, bool) and v >= 1
+                for v in values):
+            raise OperatorConfigError(
+                f"{cls.name}: {key} must be a positive integer (or a list of them), "
+                f"got {value!r}")
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:
+        if isinstance(exc, OperatorConfigError):
+            raise
+        raise OperatorConfigError(f"{cls.name}: {exc}") from exc

@@ -72,6 +72,13 @@ class OperatorModule(pl.LightningModule):
             raise TrainingConfigError(
                 f"model.normalize must be 'gaussian' or 'none', got {normalize!r}"
             )
+        for key, value in (("lr", lr), ("gamma", gamma)):
+            if not (math.isfinite(value) and value > 0):
+                raise TrainingConfigError(f"model.{key} must be a positive number, got {value}")
+        if not (math.isfinite(weight_decay) and weight_decay >= 0):
+            raise TrainingConfigError(f"model.weight_decay must be >= 0, got {weight_decay}")
+        if step_size < 1:
+            raise TrainingConfigError(f"model.step_size must be >= 1, got {step_size}")
         model_kwargs = dict(model_kwargs or {})
         for reserved in ("in_channels", "out_channels", "dim"):
             if reserved in model_kwargs:

@@ -23,6 +23,25 @@ def test_unknown_name_suggests_the_closest():
         operators.build("mgnoo")
 
 
+def test_names_match_in_any_case_and_with_separators():
+    for written, name in [("MgNO", "mgno"), ("MG-TFNO", "mgtfno"), ("FNO", "fno"),
+                          ("LSM", "lsm"), ("DeepONet", "deeponet")]:
+        assert operators.build(written).name == name
+
+
+@pytest.mark.parametrize(("name", "kwargs", "message"), [
+    ("deeponet", {"basis": 0}, "basis must be a positive integer"),
+    ("fno", {"n_layers": 0}, "n_layers must be a positive integer"),
+    ("mgtfno", {"n_modes": 0}, "n_modes must be a positive integer"),
+    ("fno", {"n_modes": (8, 0)}, r"n_modes must be a positive integer.*\(8, 0\)"),
+    ("fno", {"hidden_channels": -1}, "hidden_channels must be a positive integer"),
+    ("mgtfno", {"factorization": "bogus"}, "mgtfno: .*bogus"),
+])
+def test_bad_sizes_and_options_are_refused_by_name(name, kwargs, message):
+    with pytest.raises(OperatorConfigError, match=message):
+        operators.build(name, **kwargs)
+
+
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("dim,sizes", [(1, (32, 64, 85)), (2, (32, 64, 45))])
 def test_default_model_maps_grid_to_grid_at_several_resolutions(name, dim, sizes):

@@ -39,6 +39,16 @@ def test_missing_file_says_how_to_make_one(tmp_path):
     assert "does not exist" in proc.stderr and "pdeforge generate" in proc.stderr
 
 
+@pytest.mark.parametrize(("option", "message"), [
+    ("--model.lr=-1", "model.lr must be a positive number"),
+    ('--model.model_kwargs={"n_layers": 0}', "n_layers must be a positive integer"),
+])
+def test_bad_model_settings_get_one_line(darcy16, tmp_path, option, message):
+    proc = pdeforge_train(f"--data.path={darcy16}", option, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_missing_config_file(tmp_path):
     proc = run_pdeforge("train", "fit", "--config", "nope.yaml", "--preset", "tiny", cwd=tmp_path)
     assert proc.returncode == 2 and "config file 'nope.yaml' does not exist" in proc.stderr
