@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from pdeforge.datasets.check import open_h5
+from pdeforge.datasets.format import ATTR_PROBLEM, attr_value
 from pdeforge.datasets.torch_dataset import TorchDataset
 from pdeforge.errors import PdeforgeError
 from pdeforge.train.checkpoint import load_module
@@ -72,6 +75,15 @@ def evaluate(
         raise EvaluationError(
             f"{data} is on a {len(dataset.grid_shape)}D grid, the model is {module.hparams.dim}D"
         )
+    with open_h5(dataset.path) as h5:
+        problem = str(attr_value(h5.attrs, ATTR_PROBLEM) or "")
+    trained_on = info.get("problem") or ""
+    if problem and trained_on and problem != trained_on:
+        warnings.warn(
+            f"{data} holds {problem!r} data and the checkpoint was trained on {trained_on!r} "
+            "data: the metrics compare a model with another equation's solutions",
+            stacklevel=2,
+        )
     stride = 1 if resolution is None else stride_for(dataset.grid_shape, resolution)
     data_set = Subsampled(dataset, stride, module.hparams.dim)
     loader = DataLoader(data_set, batch_size=batch_size, shuffle=False)
@@ -86,9 +98,21 @@ def evaluate(
         k: (None if torch.isnan(v) else float(v)) for k, v in metrics.compute().items()
     }
     trained = [len(v) for v in info.get("coords", {}).values()]
+    grid = [-(-n // stride) for n in dataset.grid_shape]
+    if trained and grid != trained:  # as Surrogate.predict says on another grid
+        warnings.warn(
+            f"evaluating on a {'x'.join(map(str, grid))} grid a model trained on "
+            f"{'x'.join(map(str, trained))}: this measures the model zero-shot; "
+            "Surrogate.compare(..., resample=True) measures it with the inputs interpolated "
+            "to the training grid",
+            stacklevel=2,
+        )
     result.update(
         n_samples=len(dataset),
-        resolution=[-(-n // stride) for n in dataset.grid_shape],
+        problem=problem,
+        trained_problem=trained_on,
+        grid_mode="training grid" if not trained or grid == trained else "zero-shot",
+        resolution=grid,
         trained_resolution=trained,
         checkpoint=str(Path(checkpoint)),
         data=str(Path(data)),

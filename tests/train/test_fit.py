@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
+import h5py
 import pytest
 import torch
 
@@ -142,8 +144,18 @@ def test_evaluate_reports_every_metric_and_another_resolution(
     config = next(c for c in CONFIGS if c.stem == "darcy_mgno")
     cli = fit(config, darcy16, "--trainer.max_epochs=1")
     last = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
-    native = evaluate(last, darcy32, progress=False)
+    with pytest.warns(UserWarning, match="zero-shot"):
+        native = evaluate(last, darcy32, progress=False)
     coarse = evaluate(last, darcy32, resolution=16, progress=False)
+    assert (native["grid_mode"], coarse["grid_mode"]) == ("zero-shot", "training grid")
+    # a file of another problem with the same variable names: evaluated, with a warning
+    other = tmp_path / "relabelled.nc"
+    shutil.copy(darcy32, other)
+    with h5py.File(other, "r+") as f:
+        f.attrs["problem"] = "poisson"
+    with pytest.warns(UserWarning, match="'poisson' data and the checkpoint was trained on "
+                                         "'darcy'"):
+        assert evaluate(last, other, resolution=16, progress=False)["problem"] == "poisson"
     for result in (native, coarse):
         assert set(METRIC_NAMES) | {"n_samples"} <= set(result)
         assert result["n_samples"] == 8 and result["trained_resolution"] == [16, 16]
