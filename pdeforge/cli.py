@@ -159,7 +159,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from pdeforge.train.evaluate import evaluate
 
     result = evaluate(args.checkpoint, args.data, resolution=args.resolution,
-                      batch_size=args.batch_size, device=args.device)
+                      batch_size=args.batch_size, device=args.device, resample=args.resample)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -243,6 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=_positive_int, default=32,
                     help="samples per forward pass of the surrogate (default 32)")
     ev.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    ev.add_argument("--resample", action="store_true",
+                    help="on another grid: interpolate the inputs to the training grid, "
+                    "predict there and interpolate back (instead of running the model "
+                    "zero-shot)")
     ev.set_defaults(func=_cmd_evaluate)
     qu = sub.add_parser("query", help="predict with a trained surrogate into a dataset file")
     qu.add_argument("checkpoint", metavar="CKPT", help="checkpoint from `pdeforge train fit`")

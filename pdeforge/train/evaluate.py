@@ -51,10 +51,16 @@ def evaluate(
     batch_size: int = 32,
     device: str | None = None,
     progress: bool = True,
+    resample: bool = False,
 ) -> dict[str, Any]:
-    """Metrics of the checkpoint's model on every converged sample of ``data``."""
+    """Metrics of the checkpoint's model on every converged sample of ``data``.
+
+    ``resample``: on another grid than the training one, interpolate the inputs to the
+    training grid, predict there and interpolate back (``Surrogate.predict``'s
+    ``resample``), instead of running the model zero-shot on the data's grid.
+    """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    module, _ = load_module(checkpoint, device)
+    module, saved = load_module(checkpoint, device)
     info = module.data_info
     try:
         dataset = TorchDataset(data, info.get("inputs"), info.get("outputs"))
@@ -85,33 +91,44 @@ def evaluate(
             stacklevel=2,
         )
     stride = 1 if resolution is None else stride_for(dataset.grid_shape, resolution)
+    trained = [len(v) for v in info.get("coords", {}).values()]
+    grid = [-(-n // stride) for n in dataset.grid_shape]
+    other_grid = bool(trained) and grid != trained
+    if other_grid and not resample:  # as Surrogate.predict says
+        warnings.warn(
+            f"evaluating on a {'x'.join(map(str, grid))} grid a model trained on "
+            f"{'x'.join(map(str, trained))}: this measures the model zero-shot; resample=True "
+            "(pdeforge evaluate --resample) interpolates the inputs to the training grid "
+            "and the predictions back",
+            stacklevel=2,
+        )
     data_set = Subsampled(dataset, stride, module.hparams.dim)
     loader = DataLoader(data_set, batch_size=batch_size, shuffle=False)
     metrics = OperatorMetrics(module.hparams.out_channels, module.hparams.dim).to(device)
+    model = module
+    if resample and other_grid:
+        from pdeforge.surrogate import Surrogate
+
+        surrogate = Surrogate(module, saved, str(checkpoint), device)
+
+        def model(x: torch.Tensor) -> torch.Tensor:
+            y, _, _ = surrogate.predict_array(x, len(x), resample=True)
+            return torch.as_tensor(y, device=device)
+
     with torch.no_grad():
         for x, y in tqdm(loader, desc="evaluate", unit="batch", disable=not progress):
-            metrics.update(module(x.to(device)), y.to(device))
+            metrics.update(model(x.to(device)), y.to(device))
     if metrics.update_count == 0:
         raise EvaluationError(f"{data} has no converged samples to evaluate")
     # a Fourier band the grid does not resolve (high band below 24 points) is null
     result: dict[str, Any] = {
         k: (None if torch.isnan(v) else float(v)) for k, v in metrics.compute().items()
     }
-    trained = [len(v) for v in info.get("coords", {}).values()]
-    grid = [-(-n // stride) for n in dataset.grid_shape]
-    if trained and grid != trained:  # as Surrogate.predict says on another grid
-        warnings.warn(
-            f"evaluating on a {'x'.join(map(str, grid))} grid a model trained on "
-            f"{'x'.join(map(str, trained))}: this measures the model zero-shot; "
-            "Surrogate.compare(..., resample=True) measures it with the inputs interpolated "
-            "to the training grid",
-            stacklevel=2,
-        )
     result.update(
         n_samples=len(dataset),
         problem=problem,
         trained_problem=trained_on,
-        grid_mode="training grid" if not trained or grid == trained else "zero-shot",
+        grid_mode=("resampled" if resample else "zero-shot") if other_grid else "training grid",
         resolution=grid,
         trained_resolution=trained,
         checkpoint=str(Path(checkpoint)),

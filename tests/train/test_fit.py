@@ -8,9 +8,12 @@ import shutil
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 import torch
 
+from pdeforge import Surrogate
+from pdeforge.datasets.readers import open_dataset
 from pdeforge.train.checkpoint import load_module
 from pdeforge.train.cli import run_cli
 from pdeforge.train.evaluate import evaluate
@@ -148,6 +151,18 @@ def test_evaluate_reports_every_metric_and_another_resolution(
         native = evaluate(last, darcy32, progress=False)
     coarse = evaluate(last, darcy32, resolution=16, progress=False)
     assert (native["grid_mode"], coarse["grid_mode"]) == ("zero-shot", "training grid")
+    # resampled: the model on its training grid, the inputs and predictions interpolated,
+    # as Surrogate.predict(..., resample=True) makes them
+    resampled = evaluate(last, darcy32, resample=True, progress=False)
+    assert resampled["grid_mode"] == "resampled"
+    with open_dataset(darcy32) as ds:
+        pred = Surrogate.load(last, device="cpu").predict(
+            ds[["coefficient"]], resample=True).solution.values
+        truth = ds.solution.values
+    per_sample = [np.linalg.norm(p - t) / np.linalg.norm(t) for p, t in zip(pred, truth,
+                                                                           strict=True)]
+    assert resampled["rel_l2"] == pytest.approx(np.mean(per_sample), rel=1e-4)
+    assert resampled["rel_l2"] != pytest.approx(native["rel_l2"], rel=1e-3)
     # a file of another problem with the same variable names: evaluated, with a warning
     other = tmp_path / "relabelled.nc"
     shutil.copy(darcy32, other)
