@@ -83,6 +83,14 @@ class Comparison:
         }
 
 
+def grid_mode(grid: tuple[int, ...], training_grid: tuple[int, ...], resample: bool) -> str:
+    """How a model trained on ``training_grid`` predicts on ``grid``: on its training grid,
+    resampled to it and back (``resample``), or zero-shot on another grid."""
+    if tuple(grid) == tuple(training_grid):
+        return "training grid"
+    return "resampled" if resample else "zero-shot"
+
+
 class Surrogate:
     """A trained pdeforge operator with its data conventions (see module docstring)."""
 
@@ -323,11 +331,8 @@ class Surrogate:
         return ds
 
     def grid_mode(self, grid: tuple[int, ...], resample: bool = False) -> str:
-        """How predictions on ``grid`` are made: on the training grid, resampled to it
-        and back (``resample``), or zero-shot on another grid."""
-        if grid == self.grid_shape:
-            return "training grid"
-        return "resampled" if resample else "zero-shot"
+        """How predictions on ``grid`` are made (:func:`grid_mode`)."""
+        return grid_mode(grid, self.grid_shape, resample)
 
     def _split_channels(self, x: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
         """(batch, C, *grid) -> {variable: (batch, *grid) or (batch, c, *grid)}."""

@@ -10,13 +10,14 @@ import numpy as np
 from pdeforge.operators.base import Operator, OperatorConfigError
 
 _REGISTRY: dict[str, type[Operator]] = {}
+_BY_KEY: dict[str, type[Operator]] = {}  # the same classes under _key(name)
 
 
 def register(cls: type[Operator]) -> type[Operator]:
     """Add an :class:`Operator` subclass under its ``name``."""
     if not cls.name:
         raise TypeError(f"{cls.__name__} has no registry name")
-    _REGISTRY[cls.name] = cls
+    _REGISTRY[cls.name] = _BY_KEY[_key(cls.name)] = cls
     return cls
 
 
@@ -32,7 +33,7 @@ def _key(name: str) -> str:
 
 def get(name: str) -> type[Operator]:
     """The operator class registered as ``name`` (any case, with or without - and _)."""
-    found = {_key(n): cls for n, cls in _REGISTRY.items()}.get(_key(name))
+    found = _BY_KEY.get(_key(name))
     if found is None:
         close = difflib.get_close_matches(_key(name), _REGISTRY, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""

@@ -15,6 +15,7 @@ from pdeforge.datasets.check import open_h5
 from pdeforge.datasets.format import ATTR_PROBLEM, attr_value
 from pdeforge.datasets.torch_dataset import TorchDataset
 from pdeforge.errors import PdeforgeError
+from pdeforge.surrogate import Surrogate, grid_mode
 from pdeforge.train.checkpoint import load_module
 from pdeforge.train.data import Subsampled
 from pdeforge.train.metrics import OperatorMetrics
@@ -107,8 +108,6 @@ def evaluate(
     metrics = OperatorMetrics(module.hparams.out_channels, module.hparams.dim).to(device)
     model = module
     if resample and other_grid:
-        from pdeforge.surrogate import Surrogate
-
         surrogate = Surrogate(module, saved, str(checkpoint), device)
 
         def model(x: torch.Tensor) -> torch.Tensor:
@@ -128,7 +127,7 @@ def evaluate(
         n_samples=len(dataset),
         problem=problem,
         trained_problem=trained_on,
-        grid_mode=("resampled" if resample else "zero-shot") if other_grid else "training grid",
+        grid_mode=grid_mode(grid, trained, resample) if trained else "training grid",
         resolution=grid,
         trained_resolution=trained,
         checkpoint=str(Path(checkpoint)),

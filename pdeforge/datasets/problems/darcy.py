@@ -116,17 +116,8 @@ class Darcy(LinearFamily):
         return self.system_from_coefficient(self.sample_coefficient(seed, index))
 
     def system_from_inputs(self, inputs: dict[str, np.ndarray]) -> LinearSample:
-        if set(inputs) != {"coefficient"}:
-            raise PdeforgeError(
-                f"darcy takes one input, 'coefficient', got {sorted(inputs)}"
-            )
-        K = np.asarray(inputs["coefficient"], dtype=np.float64)
-        if K.shape != self.shape:
-            raise PdeforgeError(
-                f"darcy at resolution {self.resolution} needs a coefficient of shape "
-                f"{self.shape}, got {K.shape}"
-            )
-        if not (np.all(np.isfinite(K)) and np.all(K > 0)):
+        K = self.grid_inputs(inputs, ("coefficient",))["coefficient"]
+        if not np.all(K > 0):
             raise PdeforgeError("the coefficient must be finite and positive everywhere")
         return self.system_from_coefficient(K)
 

@@ -95,18 +95,7 @@ class Helmholtz(LinearFamily):
         return self.system_from_fields(k, f)
 
     def system_from_inputs(self, inputs: dict[str, np.ndarray]) -> LinearSample:
-        if set(inputs) != {"wavenumber", "source"}:
-            raise PdeforgeError(f"{self.name} takes two inputs, 'wavenumber' and 'source', "
-                                f"got {sorted(inputs)}")
-        fields = {}
-        for name in ("wavenumber", "source"):
-            v = np.asarray(inputs[name], dtype=np.float64)
-            if v.shape != self.shape:
-                raise PdeforgeError(f"{self.name} at resolution {self.resolution} needs a "
-                                    f"{name} of shape {self.shape}, got {v.shape}")
-            if not np.all(np.isfinite(v)):
-                raise PdeforgeError(f"the {name} contains NaN or infinite values")
-            fields[name] = v
+        fields = self.grid_inputs(inputs, ("wavenumber", "source"))
         if np.any(fields["wavenumber"] < 0):
             raise PdeforgeError("the wavenumber must be >= 0 everywhere")
         return self.system_from_fields(fields["wavenumber"], fields["source"])

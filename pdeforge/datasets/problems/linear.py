@@ -132,6 +132,25 @@ class LinearFamily(ProblemFamily):
         grid[sample.unknowns] = x
         return grid
 
+    def grid_inputs(self, inputs: dict[str, np.ndarray], names: tuple[str, ...]
+                    ) -> dict[str, np.ndarray]:
+        """``inputs`` as float64 arrays after the checks every family's
+        :meth:`system_from_inputs` needs: exactly ``names``, each of the grid's shape,
+        finite."""
+        if set(inputs) != set(names):
+            raise PdeforgeError(f"{self.name} takes the input(s) "
+                                f"{' and '.join(map(repr, names))}, got {sorted(inputs)}")
+        fields = {}
+        for name in names:
+            v = np.asarray(inputs[name], dtype=np.float64)
+            if v.shape != self.shape:
+                raise PdeforgeError(f"{self.name} at resolution {self.resolution} needs a "
+                                    f"{name} of shape {self.shape}, got {v.shape}")
+            if not np.all(np.isfinite(v)):
+                raise PdeforgeError(f"the {name} contains NaN or infinite values")
+            fields[name] = v
+        return fields
+
     def system_from_inputs(self, inputs: dict[str, np.ndarray]) -> LinearSample:
         """The system of one sample whose input fields are given (name -> array).
 
