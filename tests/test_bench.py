@@ -178,3 +178,18 @@ def test_a_misspelt_family_is_refused_with_the_preset_s_families(tmp_path):
     with pytest.raises(PdeforgeError, match="no family 'dracy'.*darcy3d"):
         run_preset("quick", tmp_path / "out", families=["dracy"])
     assert not (tmp_path / "out").exists()
+
+
+def test_pyamg_is_a_peer_where_it_has_a_solver_for_the_matrix_class():
+    """pyamg's AIR preconditions scipy's GMRES on nonsymmetric advection-diffusion (every
+    true residual within rtol); Helmholtz (symmetric indefinite) gets no pyamg peer."""
+    cfg = run_skr_benchmark("advection-diffusion", 24, 3, ["ilu"], [1e-8], {}, budget=30,
+                            log=lambda _: None, peers=["splu", "pyamg", "skr"])
+    (amg,) = [p for p in cfg.peers if p.peer == "pyamg"]
+    assert amg.preconditioner == "air"
+    assert amg.converged == amg.systems == 3 and amg.max_residual <= 1e-8 * 1.0001
+    assert 0 < amg.matvecs_per_system < 200
+    cfg = run_skr_benchmark("helmholtz", 24, 2, ["ilu"], [1e-7], {"boundary": "dirichlet",
+                                                                 "k0": 5.0},
+                            budget=30, log=lambda _: None, peers=["splu", "pyamg", "skr"])
+    assert "pyamg" not in {p.peer for p in cfg.peers}
