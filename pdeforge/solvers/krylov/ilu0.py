@@ -202,11 +202,14 @@ def _pattern_of(A: sp.csr_matrix) -> _Pattern:
 
 
 def _canonical(A) -> sp.csr_matrix:
-    """A as CSR with sorted indices and no duplicates (a copy only when it is not)."""
+    """A as CSR with sorted indices, no duplicates and no stored zeros (a copy only when
+    it is not): ILU(0) here is that of the nonzero pattern, so a 5-point matrix that stores
+    a zero (a BSR matrix's blocks, an assembly that keeps a cancelled entry) still is one."""
     A = sp.csr_matrix(A)
-    if not A.has_canonical_format:
+    if not A.has_canonical_format or not A.data.all():
         A = A.copy()
         A.sum_duplicates()
+        A.eliminate_zeros()
     return A
 
 

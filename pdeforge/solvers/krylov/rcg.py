@@ -214,6 +214,8 @@ class RecycledCG:
             if np.shares_memory(z, r):  # no preconditioner: z must not alias r
                 z = z.copy()
             rz_new = float(r @ z)
+            if not rz_new > 0:
+                break  # r^T M^-1 r <= 0: M is not SPD; reported as not converged
             beta = rz_new / rz
             p *= beta
             p += deflate(z)  # z is M's fresh output: deflated in place

@@ -184,7 +184,7 @@ class _Strategy:
     def __init__(self, method: str, preconditioner: str | None, spd: bool, rtol: float,
                  restart: int, recycle: int, maxiter: int, reuse: bool) -> None:
         self.method, self.spd, self.rtol, self.maxiter = method, spd, rtol, maxiter
-        self.restart = restart
+        self.restart, self.recycle = restart, recycle
         self.kind = "none" if preconditioner is None else preconditioner
         reuse = reuse and method not in ("gmres", "cg")  # independent solves: fresh builds
         self.cache = PreconditionerCache(self.kind) if reuse else None
@@ -208,6 +208,8 @@ class _Strategy:
     def recycling(self) -> str:
         if self.solver is None:
             return "not used"
+        if not self.recycle:
+            return "off (recycle=0)"
         return self.solver.stopped or "on"
 
     @property
@@ -420,10 +422,15 @@ def solve_sequence(
                          f"{', '.join(KINDS)}")
     if not 0 < rtol < 1:
         raise ValueError(f"rtol must lie in (0, 1), got {rtol}")
+    for name, value, low in (("restart", restart, 1), ("recycle", recycle, 0),
+                             ("maxiter", maxiter, 1)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     mats = [matrices] if sp.issparse(matrices) or (
         isinstance(matrices, np.ndarray) and matrices.ndim == 2) else list(matrices)
     if not mats:
         raise ValueError("no systems to solve: pass at least one matrix and one right-hand side")
+    mats = _as_sparse(mats)
     n = mats[0].shape[0]
     for i, A in enumerate(mats):
         if len(A.shape) != 2 or A.shape[0] != A.shape[1]:
@@ -437,9 +444,17 @@ def solve_sequence(
             if np.shape(r) != (n,):
                 raise ValueError(f"system {i}: right-hand side has shape {np.shape(r)}, "
                                  f"expected ({n},) to match the matrix")
+    if sp.issparse(rhs):
+        rhs = rhs.toarray()
     B = np.asarray(rhs)
+    if B.dtype.kind not in "biufc":
+        raise ValueError(f"right-hand sides must be numbers, got dtype {B.dtype}")
+    B = B.astype(np.result_type(B.dtype, np.float64), copy=False)  # solved in double
     if B.ndim == 1:
         B = B[None, :]
+    if B.ndim != 2 or B.shape[1] != n:
+        raise ValueError(f"right-hand sides have shape {B.shape}, expected ({n},) or (N, {n}) "
+                         "to match the matrices")
     N = max(len(mats), B.shape[0])
     if len(mats) == 1 and N > 1:
         mats = mats * N
@@ -461,8 +476,13 @@ def solve_sequence(
             check_system(A, B[i], check_matrix=A is not mats[i - 1] or i == 0)
         except ValueError as exc:
             raise ValueError(f"system {i}: {exc}") from None
+    if spd and np.iscomplexobj(mats[0].data):
+        raise ValueError("spd=True with complex matrices: the recycled CG works in real "
+                         "arithmetic; leave spd unset (complex Hermitian systems are solved "
+                         "with GCRO-DR)")
     symmetric = is_symmetric(mats[0]) if (spd is None or method == "auto") else None
     spd = is_spd(mats[0], symmetric) if spd is None else bool(spd)
+    B, scales = _scaled(B)
 
     dtype = np.result_type(mats[0].dtype, B.dtype, np.float64)
     X = np.zeros((N, n), dtype=dtype)
@@ -508,7 +528,8 @@ def solve_sequence(
 
     def result() -> SequenceResult:
         return SequenceResult(
-            solutions=X, iterations=its, residuals=np.where(solved, res, np.nan),
+            solutions=X if scales is None else X * scales[:, None], iterations=its,
+            residuals=np.where(solved, res, np.nan),
             converged=conv & solved, seconds=secs, order=order, method=strategy.label,
             preconditioner=strategy.kind, spd=spd, preconditioner_builds=strategy.builds,
             sort_seconds=sort_seconds, recycling=strategy.recycling, reuse=strategy.reuse,
@@ -523,6 +544,45 @@ def solve_sequence(
         exc.partial = result()
         raise
     return result()
+
+
+def _as_sparse(mats: list) -> list:
+    """The matrices as CSR in double precision (float64 or complex128), each distinct
+    matrix object converted once, so that a matrix shared by several systems stays one
+    object (one check, one LU); CSR matrices already in double precision are kept as they
+    are. Dense arrays get the sparse matrices' checks (NaN, zero rows), and single precision
+    data is solved in double (SuperLU and spilu factor in the matrix's precision: float32
+    gave residuals of 1e-7 and type errors with float64 right-hand sides)."""
+    converted: dict[int, object] = {}
+    out = []
+    for i, A in enumerate(mats):
+        key = id(A)
+        if key not in converted:
+            shape = getattr(A, "shape", None)
+            if shape is None or len(shape) != 2:
+                raise ValueError(f"matrix {i} is not a 2-D matrix (got {type(A).__name__} of "
+                                 f"shape {shape}): pass scipy.sparse matrices or 2-D arrays")
+            dtype = np.result_type(A.dtype, np.float64)
+            if sp.issparse(A) and A.format == "csr" and A.dtype == dtype:
+                converted[key] = A
+            else:
+                converted[key] = sp.csr_matrix(A, dtype=dtype)
+        out.append(converted[key])
+    return out
+
+
+def _scaled(B: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(B, None), or B's rows scaled by powers of two, and the scales, where a row's
+    largest entry lies outside [2^-400, 2^400]: the 2-norm of a right-hand side of entries
+    near 1e-170 underflows to 0, and it was taken for a zero right-hand side (x = 0,
+    "converged"). A power of two scales exactly, so the solution is the same, scaled."""
+    big = np.abs(B).max(axis=1) if B.size else np.zeros(len(B))
+    off = (big > 0) & ((big < 2.0**-400) | (big > 2.0**400))
+    if not off.any():
+        return B, None
+    scales = np.ones(len(B))
+    scales[off] = np.exp2(np.round(np.log2(big[off])))
+    return B / scales[:, None], scales
 
 
 def _solve_all(strategy, order, mats, B, X, res, conv, secs, solved, run, progress) -> None:

@@ -18,6 +18,8 @@ GREEDY_MAX = 4000
 
 def _as_features(features) -> np.ndarray:
     F = np.asarray(features, dtype=np.float64)
+    if F.ndim == 0:
+        raise ValueError("features must have one row per system, got a scalar")
     if F.ndim == 1:
         F = F[:, None]
     if F.ndim != 2:
@@ -54,6 +56,8 @@ def greedy_order(features, start: int = 0) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     if F.shape[1] > 256:
         F = _reduce(F, 256)
+    if not 0 <= int(start) < n:
+        raise ValueError(f"start must index one of the {n} systems, got {start}")
     sq = np.einsum("ij,ij->i", F, F)
     order = np.empty(n, dtype=np.int64)
     remaining = np.ones(n, dtype=bool)

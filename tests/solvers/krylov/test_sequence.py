@@ -325,3 +325,73 @@ def test_lu_options_follow_the_pattern_and_pivot_where_the_diagonal_fails():
     assert res.converged.all()
     np.testing.assert_allclose(res.solutions[0], spla.spsolve(sp.csc_matrix(A), b),
                                rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize(("method", "pre"), [("skr", None), ("skr", "ilu"), ("gmres", None),
+                                             ("gmres", "ilu"), ("direct", None), ("auto", None)])
+def test_single_precision_and_dense_inputs_are_solved_in_double(darcy_sequence, method, pre):
+    """float32 matrices (sparse or dense numpy) and right-hand sides: solved in float64 to
+    rtol; spilu and SuperLU would otherwise factor in single precision."""
+    _, mats = darcy_sequence
+    n = mats[0].shape[0]
+    singles = [mats[0].astype(np.float32), mats[1].toarray().astype(np.float32)]
+    rhs = np.ones((2, n), dtype=np.float32)
+    res = solve_sequence(singles, rhs, method=method, preconditioner=pre, rtol=1e-10)
+    assert res.solutions.dtype == np.float64 and res.converged.all()
+    for A, x in zip(mats[:2], res.solutions, strict=True):
+        b = np.ones(n)
+        exact = spla.spsolve(A.astype(np.float32).astype(np.float64).tocsc(), b)
+        np.testing.assert_allclose(x, exact, rtol=1e-7)
+
+
+def test_right_hand_sides_near_the_limits_of_double_are_not_taken_for_zero(darcy_sequence):
+    """A right-hand side of entries 1e-170 (its 2-norm underflows) or 1e+170 (overflows)
+    gives the solution of the ones vector, scaled, not x = 0 marked converged."""
+    _, mats = darcy_sequence
+    n = mats[0].shape[0]
+    ref = spla.spsolve(mats[0].tocsc(), np.ones(n))
+    for scale in (1e-170, 1e170):
+        for method in ("skr", "gmres", "gcrodr", "direct"):
+            res = solve_sequence(mats[:2], scale * np.ones(n), method=method, rtol=1e-9)
+            assert res.converged.all(), (scale, method)
+            np.testing.assert_allclose(res.solutions[0] / scale, ref, rtol=1e-6)
+
+
+def test_more_bad_inputs_get_clear_errors(darcy_sequence, convection_sequence):
+    _, mats = darcy_sequence
+    n = mats[0].shape[0]
+    b = np.ones(n)
+    for kwargs, match in [
+        (dict(restart=0), "restart must be an integer >= 1"),
+        (dict(restart=2.5), "restart must be an integer >= 1"),
+        (dict(recycle=-1), "recycle must be an integer >= 0"),
+        (dict(maxiter=0), "maxiter must be an integer >= 1"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            solve_sequence(mats[:2], b, **kwargs)
+    dense = mats[0].toarray()
+    dense[3, 3] = np.nan
+    with pytest.raises(ValueError, match="system 0: matrix contains NaN or inf"):
+        solve_sequence([dense], b)
+    with pytest.raises(ValueError, match="right-hand sides have shape"):
+        solve_sequence(mats[:2], np.ones((2, n, 1)))
+    complex_spd = [sp.csr_matrix(A, dtype=np.complex128) for A in mats[:2]]
+    with pytest.raises(ValueError, match="spd=True with complex matrices"):
+        solve_sequence(complex_spd, b, spd=True)
+    _, conv = convection_sequence
+    with pytest.raises(ValueError, match="amg .* nonsymmetric .* use 'ilu'"):
+        solve_sequence(conv[:2], b, preconditioner="amg")
+    res = solve_sequence(mats[:2], b, method="gcrodr", recycle=0)
+    assert res.recycling == "off (recycle=0)" and res.converged.all()
+
+
+def test_ilu0_takes_a_stencil_with_stored_zeros_or_in_bsr(darcy_sequence):
+    _, mats = darcy_sequence
+    A = mats[0]
+    n = A.shape[0]
+    stored = (A + sp.csr_matrix(([1.0], ([0], [n - 1])), shape=(n, n))).tocsr()
+    stored.data[stored.indptr[1] - 1] = 0.0  # (0, n-1): a stored zero off the stencil
+    assert stored.nnz == A.nnz + 1
+    for M in (stored, A.tobsr(blocksize=(2, 2))):
+        res = solve_sequence([M, M], np.ones(n), preconditioner="ilu0", rtol=1e-9)
+        assert res.converged.all()

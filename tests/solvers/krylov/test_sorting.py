@@ -51,3 +51,10 @@ def test_bad_features():
         greedy_order(np.array([[0.0], [np.nan]]))
     with pytest.raises(ValueError, match="unknown sorting"):
         sort_systems(np.zeros((3, 2)), "random")
+
+
+def test_greedy_start_and_scalar_features_are_checked():
+    with pytest.raises(ValueError, match="start must index one of the 5 systems"):
+        greedy_order(np.arange(5.0), start=-1)
+    with pytest.raises(ValueError, match="one row per system"):
+        greedy_order(np.float64(3.0))
