@@ -168,7 +168,8 @@ def _cmd_nlse(args: argparse.Namespace) -> int:
     from pdeforge.nlse_report import run_case
 
     report = run_case(args.case, args.out_dir, rtol=args.rtol, atol=args.atol,
-                      method=args.method)
+                      method=args.method, dealias=args.dealias,
+                      filter_strength=args.filter_strength)
     print(json.dumps(report, indent=2))
     print(f"figures and data in {args.out_dir}/")
     return 0
@@ -271,6 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
     nl.add_argument("--atol", type=float, default=1e-12,
                     help="absolute tolerance of the adaptive time step (default 1e-12)")
     nl.add_argument("--method", choices=["ip-dop853", "scipy-dop853"], default="ip-dop853")
+    nl.add_argument("--no-dealias", dest="dealias", action="store_false",
+                    help="do not mask the nonlinear term with the 2/3 rule")
+    nl.add_argument("--filter-strength", type=float, default=36.0,
+                    help="strength of the exponential filter of the nonlinear term "
+                         "(default 36; 0 switches it off). With --no-dealias and 0 the "
+                         "collocation system conserves mass and energy, also for fields "
+                         "with content up to the Nyquist wavenumber (gaussian-noise)")
     nl.set_defaults(func=_cmd_nlse)
     demo = sub.add_parser("demo", help="run the main path end to end on small defaults")
     demo.add_argument("--out-dir", default="demo-output",

@@ -16,3 +16,16 @@ def test_akhmediev_case_writes_figures_and_a_report(tmp_path):
         assert (tmp_path / f"akhmediev_{kind}.png").stat().st_size > 5_000
     bad = run_cli("nlse", "breather", "--out-dir", tmp_path)
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+def test_the_mask_of_the_nonlinear_term_can_be_switched_off(tmp_path):
+    """--no-dealias --filter-strength 0: the plain collocation system, which conserves
+    energy (the report says which settings ran); a negative strength is refused."""
+    proc = run_cli("nlse", "soliton", "--out-dir", tmp_path, "--rtol", "1e-9",
+                   "--no-dealias", "--filter-strength", "0")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["dealias"] is False and report["filter_strength"] is None
+    assert report["energy_drift"] < 1e-9 and report["max_error_vs_exact"] < 1e-6
+    bad = run_cli("nlse", "soliton", "--out-dir", tmp_path, "--filter-strength", "-1")
+    assert bad.returncode != 0 and "filter_strength must be" in bad.stderr
