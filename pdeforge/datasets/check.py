@@ -1,7 +1,10 @@
 """Validation of dataset files against format version 1 (``pdeforge check FILE``).
 
-Every rule of DESIGN.md "Dataset file" is checked here; a violation is an error (the file
-is not in the published format), a departure from a recommendation (chunking) a warning.
+Every rule of DESIGN.md "Dataset file" is checked here. A violation of what the data mean
+(dims, roles, attributes, values) is an error: the file is not in the published format. A
+departure in how they are stored (chunks of one sample, lzf or gzip level 1) or a
+coordinate without units or long_name is a warning: readers and training use such a file
+as it is, only slower or less documented.
 Used by the CLI, by the runner on every file it assembles, and by the readers' open path
 (:func:`open_h5`), which turns unreadable files into one clear error.
 """
@@ -126,7 +129,9 @@ def check_file(path: str | Path, scan_data: bool = True) -> CheckReport:
             if scan_data and not report.errors:
                 _scan_values(nc, report)
     except Exception as exc:  # noqa: BLE001 - any failure here means "not valid netCDF4"
-        report.errors.append(f"not readable as netCDF4 by h5netcdf: {_first_line(exc)}")
+        hint = ("; write it with h5netcdf or xarray, or attach h5py dimension scales "
+                "(sample, x, y, ...) to every axis" if "dimension scale" in str(exc) else "")
+        report.errors.append(f"not readable as netCDF4 by h5netcdf: {_first_line(exc)}{hint}")
         return report
     if not report.errors:
         try:
@@ -199,7 +204,12 @@ def _check_root_attrs(h5: Any, report: CheckReport) -> None:
 def _check_structure(nc: Any, report: CheckReport) -> None:
     dims = {name: d.size for name, d in nc.dimensions.items()}
     if SAMPLE not in dims:
-        report.errors.append(f"no {SAMPLE!r} dimension")
+        report.errors.append(
+            f"no {SAMPLE!r} dimension"
+            + ("" if dims else ": the file has no netCDF dimensions (HDF5 dimension scales); "
+               "write it with h5netcdf or xarray, or attach h5py dimension scales named "
+               "sample, x, y, ... to every variable (DESIGN.md, dataset file)")
+        )
         return
     n_attr = attr_value(nc.attrs, ATTR_N_SAMPLES)
     if isinstance(n_attr, int) and dims[SAMPLE] != n_attr:
@@ -217,6 +227,8 @@ def _check_structure(nc: Any, report: CheckReport) -> None:
             report.errors.append(f"coordinate {d!r} must be 1-D over ({d!r},), "
                                  f"has dims {var.dimensions}")
             continue
+        if "units" not in var.attrs and "long_name" not in var.attrs:
+            report.warnings.append(f"coordinate {d!r} has neither units nor long_name")
         values = np.asarray(var[:])
         if not np.issubdtype(values.dtype, np.number) or not np.all(np.isfinite(values)):
             report.errors.append(f"coordinate {d!r} must hold finite numbers")
@@ -227,6 +239,14 @@ def _check_structure(nc: Any, report: CheckReport) -> None:
         if name in dims:
             continue  # coordinate variable
         vdims = var.dimensions
+        # the stored array's own shape: h5netcdf reports the dimensions' lengths
+        stored = getattr(getattr(var, "_h5ds", None), "shape", var.shape)
+        for d, size in zip(vdims, stored, strict=False):
+            if d in dims and dims[d] != size:
+                report.errors.append(
+                    f"variable {name!r} has length {size} along {d!r}, but dimension {d!r} "
+                    f"has length {dims[d]}: attach the dimension of its own length"
+                )
         role = attr_value(var.attrs, "role")
         if role not in ROLES:
             report.errors.append(
@@ -253,8 +273,17 @@ def _check_structure(nc: Any, report: CheckReport) -> None:
             chunks = var.chunks
             if chunks is None or chunks[0] != 1:
                 report.warnings.append(
-                    f"field {name!r} is stored with chunks {chunks}; one sample per chunk "
-                    "is recommended for per-sample reads"
+                    f"field {name!r} is stored with chunks {chunks}; the format stores one "
+                    "sample per chunk (chunks=(1, ...) in h5py, encoding={'chunksizes': "
+                    "(1, ...)} in xarray) for fast per-sample reads"
+                )
+            compression, level = var.compression, var.compression_opts
+            if compression not in (None, "lzf") and not (
+                compression == "gzip" and (level is None or level <= 1)
+            ):
+                report.warnings.append(
+                    f"field {name!r} is compressed with {compression} level {level}; the "
+                    "format uses none, lzf or gzip level 1 (fast per-sample reads)"
                 )
     for name in REQUIRED_DIAGNOSTICS:
         if name not in nc.variables:

@@ -241,6 +241,8 @@ def attr_value(attrs: Any, key: str) -> Any:
     if isinstance(value, np.ndarray):
         if value.size == 1:
             value = value.reshape(()).item()
+            if isinstance(value, bytes):  # a 1-element fixed-length string array
+                return value.decode()
         else:
             return [v.decode() if isinstance(v, bytes) else v for v in value.tolist()]
     if isinstance(value, np.generic):

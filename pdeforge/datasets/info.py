@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from pdeforge.datasets.check import _first_line
 from pdeforge.datasets.format import (
     ATTR_CONFIG,
     CONVERGED,
@@ -17,6 +18,7 @@ from pdeforge.datasets.format import (
     attr_value,
 )
 from pdeforge.datasets.readers import verify_dataset
+from pdeforge.errors import DatasetFormatError
 
 
 def describe(path: str | Path) -> dict[str, Any]:
@@ -25,6 +27,16 @@ def describe(path: str | Path) -> dict[str, Any]:
 
     path = Path(path)
     verify_dataset(path, require_complete=False)
+    try:
+        return _describe(h5netcdf, path)
+    except (ValueError, KeyError, OSError) as exc:  # h5netcdf's refusal of a non-netCDF file
+        raise DatasetFormatError(
+            f"{path} is not readable as netCDF4 ({_first_line(exc)}); `pdeforge check` "
+            "lists what is wrong (e.g. variables without dimension scales)"
+        ) from None
+
+
+def _describe(h5netcdf, path: Path) -> dict[str, Any]:
     with h5netcdf.File(path, "r") as nc:
         attrs = {k: _jsonable(attr_value(nc.attrs, k)) for k in nc.attrs if k != ATTR_CONFIG}
         try:

@@ -37,6 +37,12 @@ def verify_dataset(path: str | Path, require_complete: bool = True) -> None:
                 f"{FORMAT_VERSION}: upgrade pdeforge or regenerate the file"
             )
         status = attr_value(h5.attrs, ATTR_STATUS)
+        if require_complete and status is None:
+            raise DatasetFormatError(
+                f"{path} has no root attribute {ATTR_STATUS!r}: a finished dataset says "
+                f"{ATTR_STATUS}={STATUS_COMPLETE!r} (DESIGN.md; `pdeforge check` lists what "
+                "else is missing)"
+            )
         if require_complete and status != STATUS_COMPLETE:
             raise DatasetFormatError(
                 f"{path} is incomplete (status={status!r}); re-run the `pdeforge generate` "

@@ -45,7 +45,8 @@ def _dims(h5var: Any) -> tuple[str, ...]:
         if len(dim) == 0:
             raise DatasetFormatError(
                 f"variable {h5var.name!r} has an axis without a named dimension; "
-                "the file is not valid netCDF4"
+                "the file is not valid netCDF4: write it with h5netcdf or xarray, or attach "
+                "h5py dimension scales (sample, x, y, ...) to every axis"
             )
         names.append(dim[0].name.rsplit("/", 1)[-1])
     return tuple(names)
@@ -102,9 +103,15 @@ class TorchDataset(torch.utils.data.Dataset):
         self.outputs = list(outputs) if outputs is not None else self._by_role(fields, OUTPUT)
         for label, names in (("inputs", self.inputs), ("outputs", self.outputs)):
             if not names:
+                role = INPUT if label == "inputs" else OUTPUT
+                misplaced = {k: v[0] for k, v in variables.items()
+                             if v[2] == role and k not in fields}
                 raise DatasetFormatError(
-                    f"{self.path}: no {label} selected and no field has role "
-                    f"{INPUT if label == 'inputs' else OUTPUT!r}; pass {label}=[...]"
+                    f"{self.path}: no {label} selected and no per-sample field has role "
+                    f"{role!r}; pass {label}=[...]"
+                    + (f" (these have role {role!r} but not 'sample' as their first dim: "
+                       f"{misplaced}; `pdeforge check` lists the format's rules)"
+                       if misplaced else "")
                 )
             for name in names:
                 if name not in fields:
@@ -163,18 +170,28 @@ class TorchDataset(torch.utils.data.Dataset):
             name: tuple(d for d in fields[name][0] if d in SPATIAL_DIMS)
             for name in self.inputs + self.outputs
         }
-        nonempty = {g for g in grids.values() if g}
-        if len(nonempty) != 1:
+        # one set of spatial dims; their order may differ between variables (the format
+        # does not fix it): items follow the first variable's, the others are transposed
+        if len({frozenset(g) for g in grids.values() if g}) != 1:
             raise DatasetFormatError(
                 f"{self.path}: selected variables do not share one spatial grid: {grids}"
             )
-        return nonempty.pop()
+        return next(g for g in grids.values() if g)
 
     def _grid_shape(self, fields: dict) -> tuple[int, ...]:
-        name = next(n for n in self.inputs + self.outputs if
-                    any(d in SPATIAL_DIMS for d in fields[n][0]))
-        dims, shape, _ = fields[name]
-        return tuple(shape[dims.index(d)] for d in self.grid_dims)
+        sizes: dict[str, dict[str, int]] = {}
+        for name in self.inputs + self.outputs:
+            dims, shape, _ = fields[name]
+            for d, size in zip(dims, shape, strict=True):
+                if d in self.grid_dims:
+                    sizes.setdefault(d, {})[name] = size
+        for d, by_name in sizes.items():
+            if len(set(by_name.values())) > 1:
+                raise DatasetFormatError(
+                    f"{self.path}: the selected variables have different lengths along "
+                    f"{d!r}: {by_name}; `pdeforge check` reports the file's dimensions"
+                )
+        return tuple(next(iter(sizes[d].values())) for d in self.grid_dims)
 
     def _channels(self, fields: dict, name: str) -> int:
         dims, shape, _ = fields[name]
@@ -212,7 +229,16 @@ class TorchDataset(torch.utils.data.Dataset):
                 arr = np.broadcast_to(arr.reshape(-1, *[1] * len(self.grid_shape)),
                                       (arr.size, *self.grid_shape))
             parts.append(arr.reshape(-1, *self.grid_shape))
-        return torch.from_numpy(np.concatenate(parts, axis=0)).to(self.dtype)
+        out = np.concatenate(parts, axis=0)
+        if not np.isfinite(out).all():
+            bad = [n for n, part in zip(names, parts, strict=True) if not np.isfinite(part).all()]
+            raise DatasetFormatError(
+                f"{self.path}: sample {int(self.indices[item])} holds NaN or inf in {bad} "
+                "although its 'converged' diagnostic says it converged; `pdeforge check` lists "
+                "every such sample: mark them converged=false (they are then skipped) or "
+                "regenerate them"
+            )
+        return torch.from_numpy(out).to(self.dtype)
 
     def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
         if not -len(self) <= item < len(self):

@@ -26,6 +26,10 @@ LOSSES = ("l2", "h1")
 SCHEDULERS = ("onecycle", "step", "cosine", "none")
 
 
+class TrainingDivergedError(PdeforgeError, FloatingPointError):
+    """The training loss became NaN or inf."""
+
+
 class TrainingConfigError(PdeforgeError, ValueError):
     """An invalid training option (loss, scheduler, model arguments)."""
 
@@ -99,6 +103,9 @@ class OperatorModule(pl.LightningModule):
         )
         self.val_metrics = OperatorMetrics(out_channels, dim)
         self.test_metrics = OperatorMetrics(out_channels, dim)
+        # whether every training loss of the epoch so far was finite (a device tensor:
+        # checked once an epoch, not synchronised at every step)
+        self._loss_finite: torch.Tensor | None = None
 
     # -- model ----------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
@@ -156,10 +163,30 @@ class OperatorModule(pl.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         x, y = batch
         loss = self._loss(self(x), y)
+        finite = torch.isfinite(loss.detach())
+        self._loss_finite = finite if self._loss_finite is None else self._loss_finite & finite
         self.log(
             "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=x.shape[0]
         )
         return loss
+
+    def _stop_if_diverged(self) -> None:
+        """Raise before the epoch's checkpoints are written (they are saved after validation
+        and after this hook at the epoch's end) if a training loss was NaN or inf, so that
+        last.ckpt and the best checkpoint keep the last finite state."""
+        flag, self._loss_finite = self._loss_finite, None
+        if flag is not None and not bool(flag):
+            raise TrainingDivergedError(
+                f"the training loss became NaN or inf in epoch {self.current_epoch}: lower "
+                "--model.lr (or check the data for extreme values); the checkpoints of the "
+                "epochs before are kept (--ckpt_path .../last.ckpt resumes from the last one)"
+            )
+
+    def on_validation_epoch_start(self) -> None:
+        self._stop_if_diverged()  # a no-op outside fit: no training loss was seen
+
+    def on_train_epoch_end(self) -> None:
+        self._stop_if_diverged()
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch

@@ -140,3 +140,94 @@ def test_sample_dim_must_come_first(tmp_path):
 def test_complex_field_is_rejected(tmp_path):
     report = check_file(_external_file(tmp_path / "c.nc", complex_field=True))
     assert any("complex" in e for e in report.errors), report.errors
+
+
+def _h5py_file(path, *, y_length=None, fixed_string_attrs=False, output_order=("x", "y"),
+               scales=True, nan_in_converged=False):
+    """A 2D dataset written with plain h5py and dimension scales (another program),
+    with the variations the tests below need."""
+    n, nx, ny = 4, 6, 5
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((n, nx, ny)).astype(np.float32)
+    u = np.cumsum(a, axis=1)
+    if nan_in_converged:
+        u[2, 0, 0] = np.nan
+    root = {"pdeforge_format": 1, "problem": "p", "solver": "s", "pdeforge_version": "x",
+            "seed": 0, "n_samples": n, "config": json.dumps({"problem": "p"}),
+            "created": "2026-01-01T00:00:00+00:00", "status": "complete"}
+    with h5py.File(path, "w") as f:
+        for k, v in root.items():
+            if fixed_string_attrs and isinstance(v, str):  # 1-element fixed-length arrays
+                f.attrs[k] = np.array([v.encode()], dtype=f"S{len(v)}")
+            else:
+                f.attrs[k] = v
+        dims = {"sample": f.create_dataset("sample", data=np.arange(n, dtype="f4"))}
+        dims["sample"].make_scale("This is a netCDF dimension but not a netCDF variable.")
+        for name, size in (("x", nx), ("y", y_length or ny)):
+            d = f.create_dataset(name, data=np.linspace(0, 1, size))
+            d.attrs["units"] = "m"
+            d.make_scale(name)
+            dims[name] = d
+        out = u if output_order == ("x", "y") else u.transpose(0, 2, 1)
+        for name, data, role, vdims in (("a", a, "input", ("sample", "x", "y")),
+                                        ("u", out, "output", ("sample", *output_order))):
+            d = f.create_dataset(name, data=data, chunks=(1, *data.shape[1:]))
+            d.attrs["role"], d.attrs["long_name"] = role, name
+            if scales:
+                for i, dn in enumerate(vdims):
+                    d.dims[i].attach_scale(dims[dn])
+        for name, data, attrs in (("converged", np.ones(n, np.int8),
+                                   {"dtype": "bool", "long_name": "ok"}),
+                                  ("solve_seconds", np.zeros(n), {"units": "s"})):
+            d = f.create_dataset(name, data=data)
+            d.attrs.update({"role": "diagnostic", **attrs})
+            if scales:
+                d.dims[0].attach_scale(dims["sample"])
+    return path, a, u
+
+
+def test_h5py_files_in_the_format_are_read_however_strings_and_dims_are_stored(tmp_path):
+    """1-element fixed-length string attributes (netCDF's NC_CHAR style) are decoded, and
+    an output stored (sample, y, x) beside an input (sample, x, y) is transposed to the
+    input's order."""
+    from pdeforge.datasets import TorchDataset
+
+    path, a, u = _h5py_file(tmp_path / "s.h5", fixed_string_attrs=True, output_order=("y", "x"))
+    report = check_file(path)
+    assert report.ok, report.errors
+    ds = TorchDataset(path)
+    assert ds.grid_dims == ("x", "y")
+    x, y = ds[1]
+    np.testing.assert_array_equal(x[0].numpy(), a[1])
+    np.testing.assert_array_equal(y[0].numpy(), u[1])
+
+
+def test_a_variable_of_another_length_than_its_dimension_is_an_error(tmp_path):
+    path, _, _ = _h5py_file(tmp_path / "m.h5", y_length=9)
+    report = check_file(path)
+    assert any("has length 5 along 'y', but dimension 'y' has length 9" in e
+               for e in report.errors), report.errors
+
+
+def test_a_file_without_dimension_scales_gets_one_clear_error(tmp_path):
+    from pdeforge.datasets.info import describe
+    from pdeforge.errors import DatasetFormatError
+
+    path, _, _ = _h5py_file(tmp_path / "n.h5", scales=False)
+    report = check_file(path)
+    assert any("attach h5py dimension scales" in e for e in report.errors), report.errors
+    with pytest.raises(DatasetFormatError, match="not readable as netCDF4"):
+        describe(path)
+
+
+def test_nan_in_a_converged_sample_stops_the_torch_reader(tmp_path):
+    from pdeforge.datasets import TorchDataset
+    from pdeforge.errors import DatasetFormatError
+
+    path, _, _ = _h5py_file(tmp_path / "nan.h5", nan_in_converged=True)
+    assert not check_file(path).ok
+    for in_memory in (True, False):
+        ds = TorchDataset(path, in_memory=in_memory)
+        ds[1]
+        with pytest.raises(DatasetFormatError, match=r"sample 2 holds NaN or inf in \['u'\]"):
+            ds[2]

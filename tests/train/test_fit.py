@@ -179,3 +179,29 @@ def test_evaluate_reports_every_metric_and_another_resolution(
     proc = run_pdeforge("evaluate", last, "--data", darcy32, "--resolution", "16")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["rel_l2"] == pytest.approx(coarse["rel_l2"], rel=1e-6)
+
+
+def test_a_nan_training_loss_stops_the_fit_and_keeps_the_finite_checkpoints(
+    darcy16, tmp_path, monkeypatch
+):
+    """A loss that turns NaN in the second epoch (here forced) stops the fit with a clear
+    error before that epoch's checkpoints are written: last.ckpt keeps epoch 0's finite
+    weights."""
+    from pdeforge.train.module import OperatorModule, TrainingDivergedError
+
+    monkeypatch.chdir(tmp_path)
+    forward = OperatorModule.forward
+
+    def poisoned(self, x, **kwargs):
+        out = forward(self, x, **kwargs)
+        return out * float("nan") if self.training and self.current_epoch >= 1 else out
+
+    monkeypatch.setattr(OperatorModule, "forward", poisoned)
+    config = next(c for c in CONFIGS if c.stem == "darcy_fno")
+    with pytest.raises(TrainingDivergedError, match="NaN or inf in epoch 1"):
+        fit(config, darcy16, "--trainer.max_epochs=3")
+    (last,) = Path("runs").glob("pdeforge/version_*/checkpoints/last.ckpt")
+    saved = torch.load(last, weights_only=False, map_location="cpu")
+    assert saved["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in saved["state_dict"].values()
+               if torch.is_tensor(v) and v.is_floating_point())
