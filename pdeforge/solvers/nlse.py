@@ -205,8 +205,10 @@ def solve(
             is Hamiltonian), so ``dealias=False`` and ``filter_strength=None`` are
             required. The momentum is one only up to aliasing of |psi|^2 psi: it can be
             imposed on resolved fields (a spectrum that has decayed well before the
-            Nyquist wavenumber); where the grid system changes it by more than rtol
-            between projections, an NLSEInputError says so. On solitons, where the errors
+            Nyquist wavenumber); where the grid system has changed it by more than rtol
+            (of its scale, summed over the projections), an NLSEInputError says so, and a
+            projection that moves the state by over ``PROJECTION_WARN_MOVE`` rtol warns
+            (an invariant the grid does not resolve). On solitons, where the errors
             in amplitude and velocity are what the phase and position errors integrate,
             mass, momentum and energy together cut the error at a given rtol 5-30 fold at
             rtol <= 1e-7 (tests; ``benchmarks/nlse.py``); at looser tolerances the drift
