@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from pdeforge.datasets.check import check_file
 from pdeforge.datasets.problems import build_problem
@@ -80,3 +81,17 @@ def test_a_sample_unresolved_at_the_largest_oversampling_is_not_converged():
     out = build_problem("nlse", 64, **opts).generate(0, [0])
     assert out["oversample"][0] == 8 and out["spectral_tail"][0] > 1e-8
     assert not out["converged"][0]
+
+
+@pytest.mark.parametrize("m", [16, 17, 33])
+def test_the_finer_grid_holds_the_trigonometric_interpolant(m):
+    """Oversampling starts from psi0's Fourier series zero-padded: exact for a band-limited
+    field at every fine point, odd and even M alike (for odd M the mode (M-1)/2 is a
+    positive wavenumber, not the fine grid's -(M+1)/2)."""
+    from pdeforge.datasets.problems.nlse import _interpolate
+
+    x = np.linspace(0, 2 * np.pi, m, endpoint=False)
+    fine = np.linspace(0, 2 * np.pi, 4 * m, endpoint=False)
+    top = (m - 1) // 2
+    field = lambda x: np.exp(1j * top * x) + 0.5 * np.cos(3 * x)  # noqa: E731
+    np.testing.assert_allclose(_interpolate(field(x)[None], 4)[0], field(fine), atol=1e-13)

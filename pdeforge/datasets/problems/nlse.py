@@ -251,14 +251,7 @@ class NLSE(ProblemFamily):
         m = self.resolution
         fine = psi0
         if factor > 1:
-            coef = np.fft.fft(psi0, axis=-1)
-            padded = np.zeros((len(psi0), factor * m), dtype=np.complex128)
-            half = m // 2
-            padded[:, :half] = coef[:, :half]
-            padded[:, -(m - half):] = coef[:, half:]
-            if m % 2 == 0:  # the Nyquist mode is split between +k and -k
-                padded[:, half] = padded[:, -half] = coef[:, half] / 2
-            fine = np.fft.ifft(padded, axis=-1) * factor
+            fine = _interpolate(psi0, factor)
         converged = np.ones(len(psi0), dtype=bool)
         try:
             return self._solve(fine), converged  # the whole shard advances together
@@ -321,6 +314,22 @@ class NLSE(ProblemFamily):
             "spectral_tail": tail,
             "oversample": factor_used,
         }
+
+
+def _interpolate(psi: np.ndarray, factor: int) -> np.ndarray:
+    """psi (n, M) on the grid ``factor`` times finer: its Fourier series zero-padded (the
+    trigonometric interpolant, equal to psi at the coarse points). FFT order: wavenumbers
+    0 .. (M-1)//2, then -(M//2) .. -1; for even M the Nyquist mode's coefficient is split
+    between +M/2 and -M/2 so that the interpolant stays the real-symmetric one."""
+    n, m = psi.shape
+    coef = np.fft.fft(psi, axis=-1)
+    padded = np.zeros((n, factor * m), dtype=np.complex128)
+    positive, negative = (m + 1) // 2, m // 2
+    padded[:, :positive] = coef[:, :positive]
+    padded[:, factor * m - negative :] = coef[:, positive:]
+    if m % 2 == 0:
+        padded[:, m // 2] = padded[:, factor * m - m // 2] = coef[:, m // 2] / 2
+    return np.fft.ifft(padded, axis=-1) * factor
 
 
 def _band_edge(k: np.ndarray, dealias: bool) -> float:
