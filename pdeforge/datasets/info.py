@@ -27,25 +27,28 @@ def describe(path: str | Path) -> dict[str, Any]:
 
     path = Path(path)
     verify_dataset(path, require_complete=False)
-    try:
-        return _describe(h5netcdf, path)
-    except (ValueError, KeyError, OSError) as exc:  # h5netcdf's refusal of a non-netCDF file
+    nc = None
+    try:  # a file h5netcdf refuses (no dimension scales, ...) fails on its structure
+        nc = h5netcdf.File(path, "r")
+        nc_variables, nc_dimensions = dict(nc.variables), dict(nc.dimensions)
+        for var in nc_variables.values():
+            var.dimensions  # noqa: B018 - looked up lazily: a missing scale raises here
+    except (ValueError, KeyError) as exc:
+        if nc is not None:
+            nc.close()
         raise DatasetFormatError(
             f"{path} is not readable as netCDF4 ({_first_line(exc)}); `pdeforge check` "
             "lists what is wrong (e.g. variables without dimension scales)"
         ) from None
-
-
-def _describe(h5netcdf, path: Path) -> dict[str, Any]:
-    with h5netcdf.File(path, "r") as nc:
+    with nc:
         attrs = {k: _jsonable(attr_value(nc.attrs, k)) for k in nc.attrs if k != ATTR_CONFIG}
         try:
             config = json.loads(attr_value(nc.attrs, ATTR_CONFIG))
         except (TypeError, ValueError):
             config = None
-        dims = {name: d.size for name, d in nc.dimensions.items()}
+        dims = {name: d.size for name, d in nc_dimensions.items()}
         coords, variables, diagnostics = {}, [], {}
-        for name, var in nc.variables.items():
+        for name, var in nc_variables.items():
             if name in dims:
                 values = np.asarray(var[:])
                 numeric = values.size and np.issubdtype(values.dtype, np.number)

@@ -139,6 +139,7 @@ class TorchDataset(torch.utils.data.Dataset):
         if skip_nonconverged and converged is not None:
             idx = idx[converged[idx]]
         self.indices = idx
+        self._converged = converged
         self._fields = fields
         self.in_channels = sum(self._channels(fields, v) for v in self.inputs)
         self.out_channels = sum(self._channels(fields, v) for v in self.outputs)
@@ -160,6 +161,7 @@ class TorchDataset(torch.utils.data.Dataset):
                         data = h5[v][unique] if len(unique) else h5[v][:0]
                     self._memory[v] = np.asarray(data)[inverse.reshape(-1)]
         self.in_memory = bool(in_memory)
+        self._check_loaded()
 
     @staticmethod
     def _by_role(fields: dict, role: str) -> list[str]:
@@ -230,15 +232,33 @@ class TorchDataset(torch.utils.data.Dataset):
                                       (arr.size, *self.grid_shape))
             parts.append(arr.reshape(-1, *self.grid_shape))
         out = np.concatenate(parts, axis=0)
-        if not np.isfinite(out).all():
+        if self._memory is None and self._claims_converged(item) and not np.isfinite(out).all():
             bad = [n for n, part in zip(names, parts, strict=True) if not np.isfinite(part).all()]
-            raise DatasetFormatError(
-                f"{self.path}: sample {int(self.indices[item])} holds NaN or inf in {bad} "
-                "although its 'converged' diagnostic says it converged; `pdeforge check` lists "
-                "every such sample: mark them converged=false (they are then skipped) or "
-                "regenerate them"
-            )
+            self._refuse_nonfinite(int(self.indices[item]), bad)
         return torch.from_numpy(out).to(self.dtype)
+
+    def _claims_converged(self, item: int) -> bool:
+        """Whether sample ``item`` (a position in ``indices``) is marked converged."""
+        return self._converged is not None and bool(self._converged[self.indices[item]])
+
+    def _refuse_nonfinite(self, sample: int, names: list[str]) -> None:
+        raise DatasetFormatError(
+            f"{self.path}: sample {sample} holds NaN or inf in {names} although its "
+            "'converged' diagnostic says it converged; `pdeforge check` lists every such "
+            "sample: mark them converged=false (skip_nonconverged then drops them) or "
+            "regenerate them"
+        )
+
+    def _check_loaded(self) -> None:
+        """In memory: every selected sample marked converged is finite (checked once)."""
+        if self._converged is None or self._memory is None:
+            return
+        claimed = self._converged[self.indices]
+        for name, data in self._memory.items():
+            finite = np.isfinite(data.reshape(len(data), -1)).all(axis=1)
+            bad = np.flatnonzero(claimed & ~finite)
+            if bad.size:
+                self._refuse_nonfinite(int(self.indices[bad[0]]), [name])
 
     def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
         if not -len(self) <= item < len(self):

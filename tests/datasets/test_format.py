@@ -226,8 +226,16 @@ def test_nan_in_a_converged_sample_stops_the_torch_reader(tmp_path):
 
     path, _, _ = _h5py_file(tmp_path / "nan.h5", nan_in_converged=True)
     assert not check_file(path).ok
+    message = r"sample 2 holds NaN or inf in \['u'\]"
+    with pytest.raises(DatasetFormatError, match=message):  # in memory: when loaded
+        TorchDataset(path, in_memory=True)
+    ds = TorchDataset(path, in_memory=False)  # lazily: when read
+    ds[1]
+    with pytest.raises(DatasetFormatError, match=message):
+        ds[2]
+    ds.close()
+    with h5py.File(path, "r+") as f:  # marked as not converged: its NaN is no surprise
+        f["converged"][2] = 0
     for in_memory in (True, False):
-        ds = TorchDataset(path, in_memory=in_memory)
-        ds[1]
-        with pytest.raises(DatasetFormatError, match=r"sample 2 holds NaN or inf in \['u'\]"):
-            ds[2]
+        ds = TorchDataset(path, in_memory=in_memory, skip_nonconverged=False)
+        assert len(ds) == 4 and not np.isfinite(ds[2][1].numpy()).all()

@@ -95,3 +95,20 @@ def test_the_finer_grid_holds_the_trigonometric_interpolant(m):
     top = (m - 1) // 2
     field = lambda x: np.exp(1j * top * x) + 0.5 * np.cos(3 * x)  # noqa: E731
     np.testing.assert_allclose(_interpolate(field(x)[None], 4)[0], field(fine), atol=1e-13)
+
+
+def test_options_that_would_defeat_the_resolution_check_are_refused():
+    from pdeforge.errors import PdeforgeError
+
+    with pytest.raises(PdeforgeError, match="--filter with --oversample auto"):
+        build_problem("nlse", 64, filter=True)
+    with pytest.raises(PdeforgeError, match="above 32768: choose a smaller"):
+        build_problem("nlse", 8192, oversample="8")
+    problem = build_problem("nlse", 64, filter=True, oversample="2", t_end=0.2, n_times=3)
+    out = problem.generate(0, [0, 1])
+    assert np.isnan(out["spectral_tail"]).all() and (out["oversample"] == 2).all()
+    # a failed (NaN) trajectory is not "resolved": its tail is NaN, a zero field's is 0
+    psi = np.zeros((2, 3, 64), complex)
+    psi[1, 2, 5] = np.nan
+    tail = build_problem("nlse", 64)._spectral_tail(psi)
+    assert tail[0] == 0 and np.isnan(tail[1])

@@ -379,8 +379,13 @@ def test_more_bad_inputs_get_clear_errors(darcy_sequence, convection_sequence):
     with pytest.raises(ValueError, match="spd=True with complex matrices"):
         solve_sequence(complex_spd, b, spd=True)
     _, conv = convection_sequence
-    with pytest.raises(ValueError, match="amg .* nonsymmetric .* use 'ilu'"):
+    with pytest.raises(ValueError, match=r"amg .*Hermitian.* is not .* use 'ilu'"):
         solve_sequence(conv[:2], b, preconditioner="amg")
+    # a complex Hermitian positive definite matrix is what amg serves: GCRO-DR with it
+    shift = 1j * sp.triu(mats[0], 1)
+    hermitian = (mats[0] + shift - shift.T).tocsr()
+    res = solve_sequence([hermitian], b, preconditioner="amg", rtol=1e-9)
+    assert res.method == "skr-gcrodr" and res.converged.all()
     res = solve_sequence(mats[:2], b, method="gcrodr", recycle=0)
     assert res.recycling == "off (recycle=0)" and res.converged.all()
 
