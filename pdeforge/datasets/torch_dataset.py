@@ -251,7 +251,7 @@ class TorchDataset(torch.utils.data.Dataset):
 
     def _check_loaded(self) -> None:
         """In memory: every selected sample marked converged is finite (checked once)."""
-        if self._converged is None or self._memory is None:
+        if self._converged is None or self._memory is None or not len(self.indices):
             return
         claimed = self._converged[self.indices]
         for name, data in self._memory.items():
