@@ -112,3 +112,16 @@ def test_options_that_would_defeat_the_resolution_check_are_refused():
     psi[1, 2, 5] = np.nan
     tail = build_problem("nlse", 64)._spectral_tail(psi)
     assert tail[0] == 0 and np.isnan(tail[1])
+
+
+def test_the_next_factor_follows_the_spectrum_s_decay():
+    """tail(F') = tail(F)^(F'/F) for an exponentially decaying spectrum: measured tails at
+    M = 512 of 3.5e-3 (smooth field) and 3.5e-7 (soliton) at F = 1 call for 4 and 2."""
+    from pdeforge.datasets.problems.nlse import _next_factor
+
+    ladder = [1, 2, 4, 8]
+    assert _next_factor(3.5e-3, 1, ladder, 1e-8) == 4
+    assert _next_factor(3.5e-7, 1, ladder, 1e-8) == 2
+    assert _next_factor(0.5, 1, ladder, 1e-8) == 8  # no F predicted to do: the largest
+    assert _next_factor(np.nan, 1, ladder, 1e-8) == 2  # nothing to extrapolate: next rung
+    assert _next_factor(1e-5, 8, ladder, 1e-8) == 0  # the ladder's end: left unresolved
