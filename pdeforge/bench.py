@@ -49,7 +49,7 @@ from threadpoolctl import threadpool_limits
 from pdeforge.datasets.problems import build_problem
 from pdeforge.errors import PdeforgeError
 from pdeforge.runtime import allocator_tuned, tune_cpu_allocator
-from pdeforge.solvers.krylov import build_preconditioner, is_spd, solve_sequence
+from pdeforge.solvers.krylov import build_preconditioner, is_spd, is_symmetric, solve_sequence
 from pdeforge.solvers.krylov.sequence import lu_options
 
 
@@ -331,8 +331,7 @@ def run_skr_benchmark(
     systems = list(zip(mats, rhs, strict=True))
     # pyamg has solvers for SPD (smoothed aggregation) and for real nonsymmetric matrices
     # (AIR), none for indefinite or complex symmetric ones (Helmholtz)
-    amg_applies = spd or (not np.iscomplexobj(mats[0].data) and
-                          abs(mats[0] - mats[0].T).max() > 0)
+    amg_applies = spd or (not np.iscomplexobj(mats[0].data) and not is_symmetric(mats[0]))
     all_peers = peers or ["scipy-gmres", "scipy-cg", "scipy-gcrotmk", "splu", "pyamg",
                           "gmres", "gcrodr", "skr", "auto"]
 

@@ -44,6 +44,10 @@ from pdeforge.datasets.format import (
 )
 from pdeforge.errors import DatasetFormatError
 
+#: The fix for an HDF5 file whose axes are not netCDF dimensions.
+DIMENSION_SCALES_HINT = ("write it with h5netcdf or xarray, or attach h5py dimension scales "
+                         "(sample, x, y, ...) to every axis")
+
 #: Bytes read at a time when scanning data for non-finite values.
 _SCAN_BYTES = 64 * 2**20
 
@@ -129,8 +133,7 @@ def check_file(path: str | Path, scan_data: bool = True) -> CheckReport:
             if scan_data and not report.errors:
                 _scan_values(nc, report)
     except Exception as exc:  # noqa: BLE001 - any failure here means "not valid netCDF4"
-        hint = ("; write it with h5netcdf or xarray, or attach h5py dimension scales "
-                "(sample, x, y, ...) to every axis" if "dimension scale" in str(exc) else "")
+        hint = "; " + DIMENSION_SCALES_HINT if "dimension scale" in str(exc) else ""
         report.errors.append(f"not readable as netCDF4 by h5netcdf: {_first_line(exc)}{hint}")
         return report
     if not report.errors:
@@ -206,9 +209,8 @@ def _check_structure(nc: Any, report: CheckReport) -> None:
     if SAMPLE not in dims:
         report.errors.append(
             f"no {SAMPLE!r} dimension"
-            + ("" if dims else ": the file has no netCDF dimensions (HDF5 dimension scales); "
-               "write it with h5netcdf or xarray, or attach h5py dimension scales named "
-               "sample, x, y, ... to every variable (DESIGN.md, dataset file)")
+            + ("" if dims else ": the file has no netCDF dimensions (HDF5 dimension "
+               f"scales); {DIMENSION_SCALES_HINT} (DESIGN.md, dataset file)")
         )
         return
     n_attr = attr_value(nc.attrs, ATTR_N_SAMPLES)

@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 import torch
 
-from pdeforge.datasets.check import open_h5
+from pdeforge.datasets.check import DIMENSION_SCALES_HINT, open_h5
 from pdeforge.datasets.format import (
     CONVERGED,
     INPUT,
@@ -45,8 +45,7 @@ def _dims(h5var: Any) -> tuple[str, ...]:
         if len(dim) == 0:
             raise DatasetFormatError(
                 f"variable {h5var.name!r} has an axis without a named dimension; "
-                "the file is not valid netCDF4: write it with h5netcdf or xarray, or attach "
-                "h5py dimension scales (sample, x, y, ...) to every axis"
+                f"the file is not valid netCDF4: {DIMENSION_SCALES_HINT}"
             )
         names.append(dim[0].name.rsplit("/", 1)[-1])
     return tuple(names)

@@ -57,11 +57,16 @@ def grid(m: int, length: float) -> np.ndarray:
     return np.linspace(-length / 2, length / 2, m, endpoint=False)
 
 
+#: the 2/3 rule: the nonlinear term keeps |k| <= DEALIAS_FRACTION x the largest |k| of the
+#: grid, the filter's k_max
+DEALIAS_FRACTION = 2.0 / 3.0
+
+
 def spectral_mask(
     k: np.ndarray, dealias: bool, filter_strength: float | None, filter_order: int
 ) -> np.ndarray:
     """Multiplier applied to the nonlinear term: 2/3 rule and/or exponential filter."""
-    k_max = (2.0 / 3.0) * np.abs(k).max()
+    k_max = DEALIAS_FRACTION * np.abs(k).max()
     mask = np.ones_like(k)
     if filter_strength:
         mask = mask * np.exp(-filter_strength * (np.abs(k) / k_max) ** filter_order)
@@ -105,6 +110,12 @@ def _is_real_number(value) -> bool:
     )
 
 
+def _is_integer(value, least: int) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool) and (
+        value >= least
+    )
+
+
 def _check_options(
     filter_strength, filter_order, chunk_size, first_step, max_step, max_steps, device
 ) -> torch.device:
@@ -116,17 +127,12 @@ def _check_options(
             f"filter_strength must be None (no filter) or a number >= 0 (default 36), got "
             f"{filter_strength!r}"
         )
-    if isinstance(filter_order, bool) or not isinstance(filter_order, int | np.integer) or (
-        filter_order < 2
-    ):
+    if not _is_integer(filter_order, 2):
         raise NLSEInputError(
             f"filter_order must be an integer >= 2 (default 36: the filter acts near k_max "
             f"only), got {filter_order!r}"
         )
-    if chunk_size is not None and (
-        isinstance(chunk_size, bool) or not isinstance(chunk_size, int | np.integer)
-        or chunk_size < 1
-    ):
+    if chunk_size is not None and not _is_integer(chunk_size, 1):
         raise NLSEInputError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     if first_step is not None and not (
         _is_real_number(first_step) and 0 < first_step < np.inf
@@ -134,9 +140,7 @@ def _check_options(
         raise NLSEInputError(f"first_step must be None or a positive number, got {first_step!r}")
     if not (_is_real_number(max_step) and 0 < max_step):
         raise NLSEInputError(f"max_step must be a positive number, got {max_step!r}")
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int | np.integer) or (
-        max_steps < 1
-    ):
+    if not _is_integer(max_steps, 1):
         raise NLSEInputError(f"max_steps must be a positive integer, got {max_steps!r}")
     try:
         dev = torch.device(device)

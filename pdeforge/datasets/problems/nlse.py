@@ -390,7 +390,7 @@ def _interpolate(psi: np.ndarray, factor: int) -> np.ndarray:
 def _band_edge(k: np.ndarray, dealias: bool) -> float:
     """The largest |k| the dealiased dynamics keep (the grid's with ``dealias`` off; the
     exponential filter, which acts below it, is not counted: see ``resolve_options``)."""
-    return float(np.abs(k).max() * (2.0 / 3.0 if dealias else 1.0))
+    return float(np.abs(k).max() * (nlse.DEALIAS_FRACTION if dealias else 1.0))
 
 
 def _drifts(psi: np.ndarray, length: float, focusing: bool) -> dict[str, np.ndarray]:

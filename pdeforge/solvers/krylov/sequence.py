@@ -433,7 +433,7 @@ def solve_sequence(
     mats = _as_sparse(mats)
     n = mats[0].shape[0]
     for i, A in enumerate(mats):
-        if len(A.shape) != 2 or A.shape[0] != A.shape[1]:
+        if A.shape[0] != A.shape[1]:  # _as_sparse made every matrix 2-D
             raise ValueError(f"matrix {i} has shape {A.shape}: the matrices must be square")
         if A.shape != (n, n):
             raise ValueError(f"matrix {i} has shape {A.shape} but matrix 0 has {(n, n)}: the "
@@ -462,14 +462,11 @@ def solve_sequence(
         B = np.repeat(B, N, axis=0)
     if len(mats) != B.shape[0]:
         raise ValueError(f"{len(mats)} matrices but {B.shape[0]} right-hand sides")
-    if np.iscomplexobj(B) and not all(np.iscomplexobj(A.data if sp.issparse(A) else A)
-                                      for A in mats):
+    if np.iscomplexobj(B) and not all(np.iscomplexobj(A.data) for A in mats):
         # a real operator with complex data: solved in complex arithmetic (sparse LU and the
         # Krylov solvers work in the matrices' field; the recycled CG is real, so such
         # sequences go to GCRO-DR). A matrix shared by several systems stays shared.
-        promoted: dict[int, sp.csr_matrix] = {}
-        mats = [promoted.setdefault(id(A), sp.csr_matrix(A, dtype=np.complex128))
-                for A in mats]
+        mats = _as_sparse(mats, np.complex128)
         spd = False
     for i, A in enumerate(mats):
         try:  # a matrix shared by many systems (one PDE, many sources) is checked once
@@ -546,13 +543,14 @@ def solve_sequence(
     return result()
 
 
-def _as_sparse(mats: list) -> list:
-    """The matrices as CSR in double precision (float64 or complex128), each distinct
-    matrix object converted once, so that a matrix shared by several systems stays one
-    object (one check, one LU); CSR matrices already in double precision are kept as they
-    are. Dense arrays get the sparse matrices' checks (NaN, zero rows), and single precision
-    data is solved in double (SuperLU and spilu factor in the matrix's precision: float32
-    gave residuals of 1e-7 and type errors with float64 right-hand sides)."""
+def _as_sparse(mats: list, least: type = np.float64) -> list:
+    """The matrices as CSR of at least dtype ``least`` (float64: double precision, real or
+    complex; complex128 for complex data), each distinct matrix object converted once, so
+    that a matrix shared by several systems stays one object (one check, one LU); CSR
+    matrices already of that dtype are kept as they are. Dense arrays get the sparse
+    matrices' checks (NaN, zero rows), and single precision data is solved in double
+    (SuperLU and spilu factor in the matrix's precision: float32 gave residuals of 1e-7 and
+    type errors with float64 right-hand sides)."""
     converted: dict[int, object] = {}
     out = []
     for i, A in enumerate(mats):
@@ -562,7 +560,7 @@ def _as_sparse(mats: list) -> list:
             if shape is None or len(shape) != 2:
                 raise ValueError(f"matrix {i} is not a 2-D matrix (got {type(A).__name__} of "
                                  f"shape {shape}): pass scipy.sparse matrices or 2-D arrays")
-            dtype = np.result_type(A.dtype, np.float64)
+            dtype = np.result_type(A.dtype, least)
             if sp.issparse(A) and A.format == "csr" and A.dtype == dtype:
                 converted[key] = A
             else:
