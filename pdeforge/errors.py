@@ -14,6 +14,10 @@ class DatasetFormatError(PdeforgeError, ValueError):
     """A file is missing, unreadable, or not a pdeforge dataset (format version 1)."""
 
 
+class SolverInputError(PdeforgeError, ValueError):
+    """Bad matrices, right-hand sides, features or options for a linear solver."""
+
+
 class ConfigMismatchError(PdeforgeError):
     """An existing output or partial run was made with a different configuration."""
 

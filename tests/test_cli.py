@@ -57,10 +57,24 @@ def test_generate_info_check_end_to_end(tmp_path):
         (["generate", "darcy", "--n", "3", "--out", "x.nc", "--tau", "-1"],
          ["--tau", "must be > 0"]),
         (["check"], ["the following arguments are required: FILE"]),
+        (["generate", "advection-diffusion", "--n", "2", "--resolution", "12", "--out", "x.nc",
+          "--solver", "skr", "--preconditioner", "amg", "--no-progress"],
+         ["amg (smoothed aggregation) is for symmetric", "use 'ilu' or 'ilu0'"]),
     ],
 )
 def test_bad_inputs(tmp_path, args, fragments):
     _one_line_error(run_cli(*args, cwd=tmp_path), *fragments)
+
+
+def test_check_warns_about_samples_marked_not_converged(tmp_path):
+    out = tmp_path / "nc.nc"  # 3 iterations cannot reach 1e-12: every sample fails
+    gen = run_cli("generate", "darcy", "--n", "3", "--resolution", "12", "--out", out,
+                  "--solver", "gmres", "--preconditioner", "none", "--rtol", "1e-12",
+                  "--maxiter", "3", "--no-progress")
+    assert gen.returncode == 0, gen.stderr
+    chk = run_cli("check", out)
+    assert chk.returncode == 0, chk.stdout  # a valid file, with a warning
+    assert "3 of 3 samples are marked not converged (first: [0, 1, 2])" in chk.stdout
 
 
 def test_resume_with_different_config(tmp_path):

@@ -317,6 +317,13 @@ def _scan_values(nc: Any, report: CheckReport) -> None:
     converged = np.asarray(nc.variables[CONVERGED][:]).astype(bool)
     if not np.all(np.isin(np.asarray(nc.variables[CONVERGED][:]).astype(np.int64), (0, 1))):
         report.errors.append("diagnostic 'converged' holds values other than 0/1")
+    elif len(converged) and not converged.all():
+        failed = np.flatnonzero(~converged)
+        report.warnings.append(
+            f"{len(failed)} of {len(converged)} samples are marked not converged (first: "
+            f"{failed[:5].tolist()}); the readers skip them by default. `pdeforge info` "
+            "shows their residuals; regenerate them with a looser tolerance or more "
+            "iterations, or another solver")
     for name, var in nc.variables.items():
         if attr_value(var.attrs, "role") not in (INPUT, OUTPUT) or not var.dimensions:
             continue

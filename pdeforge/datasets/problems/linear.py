@@ -202,7 +202,7 @@ class LinearFamily(ProblemFamily):
                 [samples[k].A for k in valid], np.stack([samples[k].b for k in valid]),
                 features=np.stack([samples[k].features for k in valid]), method=c["solver"],
                 rtol=c["rtol"], restart=c["restart"], recycle=c["recycle"],
-                preconditioner=None if c["preconditioner"] == "auto" else c["preconditioner"],
+                preconditioner=c["preconditioner"],  # "auto": solve_sequence resolves it
                 maxiter=c["maxiter"], spd=self.spd, progress=progress,
             )
             converged[valid] = res.converged

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
+from pdeforge.errors import SolverInputError
+
 Preconditioner = Callable[[np.ndarray], np.ndarray]
 
 
@@ -73,25 +75,25 @@ def check_system(A, b: np.ndarray, check_matrix: bool = True) -> np.ndarray:
     ``check_matrix=False`` skips the O(nnz) matrix checks (a matrix already checked).
     """
     if A.ndim != 2 or A.shape[0] != A.shape[1]:
-        raise ValueError(f"matrix must be square, got shape {A.shape}")
+        raise SolverInputError(f"matrix must be square, got shape {A.shape}")
     b = np.asarray(b)
     if b.ndim != 1 or b.shape[0] != A.shape[0]:
-        raise ValueError(
+        raise SolverInputError(
             f"right-hand side has shape {b.shape}, expected ({A.shape[0]},) to match the matrix"
         )
     if not np.all(np.isfinite(b)):
-        raise ValueError("right-hand side contains NaN or inf; fix the data that produced it")
+        raise SolverInputError("right-hand side contains NaN or inf; fix the data that produced it")
     if sp.issparse(A) and check_matrix:
         csr = A.tocsr()
         if not np.all(np.isfinite(csr.data)):
-            raise ValueError("matrix contains NaN or inf entries")
+            raise SolverInputError("matrix contains NaN or inf entries")
         empty = np.diff(csr.indptr) == 0
         if empty.any():
             zero_rows = np.flatnonzero(empty)
         else:  # rows whose stored entries are all zero (one pass over the data)
             zero_rows = np.flatnonzero(np.add.reduceat(np.abs(csr.data), csr.indptr[:-1]) == 0)
         if zero_rows.size:
-            raise ValueError(
+            raise SolverInputError(
                 f"matrix is singular: row(s) {zero_rows[:5].tolist()} are zero; "
                 "check the assembly (boundary conditions, masks)"
             )

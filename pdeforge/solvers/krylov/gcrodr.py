@@ -41,6 +41,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg as sla
 
+from pdeforge.errors import SolverInputError
 from pdeforge.solvers.krylov.arnoldi import arnoldi_cycle
 from pdeforge.solvers.krylov.base import (
     KrylovResult,
@@ -173,8 +174,8 @@ class GCRODR:
 
     def __init__(self, restart: int = 40, recycle: int = 20) -> None:
         if not 0 <= recycle < restart:
-            raise ValueError(f"need 0 <= recycle < restart, got recycle={recycle}, "
-                             f"restart={restart}")
+            raise SolverInputError(f"need 0 <= recycle < restart, got recycle={recycle}, "
+                                   f"restart={restart}")
         self.restart = int(restart)
         self.recycle = int(recycle)
         #: the recycle space as (k, n) rows in the coordinates of the last preconditioner

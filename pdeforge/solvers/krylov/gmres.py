@@ -38,7 +38,8 @@ def gmres(
         b: right-hand side.
         rtol: target relative residual ||b - A x|| / ||b||.
         restart: Krylov dimension m per cycle.
-        maxiter: cap on matrix-vector products.
+        maxiter: cap on matrix-vector products (the true residual's at each restart
+            included).
         M: right preconditioner, a callable v -> M^-1 v.
         x0: initial guess (default zero).
 
@@ -56,10 +57,12 @@ def gmres(
     matvecs += x0 is not None
     history = [float(np.linalg.norm(r)) / bnorm]
 
-    while history[-1] * bnorm > target and matvecs < maxiter:
+    # each cycle ends with a product for the true residual: a cycle of at most
+    # maxiter - matvecs - 1 steps keeps the total within maxiter
+    while history[-1] * bnorm > target and matvecs + 1 < maxiter:
         # flexible storage (Z = M^-1 V kept, ``arnoldi.py``): the update x += Z y needs
         # no further application of M, one fewer per cycle
-        cyc = arnoldi_cycle(lambda v: A @ v, r, min(restart, maxiter - matvecs), target,
+        cyc = arnoldi_cycle(lambda v: A @ v, r, min(restart, maxiter - matvecs - 1), target,
                             precondition=None if M is identity else M)
         matvecs += cyc.steps
         if cyc.steps == 0:

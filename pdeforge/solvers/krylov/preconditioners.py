@@ -22,6 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from pdeforge.errors import SolverInputError
 from pdeforge.solvers.krylov.ilu0 import ILU0
 
 KINDS = ("none", "jacobi", "ilu", "ilu0", "amg")
@@ -143,8 +144,8 @@ def build_preconditioner(kind: str | None, A) -> Preconditioner:
     elif kind == "jacobi":
         d = np.asarray(A.diagonal())
         if np.any(d == 0):
-            raise ValueError("jacobi preconditioner: the matrix has zero diagonal entries; "
-                             "use 'ilu' or 'none'")
+            raise SolverInputError("jacobi preconditioner: the matrix has zero diagonal entries; "
+                                   "use 'ilu' or 'none'")
         inv = 1.0 / d
         pre = Preconditioner("jacobi", lambda v: inv * v, diag=d, work=1.0)
     elif kind == "ilu":
@@ -155,8 +156,8 @@ def build_preconditioner(kind: str | None, A) -> Preconditioner:
             ilu = spla.spilu(sp.csc_matrix(A), drop_tol=1e-4, fill_factor=10,
                              permc_spec="MMD_AT_PLUS_A")
         except RuntimeError as exc:
-            raise ValueError(f"ilu preconditioner failed ({exc}); the matrix may be "
-                             "singular: try 'jacobi' or 'none'") from None
+            raise SolverInputError(f"ilu preconditioner failed ({exc}); the matrix may be "
+                                   "singular: try 'jacobi' or 'none'") from None
         work = 2.0 * (ilu.L.nnz + ilu.U.nnz) / A.shape[0] * TRIANGULAR_WEIGHT
         three_d = A.nnz / A.shape[0] > 6  # 7-point stencils: ~7 entries a row, 5-point ~5
         pre = Preconditioner("ilu", ilu.solve, work=work,
@@ -172,7 +173,7 @@ def build_preconditioner(kind: str | None, A) -> Preconditioner:
         if asym > AMG_ASYMMETRY * (abs(A).max() or 1.0):
             # measured: convection-diffusion 40^2 at cell Peclet 5, the V-cycle amplified
             # vectors by 2e14 and GCRO-DR ended further from b than x = 0
-            raise ValueError(
+            raise SolverInputError(
                 f"amg (smoothed aggregation) is for symmetric (Hermitian) positive definite "
                 f"matrices; this one is not (max |A - A^H| = {asym:.2g}): use 'ilu' or 'ilu0'"
             )
@@ -182,7 +183,7 @@ def build_preconditioner(kind: str | None, A) -> Preconditioner:
                 postsmoother=AMG_POSTSMOOTHER, coarse_solver=AMG_COARSE_SOLVER)
         pre = _amg(_as_csr(ml), A)
     else:
-        raise ValueError(f"unknown preconditioner {kind!r}; choose one of {', '.join(KINDS)}")
+        raise SolverInputError(f"unknown preconditioner {kind!r}; choose one of {', '.join(KINDS)}")
     pre.seconds = time.perf_counter() - t0
     return pre
 
@@ -313,7 +314,8 @@ class PreconditionerCache:
     def __init__(self, kind: str | None, slack: float = 0.3, max_losses: int = 2) -> None:
         self.kind = "none" if kind is None else kind
         if self.kind not in KINDS:
-            raise ValueError(f"unknown preconditioner {kind!r}; choose one of {', '.join(KINDS)}")
+            raise SolverInputError(
+                f"unknown preconditioner {kind!r}; choose one of {', '.join(KINDS)}")
         self.slack = slack
         self.current: Preconditioner | None = None
         self.baseline: int | None = None

@@ -34,6 +34,7 @@ import numpy as np
 import scipy.linalg as sla
 import scipy.sparse.linalg as spla
 
+from pdeforge.errors import SolverInputError
 from pdeforge.solvers.krylov.base import (
     KrylovResult,
     Preconditioner,
@@ -67,7 +68,7 @@ class RecycledCG:
     def __init__(self, recycle: int = 20, store: int | None = None,
                  adaptive: bool = True) -> None:
         if recycle < 0:
-            raise ValueError(f"recycle must be >= 0, got {recycle}")
+            raise SolverInputError(f"recycle must be >= 0, got {recycle}")
         self.recycle = int(recycle)
         self.store = int(store) if store is not None else max(2 * self.recycle, 10)
         self.adaptive = adaptive

@@ -29,6 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from pdeforge.errors import SolverInputError
 from pdeforge.solvers.krylov.base import KrylovResult, check_system, relative_residual
 from pdeforge.solvers.krylov.gcrodr import GCRODR
 from pdeforge.solvers.krylov.gmres import gmres
@@ -167,7 +168,7 @@ def default_features(matrices: Sequence, rhs: np.ndarray) -> np.ndarray:
         A.sum_duplicates()
         A.sort_indices()
         if A.nnz != first.nnz:
-            raise ValueError(
+            raise SolverInputError(
                 "the matrices have different sparsity patterns, so their values cannot be "
                 "compared: pass features=... (one vector per system, e.g. the PDE coefficient)"
             )
@@ -185,7 +186,8 @@ class _Strategy:
                  restart: int, recycle: int, maxiter: int, reuse: bool) -> None:
         self.method, self.spd, self.rtol, self.maxiter = method, spd, rtol, maxiter
         self.restart, self.recycle = restart, recycle
-        self.kind = "none" if preconditioner is None else preconditioner
+        # a sparse LU uses no preconditioner, whatever was passed
+        self.kind = "none" if preconditioner is None or method == "direct" else preconditioner
         reuse = reuse and method not in ("gmres", "cg")  # independent solves: fresh builds
         self.cache = PreconditionerCache(self.kind) if reuse else None
         self.builds = 0
@@ -233,7 +235,7 @@ class _Strategy:
             try:
                 lu = spla.splu(csc, **lu_options(csc, self.spd))
             except RuntimeError as exc:
-                raise ValueError(f"matrix is singular ({exc}); check the assembly") from None
+                raise SolverInputError(f"matrix is singular ({exc}); check the assembly") from None
             self._factored_matrix, self._lu = A, lu
 
     def solve_many(self, A, B: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -388,9 +390,14 @@ def solve_sequence(
         rtol: relative residual target ||b - A x|| / ||b||.
         restart: GMRES / GCRO-DR cycle length m.
         recycle: recycled dimension k.
-        preconditioner: ``none``/None, ``jacobi``, ``ilu``, ``amg``.
+        preconditioner: ``none``/None, ``jacobi``, ``ilu``, ``ilu0``, ``amg``, or ``auto``
+            (:func:`auto_preconditioner`: AMG for SPD matrices, else ILU; with ``method=
+            "auto"`` the same as None, auto's own choice). ``direct`` uses none (reported
+            as "none"), and ``auto`` uses it only where it picks an iterative method.
         maxiter: cap on matrix-vector products per system.
-        spd: whether the matrices are SPD (default: :func:`is_spd` on the first one).
+        spd: whether the matrices are SPD (default: :func:`is_spd` on every distinct
+            matrix: a sequence that leaves the SPD class, e.g. a shift sweep past the
+            smallest eigenvalue, goes to GCRO-DR as a whole).
             Complex data count as not SPD (the recycled CG is real); complex right-hand
             sides with real matrices are solved in complex arithmetic.
         sorting: ``auto``, ``greedy``, ``scalable`` or ``none`` (skr and auto only).
@@ -405,7 +412,11 @@ def solve_sequence(
         :class:`SequenceResult`, every array in the original order.
 
     Raises:
-        ValueError: mismatched sizes, NaN/inf, a singular matrix, unknown options.
+        SolverInputError (a ValueError): mismatched sizes, NaN/inf, features of the wrong
+            shape, unknown options, a zero row, or a matrix the sparse LU finds exactly
+            singular (``direct``). A numerically singular matrix is not detected as such:
+            its system ends with a large residual and ``converged`` False, as does any
+            system not solved to ``rtol`` within ``maxiter`` (never an exception).
     """
     if blas_threads is not None:
         with _blas_controller().limit(limits=blas_threads, user_api="blas"):
@@ -416,52 +427,53 @@ def solve_sequence(
                 blas_threads=None,
             )
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    if preconditioner is not None and preconditioner not in KINDS:
-        raise ValueError(f"unknown preconditioner {preconditioner!r}; choose one of "
-                         f"{', '.join(KINDS)}")
+        raise SolverInputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if preconditioner is not None and preconditioner not in (*KINDS, "auto"):
+        raise SolverInputError(f"unknown preconditioner {preconditioner!r}; choose one of "
+                               f"{', '.join(KINDS)} or auto")
     if not 0 < rtol < 1:
-        raise ValueError(f"rtol must lie in (0, 1), got {rtol}")
+        raise SolverInputError(f"rtol must lie in (0, 1), got {rtol}")
     for name, value, low in (("restart", restart, 1), ("recycle", recycle, 0),
                              ("maxiter", maxiter, 1)):
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+            raise SolverInputError(f"{name} must be an integer >= {low}, got {value!r}")
     mats = [matrices] if sp.issparse(matrices) or (
         isinstance(matrices, np.ndarray) and matrices.ndim == 2) else list(matrices)
     if not mats:
-        raise ValueError("no systems to solve: pass at least one matrix and one right-hand side")
+        raise SolverInputError(
+            "no systems to solve: pass at least one matrix and one right-hand side")
     mats = _as_sparse(mats)
     n = mats[0].shape[0]
     for i, A in enumerate(mats):
         if A.shape[0] != A.shape[1]:  # _as_sparse made every matrix 2-D
-            raise ValueError(f"matrix {i} has shape {A.shape}: the matrices must be square")
+            raise SolverInputError(f"matrix {i} has shape {A.shape}: the matrices must be square")
         if A.shape != (n, n):
-            raise ValueError(f"matrix {i} has shape {A.shape} but matrix 0 has {(n, n)}: the "
-                             "systems of one sequence must have one size; solve sequences of "
-                             "different sizes in separate calls")
+            raise SolverInputError(f"matrix {i} has shape {A.shape} but matrix 0 has {(n, n)}: the "
+                                   "systems of one sequence must have one size; solve sequences of "
+                                   "different sizes in separate calls")
     if isinstance(rhs, list | tuple):
         for i, r in enumerate(rhs):
             if np.shape(r) != (n,):
-                raise ValueError(f"system {i}: right-hand side has shape {np.shape(r)}, "
-                                 f"expected ({n},) to match the matrix")
+                raise SolverInputError(f"system {i}: right-hand side has shape {np.shape(r)}, "
+                                       f"expected ({n},) to match the matrix")
     if sp.issparse(rhs):
         rhs = rhs.toarray()
     B = np.asarray(rhs)
     if B.dtype.kind not in "biufc":
-        raise ValueError(f"right-hand sides must be numbers, got dtype {B.dtype}")
+        raise SolverInputError(f"right-hand sides must be numbers, got dtype {B.dtype}")
     B = B.astype(np.result_type(B.dtype, np.float64), copy=False)  # solved in double
     if B.ndim == 1:
         B = B[None, :]
     if B.ndim != 2 or B.shape[1] != n:
-        raise ValueError(f"right-hand sides have shape {B.shape}, expected ({n},) or (N, {n}) "
-                         "to match the matrices")
+        raise SolverInputError(f"right-hand sides have shape {B.shape}, expected ({n},) or "
+                               f"(N, {n}) to match the matrices")
     N = max(len(mats), B.shape[0])
     if len(mats) == 1 and N > 1:
         mats = mats * N
     if B.shape[0] == 1 and N > 1:
         B = np.repeat(B, N, axis=0)
     if len(mats) != B.shape[0]:
-        raise ValueError(f"{len(mats)} matrices but {B.shape[0]} right-hand sides")
+        raise SolverInputError(f"{len(mats)} matrices but {B.shape[0]} right-hand sides")
     if np.iscomplexobj(B) and not all(np.iscomplexobj(A.data) for A in mats):
         # a real operator with complex data: solved in complex arithmetic (sparse LU and the
         # Krylov solvers work in the matrices' field; the recycled CG is real, so such
@@ -472,13 +484,19 @@ def solve_sequence(
         try:  # a matrix shared by many systems (one PDE, many sources) is checked once
             check_system(A, B[i], check_matrix=A is not mats[i - 1] or i == 0)
         except ValueError as exc:
-            raise ValueError(f"system {i}: {exc}") from None
+            raise SolverInputError(f"system {i}: {exc}") from None
     if spd and np.iscomplexobj(mats[0].data):
-        raise ValueError("spd=True with complex matrices: the recycled CG works in real "
-                         "arithmetic; leave spd unset (complex Hermitian systems are solved "
-                         "with GCRO-DR)")
+        raise SolverInputError("spd=True with complex matrices: the recycled CG works in real "
+                               "arithmetic; leave spd unset (complex Hermitian systems are solved "
+                               "with GCRO-DR)")
     symmetric = is_symmetric(mats[0]) if (spd is None or method == "auto") else None
-    spd = is_spd(mats[0], symmetric) if spd is None else bool(spd)
+    if spd is None:  # every distinct matrix: one outside the class would break the CG
+        distinct = list({id(A): A for A in mats[1:] if A is not mats[0]}.values())
+        spd = is_spd(mats[0], symmetric) and all(is_spd(A) for A in distinct)
+    spd = bool(spd)
+    F = None if features is None else _check_features(features, N)
+    if preconditioner == "auto":
+        preconditioner = None if method == "auto" else auto_preconditioner(spd, mats[0])
     B, scales = _scaled(B)
 
     dtype = np.result_type(mats[0].dtype, B.dtype, np.float64)
@@ -508,6 +526,10 @@ def solve_sequence(
         if choice == ("skr", "ilu0") and preconditioner is None and not ilu0_applies(mats[0]):
             choice = ("skr", "ilu")  # a pattern with fill: the threshold ILU (reported in
             # SequenceResult.preconditioner)
+        if choice[0] == "skr" and F is None and N > 1 and not _same_pattern(mats):
+            # nothing to sort by (the values of different patterns do not compare) and
+            # nothing asked for sorting: recycle along the given order
+            choice = ("gcrodr", choice[1])
         strategy = make(*choice)
     else:
         strategy = make(method, preconditioner)
@@ -515,10 +537,7 @@ def solve_sequence(
     # only a recycling sequence cares about the order: independent solves skip the sort
     t0 = time.perf_counter()
     if strategy.method == "skr" and N > 1:
-        F = default_features(mats, B) if features is None else np.asarray(features)
-        if F.shape[0] != N:
-            raise ValueError(f"features has {F.shape[0]} rows for {N} systems")
-        order = sort_systems(F, sorting)
+        order = sort_systems(default_features(mats, B) if F is None else F, sorting)
     else:
         order = np.arange(N)
     sort_seconds = time.perf_counter() - t0
@@ -543,6 +562,41 @@ def solve_sequence(
     return result()
 
 
+def auto_preconditioner(spd: bool, A) -> str:
+    """The preconditioner ``"auto"`` stands for with an iterative method: AMG (smoothed
+    aggregation) for SPD matrices; for the others ILU(0) on 3D stencils that it accepts
+    (``auto``'s choice there, :func:`auto_choice`), the threshold ILU (spilu) otherwise
+    (nonsymmetric, indefinite and complex matrices, where AMG does not apply)."""
+    if spd:
+        return "amg"
+    three_d = A.nnz / max(A.shape[0], 1) > 6
+    return "ilu0" if three_d and ilu0_applies(A) else "ilu"
+
+
+def _check_features(features, n_systems: int) -> np.ndarray:
+    """``features`` as an (N, d) float array, checked whatever the method (a method that
+    does not sort ignores them, but a wrong argument is still the user's mistake)."""
+    try:
+        F = np.asarray(features, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise SolverInputError(f"features must be numbers, one row per system ({exc}): pass "
+                               "an (N, d) array") from None
+    if F.ndim == 0 or F.shape[0] != n_systems:
+        raise SolverInputError(f"features has {F.shape[0] if F.ndim else 0} rows for "
+                               f"{n_systems} systems: pass one row per system")
+    if not np.all(np.isfinite(F)):
+        raise SolverInputError("features contain NaN or inf: fix the values they were made "
+                               "from, or leave features=None")
+    return F
+
+
+def _same_pattern(mats: list) -> bool:
+    """Whether every matrix has matrix 0's number of stored entries (what
+    :func:`default_features` needs to compare their values)."""
+    nnz = mats[0].nnz
+    return all(A.nnz == nnz for A in mats)
+
+
 def _as_sparse(mats: list, least: type = np.float64) -> list:
     """The matrices as CSR of at least dtype ``least`` (float64: double precision, real or
     complex; complex128 for complex data), each distinct matrix object converted once, so
@@ -558,11 +612,16 @@ def _as_sparse(mats: list, least: type = np.float64) -> list:
         if key not in converted:
             shape = getattr(A, "shape", None)
             if shape is None or len(shape) != 2:
-                raise ValueError(f"matrix {i} is not a 2-D matrix (got {type(A).__name__} of "
-                                 f"shape {shape}): pass scipy.sparse matrices or 2-D arrays")
+                raise SolverInputError(f"matrix {i} is not a 2-D matrix (got {type(A).__name__} of "
+                                       f"shape {shape}): pass scipy.sparse matrices or 2-D arrays")
             dtype = np.result_type(A.dtype, least)
             if sp.issparse(A) and A.format == "csr" and A.dtype == dtype:
-                converted[key] = A
+                # kept, unless an array is a strided view (e.g. ``.real`` of a complex
+                # matrix): pyamg's compiled kernels read such data as if contiguous (AMG
+                # on one made no progress in 500 products, measured), so it is copied
+                views = (A.data, A.indices, A.indptr)
+                contiguous = all(a.flags.c_contiguous for a in views)
+                converted[key] = A if contiguous else A.copy()
             else:
                 converted[key] = sp.csr_matrix(A, dtype=dtype)
         out.append(converted[key])
@@ -603,7 +662,10 @@ def _solve_all(strategy, order, mats, B, X, res, conv, secs, solved, run, progre
             for lo in range(pos, end, width):
                 sl = slice(lo, min(end, lo + width))
                 t = time.perf_counter()
-                res[sl], conv[sl] = strategy.solve_many(mats[pos], B[sl], X[sl])
+                try:
+                    res[sl], conv[sl] = strategy.solve_many(mats[pos], B[sl], X[sl])
+                except SolverInputError as exc:  # an exactly singular matrix
+                    raise SolverInputError(f"system {pos}: {exc}") from None
                 secs[sl] = (time.perf_counter() - t) / (sl.stop - sl.start)
                 solved[sl] = True
                 if progress is not None:

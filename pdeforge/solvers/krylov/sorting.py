@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from pdeforge.errors import SolverInputError
+
 #: greedy_order is exact up to this many systems; above, scalable_order is used.
 GREEDY_MAX = 4000
 
@@ -19,13 +21,13 @@ GREEDY_MAX = 4000
 def _as_features(features) -> np.ndarray:
     F = np.asarray(features, dtype=np.float64)
     if F.ndim == 0:
-        raise ValueError("features must have one row per system, got a scalar")
+        raise SolverInputError("features must have one row per system, got a scalar")
     if F.ndim == 1:
         F = F[:, None]
     if F.ndim != 2:
         F = F.reshape(F.shape[0], -1)
     if not np.all(np.isfinite(F)):
-        raise ValueError("features contain NaN or inf")
+        raise SolverInputError("features contain NaN or inf")
     return F
 
 
@@ -57,7 +59,7 @@ def greedy_order(features, start: int = 0) -> np.ndarray:
     if F.shape[1] > 256:
         F = _reduce(F, 256)
     if not 0 <= int(start) < n:
-        raise ValueError(f"start must index one of the {n} systems, got {start}")
+        raise SolverInputError(f"start must index one of the {n} systems, got {start}")
     sq = np.einsum("ij,ij->i", F, F)
     order = np.empty(n, dtype=np.int64)
     remaining = np.ones(n, dtype=bool)
@@ -125,7 +127,7 @@ def sort_systems(features, method: str = "auto") -> np.ndarray:
         return greedy_order(F)
     if method in ("scalable", "auto"):
         return scalable_order(F)
-    raise ValueError(f"unknown sorting {method!r}; use greedy, scalable, none or auto")
+    raise SolverInputError(f"unknown sorting {method!r}; use greedy, scalable, none or auto")
 
 
 def tour_length(features, order) -> float:

@@ -400,3 +400,98 @@ def test_ilu0_takes_a_stencil_with_stored_zeros_or_in_bsr(darcy_sequence):
     for M in (stored, A.tobsr(blocksize=(2, 2))):
         res = solve_sequence([M, M], np.ones(n), preconditioner="ilu0", rtol=1e-9)
         assert res.converged.all()
+
+
+def test_spd_is_decided_on_every_matrix_not_the_first(darcy_sequence):
+    # a shift sweep past the smallest eigenvalue: matrix 0 is SPD, the others indefinite;
+    # the recycled CG would break down on them (it did: residuals 10.6, 1.0, 1.0)
+    _, mats = darcy_sequence
+    L = mats[0]
+    lam_min = spla.eigsh(L.tocsc(), k=1, sigma=0, which="LM", return_eigenvectors=False)[0]
+    sweep = [L] + [(L - s * lam_min * sp.eye(L.shape[0])).tocsr() for s in (1.5, 2.5, 3.5)]
+    rhs = np.random.default_rng(0).standard_normal((4, L.shape[0]))
+    res = solve_sequence(sweep, rhs, method="skr", rtol=1e-8)
+    assert not res.spd and res.method == "skr-gcrodr"
+    _check(res, sweep, rhs, 1e-8)
+
+
+def test_strided_matrix_data_is_copied_before_amg(darcy_sequence):
+    # .real of a complex matrix is a strided view of its data: pyamg read it as
+    # contiguous and the V-cycle made no progress in 500 products
+    _, mats = darcy_sequence
+    strided = mats[0].astype(np.complex128).real
+    assert not strided.data.flags.c_contiguous
+    b = np.ones(mats[0].shape[0])
+    for method in ("skr", "gmres"):
+        res = solve_sequence([strided], b, method=method, preconditioner="amg", maxiter=500)
+        assert res.converged.all() and res.iterations[0] < 40, (method, res.iterations)
+
+
+def test_preconditioner_auto_is_amg_for_spd_and_ilu_otherwise(darcy_sequence,
+                                                              convection_sequence):
+    _, spd = darcy_sequence
+    _, conv = convection_sequence
+    b = np.ones(spd[0].shape[0])
+    for mats, method, expected in [(spd, "skr", "amg"), (spd, "gmres", "amg"),
+                                   (conv, "skr", "ilu"), (conv, "gcrodr", "ilu"),
+                                   (spd, "direct", "none"), (conv, "direct", "none")]:
+        res = solve_sequence(mats[:3], b, method=method, preconditioner="auto")
+        assert res.preconditioner == expected, (method, res.preconditioner)
+        _check(res, mats[:3], np.tile(b, (3, 1)), 1e-8)
+    # with method="auto" it is auto's own choice, as None
+    a = solve_sequence(conv[:3], b, method="auto", preconditioner="auto")
+    n = solve_sequence(conv[:3], b, method="auto")
+    assert (a.method, a.preconditioner) == (n.method, n.preconditioner)
+
+
+def test_direct_reports_no_preconditioner(convection_sequence):
+    _, conv = convection_sequence
+    res = solve_sequence(conv[:2], np.ones(conv[0].shape[0]), method="direct",
+                         preconditioner="ilu")
+    assert res.preconditioner == "none" and res.converged.all()
+
+
+def test_auto_recycles_in_the_given_order_when_patterns_differ_and_no_features():
+    # ~9 entries a row (taken for 3D: auto picks skr), two different patterns, no
+    # features: nothing to sort by, so GCRO-DR along the given order, not an error
+    rng = np.random.default_rng(3)
+    n = 300
+    mats = [(sp.random(n, n, density=0.03, random_state=rng) + 10 * sp.eye(n)).tocsr()
+            for _ in range(3)]
+    assert mats[0].nnz != mats[1].nnz
+    rhs = rng.standard_normal((3, n))
+    res = solve_sequence(mats, rhs, method="auto")
+    assert res.method == "gcrodr"
+    _check(res, mats, rhs, 1e-8)
+    with pytest.raises(ValueError, match="different sparsity patterns.*features="):
+        solve_sequence(mats, rhs, method="skr")  # asked to sort: says how
+
+
+@pytest.mark.parametrize("method", ["skr", "gcrodr", "gmres", "direct", "auto"])
+def test_features_are_checked_whatever_the_method(darcy_sequence, method):
+    _, mats = darcy_sequence
+    b = np.ones(mats[0].shape[0])
+    with pytest.raises(ValueError, match="features has 2 rows for 3 systems"):
+        solve_sequence(mats[:3], b, features=np.ones((2, 4)), method=method)
+    with pytest.raises(ValueError, match="features contain NaN"):
+        solve_sequence(mats[:3], b, features=[[1.0], [np.nan], [2.0]], method=method)
+    with pytest.raises(ValueError, match="features must be numbers"):
+        solve_sequence(mats[:3], b, features=["a", "b", "c"], method=method)
+
+
+@pytest.mark.parametrize("maxiter", [1, 5, 47])
+def test_gmres_keeps_within_maxiter(convection_sequence, maxiter):
+    _, conv = convection_sequence
+    res = solve_sequence(conv[:2], np.ones(conv[0].shape[0]), method="gmres", rtol=1e-12,
+                         maxiter=maxiter, restart=10)
+    assert np.all(res.iterations <= maxiter) and not res.converged.any()
+    assert np.all(res.iterations >= maxiter - 1)
+
+
+def test_an_exactly_singular_matrix_is_named_by_its_system(darcy_sequence):
+    _, mats = darcy_sequence
+    rank_deficient = mats[1].tolil()
+    rank_deficient[5, :] = rank_deficient[4, :]  # two equal rows: singular, no zero row
+    with pytest.raises(ValueError, match=r"system 1: matrix is singular"):
+        solve_sequence([mats[0], rank_deficient.tocsr()], np.ones(mats[0].shape[0]),
+                       method="direct")
