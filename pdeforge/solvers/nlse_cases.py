@@ -54,7 +54,7 @@ def single_soliton(
     x = grid(m, length)
 
     def exact(t: float, xx: np.ndarray) -> np.ndarray:
-        return soliton(xx, t, eta, velocity, x0)
+        return soliton(xx, t, eta, velocity, x0, length=length)  # across the boundary
 
     return Case("soliton", length, m, np.linspace(0, t_end, n_times), exact(0.0, x), exact=exact)
 

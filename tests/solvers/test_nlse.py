@@ -174,6 +174,63 @@ def test_bad_inputs():
             nlse.solve(good, length=L, times=[0, 1], rtol=rtol)
 
 
+def test_more_bad_inputs_of_invariants_entropies_and_solve():
+    x = nlse.grid(64, L)
+    good = np.exp(-(x**2)) + 0j
+    for length in (-50.0, 0.0, float("nan")):  # mass -4 and a ZeroDivisionError before
+        with pytest.raises(nlse.NLSEInputError, match="length must be a positive number"):
+            nlse.invariants(good, length=length)
+    for focusing in ("False", 0.5, None):  # "False" counted as focusing
+        with pytest.raises(nlse.NLSEInputError, match="focusing must be True .* or False"):
+            nlse.solve(good, length=L, times=[0, 1], focusing=focusing)
+        with pytest.raises(nlse.NLSEInputError, match="focusing must be True .* or False"):
+            nlse.invariants(good, length=L, focusing=focusing)
+    assert nlse.invariants(good, length=L, focusing=np.bool_(False))["energy"] > 0
+    with pytest.raises(nlse.NLSEInputError, match="times must be real numbers"):
+        nlse.solve(good, length=L, times=["a", "b"])
+    with pytest.raises(nlse.NLSEInputError, match="times must be real numbers"):
+        nlse.solve(good, length=L, times=[0, 1j])
+    with pytest.raises(nlse.NLSEInputError, match="numeric .* NoneType"):
+        nlse.solve(None, length=L, times=[0, 1])
+    with pytest.raises(nlse.NLSEInputError, match="rtol='1e-8'"):
+        nlse.solve(good, length=L, times=[0, 1], rtol="1e-8")
+    with pytest.raises(nlse.NLSEInputError, match="NaN or infinite"):
+        nlse.entropies(np.where(np.arange(64) == 3, np.nan, good))
+
+
+def test_entropies_of_a_zero_field_are_nan_and_the_others_unchanged():
+    x = nlse.grid(64, L)
+    fields = np.stack([np.zeros(64, complex), np.exp(-(x**2)) + 0j, np.ones(64, complex)])
+    ent = nlse.entropies(fields)
+    for name, value in ent.items():
+        assert np.isnan(value[0]), name  # was 0, -inf, +inf, -2, 1: finite nonsense
+        assert np.isfinite(value[1:]).all(), name
+    assert ent["shannon"][2] == pytest.approx(np.log(64), rel=1e-14)  # uniform: ln M
+    assert ent["renyi_2"][2] == pytest.approx(np.log(64), rel=1e-14)
+    assert ent["spectral_shannon"][2] == pytest.approx(0.0, abs=1e-12)  # one mode
+
+
+def test_the_soliton_case_exact_solution_follows_it_across_the_boundary():
+    # v = 8 (2 pi / L) from x0 = 10 crosses x = L/2 near t = 2.5; the case's exact
+    # solution was not wrapped (errors 2.0 against the solver after the crossing)
+    v = 8 * 2 * np.pi / L
+    case = nlse.cases.single_soliton(eta=2.0, velocity=v, x0=10.0, m=512, t_end=8.0,
+                                     n_times=5)
+    psi = nlse.solve(case.psi0, length=case.length, times=case.times, rtol=1e-10,
+                     atol=1e-12, dealias=False, filter_strength=None)
+    for i, t in enumerate(case.times):
+        assert np.abs(psi[i] - case.exact(t, case.x)).max() < 1e-8, t
+    # a velocity that is no multiple of 2 pi / L (the reference case's v = 1): the
+    # soliton carries its phase across the boundary, where its tails vanish
+    soliton = nlse.cases.single_soliton(eta=2.0, velocity=1.0, x0=20.0, m=512, t_end=10.0,
+                                        n_times=3)
+    psi = nlse.solve(soliton.psi0, length=soliton.length, times=soliton.times, rtol=1e-11,
+                     atol=1e-13, dealias=False, filter_strength=None)
+    late = soliton.exact(10.0, soliton.x)
+    assert abs(soliton.x[np.argmax(np.abs(late))] + 20.0) < 0.1  # crossed: now at x = -20
+    assert np.abs(psi[-1] - soliton.exact(10.0, soliton.x)).max() < 1e-8
+
+
 @pytest.mark.slow
 def test_two_soliton_collision_shifts_match_the_formula():
     case = nlse.cases.two_solitons()  # eta 1 and 1.2, v +1 and -1, from -20 and 20, L=200
