@@ -498,6 +498,9 @@ def solve_sequence(
     if preconditioner == "auto":
         preconditioner = None if method == "auto" else auto_preconditioner(spd, mats[0])
     B, scales = _scaled(B)
+    mats, matrix_scales = _scaled_matrices(mats)
+    if matrix_scales is not None:  # A = s A': A' y = b gives x = y / s
+        scales = (np.ones(N) if scales is None else scales) / matrix_scales
 
     dtype = np.result_type(mats[0].dtype, B.dtype, np.float64)
     X = np.zeros((N, n), dtype=dtype)
@@ -640,6 +643,26 @@ def _scaled(B: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     scales = np.ones(len(B))
     scales[off] = np.exp2(np.round(np.log2(big[off])))
     return B / scales[:, None], scales
+
+
+def _scaled_matrices(mats: list) -> tuple[list, np.ndarray | None]:
+    """(mats, None), or the matrices scaled by powers of two where a matrix's largest
+    entry lies outside [2^-400, 2^400], and each system's scale: with entries near 1e200
+    the Arnoldi process's Givens rotations overflowed (square of a norm) and GMRES ended
+    in "array must not contain infs or NaNs". A power of two scales exactly and leaves
+    the relative residual of every iterate as it was. A matrix shared by several systems
+    stays one object."""
+    scaled: dict[int, tuple[object, float]] = {}
+    for A in mats:
+        if id(A) not in scaled:
+            big = float(abs(A).max()) if A.nnz else 0.0
+            off = big > 0 and (big < 2.0**-400 or big > 2.0**400)
+            s = float(np.exp2(np.round(np.log2(big)))) if off else 1.0
+            scaled[id(A)] = (A / s if off else A, s)
+    factors = np.array([scaled[id(A)][1] for A in mats])
+    if np.all(factors == 1.0):
+        return mats, None
+    return [scaled[id(A)][0] for A in mats], factors
 
 
 def _solve_all(strategy, order, mats, B, X, res, conv, secs, solved, run, progress) -> None:

@@ -495,3 +495,22 @@ def test_an_exactly_singular_matrix_is_named_by_its_system(darcy_sequence):
     with pytest.raises(ValueError, match=r"system 1: matrix is singular"):
         solve_sequence([mats[0], rank_deficient.tocsr()], np.ones(mats[0].shape[0]),
                        method="direct")
+
+
+@pytest.mark.parametrize("factor", [1e200, 1e-200])
+@pytest.mark.parametrize("method", ["skr", "gcrodr", "gmres", "direct"])
+def test_matrix_entries_near_the_limits_of_double_are_solved(convection_sequence, factor,
+                                                              method):
+    # entries near 1e200: GMRES's Givens rotations overflowed ("array must not contain
+    # infs or NaNs"); the matrices are scaled by powers of two, the solutions back
+    _, conv = convection_sequence
+    mats = [conv[0] * factor, conv[1] * (3 * factor)]
+    rhs = np.ones((2, conv[0].shape[0]))
+    res = solve_sequence(mats, rhs, method=method, rtol=1e-8)
+    assert res.converged.all()
+    for i, A in enumerate(mats):
+        exact = spla.spsolve(conv[i].tocsc(), rhs[i]) / (factor * (1, 3)[i])
+        # max-abs, not 2-norms: squares of entries near 1e200 overflow
+        assert np.abs(res.solutions[i] - exact).max() <= 1e-5 * np.abs(exact).max()
+        true = np.linalg.norm(rhs[i] - A @ res.solutions[i]) / np.linalg.norm(rhs[i])
+        assert true <= 1e-8 * 1.001 and res.residuals[i] == pytest.approx(true, rel=1e-6)
