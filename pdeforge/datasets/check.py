@@ -321,9 +321,8 @@ def _scan_values(nc: Any, report: CheckReport) -> None:
         failed = np.flatnonzero(~converged)
         report.warnings.append(
             f"{len(failed)} of {len(converged)} samples are marked not converged (first: "
-            f"{failed[:5].tolist()}); the readers skip them by default. `pdeforge info` "
-            "shows their residuals; regenerate them with a looser tolerance or more "
-            "iterations, or another solver")
+            f"{failed[:5].tolist()}); the readers skip them by default, and `pdeforge info` "
+            "summarises their diagnostics")
     for name, var in nc.variables.items():
         if attr_value(var.attrs, "role") not in (INPUT, OUTPUT) or not var.dimensions:
             continue

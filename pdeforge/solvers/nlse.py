@@ -108,14 +108,19 @@ def _check(psi0: np.ndarray, length: float, times: np.ndarray, rtol: float, atol
     return psi0.astype(np.complex128), times
 
 
-def _check_length(length) -> None:
-    if not (_is_real_number(length) and np.isfinite(length) and length > 0):
+def _check_length(length) -> float:
+    """``length`` as a float (a 0-d array too), or an NLSEInputError."""
+    value = length[()] if isinstance(length, np.ndarray) and length.shape == () else length
+    if not (_is_real_number(value) and np.isfinite(value) and value > 0):
         raise NLSEInputError(f"length must be a positive number, got {length!r}")
+    return float(value)
 
 
 def _check_focusing(focusing) -> None:
-    # a string such as "False" is truthy: it would have meant focusing
-    if not isinstance(focusing, bool | np.bool_):
+    # a string such as "False" is truthy: it would have meant focusing; 0 and 1 (a flag
+    # stored as an integer) are taken, other numbers (-1?) are ambiguous
+    value = focusing[()] if isinstance(focusing, np.ndarray) and focusing.shape == () else focusing
+    if not (isinstance(value, bool | np.bool_) or (_is_integer(value, 0) and value <= 1)):
         raise NLSEInputError(f"focusing must be True (s = +1) or False (s = -1, defocusing), "
                              f"got {focusing!r}")
 
@@ -251,6 +256,7 @@ def solve(
             (:func:`_difficulty`), hardest first.
     """
     psi0, times = _check(psi0, length, times, rtol, atol)
+    length = _check_length(length)
     _check_focusing(focusing)
     if error_norm not in ("componentwise", "state"):
         raise NLSEInputError(f"error_norm must be 'componentwise' or 'state', got {error_norm!r}")
@@ -914,7 +920,7 @@ def invariants(psi: np.ndarray, *, length: float, focusing: bool = True) -> dict
     (A soliton eta sech(eta (x - v t)) e^{i v x ...}: M = 2 eta, P = 2 eta v,
     E = eta v^2 - eta^3 / 3.)
     """
-    _check_length(length)
+    length = _check_length(length)
     _check_focusing(focusing)
     psi = np.asarray(psi)
     dx = length / psi.shape[-1]
@@ -960,6 +966,10 @@ def entropies(psi: np.ndarray) -> dict[str, np.ndarray]:
     if not np.all(np.isfinite(psi)):
         raise NLSEInputError("psi contains NaN or infinite values: entropies of a field that "
                              "is not finite are not defined")
+    # the entropies do not depend on the field's scale: |psi|^2 of 1e200 overflowed and of
+    # 1e-170 underflowed to zero (a "zero" field) before this division
+    peak = np.abs(psi).max(-1, keepdims=True) if psi.size else np.ones(psi.shape[:-1] + (1,))
+    psi = psi / np.where(peak > 0, peak, 1.0)
     out = _entropies_of(np.abs(psi) ** 2)
     spectral = _entropies_of(np.abs(np.fft.fft(psi, axis=-1)) ** 2)
     out["spectral_shannon"] = spectral["shannon"]

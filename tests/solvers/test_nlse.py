@@ -186,6 +186,11 @@ def test_more_bad_inputs_of_invariants_entropies_and_solve():
         with pytest.raises(nlse.NLSEInputError, match="focusing must be True .* or False"):
             nlse.invariants(good, length=L, focusing=focusing)
     assert nlse.invariants(good, length=L, focusing=np.bool_(False))["energy"] > 0
+    # a flag stored as 0/1 (netCDF) and a 0-d length are taken
+    stored = nlse.invariants(good, length=np.array(L), focusing=np.int8(0))
+    assert stored["energy"] == nlse.invariants(good, length=L, focusing=False)["energy"]
+    with pytest.raises(nlse.NLSEInputError, match="focusing must be"):
+        nlse.invariants(good, length=L, focusing=-1)  # ambiguous
     with pytest.raises(nlse.NLSEInputError, match="times must be real numbers"):
         nlse.solve(good, length=L, times=["a", "b"])
     with pytest.raises(nlse.NLSEInputError, match="times must be real numbers"):
@@ -208,6 +213,12 @@ def test_entropies_of_a_zero_field_are_nan_and_the_others_unchanged():
     assert ent["shannon"][2] == pytest.approx(np.log(64), rel=1e-14)  # uniform: ln M
     assert ent["renyi_2"][2] == pytest.approx(np.log(64), rel=1e-14)
     assert ent["spectral_shannon"][2] == pytest.approx(0.0, abs=1e-12)  # one mode
+    # they do not depend on the field's scale: |psi|^2 overflowed at 1e200 and underflowed
+    # (a "zero" field) at 1e-170
+    for scale in (1e200, 1e-170):
+        scaled = nlse.entropies(fields[1:] * scale)
+        for name, value in scaled.items():
+            np.testing.assert_allclose(value, ent[name][1:], rtol=1e-12, err_msg=name)
 
 
 def test_the_soliton_case_exact_solution_follows_it_across_the_boundary():

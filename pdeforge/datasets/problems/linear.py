@@ -67,7 +67,7 @@ class LinearFamily(ProblemFamily):
     """A family solved by one sparse linear system per sample on a d-dimensional grid."""
 
     dim: int = 2
-    spd: bool | None = None  # None: detected from the first matrix
+    spd: bool | None = None  # None: detected by solve_sequence (on every distinct matrix)
     default_resolution = 64
     min_resolution = 8
     max_resolution = 4096

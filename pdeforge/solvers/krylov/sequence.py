@@ -413,10 +413,11 @@ def solve_sequence(
 
     Raises:
         SolverInputError (a ValueError): mismatched sizes, NaN/inf, features of the wrong
-            shape, unknown options, a zero row, or a matrix the sparse LU finds exactly
-            singular (``direct``). A numerically singular matrix is not detected as such:
-            its system ends with a large residual and ``converged`` False, as does any
-            system not solved to ``rtol`` within ``maxiter`` (never an exception).
+            shape, unknown options, a zero row, or a matrix the sparse LU (``direct``) or
+            the threshold ILU (``ilu``) finds exactly singular. A numerically singular
+            matrix is not detected as such: its system ends with a large residual and
+            ``converged`` False, as does any system not solved to ``rtol`` within
+            ``maxiter`` (never an exception).
     """
     if blas_threads is not None:
         with _blas_controller().limit(limits=blas_threads, user_api="blas"):
@@ -498,9 +499,7 @@ def solve_sequence(
     if preconditioner == "auto":
         preconditioner = None if method == "auto" else auto_preconditioner(spd, mats[0])
     B, scales = _scaled(B)
-    mats, matrix_scales = _scaled_matrices(mats)
-    if matrix_scales is not None:  # A = s A': A' y = b gives x = y / s
-        scales = (np.ones(N) if scales is None else scales) / matrix_scales
+    matrix_scales = None
 
     dtype = np.result_type(mats[0].dtype, B.dtype, np.float64)
     X = np.zeros((N, n), dtype=dtype)
@@ -536,6 +535,8 @@ def solve_sequence(
         strategy = make(*choice)
     else:
         strategy = make(method, preconditioner)
+    if strategy.method != "direct":  # the sparse LU needs no scaling
+        mats, matrix_scales = _scaled_matrices(mats)
 
     # only a recycling sequence cares about the order: independent solves skip the sort
     t0 = time.perf_counter()
@@ -547,7 +548,7 @@ def solve_sequence(
 
     def result() -> SequenceResult:
         return SequenceResult(
-            solutions=X if scales is None else X * scales[:, None], iterations=its,
+            solutions=_unscaled(X, scales, matrix_scales), iterations=its,
             residuals=np.where(solved, res, np.nan),
             converged=conv & solved, seconds=secs, order=order, method=strategy.label,
             preconditioner=strategy.kind, spd=spd, preconditioner_builds=strategy.builds,
@@ -580,7 +581,10 @@ def _check_features(features, n_systems: int) -> np.ndarray:
     """``features`` as an (N, d) float array, checked whatever the method (a method that
     does not sort ignores them, but a wrong argument is still the user's mistake)."""
     try:
-        F = np.asarray(features, dtype=np.float64)
+        F = np.asarray(features)
+        if np.iscomplexobj(F) and F.ndim:  # as default_features does: real, imaginary
+            F = np.concatenate([F.real.reshape(len(F), -1), F.imag.reshape(len(F), -1)], 1)
+        F = F.astype(np.float64)
     except (TypeError, ValueError) as exc:
         raise SolverInputError(f"features must be numbers, one row per system ({exc}): pass "
                                "an (N, d) array") from None
@@ -655,14 +659,38 @@ def _scaled_matrices(mats: list) -> tuple[list, np.ndarray | None]:
     scaled: dict[int, tuple[object, float]] = {}
     for A in mats:
         if id(A) not in scaled:
-            big = float(abs(A).max()) if A.nnz else 0.0
-            off = big > 0 and (big < 2.0**-400 or big > 2.0**400)
-            s = float(np.exp2(np.round(np.log2(big)))) if off else 1.0
-            scaled[id(A)] = (A / s if off else A, s)
+            size = np.abs(A.data[A.data != 0])
+            s = 1.0
+            if size.size and (size.max() < 2.0**-400 or size.max() > 2.0**400):
+                big, small = np.log2(size.max()), np.log2(size.min())
+                # unless the scaling would flush the smallest entries to subnormals
+                # (a range of more than ~2^1020: then left as it is)
+                if small - np.round(big) > -1020:
+                    s = float(np.exp2(np.round(big)))
+            scaled[id(A)] = (A / s if s != 1.0 else A, s)
     factors = np.array([scaled[id(A)][1] for A in mats])
     if np.all(factors == 1.0):
         return mats, None
     return [scaled[id(A)][0] for A in mats], factors
+
+
+def _unscaled(X: np.ndarray, rhs_scales: np.ndarray | None,
+              matrix_scales: np.ndarray | None) -> np.ndarray:
+    """The solutions of the original systems: x = y rhs_scale / matrix_scale, with the
+    powers of two combined as exponents (their quotient as one float could underflow,
+    e.g. 2^-420 / 2^700)."""
+    if rhs_scales is None and matrix_scales is None:
+        return X
+    e = np.zeros(len(X), dtype=np.int64)
+    if rhs_scales is not None:
+        e += np.rint(np.log2(rhs_scales)).astype(np.int64)
+    if matrix_scales is not None:
+        e -= np.rint(np.log2(matrix_scales)).astype(np.int64)
+    if not np.iscomplexobj(X):
+        return np.ldexp(X, e[:, None])
+    out = np.empty_like(X)
+    out.real, out.imag = np.ldexp(X.real, e[:, None]), np.ldexp(X.imag, e[:, None])
+    return out
 
 
 def _solve_all(strategy, order, mats, B, X, res, conv, secs, solved, run, progress) -> None:

@@ -514,3 +514,21 @@ def test_matrix_entries_near_the_limits_of_double_are_solved(convection_sequence
         assert np.abs(res.solutions[i] - exact).max() <= 1e-5 * np.abs(exact).max()
         true = np.linalg.norm(rhs[i] - A @ res.solutions[i]) / np.linalg.norm(rhs[i])
         assert true <= 1e-8 * 1.001 and res.residuals[i] == pytest.approx(true, rel=1e-6)
+
+
+@pytest.mark.parametrize("method", ["skr", "gmres", "direct"])
+def test_right_hand_side_and_matrix_scales_are_combined_without_underflow(method):
+    # 2^-420 / 2^700 as one float is 0: x came back 0, "converged"
+    d = np.r_[2.0**700, np.full(59, 2.0**-300)]
+    b = np.full(60, 2.0**-420)
+    res = solve_sequence([sp.diags(d).tocsr()], b, method=method)
+    np.testing.assert_allclose(res.solutions[0], b / d, rtol=1e-12)
+    assert res.converged.all()
+
+
+def test_complex_features_are_split_into_real_and_imaginary_parts(darcy_sequence):
+    _, mats = darcy_sequence
+    b = np.ones(mats[0].shape[0])
+    # system 1's feature is far from 0's in its imaginary part only: sorted last
+    res = solve_sequence(mats[:3], b, features=[0.0, 5j, 0.1], method="skr")
+    assert res.order.tolist() == [0, 2, 1] and res.converged.all()
