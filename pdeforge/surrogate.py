@@ -256,7 +256,7 @@ class Surrogate:
     def _resampler(self, grid: tuple[int, ...]):
         """Interpolation between ``grid`` and the training grid (same grid kind)."""
         cell = is_cell_centred(self.coords[self.grid_dims[0]])
-        mode = "linear" if len(grid) == 1 else "bilinear"
+        mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(grid)]
 
         def resample(t: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
             return torch.nn.functional.interpolate(t, size=size, mode=mode, align_corners=not cell)

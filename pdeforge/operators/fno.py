@@ -107,6 +107,7 @@ class FNO(NeuralopWrapper, Operator):
     """
 
     name = "fno"
+    dims = (1, 2, 3)  # neuraloperator's FNO is n-dimensional
 
     @records_config
     def __init__(

@@ -10,6 +10,7 @@ from pdeforge.datasets.problems import build_problem
 from pdeforge.datasets.readers import open_dataset
 from pdeforge.datasets.runner import generate
 from pdeforge.datasets.torch_dataset import TorchDataset
+from pdeforge.errors import PdeforgeError
 from pdeforge.solvers import nlse
 
 OPTIONS = {"t_end": 1.0, "n_times": 5, "length": 30.0, "eta_max": 1.5}
@@ -138,3 +139,16 @@ def test_soliton_initial_conditions_are_periodic():
     for i in range(40):
         c = np.abs(np.fft.fft(prob.initial_condition(0, i)))
         assert c[outer].max() <= 2e-6 * c.max(), i
+
+
+def test_solve_inputs_reproduces_the_stored_trajectories():
+    # what Surrogate.compare runs (it raised AttributeError for nlse)
+    prob = build_problem("nlse", 64, **OPTIONS)
+    data = prob.generate(0, range(3))
+    again = prob.solve_inputs({"psi0_re": data["psi0_re"], "psi0_im": data["psi0_im"]})
+    for name in ("psi_re", "psi_im", "converged", "oversample"):
+        np.testing.assert_array_equal(again[name], data[name], err_msg=name)
+    with pytest.raises(PdeforgeError, match=r"shape \(n, 64\)"):
+        prob.solve_inputs({"psi0_re": data["psi0_re"][:, :32], "psi0_im": data["psi0_im"]})
+    with pytest.raises(PdeforgeError, match="missing \\['psi0_im'\\]"):
+        prob.solve_inputs({"psi0_re": data["psi0_re"]})

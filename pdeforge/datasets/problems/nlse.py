@@ -305,9 +305,31 @@ class NLSE(ProblemFamily):
         trajectory's values at the output grid's points (every F-th point of the solved
         grid: exact point values of the solved field). The invariants' drifts are those of
         the solved field."""
-        c = self.config
         psi0 = np.stack([self.initial_condition(seed, i) for i in indices])
-        n, m, n_t = len(indices), self.resolution, len(self.times())
+        return self._solve_fields(psi0, progress)
+
+    def solve_inputs(
+        self, inputs: dict[str, np.ndarray], progress: Callable[[int], None] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Reference trajectories of the initial fields {"psi0_re", "psi0_im"}: (n, M)
+        each, as :meth:`generate` solves its own (``Surrogate.compare``)."""
+        missing = [k for k in ("psi0_re", "psi0_im") if k not in inputs]
+        if missing:
+            raise PdeforgeError(f"the nlse reference solver needs the initial field's real and "
+                                f"imaginary parts; missing {missing}")
+        re, im = (np.asarray(inputs[k], dtype=np.float64) for k in ("psi0_re", "psi0_im"))
+        if re.ndim != 2 or re.shape != im.shape or re.shape[1] != self.resolution:
+            raise PdeforgeError(f"psi0_re and psi0_im must both have shape (n, "
+                                f"{self.resolution}), got {re.shape} and {im.shape}")
+        if not (np.isfinite(re).all() and np.isfinite(im).all()):
+            raise PdeforgeError("the initial fields contain NaN or infinite values")
+        return self._solve_fields(re + 1j * im, progress)
+
+    def _solve_fields(
+        self, psi0: np.ndarray, progress: Callable[[int], None] | None
+    ) -> dict[str, np.ndarray]:
+        c = self.config
+        n, m, n_t = len(psi0), self.resolution, len(self.times())
         psi = np.full((n, n_t, m), np.nan + 0j)
         converged = np.zeros(n, dtype=bool)
         tail = np.full(n, np.inf)
