@@ -88,7 +88,13 @@ class Operator(nn.Module):
 
     def _init_io(self, in_channels: int, out_channels: int, dim: int) -> None:
         if dim not in self.dims:
-            raise OperatorConfigError(f"{self.name} supports dim in {self.dims}, got dim={dim}")
+            from pdeforge.operators import registry  # the registry imports this module
+
+            others = [n for n in registry.available() if dim in registry.get(n).dims]
+            raise OperatorConfigError(
+                f"{self.name} supports dim in {self.dims}, got dim={dim}"
+                + (f"; for {dim}D data use {' or '.join(others)}" if others else "")
+            )
         for label, value in (("in_channels", in_channels), ("out_channels", out_channels)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise OperatorConfigError(f"{label} must be a positive integer, got {value!r}")

@@ -129,7 +129,10 @@ def test_not_a_tensor_and_dtype_mismatch_are_explained(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_bad_constructor_arguments(name):
     with pytest.raises(OperatorConfigError, match="dim"):
-        operators.build(name, dim=3)
+        operators.build(name, dim=4)
+    if name != "fno":  # the one operator of 3D data is named as the fix
+        with pytest.raises(OperatorConfigError, match="for 3D data use fno"):
+            operators.build(name, dim=3)
     with pytest.raises(OperatorConfigError, match="in_channels"):
         operators.build(name, in_channels=0)
     with pytest.raises(OperatorConfigError, match="unexpected keyword"):
