@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,11 @@ class Subsampled(Dataset):
             return x, y
         index = (Ellipsis,) + (slice(None, None, self.stride),) * self.dim
         return x[index].contiguous(), y[index].contiguous()
+
+
+def _parts(data: Dataset) -> list[Dataset]:
+    """The files' datasets behind one dataset or a ConcatDataset of several."""
+    return list(data.datasets) if isinstance(data, ConcatDataset) else [data]
 
 
 def _as_paths(path: str | os.PathLike | Sequence[str | os.PathLike] | None) -> list[Path]:
@@ -231,6 +237,20 @@ class OperatorDataModule(pl.LightningDataModule):
                 f"the training split of {n} converged sample(s) is empty; raise data.split[0] "
                 "or generate more samples"
             )
+        skipped = sum(int(np.sum(~d._converged)) for d in _parts(full)
+                      if getattr(d, "_converged", None) is not None)
+        if not self.val_paths and n_val == 0:
+            # checkpoints are chosen by val/rel_l2: without validation samples no best
+            # checkpoint is written and Lightning only warns about an empty loader
+            because = (f"data.split[1] = {f_val:g} of {n} converged sample(s)"
+                       + (f" ({skipped} not converged were skipped)" if skipped else ""))
+            if f_val > 0:
+                raise TrainingDataError(
+                    f"the validation split is empty: {because} rounds to none. Generate more "
+                    "samples, raise data.split[1], or give data.val_path"
+                )
+            warnings.warn(f"no validation samples ({because}): no best checkpoint will be "
+                          "chosen, only last.ckpt written", stacklevel=2)
         self._train = Subsampled(Subset(full, train_idx.tolist()), self.subsample, self.dim)
         val = self._concat(self.val_paths) if self.val_paths else Subset(full, val_idx.tolist())
         test = self._concat(self.test_paths) if self.test_paths else Subset(full, test_idx.tolist())

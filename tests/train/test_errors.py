@@ -241,3 +241,21 @@ def test_one_variable_name_is_accepted_for_a_list(darcy16, tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     cli = fit(MGNO, darcy16, "--trainer.max_epochs=1", "--data.inputs=coefficient")
     assert cli.datamodule.inputs == ["coefficient"]
+
+
+def test_an_empty_validation_split_is_refused_or_warned_about(tmp_path):
+    # Lightning only warned about an empty loader and no best checkpoint was written
+    import h5py
+
+    from pdeforge.train.data import OperatorDataModule, TrainingDataError
+
+    data = tmp_path / "few.nc"
+    write_foreign_file(data, n=6)
+    with h5py.File(data, "r+") as f:
+        f["converged"][3:] = 0
+    with pytest.raises(TrainingDataError, match=r"validation split is empty: data.split\[1\] = "
+                       r"0.1 of 3 converged sample\(s\) \(3 not converged were skipped\)"):
+        OperatorDataModule(path=str(data)).setup()
+    with pytest.warns(UserWarning, match="no validation samples .* only last.ckpt"):
+        OperatorDataModule(path=str(data), split=[1.0, 0.0, 0.0]).setup()
+    OperatorDataModule(path=str(data), split=[0.4, 0.3, 0.3]).setup()  # one each: fine
