@@ -195,10 +195,18 @@ class Surrogate:
                     f"{tuple(self.grid_dims)}: the model is {len(self.grid_dims)}D and the "
                     f"data has the extra spatial dim(s) {extra}"
                 )
-            if absent:
+            if absent and len(absent) == len(self.grid_dims) and all(
+                    d in data.sizes for d in self.grid_dims):
+                # a per-sample scalar (e.g. a parameter): a constant channel, as in training
+                # (TorchDataset); the grid is the dataset's
+                var = var.expand_dims({d: data.sizes[d] for d in self.grid_dims})
+            elif absent:
                 raise SurrogateInputError(
                     f"variable {name!r} has dims {var.dims}; it needs the grid dims "
                     f"{self.grid_dims}"
+                    + ("" if any(d in var.dims for d in self.grid_dims) else
+                       " (a per-sample scalar is spread over the grid of the other inputs; "
+                       "this data has none)")
                 )
             other = [d for d in var.dims if d not in (SAMPLE, *self.grid_dims)]
             order = ([SAMPLE] if batched else []) + other + self.grid_dims

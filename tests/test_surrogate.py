@@ -258,3 +258,39 @@ def test_a_3d_fno_trains_predicts_resamples_and_compares(tmp_path):
     expected = np.mean(np.linalg.norm((pred - truth).reshape(2, -1), axis=1)
                        / np.linalg.norm(truth.reshape(2, -1), axis=1))
     assert cmp.rel_l2 == pytest.approx(expected, rel=1e-3)
+
+
+def test_a_per_sample_parameter_input_is_spread_over_the_grid_when_querying(tmp_path):
+    # trained with the diffusivity (a per-sample scalar) as a constant channel, the
+    # surrogate refused the same variable at query time ("needs the grid dims")
+    from pdeforge.datasets.runner import generate
+
+    path = tmp_path / "adv.nc"
+    generate("advection-diffusion", 12, path, resolution=12, seed=2, shard_size=12,
+             progress=False)
+    cli = run_cli([
+        "fit", "--model.model=fno",
+        '--model.model_kwargs={"n_modes": 6, "hidden_channels": 4, "n_layers": 1}',
+        f"--data.path={path}", "--data.inputs=[velocity_x, velocity_y, diffusivity]",
+        "--trainer.max_epochs=1", "--trainer.accelerator=cpu", "--trainer.devices=1",
+        "--data.batch_size=4", f"--trainer.default_root_dir={tmp_path}",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+    ])  # fmt: skip
+    ckpt = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    s = Surrogate.load(ckpt, device="cpu")
+    with open_dataset(path) as ds:
+        data = ds.load()
+    got = s.predict(data[s.inputs]).solution.values
+    # the same numbers as the Lightning module on the training dataset's channels
+    x = np.stack([data.velocity_x.values, data.velocity_y.values,
+                  np.broadcast_to(data.diffusivity.values[:, None, None], (12, 12, 12))], 1)
+    cli.model.eval()
+    with torch.no_grad():
+        expected = cli.model(torch.as_tensor(x, dtype=torch.float32))[:, 0].numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    report = evaluate(ckpt, path, progress=False)
+    truth = data.solution.values
+    rel = np.linalg.norm((got - truth).reshape(12, -1), axis=1) / np.linalg.norm(
+        truth.reshape(12, -1), axis=1)
+    assert report["rel_l2"] == pytest.approx(rel.mean(), rel=1e-4)
