@@ -293,4 +293,25 @@ class OperatorModule(pl.LightningModule):
                 f"{self.operator.name} {self.operator.config}; resume with the config the "
                 "checkpoint was trained with, or start without --ckpt_path"
             )
-        self.data_info = dict(saved.get("data", {}))
+        before, now = dict(saved.get("data", {})), self.data_info
+        if before and now:
+            # resuming continues a run on its own data: the weights and the normalisers
+            # fitted to that data come back, so other data would be trained on with stale
+            # normalisers and the checkpoint labelled with the old data (it was)
+            def grid(info: dict) -> list[int]:
+                return [len(info.get("coords", {}).get(d, [])) for d in info.get("grid_dims", [])]
+
+            changed = [
+                f"{key}: {before.get(key)} -> {now.get(key)}"
+                for key in ("problem", "inputs", "outputs", "grid_dims", "channels")
+                if before.get(key) != now.get(key)
+            ] + ([f"grid: {grid(before)} -> {grid(now)}"] if grid(before) != grid(now) else [])
+            if changed:
+                raise TrainingConfigError(
+                    f"the checkpoint was trained on other data ({'; '.join(changed)}); "
+                    "--ckpt_path resumes a run on the data it was trained on (its "
+                    f"files: {before.get('files')}). Train on the new data without --ckpt_path"
+                )
+            # the same kind of data: the run's record of its data stays that of this run
+            before = now
+        self.data_info = before

@@ -259,3 +259,26 @@ def test_an_empty_validation_split_is_refused_or_warned_about(tmp_path):
     with pytest.warns(UserWarning, match="no validation samples .* only last.ckpt"):
         OperatorDataModule(path=str(data), split=[1.0, 0.0, 0.0]).setup()
     OperatorDataModule(path=str(data), split=[0.4, 0.3, 0.3]).setup()  # one each: fine
+
+
+def test_resuming_on_another_problems_data_is_refused(tmp_path, monkeypatch):
+    # same channel counts (two inputs, one output): it trained on with the old data's
+    # normalisers and labelled the checkpoint with the old problem and files
+    from pdeforge.datasets.runner import generate
+
+    monkeypatch.chdir(tmp_path)
+    poisson, adv = tmp_path / "poisson.nc", tmp_path / "adv.nc"
+    generate("poisson", 12, poisson, resolution=12, seed=0, shard_size=12, progress=False)
+    generate("advection-diffusion", 12, adv, resolution=12, seed=0, shard_size=12,
+             progress=False)
+    cli = fit(FNO, poisson, "--trainer.max_epochs=1")
+    last = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    proc = run_pdeforge("train", "fit", "--config", FNO, "--preset", "tiny", *QUIET,
+                        f"--data.path={adv}", f"--ckpt_path={last}", "--trainer.max_epochs=2",
+                        cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "trained on other data (problem: poisson -> advection-diffusion" in proc.stderr
+    assert "Train on the new data without --ckpt_path" in proc.stderr
+    # the same problem again resumes
+    again = fit(FNO, poisson, f"--ckpt_path={last}", "--trainer.max_epochs=2")
+    assert again.trainer.current_epoch == 2
