@@ -367,16 +367,24 @@ class Surrogate:
         """(batch, C, *grid) array -> Dataset of the variables (default: the outputs)."""
         coords = {**self.grid_coords(y.shape[2:]), **coords}
         units = self.data_info.get("units", {})
-        variables = {}
+        variables, extra_coords = {}, {}
+        known = self.data_info.get("extra_dims", {})
         for name, values in self._split_channels(y, names or self.outputs).items():
             extra = [f"{name}_channel"] if values.ndim == y.ndim else []
+            info = known.get(name)
+            if extra and info and int(np.prod(info["sizes"])) == values.shape[1]:
+                # the channels were these dims of the training data (e.g. t): give them back
+                values = values.reshape(len(values), *info["sizes"], *values.shape[2:])
+                extra = list(info["dims"])
+                extra_coords.update({d: np.asarray(v) for d, v in info["coords"].items()})
             dims = [SAMPLE, *extra, *self.grid_dims]
             variables[name] = xr.DataArray(
                 values,
                 dims=dims,
                 attrs={"units": units.get(name, ""), "long_name": f"{name} ({label})"},
             )
-        ds = xr.Dataset(variables, coords={d: coords[d] for d in self.grid_dims})
+        grid = {d: coords[d] for d in self.grid_dims}
+        ds = xr.Dataset(variables, coords={**extra_coords, **grid})
         ds.attrs.update(
             problem=self.problem, surrogate=self.module.operator.name, checkpoint=self.path
         )

@@ -294,3 +294,37 @@ def test_a_per_sample_parameter_input_is_spread_over_the_grid_when_querying(tmp_
     rel = np.linalg.norm((got - truth).reshape(12, -1), axis=1) / np.linalg.norm(
         truth.reshape(12, -1), axis=1)
     assert report["rel_l2"] == pytest.approx(rel.mean(), rel=1e-4)
+
+
+def test_nlse_predictions_keep_the_time_axis(tmp_path):
+    # trajectories (sample, t, x) are trained with t as channels; predictions came back
+    # as (sample, psi_re_channel, x) without the file's t
+    from pdeforge.datasets.runner import generate
+
+    path = tmp_path / "nlse.nc"
+    generate("nlse", 12, path, resolution=32, seed=0, shard_size=12, progress=False,
+             options={"t_end": 0.4, "n_times": 3, "length": 20.0, "eta_max": 1.2})
+    cli = run_cli([
+        "fit", "--model.model=fno",
+        '--model.model_kwargs={"n_modes": 8, "hidden_channels": 4, "n_layers": 1}',
+        f"--data.path={path}", "--trainer.max_epochs=1", "--trainer.accelerator=cpu",
+        "--trainer.devices=1", "--data.batch_size=4", f"--trainer.default_root_dir={tmp_path}",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+    ])  # fmt: skip
+    ckpt = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    s = Surrogate.load(ckpt, device="cpu")
+    with open_dataset(path) as ds:
+        data = ds.load()
+    out = s.predict(data[s.inputs].isel(sample=slice(0, 4)))
+    for name in ("psi_re", "psi_im"):
+        assert out[name].dims == ("sample", "t", "x") and out[name].shape == (4, 3, 32)
+    np.testing.assert_array_equal(out.t.values, data.t.values)
+    diff = out.psi_re - data.psi_re.isel(sample=slice(0, 4))  # aligned by t and x
+    assert diff.dims == ("sample", "t", "x") and np.isfinite(diff).all()
+    q = tmp_path / "q.nc"
+    proc = run_pdeforge("query", ckpt, "--input", path, "--out", q)
+    assert proc.returncode == 0, proc.stderr
+    assert run_pdeforge("check", q).returncode == 0
+    with open_dataset(q) as pred:
+        assert pred.psi_im.dims == ("sample", "t", "x")

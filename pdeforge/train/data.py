@@ -23,7 +23,13 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from pdeforge.datasets.check import open_h5
-from pdeforge.datasets.format import ATTR_CONFIG, ATTR_FORMAT, ATTR_PROBLEM, attr_value
+from pdeforge.datasets.format import (
+    ATTR_CONFIG,
+    ATTR_FORMAT,
+    ATTR_PROBLEM,
+    SPATIAL_DIMS,
+    attr_value,
+)
 from pdeforge.datasets.torch_dataset import TorchDataset
 from pdeforge.errors import PdeforgeError
 
@@ -184,6 +190,21 @@ class OperatorDataModule(pl.LightningDataModule):
                 name: str(attr_value(h5[name].attrs, "units") or "")
                 for name in list(self.inputs) + list(self.outputs)
             }
+            # variables with non-spatial dims (an NLSE trajectory's t) become channels;
+            # their dims and coordinates let predictions be given those dims back
+            extra_dims = {}
+            for name in list(self.inputs) + list(self.outputs):
+                dims, shape, _ = probe._fields[name]
+                other = [(d, n) for d, n in zip(dims[1:], shape[1:], strict=True)
+                         if d not in SPATIAL_DIMS]
+                if other:
+                    extra_dims[name] = {
+                        "dims": [d for d, _ in other],
+                        "sizes": [int(n) for _, n in other],
+                        "coords": {d: np.asarray(h5[d][:], dtype=np.float64).tolist()
+                                   for d, n in other
+                                   if d in h5 and h5[d].ndim == 1 and h5[d].shape[0] == n},
+                    }
             problem = str(attr_value(h5.attrs, ATTR_PROBLEM) or "")
             config = attr_value(h5.attrs, ATTR_CONFIG)
             version = int(attr_value(h5.attrs, ATTR_FORMAT) or 1)
@@ -195,6 +216,7 @@ class OperatorDataModule(pl.LightningDataModule):
             "inputs": list(self.inputs),
             "outputs": list(self.outputs),
             "channels": channels,
+            "extra_dims": extra_dims,
             "units": units,
             "grid_dims": list(self.grid_dims),
             "coords": coords,
