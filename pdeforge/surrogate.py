@@ -46,12 +46,16 @@ def is_cell_centred(values: np.ndarray) -> bool:
     return bool(h) and abs(values[0] / h - math.floor(values[0] / h) - 0.5) < 1e-6
 
 
-def resample_coordinate(values: np.ndarray, size: int) -> np.ndarray:
+def resample_coordinate(values: np.ndarray, size: int, periodic: bool = False) -> np.ndarray:
     """Coordinates of the same uniform grid type (:func:`is_cell_centred`) with ``size``
-    points: cell centres of the same domain, or the same end points (vertices)."""
+    points: cell centres of the same domain, the same end points (vertices), or, on a
+    ``periodic`` grid x_0 + i L / n, the points x_0 + i L / size of the same period."""
     values = np.asarray(values, dtype=np.float64)
     if len(values) < 2:
         return np.linspace(values[0], values[0], size)
+    if periodic:
+        period = (values[-1] - values[0]) * len(values) / (len(values) - 1)
+        return values[0] + np.arange(size) * (period / size)
     if is_cell_centred(values):
         h = (values[-1] - values[0]) / (len(values) - 1)
         lo, hi = values[0] - h / 2, values[-1] + h / 2
@@ -104,6 +108,7 @@ class Surrogate:
         self.outputs: list[str] = list(self.data_info.get("outputs", []))
         self.grid_dims: list[str] = list(self.data_info.get("grid_dims", []))
         self.coords = {d: np.asarray(v) for d, v in self.data_info.get("coords", {}).items()}
+        self.periodic_dims = list(self.data_info.get("periodic_dims", []))
         self.channels: dict[str, int] = dict(self.data_info.get("channels", {}))
         self._metrics = {k: v for k, v in checkpoint.get("callbacks", {}).items()}
         self._epochs = checkpoint.get("epoch")
@@ -265,9 +270,24 @@ class Surrogate:
         """Interpolation between ``grid`` and the training grid (same grid kind)."""
         cell = is_cell_centred(self.coords[self.grid_dims[0]])
         mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(grid)]
+        periodic = set(self.data_info.get("periodic_dims", []))
+        if periodic and periodic != set(self.grid_dims):
+            raise SurrogateInputError(
+                f"resampling a grid periodic in {sorted(periodic)} only is not supported; "
+                "predict on the training grid"
+            )
 
         def resample(t: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
-            return torch.nn.functional.interpolate(t, size=size, mode=mode, align_corners=not cell)
+            if not periodic:
+                return torch.nn.functional.interpolate(
+                    t, size=size, mode=mode, align_corners=not cell)
+            # periodic: the first point again after the last (x_0 + L), vertices
+            # interpolation over [x_0, x_0 + L], then that point dropped
+            for axis in range(2, t.ndim):
+                t = torch.cat([t, t.narrow(axis, 0, 1)], dim=axis)
+            t = torch.nn.functional.interpolate(
+                t, size=tuple(n + 1 for n in size), mode=mode, align_corners=True)
+            return t[(..., *[slice(0, n) for n in size])]
 
         return resample
 
@@ -357,7 +377,7 @@ class Surrogate:
         return {
             d: self.coords[d]
             if len(self.coords[d]) == n
-            else resample_coordinate(self.coords[d], n)
+            else resample_coordinate(self.coords[d], n, d in self.periodic_dims)
             for d, n in zip(self.grid_dims, grid, strict=True)
         }
 

@@ -328,3 +328,20 @@ def test_nlse_predictions_keep_the_time_axis(tmp_path):
     assert run_pdeforge("check", q).returncode == 0
     with open_dataset(q) as pred:
         assert pred.psi_im.dims == ("sample", "t", "x")
+    # x is periodic (x_0 + i L / n): another resolution gets the points of the same
+    # period, and resampling wraps around (it took the grid for vertices of [x_0, x_last])
+    assert s.periodic_dims == ["x"]
+    x32 = data.x.values
+    x48 = -10.0 + np.arange(48) * 20.0 / 48
+    np.testing.assert_allclose(s.grid_coords((48,))["x"], x48, rtol=0, atol=1e-12)
+    def field(x):
+        return 1 / np.cosh(x - 8.0) + 1 / np.cosh(x + 10.0)  # straddles x = -L/2 = L/2
+
+    def periodic_field(x):
+        return field(x) + field(x + 20.0) + field(x - 20.0)
+
+    up = s._resampler((32,))(torch.as_tensor(periodic_field(x32))[None, None], (48,))
+    err = np.abs(up[0, 0].numpy() - periodic_field(x48)).max()
+    h = 20.0 / 32
+    assert err <= h**2 / 8 * 1.1  # linear interpolation's bound (|f''| <= 1)
+    assert run_pdeforge("check", path).returncode == 0  # the attribute is in the format

@@ -182,10 +182,12 @@ class OperatorDataModule(pl.LightningDataModule):
     def _describe(self, probe: TorchDataset) -> dict[str, Any]:
         """What a checkpoint needs to know about the data (JSON values only)."""
         with open_h5(probe.path) as h5:
-            coords = {}
+            coords, periodic = {}, []
             for d in self.grid_dims:
                 values = np.asarray(h5[d][:], dtype=np.float64)[:: self.subsample]
                 coords[d] = values.tolist()
+                if int(attr_value(h5[d].attrs, "periodic") or 0) == 1:
+                    periodic.append(d)
             units = {
                 name: str(attr_value(h5[name].attrs, "units") or "")
                 for name in list(self.inputs) + list(self.outputs)
@@ -220,6 +222,7 @@ class OperatorDataModule(pl.LightningDataModule):
             "units": units,
             "grid_dims": list(self.grid_dims),
             "coords": coords,
+            "periodic_dims": periodic,
             "subsample": self.subsample,
             "generation_config": json.loads(config) if isinstance(config, str) and config else {},
             "split": list(self.split),

@@ -141,7 +141,8 @@ class NLSE(ProblemFamily):
     def coordinates(self) -> list[Coordinate]:
         return [
             Coordinate("t", self.times(), {"units": "1", "long_name": "time"}),
-            Coordinate("x", self.x(), {"units": "1", "long_name": "x on [-L/2, L/2)"}),
+            Coordinate("x", self.x(), {"units": "1", "long_name": "x on [-L/2, L/2)",
+                                       "periodic": 1}),
         ]
 
     def variables(self) -> list[VarSpec]:
