@@ -123,6 +123,9 @@ def test_thermal_energy_balance():
     q_in = (q_bottom * plate[:, 0].sum() + q_top * plate[:, -1].sum()) * h
     assert out_left + out_right == pytest.approx(q_in, abs=1e-8 * (1 + abs(q_in)))
     assert np.all(T[~plate] == 0)
+    # the geometry is stored: the slot is told from the plate's points at T = 0
+    np.testing.assert_array_equal(out["plate"][0], plate.astype(float))
+    assert 0 < out["plate"][0].mean() < 1
 
 
 def test_poisson_boundary_data_are_imposed():

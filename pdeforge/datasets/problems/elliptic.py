@@ -299,8 +299,14 @@ class Thermal(LinearFamily):
             VarSpec("boundary_data", self.dims, INPUT, attrs={
                 "units": "1", "long_name": "edge data on the edge cells: temperature (left, "
                 "right), inward flux (bottom, top); zero inside"}),
+            # the geometry as an input: without it a point of the slot (T stored as 0)
+            # could not be told from one of the plate at T = 0, and a model would not see
+            # where the plate is
+            VarSpec("plate", self.dims, INPUT, attrs={
+                "units": "1", "long_name": "1 on the plate, 0 inside the slot"}),
             VarSpec("temperature", self.dims, OUTPUT, attrs={
-                "units": "1", "long_name": "temperature T (0 inside the slot)"}),
+                "units": "1", "long_name": "temperature T on the plate (0 inside the slot, "
+                "where plate = 0)"}),
         ]
 
     def build(self, seed: int, index: int) -> LinearSample:
@@ -324,7 +330,8 @@ class Thermal(LinearFamily):
         data = np.zeros(self.shape)
         data[:, 0], data[:, -1] = q_bottom, q_top
         data[0, :], data[-1, :] = t_left, t_right
-        return LinearSample(self._A, rhs[self._active], {"boundary_data": data},
+        return LinearSample(self._A, rhs[self._active],
+                            {"boundary_data": data, "plate": self._active.astype(np.float64)},
                             np.concatenate([t_left, t_right, [q_bottom, q_top]]),
                             self._active)
 
