@@ -72,6 +72,7 @@ def test_check_warns_about_samples_marked_not_converged(tmp_path):
                   "--solver", "gmres", "--preconditioner", "none", "--rtol", "1e-12",
                   "--maxiter", "3", "--no-progress")
     assert gen.returncode == 0, gen.stderr
+    assert "3 of 3 samples did not converge" in gen.stderr and "raise --maxiter" in gen.stderr
     chk = run_cli("check", out)
     assert chk.returncode == 0, chk.stdout  # a valid file, with a warning
     assert "3 of 3 samples are marked not converged (first: [0, 1, 2])" in chk.stdout

@@ -395,7 +395,8 @@ def generate(
     if nonconverged:
         warnings.warn(
             f"{len(nonconverged)} of {config['n_samples']} samples did not converge "
-            f"(indices {_short_list(nonconverged)}); they are stored with converged=false",
+            f"(indices {_short_list(nonconverged)}); they are stored with converged=false"
+            + (f". {prob.nonconverged_hint}" if prob.nonconverged_hint else ""),
             stacklevel=2,
         )
     return GenerateResult(out, config["n_samples"], time.perf_counter() - t0, len(ranges),

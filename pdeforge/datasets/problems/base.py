@@ -77,6 +77,10 @@ class ProblemFamily(ABC):
     min_resolution: ClassVar[int]
     max_resolution: ClassVar[int] = 8192
 
+    #: why a sample of the family can end not converged, and what to change (appended to
+    #: the warning of `pdeforge generate`)
+    nonconverged_hint: str = ""
+
     def __init__(self, resolution: int | None = None, **options: Any) -> None:
         resolution = self.default_resolution if resolution is None else resolution
         if int(resolution) != resolution:

@@ -64,6 +64,12 @@ class LinearSample:
 
 
 class LinearFamily(ProblemFamily):
+    nonconverged_hint = (
+        "The iterative solver did not reach --rtol within --maxiter (`pdeforge info` shows "
+        "the residuals): raise --maxiter, choose another --preconditioner, or --solver "
+        "direct; a sample whose inputs admit no solve is stored with NaN outputs"
+    )
+
     """A family solved by one sparse linear system per sample on a d-dimensional grid."""
 
     dim: int = 2

@@ -65,6 +65,13 @@ EDGE_FRACTION = 0.05
 class NLSE(ProblemFamily):
     """i psi_t + psi_xx / 2 + s |psi|^2 psi = 0 on a periodic interval, random psi(0)."""
 
+    nonconverged_hint = (
+        "An nlse sample is not converged when its spectrum still reaches the band's edge "
+        "(spectral_tail > --resolution-tol) on the finest oversampled grid, or when the "
+        "integrator failed: the grid is too coarse for these fields; raise --resolution "
+        "(more points over the same --length) or lower --eta-max"
+    )
+
     name = "nlse"
     description = "1D nonlinear Schroedinger trajectories (pseudo-spectral, batched DOP853)"
     default_resolution = 512
