@@ -25,6 +25,7 @@ import torch
 from pdeforge.datasets.check import DIMENSION_SCALES_HINT, open_h5
 from pdeforge.datasets.format import (
     CONVERGED,
+    DIAGNOSTIC,
     INPUT,
     OUTPUT,
     SAMPLE,
@@ -117,6 +118,14 @@ class TorchDataset(torch.utils.data.Dataset):
                     raise DatasetFormatError(
                         f"{self.path}: no per-sample variable {name!r} for {label}; "
                         f"available: {sorted(fields)}"
+                    )
+                if fields[name][2] == DIAGNOSTIC:
+                    # the solver's record (iterations, residual, time), not the problem's
+                    # data: a model of it learns the solver, not the PDE
+                    usable = sorted(k for k, v in fields.items() if v[2] != DIAGNOSTIC)
+                    raise DatasetFormatError(
+                        f"{self.path}: {name!r} is a diagnostic of the solver, not data of "
+                        f"the problem; choose {label} among {usable}"
                     )
         self.grid_dims = self._grid_dims(fields)
         self.grid_shape = self._grid_shape(fields)

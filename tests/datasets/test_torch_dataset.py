@@ -49,11 +49,23 @@ def test_dataloader_with_worker_processes(darcy_file):
     assert torch.equal(xs[3], ds[3][0])
 
 
-def test_explicit_variables_and_scalar_broadcast(darcy_file):
-    ds = TorchDataset(darcy_file, inputs=["coefficient", "residual"], outputs=["solution"])
+def test_explicit_variables_and_scalar_broadcast(tmp_path):
+    from pdeforge.datasets.runner import generate
+
+    path = tmp_path / "adv.nc"
+    generate("advection-diffusion", 3, path, resolution=10, seed=0, progress=False)
+    ds = TorchDataset(path, inputs=["velocity_x", "diffusivity"], outputs=["solution"])
     x, _ = ds[0]
-    assert x.shape == (2, 16, 16) and ds.in_channels == 2
-    assert torch.all(x[1] == x[1, 0, 0])
+    assert x.shape == (2, 10, 10) and ds.in_channels == 2
+    assert torch.all(x[1] == x[1, 0, 0])  # the per-sample parameter: a constant channel
+
+
+def test_a_diagnostic_is_refused_as_data(darcy_file):
+    # it trained on the solver's residual without a word
+    for kwargs in (dict(outputs=["residual"]), dict(inputs=["coefficient", "iterations"])):
+        with pytest.raises(DatasetFormatError, match="is a diagnostic of the solver, not data "
+                           r"of the problem; choose .* among \['coefficient', 'solution'\]"):
+            TorchDataset(darcy_file, **kwargs)
 
 
 def test_nonconverged_samples_skipped(darcy_file, tmp_path):
