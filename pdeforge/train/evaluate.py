@@ -15,7 +15,7 @@ from pdeforge.datasets.check import open_h5
 from pdeforge.datasets.format import ATTR_PROBLEM, attr_value
 from pdeforge.datasets.torch_dataset import TorchDataset
 from pdeforge.errors import PdeforgeError
-from pdeforge.surrogate import Surrogate, grid_mode
+from pdeforge.surrogate import Surrogate, grid_mode, is_cell_centred
 from pdeforge.train.checkpoint import load_module
 from pdeforge.train.data import Subsampled
 from pdeforge.train.metrics import OperatorMetrics
@@ -92,6 +92,19 @@ def evaluate(
             stacklevel=2,
         )
     stride = 1 if resolution is None else stride_for(dataset.grid_shape, resolution)
+    if stride > 1 and stride % 2 == 0:
+        with open_h5(dataset.path) as h5:
+            cells = [d for d in dataset.grid_dims if is_cell_centred(h5[d][:])]
+        if cells:
+            # every stride-th cell centre of n cells is not a cell centre of n / stride
+            # cells: (stride j + 1/2) h against (stride j + stride / 2) h
+            warnings.warn(
+                f"subsampling the cell-centred grid of {data} by {stride} keeps points "
+                f"shifted by {(stride - 1) / 2:g} fine spacings from the cell centres of the "
+                f"coarser grid (along {cells}); for the coarse grid's own points generate "
+                "the data at that resolution",
+                stacklevel=2,
+            )
     trained = [len(v) for v in info.get("coords", {}).values()]
     grid = [-(-n // stride) for n in dataset.grid_shape]
     other_grid = bool(trained) and grid != trained
