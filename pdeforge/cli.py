@@ -84,7 +84,8 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
                        help="fail instead of recording non-converged samples")
         p.add_argument("--overwrite", action="store_true",
                        help="replace an existing output or partial run made with another config "
-                       "(an output complete with this config is kept)")
+                       "(an output complete with this config is kept, a partial run of it "
+                       "resumed)")
         p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
         cls.add_arguments(p)
         p.set_defaults(func=_cmd_generate, family=cls)

@@ -269,8 +269,11 @@ def _write_shard(
     try:
         with h5py.File(tmp, "w") as f:
             for spec in problem.variables():
+                # Fletcher-32 checksums: a shard damaged inside its data (not only
+                # truncated) then fails to read and is recomputed, instead of entering
+                # the output (garbage bytes were assembled, `check` caught them later)
                 f.create_dataset(spec.name, data=np.asarray(block[spec.name]).astype(
-                    spec.resolved_dtype(config["dtype"]), copy=False))
+                    spec.resolved_dtype(config["dtype"]), copy=False), fletcher32=True)
             f.attrs[ATTR_STATUS] = STATUS_SHARD
             f.attrs["shard_start"] = start
             f.attrs[ATTR_CONFIG] = config_text
@@ -285,14 +288,42 @@ def _shard_is_valid(path: Path, start: int, stop: int, config_text: str) -> bool
 
     try:
         with h5py.File(path, "r") as f:
-            return (
+            ok = (
                 attr_value(f.attrs, ATTR_STATUS) == STATUS_SHARD
                 and attr_value(f.attrs, "shard_start") == start
                 and f[CONVERGED].shape[0] == stop - start
                 and attr_value(f.attrs, ATTR_CONFIG) == config_text
             )
+            for ds in f.values() if ok else ():
+                ds[()]  # every chunk read: its checksum (where written) verified
+            return ok
     except (OSError, KeyError, ValueError, TypeError):
         return False
+
+
+def _partial_config(parts: Path) -> tuple[dict[str, Any] | None, str]:
+    """The config of the partial run in ``parts`` and where it was read: the manifest,
+    or where that is missing or unreadable, the first shard that records one (each shard
+    stores its run's config); (None, "none") when neither says."""
+    import h5py
+
+    manifest = parts / MANIFEST
+    if manifest.exists():
+        try:
+            found = json.loads(manifest.read_text())
+            if isinstance(found, dict):
+                return found, "manifest"
+        except (OSError, ValueError):
+            pass
+    for path in sorted(parts.glob("shard-*.nc")):
+        try:
+            with h5py.File(path, "r") as f:
+                text = attr_value(f.attrs, ATTR_CONFIG)
+            if text:
+                return json.loads(text), "shards"
+        except (OSError, ValueError, TypeError):
+            continue
+    return None, "none"
 
 
 def generate(
@@ -337,7 +368,7 @@ def generate(
         PdeforgeError: bad inputs, a config mismatch, or (``strict``) non-converged samples.
     """
     t0 = time.perf_counter()
-    out = Path(out)
+    out_arg, out = os.fspath(out), Path(out)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise PdeforgeError(f"--workers must be a positive integer, got {workers!r}")
     prob, config = resolve_config(
@@ -349,8 +380,9 @@ def generate(
             f"output directory {out.parent} does not exist; create it first "
             f"(mkdir -p {out.parent}) or choose another --out"
         )
-    if out.is_dir():
-        raise PdeforgeError(f"--out {out} is a directory; give a file name such as {out}/data.nc")
+    if out.is_dir() or str(out_arg).endswith(("/", os.sep)):
+        raise PdeforgeError(f"--out {out_arg} is a directory; give a file name such as "
+                            f"{out}/data.nc")
     if not os.access(out.parent, os.W_OK):
         raise PdeforgeError(f"output directory {out.parent} is not writable; choose another "
                             "--out")
@@ -366,19 +398,32 @@ def generate(
             )
         if old == config and status == STATUS_COMPLETE:  # --overwrite has nothing to discard
             log.info("%s is already complete with this config; nothing to do", out)
+            stale = Path(f"{out}.parts")
+            if stale.exists():  # a run killed between the final rename and its clean-up
+                with _locked(out):
+                    shutil.rmtree(stale, ignore_errors=True)
             return GenerateResult(out, config["n_samples"], time.perf_counter() - t0,
                                   len(ranges), 0, _nonconverged_in_file(out), True)
         if old is not None and old != config and not overwrite:
+            partial = Path(f"{out}.parts")
+            resumable = partial.exists() and _partial_config(partial)[0] == config
             raise ConfigMismatchError(
                 f"{out} was generated with a different config "
-                f"({'; '.join(_config_diff(old, config))}); choose another --out "
-                "or pass --overwrite to replace it"
+                f"({'; '.join(_config_diff(old, config))}); "
+                + (f"{partial} holds a partial run of this config (started with "
+                   "--overwrite): add --overwrite to resume it and replace the file"
+                   if resumable else "choose another --out or pass --overwrite to replace it")
             )
 
     parts = Path(f"{out}.parts")
     with _locked(out):
         if parts.exists() and overwrite:
-            shutil.rmtree(parts)
+            # --overwrite discards what another config made; a partial run of this
+            # config is resumed (its shards are this command's own work)
+            if _partial_config(parts)[0] != config:
+                shutil.rmtree(parts)
+            elif any(parts.glob("shard-*.nc")):
+                log.info("resuming the partial run of this config in %s", parts)
         try:
             parts.mkdir(exist_ok=True)
         except OSError as exc:
@@ -387,9 +432,12 @@ def generate(
         try:
             nonconverged, pending = _run_locked(
                 prob, config, text, ranges, out, parts, workers, scheduler, strict, progress)
-        except BaseException:
+        except BaseException as exc:
             if parts.exists() and not any(parts.glob("shard-*.nc")):
                 shutil.rmtree(parts)  # nothing computed yet: leave no stale manifest
+                if isinstance(exc, Interrupted):
+                    raise Interrupted("interrupted before any shard was finished; nothing "
+                                      "to keep") from None
             raise
     shutil.rmtree(parts)
     if nonconverged:
@@ -409,20 +457,18 @@ def _run_locked(
 ) -> tuple[list[int], list[int]]:
     """Compute the missing shards and assemble ``out`` (the output's lock is held)."""
     manifest = parts / MANIFEST
-    if manifest.exists():
-        try:
-            old = json.loads(manifest.read_text())
-        except ValueError:
-            old = None
-        if old != config:
-            diff = "; ".join(_config_diff(old, config)) if isinstance(old, dict) else (
-                "unreadable manifest")
-            raise ConfigMismatchError(
-                f"{parts} holds a partial run with a different config ({diff}); "
-                "re-run with the original options to resume, choose another --out, "
-                "or pass --overwrite to discard it"
-            )
-    else:
+    old, source = _partial_config(parts)
+    if old is not None and old != config:
+        raise ConfigMismatchError(
+            f"{parts} holds a partial run with a different config "
+            f"({'; '.join(_config_diff(old, config))}; read from its {source}); re-run with "
+            "the original options to resume, choose another --out, or pass --overwrite to "
+            "discard it"
+        )
+    if source != "manifest":  # missing or unreadable: (re)written, the shards agree
+        if source == "shards" or manifest.exists():
+            warnings.warn(f"{manifest} was missing or unreadable; rebuilt from the request "
+                          "(the shards there were made with this config)", stacklevel=3)
         _atomic_write_text(manifest, json.dumps(config, indent=2, sort_keys=True))
     for stale in parts.glob("*.tmp-*"):
         stale.unlink()
@@ -446,12 +492,27 @@ def _run_locked(
         def store(j: int, block: Mapping[str, np.ndarray]) -> None:
             start = ranges[j][0]
             block = _flag_nonfinite(prob, config, block, start)
-            _write_shard(parts / _SHARD_NAME.format(j), prob, config, text, start, block)
+            try:
+                _write_shard(parts / _SHARD_NAME.format(j), prob, config, text, start, block)
+            except OSError as exc:  # a full disk, a folder made read-only, ...
+                raise PdeforgeError(
+                    f"cannot write shard {j} to {parts} ({exc.strerror or exc}); make room "
+                    "or fix the permissions, then re-run the same command: the finished "
+                    "shards are kept"
+                ) from None
 
         if scheduler is None and workers == 1:
             for j in pending:  # in this process: the bar advances sample by sample
                 store(j, _compute_shard(text, *ranges[j], progress=bar.update))
         else:
+            if scheduler is None and len(pending) < workers:
+                warnings.warn(
+                    f"{len(pending)} shard(s) to compute for {workers} workers: "
+                    f"{workers - len(pending)} will be idle (a shard is one worker's); a "
+                    f"smaller --shard-size (now {config['shard_size']}) spreads the samples",
+                    stacklevel=3,
+                )
+
             def store_and_count(j: int, block: Mapping[str, np.ndarray]) -> None:
                 store(j, block)
                 bar.update(ranges[j][1] - ranges[j][0])
@@ -481,7 +542,23 @@ def _run_locked(
             with h5py.File(parts / _SHARD_NAME.format(j), "r") as f:
                 yield start, {name: f[name][()] for name in names}
 
-    _assemble(out, prob, config, blocks())
+    # the output is written next to the shards before they are removed: it needs about
+    # their size again (a full disk during the merge ended in a crash of HDF5, exit 139)
+    need = sum(p.stat().st_size for p in parts.glob("shard-*.nc"))
+    free = shutil.disk_usage(out.parent).free
+    if free < 1.1 * need + (16 << 20):
+        raise PdeforgeError(
+            f"not enough free space to assemble {out}: about {need / 2**20:.0f} MiB needed, "
+            f"{free / 2**20:.0f} MiB free in {out.parent}; make room and re-run the same "
+            f"command (the shards are kept in {parts})"
+        )
+    try:
+        _assemble(out, prob, config, blocks())
+    except OSError as exc:
+        raise PdeforgeError(
+            f"cannot write {out} ({exc.strerror or exc}); make room or fix the permissions "
+            f"and re-run the same command (the shards are kept in {parts})"
+        ) from None
     return nonconverged, pending
 
 

@@ -214,3 +214,100 @@ def test_dtype_and_compression(tmp_path, dtype, compression):
         assert f["solution"].dtype == np.dtype(dtype)
         assert f["solution"].compression == (None if compression == "none" else compression)
         assert f["solution"].chunks == (1, 10, 10)
+
+
+def _partial(tmp_path, name, after=2, **kwargs):
+    """A run of 8 darcy samples in shards of 2 interrupted after ``after`` shards."""
+    out = tmp_path / name
+    real = runner._compute_shard
+    runner._compute_shard = _interrupting(real, after)
+    try:
+        with pytest.raises(PdeforgeError, match="re-run the same command to resume"):
+            generate("darcy", 8, out, resolution=12, shard_size=2, progress=False, **kwargs)
+    finally:
+        runner._compute_shard = real
+    return out, tmp_path / f"{name}.parts"
+
+
+def test_overwrite_resumes_a_partial_run_of_the_same_config(tmp_path):
+    # --overwrite deleted this command's own finished shards (and a run started with
+    # --overwrite over another config's file could then never be resumed)
+    out = tmp_path / "o.nc"
+    generate("darcy", 8, out, resolution=12, shard_size=2, seed=8, progress=False)
+    _, parts = _partial(tmp_path, "o.nc", overwrite=True)
+    assert len(list(parts.glob("shard-*.nc"))) == 2
+    with pytest.raises(ConfigMismatchError, match="seed: 8 -> 0.*partial run of this config "
+                       r".*add --overwrite to resume it"):
+        generate("darcy", 8, out, resolution=12, shard_size=2, progress=False)
+    res = generate("darcy", 8, out, resolution=12, shard_size=2, progress=False,
+                   overwrite=True)
+    assert res.shards_computed == 2 and not parts.exists()
+    ref = generate("darcy", 8, tmp_path / "ref.nc", resolution=12, shard_size=2,
+                   progress=False)
+    assert_same_dataset(out, ref.path)
+
+
+def test_a_lost_or_unreadable_manifest_is_rebuilt_or_refused_from_the_shards(tmp_path):
+    out, parts = _partial(tmp_path, "m.nc")
+    (parts / "config.json").unlink()
+    # another seed: the shards say they are of seed 0 (they were moved away as "damaged"
+    # and deleted with the parts folder)
+    with pytest.raises(ConfigMismatchError, match=r"seed: 0 -> 3; read from its shards"):
+        generate("darcy", 8, out, resolution=12, shard_size=2, seed=3, progress=False)
+    assert len(list(parts.glob("shard-*.nc"))) == 2
+    (parts / "config.json").write_text('{"problem": "da')  # unreadable
+    with pytest.warns(UserWarning, match="missing or unreadable; rebuilt"):
+        res = generate("darcy", 8, out, resolution=12, shard_size=2, progress=False)
+    assert res.shards_computed == 2
+
+
+def test_a_shard_damaged_inside_its_data_is_recomputed(tmp_path):
+    out, parts = _partial(tmp_path, "f.nc")
+    shard = parts / "shard-000001.nc"
+    with h5py.File(shard, "r") as f:  # where the solution's values lie in the file
+        info = f["solution"].id.get_chunk_info(0)
+    raw = bytearray(shard.read_bytes())
+    raw[info.byte_offset + 64 : info.byte_offset + 96] = b"\x3f" * 32  # finite garbage
+    shard.write_bytes(bytes(raw))
+    with pytest.warns(UserWarning, match="shard-000001.nc was damaged"):
+        res = generate("darcy", 8, out, resolution=12, shard_size=2, progress=False)
+    assert res.shards_computed == 3
+    ref = generate("darcy", 8, tmp_path / "ref.nc", resolution=12, shard_size=2,
+                   progress=False)
+    assert_same_dataset(out, ref.path)
+
+
+def test_file_system_errors_and_stale_parts_get_clear_handling(tmp_path, monkeypatch):
+    out, parts = _partial(tmp_path, "s.nc")
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(runner, "_write_shard", full)
+    with pytest.raises(PdeforgeError, match=r"cannot write shard 2 .*No space left.*re-run "
+                       "the same command: the finished shards are kept"):
+        generate("darcy", 8, out, resolution=12, shard_size=2, progress=False)
+    monkeypatch.undo()
+    assert len(list(parts.glob("shard-*.nc"))) == 2
+    real_usage = runner.shutil.disk_usage
+    monkeypatch.setattr(runner.shutil, "disk_usage",
+                        lambda p: real_usage(p)._replace(free=1 << 20))
+    with pytest.raises(PdeforgeError, match="not enough free space to assemble"):
+        generate("darcy", 8, out, resolution=12, shard_size=2, progress=False)
+    monkeypatch.undo()
+    assert len(list(parts.glob("shard-*.nc"))) == 4 and not out.exists()
+    generate("darcy", 8, out, resolution=12, shard_size=2, progress=False)
+    parts.mkdir()  # as a kill between the final rename and the clean-up leaves it
+    (parts / "shard-000000.nc").write_bytes(b"x")
+    assert generate("darcy", 8, out, resolution=12, shard_size=2,
+                    progress=False).already_complete
+    assert not parts.exists()
+    with pytest.raises(PdeforgeError, match="is a directory; give a file name"):
+        generate("darcy", 2, f"{tmp_path}/newdir/", resolution=8, progress=False)
+
+
+def test_an_interrupt_before_any_shard_says_nothing_was_kept(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "_compute_shard", _interrupting(runner._compute_shard, 0))
+    with pytest.raises(PdeforgeError, match="before any shard was finished; nothing to keep"):
+        generate("darcy", 4, tmp_path / "e.nc", resolution=8, shard_size=2, progress=False)
+    assert not (tmp_path / "e.nc.parts").exists()
