@@ -621,6 +621,10 @@ def _progress_bar(config: Mapping[str, Any], initial: int, enabled: bool):
         disable=not enabled,
         file=sys.stderr,
         dynamic_ncols=True,
+        # a family whose shard advances together (nlse) reports fractions of samples:
+        # shown as 3.5/4, not 3.4702869311982836/4
+        bar_format="{l_bar}{bar}| {n:.{p}f}/{total} [{elapsed}<{remaining}, {rate_fmt}]"
+        .replace("{p}", "0" if config["n_samples"] >= 100 else "1"),
     )
 
 

@@ -160,3 +160,13 @@ def test_the_warning_about_unresolved_samples_says_why_and_what_to_change(tmp_pa
                       r"--resolution-tol.*raise --resolution"):
         generate("nlse", 2, path, resolution=16, seed=0, progress=False,
                  options={**OPTIONS, "eta_max": 3.0, "eta_min": 2.5, "initial": "solitons"})
+
+
+def test_a_shard_reports_progress_while_its_samples_advance_together():
+    # the bar sat at 0 for the whole shard (minutes at the default shard size)
+    steps: list[float] = []
+    prob = build_problem("nlse", 64, **OPTIONS)
+    prob.generate(0, range(3), progress=steps.append)
+    assert len(steps) > 10 and all(s > 0 for s in steps)
+    assert sum(steps) == pytest.approx(3.0, abs=1e-12)
+    assert sum(steps[: len(steps) // 2]) < 3.0  # reported along the way, not at the end

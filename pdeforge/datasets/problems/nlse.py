@@ -239,10 +239,13 @@ class NLSE(ProblemFamily):
         mask = nlse.spectral_mask(k, c["dealias"], 36.0 if c["filter"] else None, 36)
         return np.fft.ifft(mask * np.fft.fft(psi))
 
-    def _solve(self, psi0: np.ndarray) -> np.ndarray:
+    def _solve(
+        self, psi0: np.ndarray, progress: Callable[[float], None] | None = None
+    ) -> np.ndarray:
         c = self.config
         return nlse.solve(
             psi0,
+            progress=progress,
             length=c["length"],
             times=self.times(),
             rtol=c["rtol"],
@@ -281,7 +284,9 @@ class NLSE(ProblemFamily):
         tail = np.where(np.isfinite(psi).all(-1), tail, np.nan)
         return tail.max(-1)
 
-    def _solve_resolved(self, psi0: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
+    def _solve_resolved(
+        self, psi0: np.ndarray, factor: int, progress: Callable[[float], None] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Trajectories of psi0 (n, M) solved on the grid ``factor`` times finer (psi0
         interpolated spectrally: it is band-limited), as (fine trajectories, converged);
         a sample the integrator cannot advance is NaN and not converged, the others kept."""
@@ -291,7 +296,7 @@ class NLSE(ProblemFamily):
             fine = _interpolate(psi0, factor)
         converged = np.ones(len(psi0), dtype=bool)
         try:
-            return self._solve(fine), converged  # the whole shard advances together
+            return self._solve(fine, progress), converged  # the shard advances together
         except ConvergenceError:
             # find the sample(s) that cannot be integrated; keep the others
             out = np.full((len(psi0), len(self.times()), factor * m), np.nan + 0j)
@@ -346,11 +351,26 @@ class NLSE(ProblemFamily):
         factors = self.oversampling_factors()
         wanted = np.full(n, factors[0])  # the factor each sample is to be solved at next
         start = time.perf_counter()
+        # progress within the shard (its samples advance together, for seconds to
+        # minutes): the first pass over every sample fills the first half of the shard's
+        # share, each later pass its samples' part of the second half, the end the rest
+        reported = [0.0]
+
+        def advance(to: float) -> None:
+            if progress is not None and to > reported[0]:
+                progress(to - reported[0])
+                reported[0] = to
+
+        first = True
         for factor in factors:
             todo = np.flatnonzero(wanted == factor)
             if not len(todo):
                 continue
-            fine, ok = self._solve_resolved(psi0[todo], factor)
+            base, span = reported[0], (n / 2 if first else len(todo) / 2)
+            fine, ok = self._solve_resolved(
+                psi0[todo], factor,
+                None if progress is None else (lambda f, b=base, s=span: advance(b + f * s)))
+            first = False
             psi[todo] = fine[..., ::factor]
             psi[todo, 0] = psi0[todo]  # exactly the stored initial field
             tail[todo] = self._spectral_tail(fine)
@@ -365,8 +385,7 @@ class NLSE(ProblemFamily):
             for i in again:
                 wanted[i] = _next_factor(tail[i], factor, factors, c["resolution_tol"])
         seconds = (time.perf_counter() - start) / max(n, 1)
-        if progress is not None:
-            progress(n)
+        advance(n)
         return {
             "psi0_re": psi0.real,
             "psi0_im": psi0.imag,
