@@ -2,7 +2,7 @@
 
 Figures (PNG in ``--out-dir``): |psi| over space and time, drift of mass, momentum and
 energy, the entropies over time, and a phase-space portrait (psi at the point of largest
-initial amplitude in the complex plane). ``report.json`` holds the invariant drifts and,
+initial amplitude in the complex plane). ``<case>_report.json`` holds the invariant drifts and,
 for cases with an exact solution, the largest error against it.
 """
 
@@ -80,7 +80,9 @@ def run_case(
         )
     np.savez_compressed(out / f"{name}.npz", x=case.x, t=case.times, psi=psi)
     _figures(out, name, case, psi, inv, ent)
-    (out / "report.json").write_text(json.dumps(report, indent=2))
+    # one report per case, as the figures: a second case in the same folder kept only
+    # the last case's report.json
+    (out / f"{name}_report.json").write_text(json.dumps(report, indent=2))
     return report
 
 

@@ -10,8 +10,13 @@ from tests.conftest import run_cli
 def test_akhmediev_case_writes_figures_and_a_report(tmp_path):
     proc = run_cli("nlse", "akhmediev", "--out-dir", tmp_path)
     assert proc.returncode == 0, proc.stderr
-    report = json.loads((tmp_path / "report.json").read_text())
+    report = json.loads((tmp_path / "akhmediev_report.json").read_text())
     assert report["max_error_vs_exact"] < 1e-7 and report["mass_drift"] < 1e-12
+    # a second case in the same folder keeps the first one's report (report.json was
+    # overwritten)
+    assert run_cli("nlse", "soliton", "--out-dir", tmp_path, "--rtol", "1e-6").returncode == 0
+    assert {p.name for p in tmp_path.glob("*_report.json")} == {
+        "akhmediev_report.json", "soliton_report.json"}
     for kind in ("spacetime", "invariants", "entropies", "phase"):
         assert (tmp_path / f"akhmediev_{kind}.png").stat().st_size > 5_000
     bad = run_cli("nlse", "breather", "--out-dir", tmp_path)
@@ -24,7 +29,7 @@ def test_the_mask_of_the_nonlinear_term_can_be_switched_off(tmp_path):
     proc = run_cli("nlse", "soliton", "--out-dir", tmp_path, "--rtol", "1e-9",
                    "--no-dealias", "--filter-strength", "0")
     assert proc.returncode == 0, proc.stderr
-    report = json.loads((tmp_path / "report.json").read_text())
+    report = json.loads(next(tmp_path.glob("*_report.json")).read_text())
     assert report["dealias"] is False and report["filter_strength"] is None
     assert report["energy_drift"] < 1e-9 and report["max_error_vs_exact"] < 1e-6
     bad = run_cli("nlse", "soliton", "--out-dir", tmp_path, "--filter-strength", "-1")

@@ -123,6 +123,11 @@ def expand_presets(args: Sequence[str]) -> list[str]:
 
 def train_main(args: Sequence[str]) -> int:
     """``pdeforge train ARGS``."""
+    if list(args[:1]) == ["predict"]:  # LightningCLI's, which needs a predict loader
+        raise TrainCommandError(
+            "`pdeforge train predict` is not offered: predictions with a checkpoint are "
+            "`pdeforge query CKPT --input FILE --out FILE` (or Surrogate.load(CKPT).predict)"
+        )
     cli = run_cli(args)
     if cli.subcommand == "fit" and cli.trainer.is_global_zero:
         best, last = checkpoint_paths(cli.trainer)
@@ -228,6 +233,6 @@ def run_cli(args: Sequence[str]):
         parser_kwargs={
             "prog": "pdeforge train",
             "description": PRESET_HELP,
-            **{sub: {"description": PRESET_HELP} for sub in ("fit", "validate", "test", "predict")},
+            **{sub: {"description": PRESET_HELP} for sub in ("fit", "validate", "test")},
         },
     )

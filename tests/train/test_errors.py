@@ -282,3 +282,10 @@ def test_resuming_on_another_problems_data_is_refused(tmp_path, monkeypatch):
     # the same problem again resumes
     again = fit(FNO, poisson, f"--ckpt_path={last}", "--trainer.max_epochs=2")
     assert again.trainer.current_epoch == 2
+
+
+def test_train_predict_points_to_query(tmp_path):
+    # LightningCLI's predict ended in a traceback (no predict_dataloader)
+    proc = run_pdeforge("train", "predict", "--config", MGNO, cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "pdeforge query CKPT --input FILE --out FILE" in proc.stderr

@@ -36,7 +36,8 @@ SOLVER_OPTIONS = (
     Option("rtol", float, 1e-8, "relative residual target of the iterative solvers", None,
            True),
     Option("preconditioner", str, "auto", "preconditioner of the iterative solvers (auto: "
-           "AMG for SPD, ILU otherwise)", ("auto", *PRECONDITIONERS)),
+           "with --solver auto, auto's own choice; with an iterative solver, AMG for SPD "
+           "matrices, ILU otherwise)", ("auto", *PRECONDITIONERS)),
     Option("restart", int, 40, "GMRES / GCRO-DR cycle length m", None, True),
     Option("recycle", int, 20, "recycled subspace dimension k", None, True),
     Option("maxiter", int, 20_000, "matrix-vector products allowed per sample", None, True),
