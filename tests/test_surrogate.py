@@ -226,6 +226,18 @@ def test_resample_runs_the_model_on_its_training_grid(surrogate, trained, darcy3
     assert report.n_samples == 8 and np.isfinite(report.rel_l2)
 
 
+def _fit_tiny_fno(path: Path, work: Path, *extra: str, n_modes: int):
+    """One epoch of a 4-channel, one-layer FNO on ``path`` (LightningCLI)."""
+    return run_cli([
+        "fit", "--model.model=fno",
+        f'--model.model_kwargs={{"n_modes": {n_modes}, "hidden_channels": 4, "n_layers": 1}}',
+        f"--data.path={path}", *extra, "--trainer.max_epochs=1", "--trainer.accelerator=cpu",
+        "--trainer.devices=1", "--data.batch_size=4", f"--trainer.default_root_dir={work}",
+        f"--trainer.logger.init_args.save_dir={work}",
+        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+    ])  # fmt: skip
+
+
 def test_a_3d_fno_trains_predicts_resamples_and_compares(tmp_path):
     # every operator refused dim 3 (darcy3d, helmholtz3d could not be trained), and
     # resampling a 3D grid asked torch for bilinear interpolation of a 5D tensor
@@ -233,14 +245,7 @@ def test_a_3d_fno_trains_predicts_resamples_and_compares(tmp_path):
 
     path = tmp_path / "d3.nc"
     generate("darcy3d", 12, path, resolution=8, seed=1, shard_size=12, progress=False)
-    cli = run_cli([
-        "fit", "--model.model=fno",
-        '--model.model_kwargs={"n_modes": 4, "hidden_channels": 4, "n_layers": 1}',
-        f"--data.path={path}", "--trainer.max_epochs=1", "--trainer.accelerator=cpu",
-        "--trainer.devices=1", "--data.batch_size=4", f"--trainer.default_root_dir={tmp_path}",
-        f"--trainer.logger.init_args.save_dir={tmp_path}",
-        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-    ])  # fmt: skip
+    cli = _fit_tiny_fno(path, tmp_path, n_modes=4)
     s = Surrogate.load(Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt", device="cpu")
     with open_dataset(path) as ds:
         data = ds.load()
@@ -268,15 +273,8 @@ def test_a_per_sample_parameter_input_is_spread_over_the_grid_when_querying(tmp_
     path = tmp_path / "adv.nc"
     generate("advection-diffusion", 12, path, resolution=12, seed=2, shard_size=12,
              progress=False)
-    cli = run_cli([
-        "fit", "--model.model=fno",
-        '--model.model_kwargs={"n_modes": 6, "hidden_channels": 4, "n_layers": 1}',
-        f"--data.path={path}", "--data.inputs=[velocity_x, velocity_y, diffusivity]",
-        "--trainer.max_epochs=1", "--trainer.accelerator=cpu", "--trainer.devices=1",
-        "--data.batch_size=4", f"--trainer.default_root_dir={tmp_path}",
-        f"--trainer.logger.init_args.save_dir={tmp_path}",
-        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-    ])  # fmt: skip
+    cli = _fit_tiny_fno(path, tmp_path, "--data.inputs=[velocity_x, velocity_y, diffusivity]",
+                        n_modes=6)
     ckpt = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
     s = Surrogate.load(ckpt, device="cpu")
     with open_dataset(path) as ds:
@@ -304,14 +302,7 @@ def test_nlse_predictions_keep_the_time_axis(tmp_path):
     path = tmp_path / "nlse.nc"
     generate("nlse", 12, path, resolution=32, seed=0, shard_size=12, progress=False,
              options={"t_end": 0.4, "n_times": 3, "length": 20.0, "eta_max": 1.2})
-    cli = run_cli([
-        "fit", "--model.model=fno",
-        '--model.model_kwargs={"n_modes": 8, "hidden_channels": 4, "n_layers": 1}',
-        f"--data.path={path}", "--trainer.max_epochs=1", "--trainer.accelerator=cpu",
-        "--trainer.devices=1", "--data.batch_size=4", f"--trainer.default_root_dir={tmp_path}",
-        f"--trainer.logger.init_args.save_dir={tmp_path}",
-        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-    ])  # fmt: skip
+    cli = _fit_tiny_fno(path, tmp_path, n_modes=8)
     ckpt = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
     s = Surrogate.load(ckpt, device="cpu")
     with open_dataset(path) as ds:
