@@ -294,7 +294,10 @@ class OperatorModule(pl.LightningModule):
                 "checkpoint was trained with, or start without --ckpt_path"
             )
         before, now = dict(saved.get("data", {})), self.data_info
-        if before and now:
+        # `train test` / `validate` with a checkpoint may score it on any data (another
+        # grid too); it keeps recording the data it was trained on
+        fitting = self._trainer is not None and self.trainer.state.fn == "fit"
+        if before and now and fitting:
             # resuming continues a run on its own data: the weights and the normalisers
             # fitted to that data come back, so other data would be trained on with stale
             # normalisers and the checkpoint labelled with the old data (it was)

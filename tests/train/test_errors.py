@@ -289,3 +289,15 @@ def test_train_predict_points_to_query(tmp_path):
     proc = run_pdeforge("train", "predict", "--config", MGNO, cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "pdeforge query CKPT --input FILE --out FILE" in proc.stderr
+
+
+def test_testing_a_checkpoint_on_another_grid_is_not_taken_for_a_resume(darcy16, darcy32,
+                                                                       tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli = fit(FNO, darcy16, "--trainer.max_epochs=1")
+    last = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    tested = run_cli(["test", "--config", str(FNO), "--preset", "tiny", *QUIET,
+                      f"--data.path={darcy32}", "--data.split=[0.5, 0.25, 0.25]",
+                      f"--ckpt_path={last}"])
+    assert "test/rel_l2" in tested.trainer.callback_metrics
+    assert tested.model.data_info["files"] == cli.model.data_info["files"]  # its training data
