@@ -1,4 +1,4 @@
-"""``pdeforge train fit|validate|test|predict``: LightningCLI over OperatorModule/DataModule.
+"""``pdeforge train fit|validate|test``: LightningCLI over OperatorModule/DataModule.
 
 Every option of the module, the data module and the Trainer is a command-line flag or a
 YAML key (``--config configs/darcy_mgno.yaml``). The data's channel counts and dimension
