@@ -322,6 +322,7 @@ class Surrogate:
                 if resample:
                     interp = self._resampler(grid)
                     y = interp(self.module(interp(chunk, self.grid_shape)), grid)
+                    y = self.module.apply_masks(chunk, y)  # on the grid asked for
                 else:
                     y = self.module(chunk)
                 out.append(y.float().cpu().numpy())

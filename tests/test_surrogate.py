@@ -336,3 +336,31 @@ def test_nlse_predictions_keep_the_time_axis(tmp_path):
     h = 20.0 / 32
     assert err <= h**2 / 8 * 1.1  # linear interpolation's bound (|f''| <= 1)
     assert run_pdeforge("check", path).returncode == 0  # the attribute is in the format
+
+
+def test_thermal_predictions_are_zero_in_the_slot_as_the_data_are(tmp_path):
+    # the slot's points entered the loss and the metrics, and predictions there were not
+    # zero (up to 0.08), while the data store T = 0 there
+    from pdeforge.datasets.runner import generate
+
+    path = tmp_path / "thermal.nc"
+    generate("thermal", 12, path, resolution=16, seed=0, shard_size=12, progress=False)
+    cli = _fit_tiny_fno(path, tmp_path, n_modes=6)
+    ckpt = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    s = Surrogate.load(ckpt, device="cpu")
+    assert s.inputs == ["boundary_data", "plate"]
+    with open_dataset(path) as ds:
+        data = ds.load()
+    slot = data.plate.values[0] == 0
+    assert slot.sum() > 0
+    pred = s.predict(data[s.inputs]).temperature.values
+    assert np.all(pred[:, slot] == 0) and np.abs(pred[:, ~slot]).max() > 0
+    on = np.linspace(0.04, 0.96, 24)  # another grid, resampled: zero in the slot there too
+    fine_inputs = data[s.inputs].interp(x=on, y=on, method="nearest")
+    fine = s.predict(fine_inputs, resample=True).temperature.values
+    fine_slot = fine_inputs.plate.values[0] == 0
+    assert fine_slot.sum() > 0 and np.all(fine[:, fine_slot] == 0)
+    truth = data.temperature.values
+    rel = np.linalg.norm((pred - truth).reshape(12, -1), axis=1) / np.linalg.norm(
+        truth.reshape(12, -1), axis=1)
+    assert evaluate(ckpt, path, progress=False)["rel_l2"] == pytest.approx(rel.mean(), rel=1e-4)

@@ -181,6 +181,10 @@ class OperatorDataModule(pl.LightningDataModule):
 
     def _describe(self, probe: TorchDataset) -> dict[str, Any]:
         """What a checkpoint needs to know about the data (JSON values only)."""
+
+        def channels_of(name: str) -> int:
+            return probe._channels(probe._fields, name)
+
         with open_h5(probe.path) as h5:
             coords, periodic = {}, []
             for d in self.grid_dims:
@@ -207,6 +211,20 @@ class OperatorDataModule(pl.LightningDataModule):
                                    for d, n in other
                                    if d in h5 and h5[d].ndim == 1 and h5[d].shape[0] == n},
                     }
+            # an output defined only where an input is 1 (thermal: the plate, not the
+            # slot): the model's predictions are multiplied by that input (module.py)
+            masks = {}
+            for name in self.outputs:
+                where = attr_value(h5[name].attrs, "valid_where")
+                if not where:
+                    continue
+                if where in self.inputs and channels_of(where) == 1:
+                    masks[name] = str(where)
+                else:
+                    warnings.warn(f"{name!r} is defined where {where!r} is 1, but {where!r} is "
+                                  "not a one-channel input here: predictions outside it are "
+                                  f"not set to zero (add {where!r} to data.inputs)",
+                                  stacklevel=2)
             problem = str(attr_value(h5.attrs, ATTR_PROBLEM) or "")
             config = attr_value(h5.attrs, ATTR_CONFIG)
             version = int(attr_value(h5.attrs, ATTR_FORMAT) or 1)
@@ -219,6 +237,7 @@ class OperatorDataModule(pl.LightningDataModule):
             "outputs": list(self.outputs),
             "channels": channels,
             "extra_dims": extra_dims,
+            "masks": masks,
             "units": units,
             "grid_dims": list(self.grid_dims),
             "coords": coords,

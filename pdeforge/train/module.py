@@ -111,8 +111,43 @@ class OperatorModule(pl.LightningModule):
     def forward(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         """Physical inputs (B, C_in, *grid) -> physical outputs (B, C_out, *grid)."""
         if self.hparams.normalize == "gaussian":
-            return self.out_norm.decode(self.operator(self.in_norm.encode(x), **kwargs))
-        return self.operator(x, **kwargs)
+            y = self.out_norm.decode(self.operator(self.in_norm.encode(x), **kwargs))
+        else:
+            y = self.operator(x, **kwargs)
+        # masks live on the input grid: not for outputs at other query points (DeepONet)
+        return y if kwargs else self.apply_masks(x, y)
+
+    def mask_channels(self) -> list[tuple[int, int, int]]:
+        """(first, stop) output channels and the input channel that is 1 where they are
+        defined (an output's ``valid_where``, recorded in ``data_info["masks"]``)."""
+        info = self.data_info
+        masks = info.get("masks") or {}
+        if not masks:
+            return []
+        channels = info.get("channels", {})
+
+        def offsets(names: list[str]) -> dict[str, tuple[int, int]]:
+            out, start = {}, 0
+            for name in names:
+                c = int(channels.get(name, 1))
+                out[name] = (start, start + c)
+                start += c
+            return out
+
+        ins, outs = offsets(info.get("inputs", [])), offsets(info.get("outputs", []))
+        return [(*outs[o], ins[i][0]) for o, i in masks.items() if o in outs and i in ins]
+
+    def apply_masks(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """y with each masked output multiplied by its mask input (0 where the output is
+        not defined, e.g. thermal's slot): the loss, the metrics and the predictions then
+        all see the outputs as the data store them there."""
+        pairs = self.mask_channels()
+        if not pairs:
+            return y
+        y = y.clone()
+        for first, stop, channel in pairs:
+            y[:, first:stop] = y[:, first:stop] * x[:, channel : channel + 1]
+        return y
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None

@@ -301,3 +301,16 @@ def test_testing_a_checkpoint_on_another_grid_is_not_taken_for_a_resume(darcy16,
                       f"--ckpt_path={last}"])
     assert "test/rel_l2" in tested.trainer.callback_metrics
     assert tested.model.data_info["files"] == cli.model.data_info["files"]  # its training data
+
+
+def test_a_mask_input_left_out_is_warned_about(tmp_path):
+    from pdeforge.datasets.runner import generate
+    from pdeforge.train.data import OperatorDataModule
+
+    path = tmp_path / "thermal.nc"
+    generate("thermal", 4, path, resolution=12, seed=0, progress=False)
+    with pytest.warns(UserWarning, match="'temperature' is defined where 'plate' is 1, but "
+                      "'plate' is not a one-channel input here.*add 'plate' to data.inputs"):
+        dm = OperatorDataModule(path=str(path), inputs=["boundary_data"])
+    assert dm.info["masks"] == {}
+    assert OperatorDataModule(path=str(path)).info["masks"] == {"temperature": "plate"}

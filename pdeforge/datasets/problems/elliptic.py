@@ -306,7 +306,7 @@ class Thermal(LinearFamily):
                 "units": "1", "long_name": "1 on the plate, 0 inside the slot"}),
             VarSpec("temperature", self.dims, OUTPUT, attrs={
                 "units": "1", "long_name": "temperature T on the plate (0 inside the slot, "
-                "where plate = 0)"}),
+                "where plate = 0)", "valid_where": "plate"}),
         ]
 
     def build(self, seed: int, index: int) -> LinearSample:
