@@ -74,6 +74,7 @@ def run_case(
         ),
         "momentum_drift": float(np.abs(inv["momentum"] - inv["momentum"][0]).max()),
     }
+    report.update(_analytic_comparison(case, psi))
     if case.exact is not None:
         report["max_error_vs_exact"] = float(
             max(np.abs(psi[i] - case.exact(t, case.x)).max() for i, t in enumerate(case.times))
@@ -84,6 +85,33 @@ def run_case(
     # the last case's report.json
     (out / f"{name}_report.json").write_text(json.dumps(report, indent=2))
     return report
+
+
+def _analytic_comparison(case, psi: np.ndarray) -> dict[str, float]:
+    """The case's own measurable against its formula (REFERENCES.md section 2): the
+    collision shifts of two solitons (centres of mass of |psi|^2 on either side of x = 0
+    at the end, against where they would be without the collision), the growth rate of
+    modulation instability (the perturbed mode's amplitude between t = 4 and t = 10, in
+    the linear stage, fitted as e^{sigma t})."""
+    p, x, t = case.params, case.x, case.times
+    if case.name == "two-solitons" and p:
+        density = np.abs(psi[-1]) ** 2
+        right = (x * density)[x > 0].sum() / density[x > 0].sum()
+        left = (x * density)[x < 0].sum() / density[x < 0].sum()
+        fast, slow = nlse.cases.collision_shifts(p["eta1"], p["eta2"], p["v1"], p["v2"])
+        return {
+            "collision_shift_measured": [float(right - (p["x1"] + p["v1"] * t[-1])),
+                                         float(left - (p["x2"] + p["v2"] * t[-1]))],
+            "collision_shift_formula": [fast, slow],
+        }
+    if case.name == "modulation-instability" and p and t[-1] >= 10.0:
+        mode = np.abs(np.fft.fft(psi, axis=-1)[:, p["periods"]])  # the perturbed wavenumber
+        i, j = np.searchsorted(t, 4.0), np.searchsorted(t, 10.0)
+        return {
+            "growth_rate_measured": float(np.log(mode[j] / mode[i]) / (t[j] - t[i])),
+            "growth_rate_theory": nlse.cases.mi_growth_rate(p["amplitude"], p["k"]),
+        }
+    return {}
 
 
 def _figures(out: Path, name: str, case, psi, inv, ent) -> None:

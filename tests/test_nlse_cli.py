@@ -34,3 +34,17 @@ def test_the_mask_of_the_nonlinear_term_can_be_switched_off(tmp_path):
     assert report["energy_drift"] < 1e-9 and report["max_error_vs_exact"] < 1e-6
     bad = run_cli("nlse", "soliton", "--out-dir", tmp_path, "--filter-strength", "-1")
     assert bad.returncode != 0 and "filter_strength must be" in bad.stderr
+
+
+def test_reports_compare_the_cases_with_their_formulas(tmp_path):
+    mi = run_cli("nlse", "modulation-instability", "--out-dir", tmp_path)
+    assert mi.returncode == 0, mi.stderr
+    report = json.loads((tmp_path / "modulation-instability_report.json").read_text())
+    assert abs(report["growth_rate_measured"] / report["growth_rate_theory"] - 1) < 0.02
+    two = run_cli("nlse", "two-solitons", "--out-dir", tmp_path, "--rtol", "1e-9")
+    assert two.returncode == 0, two.stderr
+    report = json.loads((tmp_path / "two-solitons_report.json").read_text())
+    for measured, formula in zip(report["collision_shift_measured"],
+                                 report["collision_shift_formula"], strict=True):
+        assert abs(measured - formula) < 1e-3  # REFERENCES.md: within 1e-3
+    assert run_cli("nlse", "--help").stdout.count("vs") >= 3  # the cases are described

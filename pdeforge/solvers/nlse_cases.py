@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -36,6 +36,8 @@ class Case:
     psi0: np.ndarray
     focusing: bool = True
     exact: Callable[[float, np.ndarray], np.ndarray] | None = None
+    #: what the case was built from (the report's analytic comparisons use it)
+    params: dict = field(default_factory=dict)
 
     @property
     def x(self) -> np.ndarray:
@@ -79,7 +81,8 @@ def two_solitons(
 ) -> Case:
     x = grid(m, length)
     psi0 = soliton(x, 0, eta1, v1, x1) + soliton(x, 0, eta2, v2, x2)
-    return Case("two-solitons", length, m, np.linspace(0, t_end, n_times), psi0)
+    return Case("two-solitons", length, m, np.linspace(0, t_end, n_times), psi0,
+                params=dict(eta1=eta1, eta2=eta2, v1=v1, v2=v2, x1=x1, x2=x2))
 
 
 def akhmediev(
@@ -126,7 +129,8 @@ def modulation_instability(
     length = periods * 2 * math.pi / k
     x = grid(m, length)
     psi0 = amplitude * (1 + epsilon * np.cos(k * x)) + 0j
-    return Case("modulation-instability", length, m, np.linspace(0, t_end, n_times), psi0)
+    return Case("modulation-instability", length, m, np.linspace(0, t_end, n_times), psi0,
+                params=dict(amplitude=amplitude, k=k, epsilon=epsilon, periods=periods))
 
 
 def gaussian_noise(
