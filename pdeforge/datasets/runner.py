@@ -389,6 +389,7 @@ def generate(
     text = config_json(config)
     ranges = _shard_ranges(config["n_samples"], config["shard_size"])
 
+    parts = Path(f"{out}.parts")
     if out.exists():
         old, status = _read_existing_config(out)
         if old is None and not overwrite:
@@ -398,24 +399,21 @@ def generate(
             )
         if old == config and status == STATUS_COMPLETE:  # --overwrite has nothing to discard
             log.info("%s is already complete with this config; nothing to do", out)
-            stale = Path(f"{out}.parts")
-            if stale.exists():  # a run killed between the final rename and its clean-up
+            if parts.exists():  # a run killed between the final rename and its clean-up
                 with _locked(out):
-                    shutil.rmtree(stale, ignore_errors=True)
+                    shutil.rmtree(parts, ignore_errors=True)
             return GenerateResult(out, config["n_samples"], time.perf_counter() - t0,
                                   len(ranges), 0, _nonconverged_in_file(out), True)
         if old is not None and old != config and not overwrite:
-            partial = Path(f"{out}.parts")
-            resumable = partial.exists() and _partial_config(partial)[0] == config
+            resumable = parts.exists() and _partial_config(parts)[0] == config
             raise ConfigMismatchError(
                 f"{out} was generated with a different config "
                 f"({'; '.join(_config_diff(old, config))}); "
-                + (f"{partial} holds a partial run of this config (started with "
+                + (f"{parts} holds a partial run of this config (started with "
                    "--overwrite): add --overwrite to resume it and replace the file"
                    if resumable else "choose another --out or pass --overwrite to replace it")
             )
 
-    parts = Path(f"{out}.parts")
     with _locked(out):
         if parts.exists() and overwrite:
             # --overwrite discards what another config made; a partial run of this

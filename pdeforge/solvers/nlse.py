@@ -86,7 +86,7 @@ def _check(psi0: np.ndarray, length: float, times: np.ndarray, rtol: float, atol
         )
     if not np.all(np.isfinite(psi0)):
         raise NLSEInputError("psi0 contains NaN or infinite values")
-    _check_length(length)
+    length = _check_length(length)
     try:
         times = np.asarray(times, dtype=np.float64)
     except (TypeError, ValueError):
@@ -105,12 +105,17 @@ def _check(psi0: np.ndarray, length: float, times: np.ndarray, rtol: float, atol
             f"need 0 < rtol < 1 and 0 < atol < inf (relative and absolute error tolerances, "
             f"e.g. 1e-10 and 1e-12), got rtol={rtol!r}, atol={atol!r}"
         )
-    return psi0.astype(np.complex128), times
+    return psi0.astype(np.complex128), length, times
+
+
+def _scalar(value):
+    """A 0-d array's element (a value read from a file), anything else as it is."""
+    return value[()] if isinstance(value, np.ndarray) and value.shape == () else value
 
 
 def _check_length(length) -> float:
     """``length`` as a float (a 0-d array too), or an NLSEInputError."""
-    value = length[()] if isinstance(length, np.ndarray) and length.shape == () else length
+    value = _scalar(length)
     if not (_is_real_number(value) and np.isfinite(value) and value > 0):
         raise NLSEInputError(f"length must be a positive number, got {length!r}")
     return float(value)
@@ -119,7 +124,7 @@ def _check_length(length) -> float:
 def _check_focusing(focusing) -> None:
     # a string such as "False" is truthy: it would have meant focusing; 0 and 1 (a flag
     # stored as an integer) are taken, other numbers (-1?) are ambiguous
-    value = focusing[()] if isinstance(focusing, np.ndarray) and focusing.shape == () else focusing
+    value = _scalar(focusing)
     if not (isinstance(value, bool | np.bool_) or (_is_integer(value, 0) and value <= 1)):
         raise NLSEInputError(f"focusing must be True (s = +1) or False (s = -1, defocusing), "
                              f"got {focusing!r}")
@@ -255,8 +260,7 @@ def solve(
             takes several chunks, trajectories of similar difficulty share one
             (:func:`_difficulty`), hardest first.
     """
-    psi0, times = _check(psi0, length, times, rtol, atol)
-    length = _check_length(length)
+    psi0, length, times = _check(psi0, length, times, rtol, atol)
     _check_focusing(focusing)
     if error_norm not in ("componentwise", "state"):
         raise NLSEInputError(f"error_norm must be 'componentwise' or 'state', got {error_norm!r}")

@@ -181,10 +181,7 @@ class OperatorDataModule(pl.LightningDataModule):
 
     def _describe(self, probe: TorchDataset) -> dict[str, Any]:
         """What a checkpoint needs to know about the data (JSON values only)."""
-
-        def channels_of(name: str) -> int:
-            return probe._channels(probe._fields, name)
-
+        channels = {n: probe._channels(probe._fields, n) for n in probe.inputs + probe.outputs}
         with open_h5(probe.path) as h5:
             coords, periodic = {}, []
             for d in self.grid_dims:
@@ -218,7 +215,7 @@ class OperatorDataModule(pl.LightningDataModule):
                 where = attr_value(h5[name].attrs, "valid_where")
                 if not where:
                     continue
-                if where in self.inputs and channels_of(where) == 1:
+                if where in self.inputs and channels[where] == 1:
                     masks[name] = str(where)
                 else:
                     warnings.warn(f"{name!r} is defined where {where!r} is 1, but {where!r} is "
@@ -228,7 +225,6 @@ class OperatorDataModule(pl.LightningDataModule):
             problem = str(attr_value(h5.attrs, ATTR_PROBLEM) or "")
             config = attr_value(h5.attrs, ATTR_CONFIG)
             version = int(attr_value(h5.attrs, ATTR_FORMAT) or 1)
-        channels = {n: probe._channels(probe._fields, n) for n in probe.inputs + probe.outputs}
         return {
             "problem": problem,
             "format_version": version,
