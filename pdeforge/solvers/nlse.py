@@ -11,7 +11,10 @@ integrator is the embedded Dormand-Prince 8(5,3) pair (the coefficients are scip
 ``scipy.integrate._ivp.dop853_coefficients``; the stepping, error norm and step control
 follow Hairer, Norsett & Wanner, as scipy does) written in torch so that a batch of
 trajectories advances together on CPU or GPU: the step is shared and controlled by the
-largest error of the batch. scipy's solve_ivp has no batched or GPU path and no
+largest error of the batch. Output times do not set the step: an output inside a step is
+interpolated with DOP853's 7th-order dense output (mapped back from the interaction
+picture), unless ending the step on it is cheaper (``LAND_FRACTION``) or the outputs are
+projected (``conserve``). scipy's solve_ivp has no batched or GPU path and no
 integrating factor, hence this implementation. ``method="scipy-dop853"`` integrates each
 trajectory with solve_ivp on the plain Fourier system, the reference paper's approach
 ("simple-idealized-1d-nlse"), for cross-checks.
@@ -370,6 +373,13 @@ def _solve_scipy(psi0, k, mask, s, times, rtol, atol, max_step):
 # reads a step against 66 in the natural order, and never a slot not yet written in this
 # step (whose value, left by a rejected step, could be inf: 0 * inf is NaN).
 STAGE_SLOTS = (2, 1, 0, *range(3, dop853.N_STAGES))
+END = dop853.N_STAGES  # index of the step's end (c = 1) among the nodes of the phases
+# A step ends on an output inside it when it still gets at least this fraction of its way:
+# the dense output costs four rate evaluations (the rate at the step's end in the step's
+# picture and three extra stages; the matrix products are small beside them), so passing
+# the output costs 16 evaluations a step and ending on it 12 a fraction of one: per unit
+# of time the shorter step is the cheaper one from 12/16 of the way.
+LAND_FRACTION = dop853.N_STAGES / (dop853.N_STAGES + 4)
 
 
 def _stage_rows(device: torch.device) -> list[tuple[int, int, torch.Tensor] | None]:
@@ -509,16 +519,36 @@ class _IPContext:
         rows = [dop853.B, dop853.E5[:-1], dop853.E3[:-1]]
         if dop853.E5[-1] != 0.0 or dop853.E3[-1] != 0.0:
             raise RuntimeError("scipy's DOP853 error estimate now uses the FSAL stage")
-        by_slot = np.zeros((3, dop853.N_STAGES))
-        by_slot[:, list(STAGE_SLOTS)] = np.stack(rows)
-        self.output_rows = torch.tensor(by_slot, dtype=torch.float64, device=device)
-        # stage nodes c_i and c = 1 (the end of the step), as a column for phases()
-        nodes = np.append(dop853.C[: dop853.N_STAGES], 1.0)
+        self.output_rows = self.by_slot(np.stack(rows))
+        # nodes c_i of the stages, of the end of the step (c_12 = 1: DOP853's FSAL stage)
+        # and of the dense output's three extra stages, a column for phases()
+        nodes = dop853.C[: dop853.N_STAGES_EXTENDED]
         self.nodes = torch.as_tensor(nodes, dtype=torch.float64, device=device)[:, None]
+        # the extra stages' rows of A, over the stored slots and over stages 12, 13, ...
+        self.extra_stages = [
+            (self.by_slot(dop853.A[e : e + 1, : dop853.N_STAGES]),
+             torch.tensor(dop853.A[e : e + 1, dop853.N_STAGES : e], dtype=torch.float64,
+                          device=device))
+            for e in range(END + 1, dop853.N_STAGES_EXTENDED)
+        ]
+        # the interpolant's polynomials F_0..F_6 (scipy's Dop853DenseOutput) as rows over
+        # the 16 stages, divided by h: F_0 = h B K (the step), F_1 = h K_0 - F_0,
+        # F_2 = 2 F_0 - h (K_0 + K_12), F_3.. = h D K
+        b = np.zeros(dop853.N_STAGES_EXTENDED)
+        b[: dop853.N_STAGES] = dop853.B
+        e0, e12 = np.eye(dop853.N_STAGES_EXTENDED)[[0, END]]
+        self.interpolant = np.vstack([b, e0 - b, 2 * b - e0 - e12, dop853.D])
+
+    def by_slot(self, rows: np.ndarray) -> torch.Tensor:
+        """Coefficients over DOP853's first 12 stages (columns) reordered to the slots
+        that store them (``STAGE_SLOTS``)."""
+        out = np.zeros((rows.shape[0], dop853.N_STAGES))
+        out[:, list(STAGE_SLOTS)] = rows[:, : dop853.N_STAGES]
+        return torch.tensor(out, dtype=torch.float64, device=self.device)
 
     def phases(self, h: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """exp(L c_i h) for every stage node c_i and c = 1, shape (S + 1, M), and the way
-        back, exp(-L c_i h) times the mask and i s of the nonlinear term (one product)."""
+        """exp(L c_i h) for every node c_i of ``nodes``, shape (16, M), and the way back,
+        exp(-L c_i h) times the mask and i s of the nonlinear term (one product)."""
         forward = torch.polar(torch.ones_like(self.half_k2), -(self.nodes * h) * self.half_k2)
         return forward, forward.conj() * self.mask_i_s
 
@@ -837,79 +867,142 @@ def _solve_ip_chunk(
     K12 = K_flat[:n_stages]
 
     y_row = torch.view_as_real(y).reshape(1, -1)
-    for j in range(1, len(times)):
-        t_end = float(times[j])
-        while t < t_end:
-            if steps >= max_steps:
-                raise ConvergenceError(
-                    f"NLSE: {max_steps} steps reached at t={t:.6g} of {t_end:.6g}; loosen rtol "
-                    "or raise max_steps"
-                )
-            steps += 1
-            h_step = min(h, t_end - t)
-            last = h_step >= t_end - t
-            ph, back = ctx.phases(h_step)  # exp(L c h); mask i s exp(-L c h)
-            ph_rows, back_rows = ph.unbind(0), back.unbind(0)
-            for st in range(1, n_stages):
-                block, coef = blocks[st]
-                torch.addmm(y_row, coef, block, alpha=h_step, out=arg_row)
-                torch.mul(ph_rows[st], arg, out=staged)
-                ctx.rate(staged, back_rows[st], K_rows[st])
-            # the solution and both error estimates in one pass over the stages (DOP853's
-            # B, E5 and E3 all use stages 0..11; the FSAL stage enters none of them)
-            torch.mm(ctx.output_rows, K12, out=combo)
-            v_new = torch.add(y, step_c, alpha=h_step)
-            if state_norm:  # per trajectory: sums first, then one scale
-                size2 = torch.maximum(_mag2(y).amax(-1), _mag2(v_new).amax(-1))
-                scale2 = (atol + size2.sqrt_() * rtol) ** 2
-                # sum |err|^2 over a trajectory's coefficients: the norm of its real view
-                e5 = torch.linalg.vector_norm(err5_rows, dim=-1).square_().div_(scale2)
-                e3 = torch.linalg.vector_norm(err3_rows, dim=-1).square_().div_(scale2)
-            else:
-                size2 = torch.maximum(_mag2(y), _mag2(v_new))
-                scale2 = (atol + size2.sqrt_() * rtol) ** 2
-                e5 = (_mag2(err5) / scale2).sum(-1)
-                e3 = (_mag2(err3) / scale2).sum(-1)
-            denom = e5 + 0.01 * e3
-            norm = torch.where(
-                denom == 0, torch.zeros_like(e5), h_step * e5 / torch.sqrt(denom * m)
+    # the dense output's stages 12-15 (allocated at the first step that needs them)
+    extra: torch.Tensor | None = None
+    t_end = float(times[-1])
+    j = 1  # the next output
+    while j < len(times):
+        if steps >= max_steps:
+            raise ConvergenceError(
+                f"NLSE: {max_steps} steps reached at t={t:.6g} of {t_end:.6g}; loosen rtol "
+                "or raise max_steps"
             )
-            error = float(norm.max())
-            if not math.isfinite(error):  # an overflowed step (NaN or inf): reject it
-                error = math.inf
-            if error < 1.0:
-                y = ph_rows[-1] * v_new  # back to psi_hat at t + h
-                since_projection += 1
-                projected = conserved and (last or since_projection >= PROJECTION_INTERVAL)
-                if projected:
-                    before = y
-                    y = _project(ctx, y, target, conserved)
-                    since_projection = 0
-                    if not warned:
-                        warned = _warn_large_move(before, y, rtol)
-                y_row = torch.view_as_real(y).reshape(1, -1)
-                # the last stage, evaluated for accepted steps only: the rate at t + h
-                # (no phase) is the next step's first stage (the stages are consumed)
-                ctx.rate(y, ctx.mask_i_s, f0)
-                t = t_end if last else t + h_step
-                if projected and MOMENTUM in conserved:
-                    momentum_moved = _check_momentum(
-                        ctx, y, f0, t - t_projected, rtol, momentum_moved
-                    )
-                    t_projected = t
-                factor = (
-                    MAX_FACTOR if error == 0 else min(MAX_FACTOR, SAFETY * error**ERROR_EXPONENT)
+        steps += 1
+        h_step = min(h, t_end - t)
+        t_out = float(times[j])
+        # an output inside the step: the step ends on it (the output is the state) when
+        # that costs less than the dense output (LAND_FRACTION), or when the outputs are
+        # to be projected states (conserve); else the step goes past it
+        lands = t + h_step >= t_out and (
+            bool(conserved) or j == len(times) - 1 or t_out - t >= LAND_FRACTION * h_step
+        )
+        if lands:
+            h_step = t_out - t
+        ph, back = ctx.phases(h_step)  # exp(L c h); mask i s exp(-L c h)
+        ph_rows, back_rows = ph.unbind(0), back.unbind(0)
+        for st in range(1, n_stages):
+            block, coef = blocks[st]
+            torch.addmm(y_row, coef, block, alpha=h_step, out=arg_row)
+            torch.mul(ph_rows[st], arg, out=staged)
+            ctx.rate(staged, back_rows[st], K_rows[st])
+        # the solution and both error estimates in one pass over the stages (DOP853's
+        # B, E5 and E3 all use stages 0..11; the FSAL stage enters none of them)
+        torch.mm(ctx.output_rows, K12, out=combo)
+        v_new = torch.add(y, step_c, alpha=h_step)
+        if state_norm:  # per trajectory: sums first, then one scale
+            size2 = torch.maximum(_mag2(y).amax(-1), _mag2(v_new).amax(-1))
+            scale2 = (atol + size2.sqrt_() * rtol) ** 2
+            # sum |err|^2 over a trajectory's coefficients: the norm of its real view
+            e5 = torch.linalg.vector_norm(err5_rows, dim=-1).square_().div_(scale2)
+            e3 = torch.linalg.vector_norm(err3_rows, dim=-1).square_().div_(scale2)
+        else:
+            size2 = torch.maximum(_mag2(y), _mag2(v_new))
+            scale2 = (atol + size2.sqrt_() * rtol) ** 2
+            e5 = (_mag2(err5) / scale2).sum(-1)
+            e3 = (_mag2(err3) / scale2).sum(-1)
+        denom = e5 + 0.01 * e3
+        norm = torch.where(
+            denom == 0, torch.zeros_like(e5), h_step * e5 / torch.sqrt(denom * m)
+        )
+        error = float(norm.max())
+        if not math.isfinite(error):  # an overflowed step (NaN or inf): reject it
+            error = math.inf
+        if error < 1.0:
+            y_new = ph_rows[END] * v_new  # back to psi_hat at t + h
+            t_new = t_out if lands else (t_end if h_step >= t_end - t else t + h_step)
+            stop = j  # outputs j..stop-1 lie in (t, t_new]
+            while not lands and stop < len(times) and float(times[stop]) <= t_new:
+                stop += 1
+            inner = slice(j, stop)
+            if inner.stop > inner.start:
+                if extra is None:
+                    extra = torch.zeros(4, n, m, dtype=dtype, device=device)
+                thetas = (times[inner] - t) / h_step
+                dense = _dense_output(ctx, y, y_new, K_flat, extra, ph_rows, back_rows,
+                                      h_step, thetas)
+                if conserved:  # the outputs on the invariants too
+                    dense = _project(
+                        ctx, dense.reshape(-1, m), target.repeat(len(thetas), 1), conserved
+                    ).reshape(len(thetas), n, m)
+                out[:, inner] = torch.fft.ifft(dense, dim=-1).transpose(0, 1)
+            j = stop
+            y = y_new
+            since_projection += 1
+            projected = conserved and (lands or since_projection >= PROJECTION_INTERVAL)
+            if projected:
+                before = y
+                y = _project(ctx, y, target, conserved)
+                since_projection = 0
+                if not warned:
+                    warned = _warn_large_move(before, y, rtol)
+            if lands:
+                out[:, j] = torch.fft.ifft(y, dim=-1)
+                j += 1
+            y_row = torch.view_as_real(y).reshape(1, -1)
+            # the last stage, evaluated for accepted steps only: the rate at t + h
+            # (no phase) is the next step's first stage (the stages are consumed)
+            ctx.rate(y, ctx.mask_i_s, f0)
+            t = t_new
+            if projected and MOMENTUM in conserved:
+                momentum_moved = _check_momentum(
+                    ctx, y, f0, t - t_projected, rtol, momentum_moved
                 )
-                if not last or h_step >= h:
-                    h = h_step * factor
-                if progress is not None:
-                    progress((t - float(times[0])) / float(times[-1] - times[0]))
-            else:
-                h = h_step * max(MIN_FACTOR, SAFETY * error**ERROR_EXPONENT)  # inf: 0.2
-                if h < 1e-14 * max(1.0, abs(t)):
-                    raise ConvergenceError(f"NLSE: step size underflow at t={t:.6g}")
-        out[:, j] = torch.fft.ifft(y, dim=-1)
+                t_projected = t
+            factor = (
+                MAX_FACTOR if error == 0 else min(MAX_FACTOR, SAFETY * error**ERROR_EXPONENT)
+            )
+            # a step cut short to end on an output says nothing against the step before
+            # it: it may raise h (else output times closer than h would pin h), not lower it
+            h = max(h, h_step * factor) if lands and h_step < h else h_step * factor
+            if progress is not None:
+                progress((t - float(times[0])) / float(times[-1] - times[0]))
+        else:
+            h = h_step * max(MIN_FACTOR, SAFETY * error**ERROR_EXPONENT)  # inf: 0.2
+            if h < 1e-14 * max(1.0, abs(t)):
+                raise ConvergenceError(f"NLSE: step size underflow at t={t:.6g}")
     return out.cpu().numpy()
+
+
+def _dense_output(ctx, y, y_new, K_flat, extra, ph_rows, back_rows, h, thetas) -> torch.Tensor:
+    """psi_hat at t + theta h for each theta in (0, 1] of an accepted step from y at t to
+    y_new, shape (len(thetas), n, M): DOP853's 7th-order continuous extension (Hairer,
+    Norsett & Wanner II.6; scipy's ``Dop853DenseOutput``), applied to the step's
+    interaction-picture state v and mapped back with exp(L theta h).
+
+    Three extra stages (13-15) and the rate at the step's end in the step's picture (12)
+    are evaluated into ``extra``; the stored stages (``K_flat``, by slot) are read, not
+    changed. The interpolant v(theta) = y + h sum_s w_s(theta) K_s is linear in the
+    stages, so all outputs of the step are one matrix product.
+    """
+    n, m = y.shape
+    extra_flat = torch.view_as_real(extra).reshape(len(extra), -1)
+    ctx.rate(y_new, back_rows[END], extra[0])  # stage 12: the step's end, c = 1
+    y_row = torch.view_as_real(y).reshape(1, -1)
+    arg_row = torch.empty_like(y_row)
+    arg = torch.view_as_complex(arg_row.view(n, m, 2))
+    for i, (slot_coef, extra_coef) in enumerate(ctx.extra_stages, start=1):
+        torch.addmm(y_row, slot_coef, K_flat, alpha=h, out=arg_row)
+        arg_row.addmm_(extra_coef, extra_flat[:i], alpha=h)
+        ctx.rate(ph_rows[END + i] * arg, back_rows[END + i], extra[i])
+    x = np.asarray(thetas, dtype=np.float64)[:, None]
+    # scipy's nested evaluation of the F_i, written out: x, x(1-x), x^2(1-x), ...
+    weights = np.hstack([x ** ((i + 2) // 2) * (1 - x) ** ((i + 1) // 2) for i in range(7)])
+    coef = weights @ ctx.interpolant  # (outputs, 16) over the stages
+    rows = torch.addmm(y_row, ctx.by_slot(coef), K_flat, alpha=h)
+    rows.addmm_(torch.as_tensor(coef[:, END:], device=y.device), extra_flat, alpha=h)
+    v = torch.view_as_complex(rows.view(len(x), n, m, 2))
+    theta = torch.as_tensor(x, device=y.device)
+    return torch.polar(torch.ones_like(v.real[:, :1]), -(theta[:, None] * h) * ctx.half_k2) * v
 
 
 def _derivative(psi: np.ndarray, length: float) -> np.ndarray:

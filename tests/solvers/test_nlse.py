@@ -500,3 +500,52 @@ def test_imposing_momentum_that_the_grid_does_not_conserve_is_refused_over_the_r
     psi0 = nlse.soliton(x, 0.0, 1.2, 2 * np.pi / length * 3, length=length)
     with pytest.warns(RuntimeWarning, match="projection moved the state"):
         nlse.solve(psi0, conserve=("mass", "momentum", "energy"), **kw)
+
+
+@pytest.mark.parametrize("m", [192, 256])
+def test_outputs_denser_than_the_steps_are_interpolated_to_the_step_accuracy(m):
+    """Output times closer than the step: the step is not cut to each of them (DOP853's
+    dense output), the outputs agree with runs that end on them, the exact soliton and
+    scipy's dense output; an output batch that also lands on its times (conserve) agrees."""
+    length = 40.0
+    x = nlse.grid(m, length)
+    psi0 = np.stack([nlse.soliton(x, 0.0, eta=1.2, velocity=0.5, x0=-2.0, length=length),
+                     nlse.soliton(x, 0.0, eta=0.9, velocity=-0.3, x0=4.0, length=length)])
+    times = np.linspace(0.0, 2.0, 201)  # spacing 0.01, well below the step at rtol 1e-9
+    tol = dict(rtol=1e-9, atol=1e-11, dealias=False, filter_strength=None)
+    counted = []
+    original = nlse._IPContext.rate
+
+    def rate(self, *args):
+        counted.append(1)
+        return original(self, *args)
+
+    nlse._IPContext.rate = rate
+    try:
+        dense = nlse.solve(psi0, length=length, times=times, **tol)
+        n_dense = len(counted)
+        counted.clear()
+        ends = nlse.solve(psi0, length=length, times=times[[0, -1]], **tol)
+        n_ends = len(counted)
+    finally:
+        nlse._IPContext.rate = original
+    np.testing.assert_array_equal(dense[:, 0], psi0)
+    np.testing.assert_allclose(dense[:, -1], ends[:, -1], atol=1e-12)
+    # four evaluations per step with outputs, against 12 per step had each output cut one
+    assert n_dense < n_ends + 4 * 200 < 12 * 200
+    exact = np.stack([
+        np.stack([nlse.soliton(x, t, eta=e, velocity=v, x0=x0, length=length) for t in times])
+        for e, v, x0 in ((1.2, 0.5, -2.0), (0.9, -0.3, 4.0))
+    ])
+    assert np.abs(dense - exact).max() < 2e-7
+    for i in (37, 101, 163):  # runs that end on an inner output
+        alone = nlse.solve(psi0, length=length, times=times[[0, i]], **tol)
+        assert np.abs(dense[:, i] - alone[:, -1]).max() < 2e-7
+    ref = nlse.solve(psi0[0], length=length, times=times, method="scipy-dop853", rtol=1e-11,
+                     atol=1e-13, dealias=False, filter_strength=None)
+    assert np.abs(dense[0] - ref).max() < 2e-7
+    held = nlse.solve(psi0, length=length, times=times, conserve=True, **tol)
+    inv = nlse.invariants(held, length=length)
+    for name in ("mass", "energy"):
+        assert np.abs(inv[name] / inv[name][:, :1] - 1).max() < 1e-12
+    assert np.abs(held - exact).max() < 2e-7
