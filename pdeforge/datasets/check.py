@@ -27,6 +27,7 @@ from pdeforge.datasets.format import (
     ATTR_PROBLEM,
     ATTR_SEED,
     ATTR_STATUS,
+    COMPONENT,
     CONVERGED,
     COORDINATE_DIMS,
     DIAGNOSTIC,
@@ -39,6 +40,7 @@ from pdeforge.datasets.format import (
     ROLES,
     SAMPLE,
     SOLVE_SECONDS,
+    SPATIAL_DIMS,
     STATUS_COMPLETE,
     attr_value,
 )
@@ -50,6 +52,28 @@ DIMENSION_SCALES_HINT = ("write it with h5netcdf or xarray, or attach h5py dimen
 
 #: Bytes read at a time when scanning data for non-finite values.
 _SCAN_BYTES = 64 * 2**20
+
+
+#: Parts of errors that concern metadata only: the readers and training read such a file
+#: correctly, so they warn about these instead of refusing it (``metadata_only``).
+_METADATA_ERRORS = (
+    "missing root attribute",
+    "root attribute ",
+    "config[",
+    "but n_samples",
+    "has neither units nor long_name",
+    f"missing per-sample diagnostic {SOLVE_SECONDS!r}",
+    f"diagnostic {SOLVE_SECONDS!r}",
+    "; fields are float32 or float64",
+)
+
+
+def metadata_only(error: str) -> bool:
+    """True for an error of :func:`check_file` that does not change what the data read
+    as (missing or ill-typed root attributes, units, ``solve_seconds``, a field's float
+    width), False for one that does (dims, coordinates, complex or non-numeric values,
+    ``converged``)."""
+    return any(part in error for part in _METADATA_ERRORS)
 
 
 @dataclass
@@ -171,7 +195,8 @@ def _check_root_attrs(h5: Any, report: CheckReport) -> None:
         except ValueError:
             report.errors.append(f"root attribute created is not an ISO 8601 time: {created!r}")
     fmt = attr_value(attrs, ATTR_FORMAT)
-    if fmt is not None and fmt != FORMAT_VERSION:
+    # (a version of the wrong type is reported above, as a type error)
+    if isinstance(fmt, int) and not isinstance(fmt, bool) and fmt != FORMAT_VERSION:
         report.errors.append(
             f"root attribute {ATTR_FORMAT} is {fmt!r}; this pdeforge reads version "
             f"{FORMAT_VERSION}"
@@ -180,7 +205,9 @@ def _check_root_attrs(h5: Any, report: CheckReport) -> None:
     if status is not None and status != STATUS_COMPLETE:
         report.errors.append(
             f"status is {status!r}, not {STATUS_COMPLETE!r}: the file is incomplete; "
-            "re-run the `pdeforge generate` command that made it to finish it"
+            "re-run the `pdeforge generate` command that made it to finish it (a file "
+            f"written by another program: set {ATTR_STATUS}={STATUS_COMPLETE!r} once every "
+            "sample is in)"
         )
     n = attr_value(attrs, ATTR_N_SAMPLES)
     if n is not None and not isinstance(n, int | np.integer):
@@ -213,6 +240,8 @@ def _check_structure(nc: Any, report: CheckReport) -> None:
                f"scales); {DIMENSION_SCALES_HINT} (DESIGN.md, dataset file)")
         )
         return
+    if dims[SAMPLE] == 0:
+        report.errors.append("dimension sample has length 0: the file holds no samples")
     n_attr = attr_value(nc.attrs, ATTR_N_SAMPLES)
     if isinstance(n_attr, int) and dims[SAMPLE] != n_attr:
         report.errors.append(
@@ -235,7 +264,11 @@ def _check_structure(nc: Any, report: CheckReport) -> None:
         if not np.issubdtype(values.dtype, np.number) or not np.all(np.isfinite(values)):
             report.errors.append(f"coordinate {d!r} must hold finite numbers")
         elif values.size > 1 and not np.all(np.diff(values) > 0):
-            report.errors.append(f"coordinate {d!r} is not strictly increasing")
+            report.errors.append(
+                f"coordinate {d!r} is not strictly increasing"
+                + (f" (it decreases: store the data in increasing {d}, e.g. "
+                   f"ds.sortby({d!r}) in xarray)" if np.all(np.diff(values) < 0) else "")
+            )
     roles: dict[str, list[str]] = {r: [] for r in ROLES}
     for name, var in nc.variables.items():
         if name in dims:
@@ -267,6 +300,22 @@ def _check_structure(nc: Any, report: CheckReport) -> None:
             report.errors.append(
                 f"variable {name!r} is complex; store <name>_re/<name>_im or a component dim"
             )
+        if role in (INPUT, OUTPUT, PARAMETER) and not (
+            np.issubdtype(var.dtype, np.number) or var.dtype == np.bool_
+        ):
+            report.errors.append(
+                f"variable {name!r} with role {role!r} holds {var.dtype} values; inputs, "
+                "outputs and parameters are numbers"
+            )
+        if role in (INPUT, OUTPUT) and SAMPLE in vdims:
+            other = [d for d in vdims[1:] if d not in (*COORDINATE_DIMS, COMPONENT)]
+            grid = [d for d in vdims[1:] if d in SPATIAL_DIMS]
+            if other and not grid:
+                report.warnings.append(
+                    f"field {name!r} has dims {vdims}: none of them is a spatial dim "
+                    f"{SPATIAL_DIMS}, so the readers see no grid in it; name its grid dims "
+                    "x, y, z (DESIGN.md)"
+                )
         if role in (INPUT, OUTPUT) and SAMPLE in vdims and len(vdims) > 1:
             if var.dtype not in (np.float32, np.float64):
                 report.errors.append(
@@ -303,6 +352,10 @@ def _check_structure(nc: Any, report: CheckReport) -> None:
                 f"diagnostic 'converged' must be boolean (xarray's encoding: int8 with "
                 f"attribute dtype='bool'), got {var.dtype}"
                 + ("" if not np.issubdtype(var.dtype, np.integer) else " without dtype='bool'"))
+        elif var.dimensions == (SAMPLE,) and not np.all(
+            np.isin(np.asarray(var[:]).astype(np.int64), (0, 1))
+        ):
+            report.errors.append("diagnostic 'converged' holds values other than 0/1")
     if SOLVE_SECONDS in nc.variables and not np.issubdtype(
             nc.variables[SOLVE_SECONDS].dtype, np.floating):
         report.errors.append(f"diagnostic 'solve_seconds' must be floating point, got "
@@ -315,9 +368,7 @@ def _check_structure(nc: Any, report: CheckReport) -> None:
 
 def _scan_values(nc: Any, report: CheckReport) -> None:
     converged = np.asarray(nc.variables[CONVERGED][:]).astype(bool)
-    if not np.all(np.isin(np.asarray(nc.variables[CONVERGED][:]).astype(np.int64), (0, 1))):
-        report.errors.append("diagnostic 'converged' holds values other than 0/1")
-    elif len(converged) and not converged.all():
+    if len(converged) and not converged.all():
         failed = np.flatnonzero(~converged)
         report.warnings.append(
             f"{len(failed)} of {len(converged)} samples are marked not converged (first: "

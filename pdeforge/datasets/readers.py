@@ -7,10 +7,11 @@ foreign file fails at once with a clear message instead of deep inside a trainin
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
-from pdeforge.datasets.check import open_h5
+from pdeforge.datasets.check import check_file, metadata_only, open_h5
 from pdeforge.datasets.format import (
     ATTR_FORMAT,
     ATTR_STATUS,
@@ -22,7 +23,13 @@ from pdeforge.errors import DatasetFormatError
 
 
 def verify_dataset(path: str | Path, require_complete: bool = True) -> None:
-    """Raise :class:`DatasetFormatError` unless ``path`` is a readable format-1 dataset."""
+    """Raise :class:`DatasetFormatError` unless ``path`` is a readable format-1 dataset.
+
+    Besides the root attributes below, the structural rules of ``pdeforge check`` (dims,
+    coordinates, roles, dtypes, diagnostics; not the scan of every value) are applied, so
+    that a file another program wrote is refused with the rule it breaks rather than read
+    wrongly (a complex field cut to its real part, a missing or non-finite coordinate).
+    """
     with open_h5(path) as h5:
         fmt = attr_value(h5.attrs, ATTR_FORMAT)
         if fmt is None:
@@ -46,8 +53,31 @@ def verify_dataset(path: str | Path, require_complete: bool = True) -> None:
         if require_complete and status != STATUS_COMPLETE:
             raise DatasetFormatError(
                 f"{path} is incomplete (status={status!r}); re-run the `pdeforge generate` "
-                "command that made it, which resumes and finishes it"
+                "command that made it, which resumes and finishes it (a file written by "
+                f"another program: set {ATTR_STATUS}={STATUS_COMPLETE!r} once every sample "
+                "is in)"
             )
+    errors = check_file(path, scan_data=False).errors
+    if not require_complete:  # an unfinished file: its status is known to say so
+        errors = [e for e in errors if not e.startswith("status is")]
+    metadata = [e for e in errors if metadata_only(e)]
+    errors = [e for e in errors if not metadata_only(e)]
+    if metadata:
+        warnings.warn(
+            f"{path}: its metadata depart from the dataset format (DESIGN.md): "
+            + "; ".join(metadata[:4])
+            + (f"; and {len(metadata) - 4} more" if len(metadata) > 4 else "")
+            + "; the data are read as they are",
+            UserWarning,
+            stacklevel=3,
+        )
+    if errors:
+        shown = "; ".join(errors[:4]) + (f"; and {len(errors) - 4} more" if len(errors) > 4
+                                         else "")
+        raise DatasetFormatError(
+            f"{path} does not follow the dataset format (DESIGN.md): {shown}. "
+            f"`pdeforge check {path}` lists every problem"
+        )
 
 
 def open_dataset(path: str | Path, *, require_complete: bool = True, **kwargs: Any):

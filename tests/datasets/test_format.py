@@ -13,6 +13,7 @@ import xarray as xr
 from pdeforge.cli import main
 from pdeforge.datasets import check_file, open_dataset
 from pdeforge.datasets.format import FORMAT_VERSION, REQUIRED_ROOT_ATTRS
+from pdeforge.errors import DatasetFormatError
 
 
 def test_round_trip_with_plain_xarray(darcy_file):
@@ -239,3 +240,70 @@ def test_nan_in_a_converged_sample_stops_the_torch_reader(tmp_path):
     for in_memory in (True, False):
         ds = TorchDataset(path, in_memory=in_memory, skip_nonconverged=False)
         assert len(ds) == 4 and not np.isfinite(ds[2][1].numpy()).all()
+
+
+def _foreign(path, edit):
+    """_external_file's dataset changed by ``edit`` (an xarray Dataset -> Dataset)."""
+    src = _external_file(path.with_suffix(".src.nc"))
+    with xr.open_dataset(src, engine="h5netcdf") as ds:
+        edit(ds.load()).to_netcdf(path, engine="h5netcdf")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda ds: ds.assign(z=(("sample", "x"), ds.a.values * (1 + 1j),
+                                 {"role": "output", "units": "1"})), "'z' is complex"),
+        (lambda ds: ds.drop_vars("x"), "dimension 'x' has no coordinate variable"),
+        (lambda ds: ds.assign_coords(x=("x", np.r_[np.nan, ds.x.values[1:]])),
+         "coordinate 'x' must hold finite numbers"),
+        (lambda ds: ds.assign_coords(x=("x", ds.x.values[::-1])), "ds.sortby('x')"),
+        (lambda ds: ds.assign(converged=ds.converged.astype(np.int8) * 2),
+         "'converged' must be boolean"),
+        (lambda ds: ds.isel(sample=slice(0, 0)).assign_attrs(n_samples=0),
+         "the file holds no samples"),
+        (lambda ds: ds.assign(label=(("sample",), np.array(list("abcde")),
+                                     {"role": "parameter", "units": "1"})),
+         "'label' with role 'parameter' holds"),
+    ],
+)
+def test_readers_refuse_what_they_would_misread(tmp_path, edit, message):
+    """A file from another program that breaks a rule changing what the data read as is
+    refused by every reader (not only `pdeforge check`), with the rule named."""
+    from pdeforge.datasets import TorchDataset
+
+    path = _foreign(tmp_path / "bad.nc", edit)
+    assert any(message in e for e in check_file(path).errors), check_file(path).errors
+    for read in (open_dataset, TorchDataset):
+        with pytest.raises(DatasetFormatError, match="does not follow the dataset format") as e:
+            read(path)
+        assert message in str(e.value) and "pdeforge check" in str(e.value)
+
+
+def test_readers_warn_about_metadata_and_read_the_data(tmp_path):
+    """Missing root attributes and units change nothing the data read as: a warning."""
+    from pdeforge.datasets import TorchDataset
+
+    def edit(ds):
+        ds.attrs = {"pdeforge_format": 1, "status": "complete"}
+        ds.u.attrs.pop("units")
+        return ds
+
+    path = _foreign(tmp_path / "meta.nc", edit)
+    assert not check_file(path).ok
+    with pytest.warns(UserWarning, match="metadata depart.*missing root attribute.*"
+                                         "'u' has neither units"):
+        x, y = TorchDataset(path)[0]
+    assert x.shape == y.shape == (1, 12)
+
+
+def test_checks_name_one_problem_once_and_warn_about_unnamed_grid_dims(tmp_path):
+    path = _foreign(tmp_path / "v.nc", lambda ds: ds.assign_attrs(pdeforge_format="1"))
+    errors = check_file(path).errors
+    assert [e for e in errors if "pdeforge_format" in e] == [
+        "root attribute pdeforge_format must be a single int, got '1'"]
+    path = _foreign(tmp_path / "lat.nc", lambda ds: ds.assign(
+        w=(("sample", "lat"), np.zeros((5, 3)), {"role": "input", "units": "1"})))
+    assert any("'w' has dims ('sample', 'lat')" in w and "x, y, z" in w
+               for w in check_file(path).warnings)
