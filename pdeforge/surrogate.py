@@ -190,6 +190,11 @@ class Surrogate:
             )
         batched = SAMPLE in data.dims
         parts = []
+        # the grid of the inputs, or the training grid when every input is one number per
+        # sample (a model of parameters only: its predictions are on the training grid)
+        sizes = dict(data.sizes)
+        if not any(d in data[v].dims for v in self.inputs for d in self.grid_dims):
+            sizes.update(zip(self.grid_dims, self.grid_shape, strict=True))
         for name in self.inputs:
             var = data[name]
             absent = [d for d in self.grid_dims if d not in var.dims]
@@ -201,10 +206,10 @@ class Surrogate:
                     f"data has the extra spatial dim(s) {extra}"
                 )
             if absent and len(absent) == len(self.grid_dims) and all(
-                    d in data.sizes for d in self.grid_dims):
+                    d in sizes for d in self.grid_dims):
                 # a per-sample scalar (e.g. a parameter): a constant channel, as in training
                 # (TorchDataset); the grid is the dataset's
-                var = var.expand_dims({d: data.sizes[d] for d in self.grid_dims})
+                var = var.expand_dims({d: sizes[d] for d in self.grid_dims})
             elif absent:
                 raise SurrogateInputError(
                     f"variable {name!r} has dims {var.dims}; it needs the grid dims "
@@ -236,6 +241,18 @@ class Surrogate:
             ) from None
         dim, c_in = len(self.grid_dims), self.module.hparams.in_channels
         grid = "x".join(["n"] * dim)
+        if set(self.data_info.get("scalar_inputs", [])) == set(self.inputs) and x.ndim <= 2:
+            # a model of per-sample numbers only: (c_in,) or (batch, c_in), each number a
+            # constant channel on the training grid, as in training
+            if x.shape[-1:] != (c_in,):
+                raise SurrogateInputError(
+                    f"this surrogate takes {c_in} number(s) per sample ({self.inputs}); pass "
+                    f"shape ({c_in},) or (batch, {c_in}), got {x.shape}"
+                )
+            batched = x.ndim == 2
+            x = np.broadcast_to(x.reshape(-1, c_in, *[1] * dim), (len(x.reshape(-1, c_in)),
+                                                                 c_in, *self.grid_shape))
+            return np.ascontiguousarray(x), batched, {}
         if x.ndim == dim:
             if c_in != 1:
                 raise SurrogateInputError(
@@ -427,12 +444,19 @@ class Surrogate:
     # -- comparison with the reference solver ---------------------------------------------
     def reference_problem(self, resolution: int):
         """The problem family of the training data, at ``resolution``, as it was generated."""
-        from pdeforge.datasets.problems import build_problem
+        from pdeforge.datasets.problems import available, build_problem
 
         config = self.data_info.get("generation_config") or {}
         problem = config.get("problem") or self.problem
         if not problem:
             raise SurrogateInputError("the checkpoint does not name the problem that made its data")
+        if problem not in available():
+            raise SurrogateInputError(
+                f"compare runs pdeforge's solver of the training data's problem, and "
+                f"{problem!r} is none of its families ({', '.join(available())}): the data "
+                "came from another program; compare predictions with that program's "
+                "solutions instead (predict, then your own metric)"
+            )
         return build_problem(problem, resolution, **config.get("options", {}))
 
     def compare(self, inputs: Any, batch_size: int = 64, resample: bool = False) -> Comparison:

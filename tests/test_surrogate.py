@@ -364,3 +364,55 @@ def test_thermal_predictions_are_zero_in_the_slot_as_the_data_are(tmp_path):
     rel = np.linalg.norm((pred - truth).reshape(12, -1), axis=1) / np.linalg.norm(
         truth.reshape(12, -1), axis=1)
     assert evaluate(ckpt, path, progress=False)["rel_l2"] == pytest.approx(rel.mean(), rel=1e-4)
+
+
+def _parameter_only_file(path: Path, n: int = 12, size: int = 10) -> Path:
+    """A file from another program: one number per sample (role parameter) sets a field,
+    plus a per-sample scalar output."""
+    kappa = np.linspace(0.5, 2.0, n)
+    x = (np.arange(size) + 0.5) / size
+    bump = np.sin(np.pi * x)[:, None] * np.sin(np.pi * x)[None, :]
+    xr.Dataset(
+        {
+            "kappa": (("sample",), kappa, {"role": "parameter", "units": "1"}),
+            "u": (("sample", "x", "y"), (kappa[:, None, None] * bump).astype(np.float32),
+                  {"role": "output", "units": "1"}),
+            "u_mean": (("sample",), kappa * bump.mean(), {"role": "output", "units": "1"}),
+            "converged": (("sample",), np.ones(n, bool), {"role": "diagnostic", "units": "1"}),
+            "solve_seconds": (("sample",), np.zeros(n), {"role": "diagnostic", "units": "s"}),
+        },
+        coords={"x": ("x", x, {"units": "m"}), "y": ("y", x, {"units": "m"})},
+        attrs={"pdeforge_format": 1, "problem": "bump", "solver": "formula",
+               "pdeforge_version": "external", "seed": 0, "n_samples": n, "config": "{}",
+               "created": "2026-01-01T00:00:00+00:00", "status": "complete"},
+    ).to_netcdf(path, engine="h5netcdf", encoding={"u": {"chunksizes": (1, size, size)}})
+    return path
+
+
+def test_a_model_of_parameters_only_trains_by_default_and_is_queried_with_the_numbers(tmp_path):
+    """Parameters are default inputs (constant channels); such a surrogate takes the
+    numbers alone (xarray, numpy, a file) and predicts on the training grid; a scalar
+    output is left out of the defaults with a warning; compare says it needs a pdeforge
+    family."""
+    path = _parameter_only_file(tmp_path / "bump.nc")
+    with pytest.warns(UserWarning, match=r"scalar output\(s\) \['u_mean'\]"):
+        cli = _fit_tiny_fno(path, tmp_path, n_modes=4)
+    s = Surrogate.load(Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt", device="cpu")
+    assert s.inputs == ["kappa"] and s.outputs == ["u"]
+    with open_dataset(path) as ds:
+        data = ds.load()
+    full = s.predict(data).u
+    alone = s.predict(data[["kappa"]]).u
+    np.testing.assert_array_equal(alone.values, full.values)
+    np.testing.assert_allclose(alone.x.values, data.x.values)
+    numbers = s.predict(data.kappa.values[:, None]).u
+    np.testing.assert_array_equal(numbers.values, full.values)
+    one = s.predict(np.array([data.kappa.values[3]])).u
+    assert one.dims == ("x", "y")
+    np.testing.assert_allclose(one.values, full.values[3], rtol=1e-5)
+    with pytest.raises(SurrogateInputError, match=r"takes 1 number\(s\) per sample"):
+        s.predict(np.ones((4, 2)))
+    with pytest.raises(SurrogateInputError, match="'bump' is none of its families"):
+        s.compare(data[["kappa"]])
+    assert run_pdeforge("query", str(s.path), "--input", str(path), "--out",
+                        str(tmp_path / "q.nc")).returncode == 0

@@ -14,6 +14,7 @@ fork), and one sample is one chunk. Small files are read into memory once.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from pdeforge.datasets.format import (
     DIAGNOSTIC,
     INPUT,
     OUTPUT,
+    PARAMETER,
     SAMPLE,
     SPATIAL_DIMS,
     attr_value,
@@ -58,9 +60,10 @@ class TorchDataset(torch.utils.data.Dataset):
     Args:
         path: dataset file.
         inputs: variable names stacked into input channels; default every per-sample
-            field with role ``input``.
+            variable with role ``input`` or ``parameter`` (a per-sample scalar is a
+            constant channel).
         outputs: variable names for output channels; default every field with role
-            ``output``.
+            ``output`` (per-sample scalars only when named: warned about).
         indices: sample indices (integers or a boolean mask of length n; default all).
         skip_nonconverged: drop samples whose ``converged`` diagnostic is false (from
             ``indices`` too), so that no NaN sample reaches training.
@@ -99,17 +102,33 @@ class TorchDataset(torch.utils.data.Dataset):
                 raise TypeError(f"{label} must be a list of variable names, e.g. [{names!r}]")
         if in_memory not in (True, False, "auto"):
             raise ValueError(f"in_memory must be True, False or 'auto', got {in_memory!r}")
-        self.inputs = list(inputs) if inputs is not None else self._by_role(fields, INPUT)
+        # by default every per-sample input and parameter (a scalar becomes a constant
+        # channel: what sets the solution, e.g. a diffusivity) and every output field
+        self.inputs = list(inputs) if inputs is not None else [
+            k for k, (_, _, r) in fields.items() if r in (INPUT, PARAMETER)
+        ]
         self.outputs = list(outputs) if outputs is not None else self._by_role(fields, OUTPUT)
+        if outputs is None:
+            scalars = [k for k, (d, _, r) in fields.items() if r == OUTPUT and len(d) == 1]
+            if scalars:
+                warnings.warn(
+                    f"{self.path}: the per-sample scalar output(s) {scalars} are not among "
+                    "the default outputs (an operator predicts fields on the grid); name "
+                    "them in outputs=[...] to train on them as constant fields",
+                    UserWarning,
+                    stacklevel=2,
+                )
         for label, names in (("inputs", self.inputs), ("outputs", self.outputs)):
             if not names:
-                role = INPUT if label == "inputs" else OUTPUT
+                roles = (INPUT, PARAMETER) if label == "inputs" else (OUTPUT,)
+                role = " or ".join(map(repr, roles))
                 misplaced = {k: v[0] for k, v in variables.items()
-                             if v[2] == role and k not in fields}
+                             if v[2] in roles and k not in fields}
                 raise DatasetFormatError(
-                    f"{self.path}: no {label} selected and no per-sample field has role "
-                    f"{role!r}; pass {label}=[...]"
-                    + (f" (these have role {role!r} but not 'sample' as their first dim: "
+                    f"{self.path}: no {label} selected and no per-sample "
+                    f"{'variable' if label == 'inputs' else 'field'} has role {role}; "
+                    f"pass {label}=[...]"
+                    + (f" (these have role {role} but not 'sample' as their first dim: "
                        f"{misplaced}; `pdeforge check` lists the format's rules)"
                        if misplaced else "")
                 )

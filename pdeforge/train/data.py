@@ -1,7 +1,8 @@
 """``OperatorDataModule``: dataset files in the published format as Lightning data.
 
-Any file that passes ``pdeforge check`` trains: inputs and outputs default to the
-variables whose ``role`` is ``input`` / ``output``. One file is split into
+Any file that passes ``pdeforge check`` trains: inputs default to the per-sample
+variables whose ``role`` is ``input`` or ``parameter`` (a scalar is a constant channel),
+outputs to the fields whose ``role`` is ``output``. One file is split into
 train/validation/test by fractions with a fixed seed (non-converged samples are left
 out), or separate files give the validation and test sets. ``subsample`` keeps every
 k-th grid point for training and validation; ``test_subsample`` (default: the same)
@@ -73,7 +74,7 @@ class OperatorDataModule(pl.LightningDataModule):
 
     Args:
         path: one dataset file or a list of files with the same variables and grid.
-        inputs: input variable names (default: role ``input``).
+        inputs: input variable names (default: role ``input`` or ``parameter``).
         outputs: output variable names (default: role ``output``).
         val_path: separate validation file(s); then ``path`` gives training (and test,
             unless ``test_path``) data by the split fractions.
@@ -224,6 +225,10 @@ class OperatorDataModule(pl.LightningDataModule):
                                   stacklevel=2)
             problem = str(attr_value(h5.attrs, ATTR_PROBLEM) or "")
             config = attr_value(h5.attrs, ATTR_CONFIG)
+            try:  # a file from another program may carry no or no valid JSON config
+                generation = json.loads(config) if isinstance(config, str) and config else {}
+            except ValueError:
+                generation = {}
             version = int(attr_value(h5.attrs, ATTR_FORMAT) or 1)
         return {
             "problem": problem,
@@ -239,7 +244,10 @@ class OperatorDataModule(pl.LightningDataModule):
             "coords": coords,
             "periodic_dims": periodic,
             "subsample": self.subsample,
-            "generation_config": json.loads(config) if isinstance(config, str) and config else {},
+            "generation_config": generation if isinstance(generation, dict) else {},
+            # inputs that are one number per sample: a surrogate of only those is queried
+            # with the numbers, on the training grid
+            "scalar_inputs": [n for n in self.inputs if len(probe._fields[n][0]) == 1],
             "split": list(self.split),
             "split_seed": self.split_seed,
         }

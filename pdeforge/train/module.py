@@ -322,12 +322,6 @@ class OperatorModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("pdeforge", {})
         name, config = saved.get("operator"), saved.get("operator_config")
-        if name is not None and (name, config) != (self.operator.name, self.operator.config):
-            raise TrainingConfigError(
-                f"the checkpoint holds a {name} model {config} but this run builds "
-                f"{self.operator.name} {self.operator.config}; resume with the config the "
-                "checkpoint was trained with, or start without --ckpt_path"
-            )
         before, now = dict(saved.get("data", {})), self.data_info
         # `train test` / `validate` with a checkpoint may score it on any data (another
         # grid too); it keeps recording the data it was trained on
@@ -352,4 +346,11 @@ class OperatorModule(pl.LightningModule):
                 )
             # the same kind of data: the run's record of its data stays that of this run
             before = now
+        # (after the data: other data change the channel counts, and the data is the cause)
+        if name is not None and (name, config) != (self.operator.name, self.operator.config):
+            raise TrainingConfigError(
+                f"the checkpoint holds a {name} model {config} but this run builds "
+                f"{self.operator.name} {self.operator.config}; resume with the config the "
+                "checkpoint was trained with, or start without --ckpt_path"
+            )
         self.data_info = before

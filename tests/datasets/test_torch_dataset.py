@@ -58,6 +58,11 @@ def test_explicit_variables_and_scalar_broadcast(tmp_path):
     x, _ = ds[0]
     assert x.shape == (2, 10, 10) and ds.in_channels == 2
     assert torch.all(x[1] == x[1, 0, 0])  # the per-sample parameter: a constant channel
+    # by default the parameter is an input too: the diffusivity sets the solution
+    default = TorchDataset(path)
+    assert default.inputs == ["velocity_x", "velocity_y", "diffusivity"]
+    np.testing.assert_array_equal(default[2][0][2].numpy(),
+                                  np.full((10, 10), ds._read("diffusivity", 2), np.float32))
 
 
 def test_a_diagnostic_is_refused_as_data(darcy_file):
