@@ -201,6 +201,13 @@ class TorchDataset(torch.utils.data.Dataset):
         }
         # one set of spatial dims; their order may differ between variables (the format
         # does not fix it): items follow the first variable's, the others are transposed
+        if not any(grids.values()):
+            dims = {name: fields[name][0] for name in self.inputs + self.outputs}
+            raise DatasetFormatError(
+                f"{self.path}: none of the selected variables has a spatial dim "
+                f"{SPATIAL_DIMS} (their dims: {dims}); the grid dims are named x, y, z "
+                "(DESIGN.md): rename them, e.g. ds.rename(lon='x', lat='y') in xarray"
+            )
         if len({frozenset(g) for g in grids.values() if g}) != 1:
             raise DatasetFormatError(
                 f"{self.path}: selected variables do not share one spatial grid: {grids}"

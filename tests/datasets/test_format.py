@@ -307,3 +307,12 @@ def test_checks_name_one_problem_once_and_warn_about_unnamed_grid_dims(tmp_path)
         w=(("sample", "lat"), np.zeros((5, 3)), {"role": "input", "units": "1"})))
     assert any("'w' has dims ('sample', 'lat')" in w and "x, y, z" in w
                for w in check_file(path).warnings)
+
+
+def test_a_grid_with_other_dim_names_gets_the_rename_fix(tmp_path):
+    from pdeforge.datasets import TorchDataset
+
+    path = _foreign(tmp_path / "lonlat.nc", lambda ds: ds.rename(x="lon"))
+    with pytest.raises(DatasetFormatError, match=r"none of the selected variables has a "
+                       r"spatial dim.*'a': \('sample', 'lon'\).*ds.rename\(lon='x'"):
+        TorchDataset(path)
