@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from pdeforge.datasets.check import open_h5
 from pdeforge.datasets.format import (
     ATTR_CONFIG,
     ATTR_PROBLEM,
@@ -51,7 +52,13 @@ from pdeforge.datasets.format import (
     config_json,
 )
 from pdeforge.datasets.problems import ProblemFamily, build_problem
-from pdeforge.errors import ConfigMismatchError, ConvergenceError, Interrupted, PdeforgeError
+from pdeforge.errors import (
+    ConfigMismatchError,
+    ConvergenceError,
+    DatasetFormatError,
+    Interrupted,
+    PdeforgeError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -393,9 +400,14 @@ def generate(
     if out.exists():
         old, status = _read_existing_config(out)
         if old is None and not overwrite:
+            try:  # why: damaged (a truncated copy) or another program's file
+                with open_h5(out):
+                    reason = "it has no generation config"
+            except DatasetFormatError as exc:
+                reason = str(exc)
             raise PdeforgeError(
-                f"{out} exists and is not a pdeforge dataset; choose another --out "
-                "or pass --overwrite to replace it"
+                f"{out} exists and is not a pdeforge dataset this run can resume ({reason}); "
+                "choose another --out or pass --overwrite to replace it"
             )
         if old == config and status == STATUS_COMPLETE:  # --overwrite has nothing to discard
             log.info("%s is already complete with this config; nothing to do", out)

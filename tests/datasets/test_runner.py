@@ -135,9 +135,18 @@ def test_complete_output_is_kept_and_mismatch_refused(tmp_path):
 def test_foreign_output_file_is_not_overwritten(tmp_path):
     out = tmp_path / "notes.nc"
     out.write_text("my notes")
-    with pytest.raises(PdeforgeError, match="not a pdeforge dataset"):
+    with pytest.raises(PdeforgeError, match="not a pdeforge dataset.*not an HDF5"):
         generate("darcy", 2, out, resolution=8, progress=False)
     assert out.read_text() == "my notes"
+
+
+def test_a_truncated_output_file_is_called_damaged_not_foreign(tmp_path):
+    out = tmp_path / "d.nc"
+    generate("darcy", 4, out, resolution=8, progress=False)
+    data = out.read_bytes()
+    out.write_bytes(data[: len(data) // 2])
+    with pytest.raises(PdeforgeError, match="damaged HDF5 file.*truncated.*--overwrite"):
+        generate("darcy", 4, out, resolution=8, progress=False)
 
 
 def test_damaged_shard_is_recomputed(tmp_path, monkeypatch):
