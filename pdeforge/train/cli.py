@@ -135,6 +135,27 @@ def train_main(args: Sequence[str]) -> int:
     return 0
 
 
+#: what a run writes before its first epoch: a run that failed holding only these is removed
+RUN_PREAMBLE = frozenset({"config.yaml", "hparams.yaml"})
+
+
+def discard_empty_run(trainer) -> None:
+    """Remove the version folder of a run that failed before writing anything of its own
+    (a refused resume, bad data found at setup), so that failed attempts do not leave
+    version_N folders holding only the config; a folder with checkpoints or metrics stays."""
+    import shutil
+
+    try:
+        log_dir = Path(trainer.log_dir) if trainer.log_dir else None
+    except Exception:  # noqa: BLE001 - no logger, nothing to clean
+        return
+    if log_dir is None or not log_dir.is_dir() or not trainer.is_global_zero:
+        return
+    written = [p for p in log_dir.rglob("*") if p.is_file()]
+    if all(p.name in RUN_PREAMBLE and p.parent == log_dir for p in written):
+        shutil.rmtree(log_dir, ignore_errors=True)
+
+
 def checkpoint_paths(trainer) -> tuple[str, str]:
     """(best, last) checkpoint paths of a fit ('' where none was written): the monitored
     callback's best, and the last state (the ``last_checkpoint`` callback, or Lightning's
@@ -211,6 +232,13 @@ def run_cli(args: Sequence[str]):
                         "was trained with, or start without --ckpt_path"
                     )
             super()._parse_ckpt_path()
+
+        def _run_subcommand(self, subcommand: str) -> None:
+            try:
+                super()._run_subcommand(subcommand)
+            except BaseException:
+                discard_empty_run(self.trainer)
+                raise
 
     tune_cpu_allocator()
     # `pdeforge train` hands LightningCLI its own argument list on purpose.

@@ -279,6 +279,8 @@ def test_resuming_on_another_problems_data_is_refused(tmp_path, monkeypatch):
     assert proc.returncode == 2, proc.stderr
     assert "trained on other data (problem: poisson -> advection-diffusion" in proc.stderr
     assert "Train on the new data without --ckpt_path" in proc.stderr
+    # the refused run leaves no version folder holding only its config
+    assert sorted(p.name for p in (tmp_path / "runs" / "pdeforge").iterdir()) == ["version_0"]
     # the same problem again resumes
     again = fit(FNO, poisson, f"--ckpt_path={last}", "--trainer.max_epochs=2")
     assert again.trainer.current_epoch == 2
