@@ -193,7 +193,8 @@ class Surrogate:
         # the grid of the inputs, or the training grid when every input is one number per
         # sample (a model of parameters only: its predictions are on the training grid)
         sizes = dict(data.sizes)
-        if not any(d in data[v].dims for v in self.inputs for d in self.grid_dims):
+        numbers_only = not any(d in data[v].dims for v in self.inputs for d in self.grid_dims)
+        if numbers_only:  # (the data's own x, y, if any, are not the inputs' grid)
             sizes.update(zip(self.grid_dims, self.grid_shape, strict=True))
         for name in self.inputs:
             var = data[name]
@@ -225,7 +226,9 @@ class Surrogate:
             lead = (arr.shape[0],) if batched else ()
             parts.append(arr.reshape(*lead, -1, *grid))
         x = np.concatenate(parts, axis=1 if batched else 0)
-        coords = {d: np.asarray(data[d].values) for d in self.grid_dims if d in data.coords}
+        coords = {} if numbers_only else {
+            d: np.asarray(data[d].values) for d in self.grid_dims if d in data.coords
+        }
         return (x if batched else x[None]), batched, coords
 
     def _as_batch(self, inputs: Any) -> tuple[np.ndarray, bool, dict]:

@@ -407,6 +407,11 @@ def test_a_model_of_parameters_only_trains_by_default_and_is_queried_with_the_nu
     np.testing.assert_allclose(alone.x.values, data.x.values)
     numbers = s.predict(data.kappa.values[:, None]).u
     np.testing.assert_array_equal(numbers.values, full.values)
+    # another file's grid is not the inputs' grid: the numbers are, on the training grid
+    with open_dataset(_parameter_only_file(tmp_path / "fine.nc", size=20)) as fine:
+        other = s.predict(fine.load()).u
+    assert other.shape == (12, 10, 10)
+    np.testing.assert_allclose(other.values, full.values, rtol=1e-6)
     one = s.predict(np.array([data.kappa.values[3]])).u
     assert one.dims == ("x", "y")
     np.testing.assert_allclose(one.values, full.values[3], rtol=1e-5)

@@ -65,6 +65,13 @@ _METADATA_ERRORS = (
     f"missing per-sample diagnostic {SOLVE_SECONDS!r}",
     f"diagnostic {SOLVE_SECONDS!r}",
     "; fields are float32 or float64",
+    # a variable without a (valid) role is one the readers leave alone, and a file whose
+    # roles select nothing is refused by the reader's own selection, naming the fix
+    ": attribute role is",
+    "must have role 'diagnostic'",
+    "no variable with role",
+    # a non-numeric variable is refused by a reader only if it is selected
+    "inputs, outputs and parameters are numbers",
 )
 
 

@@ -22,13 +22,14 @@ from pdeforge.datasets.format import (
 from pdeforge.errors import DatasetFormatError
 
 
-def verify_dataset(path: str | Path, require_complete: bool = True) -> None:
+def verify_dataset(path: str | Path, require_complete: bool = True, rules: bool = True) -> None:
     """Raise :class:`DatasetFormatError` unless ``path`` is a readable format-1 dataset.
 
     Besides the root attributes below, the structural rules of ``pdeforge check`` (dims,
     coordinates, roles, dtypes, diagnostics; not the scan of every value) are applied, so
     that a file another program wrote is refused with the rule it breaks rather than read
-    wrongly (a complex field cut to its real part, a missing or non-finite coordinate).
+    wrongly (a complex field cut to its real part, a missing or non-finite coordinate);
+    ``rules=False`` skips them (``pdeforge info`` describes any file it can open).
     """
     with open_h5(path) as h5:
         fmt = attr_value(h5.attrs, ATTR_FORMAT)
@@ -57,6 +58,8 @@ def verify_dataset(path: str | Path, require_complete: bool = True) -> None:
                 f"another program: set {ATTR_STATUS}={STATUS_COMPLETE!r} once every sample "
                 "is in)"
             )
+    if not rules:
+        return
     errors = check_file(path, scan_data=False).errors
     if not require_complete:  # an unfinished file: its status is known to say so
         errors = [e for e in errors if not e.startswith("status is")]

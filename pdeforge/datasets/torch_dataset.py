@@ -87,11 +87,16 @@ class TorchDataset(torch.utils.data.Dataset):
         verify_dataset(self.path)
         self.dtype = dtype
         with open_h5(self.path) as h5:
-            variables = {
-                name: (_dims(ds), ds.shape, attr_value(ds.attrs, "role"))
-                for name, ds in h5.items()
+            datasets = {
+                name: ds for name, ds in h5.items()
                 if isinstance(ds, h5py.Dataset) and not h5py.h5ds.is_scale(ds.id)
             }
+            variables = {
+                name: (_dims(ds), ds.shape, attr_value(ds.attrs, "role"))
+                for name, ds in datasets.items()
+            }
+            numeric = {name: np.issubdtype(ds.dtype, np.number) or ds.dtype == np.bool_
+                       for name, ds in datasets.items()}
             n = h5[CONVERGED].shape[0] if CONVERGED in h5 else None
             converged = h5[CONVERGED][:].astype(bool) if CONVERGED in h5 else None
         fields = {k: v for k, v in variables.items() if v[0][:1] == (SAMPLE,)}
@@ -105,7 +110,7 @@ class TorchDataset(torch.utils.data.Dataset):
         # by default every per-sample input and parameter (a scalar becomes a constant
         # channel: what sets the solution, e.g. a diffusivity) and every output field
         self.inputs = list(inputs) if inputs is not None else [
-            k for k, (_, _, r) in fields.items() if r in (INPUT, PARAMETER)
+            k for k, (_, _, r) in fields.items() if r in (INPUT, PARAMETER) and numeric[k]
         ]
         self.outputs = list(outputs) if outputs is not None else self._by_role(fields, OUTPUT)
         if outputs is None:
@@ -137,6 +142,12 @@ class TorchDataset(torch.utils.data.Dataset):
                     raise DatasetFormatError(
                         f"{self.path}: no per-sample variable {name!r} for {label}; "
                         f"available: {sorted(fields)}"
+                    )
+                if not numeric[name]:
+                    raise DatasetFormatError(
+                        f"{self.path}: {name!r} does not hold numbers and cannot be one of "
+                        f"the {label}; choose {label} among "
+                        f"{sorted(k for k in fields if numeric[k])}"
                     )
                 if fields[name][2] == DIAGNOSTIC:
                     # the solver's record (iterations, residual, time), not the problem's

@@ -380,6 +380,7 @@ END = dop853.N_STAGES  # index of the step's end (c = 1) among the nodes of the 
 # the output costs 16 evaluations a step and ending on it 12 a fraction of one: per unit
 # of time the shorter step is the cheaper one from 12/16 of the way.
 LAND_FRACTION = dop853.N_STAGES / (dop853.N_STAGES + 4)
+DENSE_BATCH = 8  # outputs interpolated together (bounds the temporaries' size)
 
 
 def _stage_rows(device: torch.device) -> list[tuple[int, int, torch.Tensor] | None]:
@@ -927,14 +928,18 @@ def _solve_ip_chunk(
             if inner.stop > inner.start:
                 if extra is None:
                     extra = torch.zeros(4, n, m, dtype=dtype, device=device)
-                thetas = (times[inner] - t) / h_step
-                dense = _dense_output(ctx, y, y_new, K_flat, extra, ph_rows, back_rows,
-                                      h_step, thetas)
-                if conserved:  # the outputs on the invariants too
-                    dense = _project(
-                        ctx, dense.reshape(-1, m), target.repeat(len(thetas), 1), conserved
-                    ).reshape(len(thetas), n, m)
-                out[:, inner] = torch.fft.ifft(dense, dim=-1).transpose(0, 1)
+                interpolate = _dense_output(ctx, y, y_new, K_flat, extra, ph_rows,
+                                            back_rows, h_step)
+                # a few outputs at a time: the temporaries stay a few states in size
+                for lo in range(inner.start, inner.stop, DENSE_BATCH):
+                    part = slice(lo, min(lo + DENSE_BATCH, inner.stop))
+                    thetas = (times[part] - t) / h_step
+                    dense = interpolate(thetas)
+                    if conserved:  # the outputs on the invariants too
+                        dense = _project(
+                            ctx, dense.reshape(-1, m), target.repeat(len(thetas), 1), conserved
+                        ).reshape(len(thetas), n, m)
+                    out[:, part] = torch.fft.ifft(dense, dim=-1).transpose(0, 1)
             j = stop
             y = y_new
             since_projection += 1
@@ -973,9 +978,10 @@ def _solve_ip_chunk(
     return out.cpu().numpy()
 
 
-def _dense_output(ctx, y, y_new, K_flat, extra, ph_rows, back_rows, h, thetas) -> torch.Tensor:
-    """psi_hat at t + theta h for each theta in (0, 1] of an accepted step from y at t to
-    y_new, shape (len(thetas), n, M): DOP853's 7th-order continuous extension (Hairer,
+def _dense_output(ctx, y, y_new, K_flat, extra, ph_rows, back_rows, h) -> Callable:
+    """The interpolant of an accepted step from y at t to y_new: a function of thetas in
+    (0, 1] giving psi_hat at t + theta h, shape (len(thetas), n, M). DOP853's 7th-order
+    continuous extension (Hairer,
     Norsett & Wanner II.6; scipy's ``Dop853DenseOutput``), applied to the step's
     interaction-picture state v and mapped back with exp(L theta h).
 
@@ -994,15 +1000,21 @@ def _dense_output(ctx, y, y_new, K_flat, extra, ph_rows, back_rows, h, thetas) -
         torch.addmm(y_row, slot_coef, K_flat, alpha=h, out=arg_row)
         arg_row.addmm_(extra_coef, extra_flat[:i], alpha=h)
         ctx.rate(ph_rows[END + i] * arg, back_rows[END + i], extra[i])
-    x = np.asarray(thetas, dtype=np.float64)[:, None]
-    # scipy's nested evaluation of the F_i, written out: x, x(1-x), x^2(1-x), ...
-    weights = np.hstack([x ** ((i + 2) // 2) * (1 - x) ** ((i + 1) // 2) for i in range(7)])
-    coef = weights @ ctx.interpolant  # (outputs, 16) over the stages
-    rows = torch.addmm(y_row, ctx.by_slot(coef), K_flat, alpha=h)
-    rows.addmm_(torch.as_tensor(coef[:, END:], device=y.device), extra_flat, alpha=h)
-    v = torch.view_as_complex(rows.view(len(x), n, m, 2))
-    theta = torch.as_tensor(x, device=y.device)
-    return torch.polar(torch.ones_like(v.real[:, :1]), -(theta[:, None] * h) * ctx.half_k2) * v
+
+    def interpolate(thetas: np.ndarray) -> torch.Tensor:
+        x = np.asarray(thetas, dtype=np.float64)[:, None]
+        # scipy's nested evaluation of the F_i, written out: x, x(1-x), x^2(1-x), ...
+        weights = np.hstack(
+            [x ** ((i + 2) // 2) * (1 - x) ** ((i + 1) // 2) for i in range(7)]
+        )
+        coef = weights @ ctx.interpolant  # (outputs, 16) over the stages
+        rows = torch.addmm(y_row, ctx.by_slot(coef), K_flat, alpha=h)
+        rows.addmm_(torch.as_tensor(coef[:, END:], device=y.device), extra_flat, alpha=h)
+        v = torch.view_as_complex(rows.view(len(x), n, m, 2))
+        theta = torch.as_tensor(x, device=y.device)[:, None]
+        return torch.polar(torch.ones_like(v.real[:, :1]), -(theta * h) * ctx.half_k2) * v
+
+    return interpolate
 
 
 def _derivative(psi: np.ndarray, length: float) -> np.ndarray:

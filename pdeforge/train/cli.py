@@ -221,7 +221,16 @@ def run_cli(args: Sequence[str]):
             if ckpt_path and Path(ckpt_path).is_file():
                 from pdeforge.train.checkpoint import read_checkpoint
 
-                saved = read_checkpoint(ckpt_path).get("hyper_parameters", {})
+                checkpoint = read_checkpoint(ckpt_path)
+                saved = checkpoint.get("hyper_parameters", {})
+                # with a checkpoint, data.inputs / data.outputs default to the variables it
+                # was trained on, not to today's defaults (parameters became default inputs
+                # after some checkpoints were written)
+                data = self.config[sub]["data"]
+                trained = (checkpoint.get("pdeforge") or {}).get("data") or {}
+                for key in ("inputs", "outputs"):
+                    if data.get(key) is None and trained.get(key):
+                        data[key] = list(trained[key])
                 model = self.config[sub]["model"]
                 asked = (model.get("model"), dict(model.get("model_kwargs") or {}))
                 found = (saved.get("model"), dict(saved.get("model_kwargs") or {}))

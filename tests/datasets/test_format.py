@@ -263,9 +263,6 @@ def _foreign(path, edit):
          "'converged' must be boolean"),
         (lambda ds: ds.isel(sample=slice(0, 0)).assign_attrs(n_samples=0),
          "the file holds no samples"),
-        (lambda ds: ds.assign(label=(("sample",), np.array(list("abcde")),
-                                     {"role": "parameter", "units": "1"})),
-         "'label' with role 'parameter' holds"),
     ],
 )
 def test_readers_refuse_what_they_would_misread(tmp_path, edit, message):
@@ -282,20 +279,32 @@ def test_readers_refuse_what_they_would_misread(tmp_path, edit, message):
 
 
 def test_readers_warn_about_metadata_and_read_the_data(tmp_path):
-    """Missing root attributes and units change nothing the data read as: a warning."""
+    """Missing root attributes and units, a bookkeeping variable without a role, a text
+    parameter change nothing the data read as: a warning; a text variable is refused only
+    when it is selected."""
     from pdeforge.datasets import TorchDataset
 
     def edit(ds):
         ds.attrs = {"pdeforge_format": 1, "status": "complete"}
         ds.u.attrs.pop("units")
+        ds["run_id"] = (("sample",), np.arange(5), {"units": "1"})
+        ds["label"] = (("sample",), np.array(list("abcde")), {"role": "parameter",
+                                                              "units": "1"})
         return ds
 
     path = _foreign(tmp_path / "meta.nc", edit)
-    assert not check_file(path).ok
-    with pytest.warns(UserWarning, match="metadata depart.*missing root attribute.*"
-                                         "'u' has neither units"):
-        x, y = TorchDataset(path)[0]
+    report = check_file(path)
+    assert any("'label' with role 'parameter' holds" in e for e in report.errors)
+    assert any("'run_id': attribute role is missing" in e for e in report.errors)
+    with pytest.warns(UserWarning, match="metadata depart.*missing root attribute"):
+        data = TorchDataset(path)
+    assert data.inputs == ["a"]
+    x, y = data[0]
     assert x.shape == y.shape == (1, 12)
+    with pytest.warns(UserWarning), pytest.raises(
+            DatasetFormatError, match="'label' does not hold numbers.*among \\['a', "):
+        TorchDataset(path, inputs=["a", "label"])
+    assert open_dataset(path).label.shape == (5,)
 
 
 def test_checks_name_one_problem_once_and_warn_about_unnamed_grid_dims(tmp_path):

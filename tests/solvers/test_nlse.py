@@ -541,6 +541,8 @@ def test_outputs_denser_than_the_steps_are_interpolated_to_the_step_accuracy(m):
     for i in (37, 101, 163):  # runs that end on an inner output
         alone = nlse.solve(psi0, length=length, times=times[[0, i]], **tol)
         assert np.abs(dense[:, i] - alone[:, -1]).max() < 2e-7
+    finer = nlse.solve(psi0, length=length, times=np.linspace(0.0, 2.0, 1601), **tol)
+    assert np.abs(finer[:, ::8] - dense).max() < 2e-7  # ~12 outputs a step, in batches
     ref = nlse.solve(psi0[0], length=length, times=times, method="scipy-dop853", rtol=1e-11,
                      atol=1e-13, dealias=False, filter_strength=None)
     assert np.abs(dense[0] - ref).max() < 2e-7

@@ -316,3 +316,22 @@ def test_a_mask_input_left_out_is_warned_about(tmp_path):
         dm = OperatorDataModule(path=str(path), inputs=["boundary_data"])
     assert dm.info["masks"] == {}
     assert OperatorDataModule(path=str(path)).info["masks"] == {"temperature": "plate"}
+
+
+def test_a_checkpoint_keeps_its_variables_when_the_defaults_grow(tmp_path, monkeypatch):
+    """A run trained on advection-diffusion without its parameter (the default before
+    parameters were inputs) resumes and is tested with no --data.inputs: the checkpoint's
+    variables, not today's defaults."""
+    from pdeforge.datasets.runner import generate
+
+    monkeypatch.chdir(tmp_path)
+    adv = tmp_path / "adv.nc"
+    generate("advection-diffusion", 12, adv, resolution=12, seed=0, shard_size=12, progress=False)
+    cli = fit(FNO, adv, "--data.inputs=[velocity_x, velocity_y]", "--trainer.max_epochs=1")
+    last = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    tested = run_cli(["test", "--config", str(FNO), "--preset", "tiny", *QUIET,
+                      f"--data.path={adv}", f"--ckpt_path={last}"])
+    assert tested.datamodule.inputs == ["velocity_x", "velocity_y"]
+    again = fit(FNO, adv, f"--ckpt_path={last}", "--trainer.max_epochs=2")
+    assert again.datamodule.inputs == ["velocity_x", "velocity_y"]
+    assert again.trainer.current_epoch == 2
