@@ -135,6 +135,19 @@ def train_main(args: Sequence[str]) -> int:
     return 0
 
 
+def _variables_of(path) -> set[str]:
+    """Names of the variables of the (first) dataset file ``path``; empty if unreadable
+    (the data module then reports the file)."""
+    import h5py
+
+    first = path[0] if isinstance(path, list | tuple) and path else path
+    try:
+        with h5py.File(first, "r") as f:
+            return set(f.keys())
+    except (OSError, TypeError, ValueError):
+        return set()
+
+
 #: what a run writes before its first epoch: a run that failed holding only these is removed
 RUN_PREAMBLE = frozenset({"config.yaml", "hparams.yaml"})
 
@@ -228,8 +241,10 @@ def run_cli(args: Sequence[str]):
                 # after some checkpoints were written)
                 data = self.config[sub]["data"]
                 trained = (checkpoint.get("pdeforge") or {}).get("data") or {}
+                present = _variables_of(data.get("path"))
                 for key in ("inputs", "outputs"):
-                    if data.get(key) is None and trained.get(key):
+                    # (only where the data has them: other data is reported as such later)
+                    if data.get(key) is None and trained.get(key) and set(trained[key]) <= present:
                         data[key] = list(trained[key])
                 model = self.config[sub]["model"]
                 asked = (model.get("model"), dict(model.get("model_kwargs") or {}))

@@ -278,6 +278,17 @@ class OperatorModule(pl.LightningModule):
             "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
         }
 
+    def on_fit_start(self) -> None:
+        # Lightning's model summary counts a complex weight (FNO's spectral weights) as one
+        # parameter; pdeforge's count (Surrogate.info, benchmarks) counts real numbers
+        from pytorch_lightning.utilities import rank_zero_info
+
+        rank_zero_info(
+            f"pdeforge: {self.operator.name} with {self.operator.count_parameters():,} "
+            "trainable real numbers (a complex weight counts 2; Lightning's summary counts "
+            "it once)"
+        )
+
     def on_train_start(self) -> None:
         # Resuming with a larger max_epochs: OneCycle's schedule was sized for the old run
         # and would fail once it passed its end; stretch its final (annealing) phase.
