@@ -78,6 +78,12 @@ def spectral_mask(
     return mask
 
 
+def _described(times) -> str:
+    """A short description of a ``times`` argument for error messages."""
+    text = repr(times)
+    return text if len(text) <= 60 else f"{type(times).__name__} {text[:57]}..."
+
+
 def _check(psi0: np.ndarray, length: float, times: np.ndarray, rtol: float, atol: float):
     given, psi0 = type(psi0).__name__, np.asarray(psi0)
     if psi0.dtype.kind not in "biufc":
@@ -90,15 +96,23 @@ def _check(psi0: np.ndarray, length: float, times: np.ndarray, rtol: float, atol
     if not np.all(np.isfinite(psi0)):
         raise NLSEInputError("psi0 contains NaN or infinite values")
     length = _check_length(length)
-    try:
-        times = np.asarray(times, dtype=np.float64)
-    except (TypeError, ValueError):
+    raw = times.detach().cpu().numpy() if isinstance(times, torch.Tensor) else times
+    raw = np.asarray(raw)
+    # numbers only: numpy would cut complex times to their real part (a warning) and read
+    # strings and booleans as numbers
+    if raw.dtype.kind not in "iuf":
         raise NLSEInputError(f"times must be real numbers (a 1-D array of output times), got "
-                             f"{times!r}") from None
+                             f"{_described(times)} of dtype {raw.dtype}")
+    times = raw.astype(np.float64)
     if times.ndim != 1 or len(times) < 1 or not np.all(np.isfinite(times)):
         raise NLSEInputError("times must be a 1-D array of finite output times")
     if np.any(np.diff(times) <= 0):
-        raise NLSEInputError("times must be strictly increasing")
+        first = int(np.flatnonzero(np.diff(times) <= 0)[0])
+        after, before = float(times[first + 1]), float(times[first])
+        raise NLSEInputError(
+            f"times must be strictly increasing: times[{first + 1}] = {after!r} follows "
+            f"times[{first}] = {before!r}"
+        )
     if not (
         _is_real_number(rtol) and _is_real_number(atol) and 0 < rtol < 1 and 0 < atol < np.inf
     ):
@@ -213,8 +227,10 @@ def solve(
     Args:
         psi0: complex initial field(s), shape (..., M); leading axes are a batch.
         length: domain length L.
-        times: increasing output times; times[0] is the time of psi0 (psi[..., 0, :] ==
-            psi0).
+        times: increasing output times (real numbers); times[0] is the time of psi0
+            (psi[..., 0, :] == psi0). They do not limit the step: an output inside a step
+            is interpolated (DOP853's 7th-order dense output, ``LAND_FRACTION``), with an
+            error of the order of the step's tolerance, as scipy's dense output has.
         rtol, atol: tolerances of the embedded error estimate (per trajectory, RMS over
             the Fourier coefficients of the interaction-picture state). They bound each
             step's local error, not the error at the end, which accumulates over the

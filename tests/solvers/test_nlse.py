@@ -195,6 +195,15 @@ def test_more_bad_inputs_of_invariants_entropies_and_solve():
         nlse.solve(good, length=L, times=["a", "b"])
     with pytest.raises(nlse.NLSEInputError, match="times must be real numbers"):
         nlse.solve(good, length=L, times=[0, 1j])
+    # numpy would cut complex times to their real part and read text and booleans
+    for times in (np.array([0, 1 + 1j]), ["0", "1"], [False, True]):
+        with pytest.raises(nlse.NLSEInputError, match="times must be real numbers"):
+            nlse.solve(good, length=L, times=times)
+    with pytest.raises(nlse.NLSEInputError, match=r"times\[2\] = 1.0 follows times\[1\] = 1.0"):
+        nlse.solve(good, length=L, times=[0, 1, 1])
+    np.testing.assert_array_equal(  # a torch tensor of times is taken
+        nlse.solve(good, length=L, times=torch.tensor([0.0, 0.1], dtype=torch.float64)),
+        nlse.solve(good, length=L, times=[0.0, 0.1]))
     with pytest.raises(nlse.NLSEInputError, match="numeric .* NoneType"):
         nlse.solve(None, length=L, times=[0, 1])
     with pytest.raises(nlse.NLSEInputError, match="rtol='1e-8'"):
