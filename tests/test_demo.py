@@ -17,6 +17,7 @@ def test_demo_runs_end_to_end_and_reruns_with_new_settings(tmp_path):
         assert step in first.stdout
     report = json.loads((out / "report.json").read_text())
     assert report["n_test"] == 6 and 0 < report["test_rel_l2"] < 10 and report["speedup"] > 0
+    assert report["direct_ms_per_sample"] > 0 and report["speedup_vs_direct"] > 0
     assert (out / "demo.png").stat().st_size > 10_000
     second = run_cli(
         "demo",
