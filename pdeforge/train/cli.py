@@ -257,6 +257,22 @@ def run_cli(args: Sequence[str]):
                     )
             super()._parse_ckpt_path()
 
+        def before_instantiate_classes(self) -> None:
+            # --trainer.default_root_dir moves the run; the default logger (whose save_dir
+            # is where the checkpoints go) follows it unless a logger was given too
+            sub = self.config.get("subcommand")
+            trainer = (self.config[sub] if sub else self.config).get("trainer")
+            root = trainer.get("default_root_dir") if trainer is not None else None
+            logger = trainer.get("logger") if trainer is not None else None
+            args = getattr(logger, "init_args", None)
+            if (
+                root not in (None, "runs")
+                and str(getattr(logger, "class_path", "")).endswith("CSVLogger")
+                and args is not None
+                and args.get("save_dir") == "runs"
+            ):
+                args["save_dir"] = root
+
         def _run_subcommand(self, subcommand: str) -> None:
             try:
                 super()._run_subcommand(subcommand)

@@ -335,3 +335,13 @@ def test_a_checkpoint_keeps_its_variables_when_the_defaults_grow(tmp_path, monke
     again = fit(FNO, adv, f"--ckpt_path={last}", "--trainer.max_epochs=2")
     assert again.datamodule.inputs == ["velocity_x", "velocity_y"]
     assert again.trainer.current_epoch == 2
+
+
+def test_default_root_dir_moves_the_run_with_its_checkpoints(darcy16, tmp_path, monkeypatch):
+    """--trainer.default_root_dir was ignored: the default logger kept writing to runs/."""
+    monkeypatch.chdir(tmp_path)
+    mine = tmp_path / "mine"
+    cli = fit(FNO, darcy16, "--trainer.max_epochs=1", f"--trainer.default_root_dir={mine}")
+    assert Path(cli.trainer.log_dir).is_relative_to(tmp_path / "mine")
+    assert (Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt").is_file()
+    assert not (tmp_path / "runs").exists()
