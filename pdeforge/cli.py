@@ -318,7 +318,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["train"]:  # everything after `train` belongs to LightningCLI (--help too)
         args = argparse.Namespace(func=_cmd_train, lightning_args=argv[1:])
     else:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # the help to see is the subcommand's (argparse named the top level's)
+            where = " ".join(["pdeforge"] + [
+                str(getattr(args, key)) for key in ("command", "problem", "benchmark")
+                if getattr(args, key, None)
+            ])
+            print(f"pdeforge: error: unrecognized arguments: {' '.join(extra)} (see {where} "
+                  "--help)", file=sys.stderr)
+            return EXIT_USAGE
     warnings.showwarning = _show_warning
     try:
         return int(args.func(args) or 0)

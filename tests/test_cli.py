@@ -57,6 +57,8 @@ def test_generate_info_check_end_to_end(tmp_path):
         (["generate", "darcy", "--n", "3", "--out", "x.nc", "--tau", "-1"],
          ["--tau", "must be > 0"]),
         (["check"], ["the following arguments are required: FILE"]),
+        (["generate", "darcy", "--n", "3", "--out", "x.nc", "--velocity", "3"],
+         ["unrecognized arguments: --velocity 3", "see pdeforge generate darcy --help"]),
         (["generate", "advection-diffusion", "--n", "2", "--resolution", "12", "--out", "x.nc",
           "--solver", "skr", "--preconditioner", "amg", "--no-progress"],
          ["amg (smoothed aggregation) is for symmetric", "use 'ilu' or 'ilu0'"]),

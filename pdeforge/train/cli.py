@@ -121,6 +121,25 @@ def expand_presets(args: Sequence[str]) -> list[str]:
     return rest[:at] + extra + rest[at:]
 
 
+def _check_config_files(args: Sequence[str]) -> None:
+    """A ``--config`` file that does not exist: one line naming the shipped recipes (the
+    parser printed its whole usage first)."""
+    args = list(args)
+    for i, arg in enumerate(args):
+        path = args[i + 1] if arg in ("--config", "-c") and i + 1 < len(args) else None
+        if arg.startswith("--config="):
+            path = arg.split("=", 1)[1]
+        inline = path is not None and (path.lstrip().startswith(("{", "[")) or ":" in path)
+        if path is not None and not inline and not Path(path).is_file():
+            shipped = sorted(p.name for p in Path("configs").glob("*.yaml"))
+            raise TrainCommandError(
+                f"--config {path}: no such file"
+                + (f"; the recipes here: {', '.join(f'configs/{n}' for n in shipped)}"
+                   if shipped else "; the shipped recipes are configs/darcy_<model>.yaml in "
+                   "the repository")
+            )
+
+
 def train_main(args: Sequence[str]) -> int:
     """``pdeforge train ARGS``."""
     if list(args[:1]) == ["predict"]:  # LightningCLI's, which needs a predict loader
@@ -128,6 +147,7 @@ def train_main(args: Sequence[str]) -> int:
             "`pdeforge train predict` is not offered: predictions with a checkpoint are "
             "`pdeforge query CKPT --input FILE --out FILE` (or Surrogate.load(CKPT).predict)"
         )
+    _check_config_files(args)
     cli = run_cli(args)
     if cli.subcommand == "fit" and cli.trainer.is_global_zero:
         best, last = checkpoint_paths(cli.trainer)

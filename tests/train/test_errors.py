@@ -345,3 +345,11 @@ def test_default_root_dir_moves_the_run_with_its_checkpoints(darcy16, tmp_path, 
     assert Path(cli.trainer.log_dir).is_relative_to(tmp_path / "mine")
     assert (Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt").is_file()
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_mistyped_config_gets_one_line_naming_the_recipes(tmp_path):
+    proc = run_pdeforge("train", "fit", "--config", "configs/darcy_mgon.yaml",
+                        "--data.path=x.nc", cwd=Path(__file__).parents[2])
+    assert proc.returncode != 0
+    assert "--config configs/darcy_mgon.yaml: no such file" in proc.stderr
+    assert "configs/darcy_mgno.yaml" in proc.stderr and len(proc.stderr.splitlines()) <= 3
