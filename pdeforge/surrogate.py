@@ -259,8 +259,11 @@ class Surrogate:
         if x.ndim == dim:
             if c_in != 1:
                 raise SurrogateInputError(
-                    f"a single {grid} field given but the model takes {c_in} input channels "
-                    f"({self.inputs}); pass shape ({c_in}, {', '.join(['n'] * dim)})"
+                    f"shape {x.shape} read as one {dim}D field, but the model takes {c_in} "
+                    f"input channels ({self.inputs}); pass shape ({c_in}, "
+                    f"{', '.join(['n'] * dim)}) for one sample, (batch, {c_in}, "
+                    f"{', '.join(['n'] * dim)}) for a batch, or an xarray Dataset with the "
+                    "variables"
                 )
             return x[None, None], False, {}
         if x.ndim == dim + 1 and c_in == 1:
@@ -280,9 +283,11 @@ class Surrogate:
                     f"{c_in} ({self.inputs})"
                 )
             return x, True, {}
+        single = f"({grid}) for one sample, " if c_in == 1 else ""
         raise SurrogateInputError(
-            f"inputs of shape {x.shape} do not fit a {dim}D model: give ({grid}) for one "
-            f"{c_in}-channel sample, ({c_in}, {grid}) for one sample or (batch, {c_in}, {grid})"
+            f"inputs of shape {x.shape} do not fit a {dim}D model with {c_in} input "
+            f"channel(s): give {single}({c_in}, {grid}) for one sample or (batch, {c_in}, "
+            f"{grid}) for a batch"
         )
 
     # -- prediction -----------------------------------------------------------------------

@@ -292,6 +292,13 @@ def test_a_per_sample_parameter_input_is_spread_over_the_grid_when_querying(tmp_
     rel = np.linalg.norm((got - truth).reshape(12, -1), axis=1) / np.linalg.norm(
         truth.reshape(12, -1), axis=1)
     assert report["rel_l2"] == pytest.approx(rel.mean(), rel=1e-4)
+    # shapes that do not fit a 3-channel model: messages that say what would
+    with pytest.raises(SurrogateInputError, match=r"shape \(4, 12\) read as one 2D field.*"
+                       r"takes 3 input channels.*\(3, n, n\) for one sample"):
+        s.predict(np.zeros((4, 12)))
+    with pytest.raises(SurrogateInputError, match=r"3 input channel\(s\): give \(3, nxn\) "
+                       r"for one sample or \(batch, 3, nxn\)"):
+        s.predict(np.zeros((1, 1, 3, 12, 12)))
 
 
 def test_nlse_predictions_keep_the_time_axis(tmp_path):
