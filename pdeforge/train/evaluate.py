@@ -63,6 +63,8 @@ def evaluate(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     module, saved = load_module(checkpoint, device)
     info = module.data_info
+    with open_h5(data):  # a missing or unreadable file: its own message, not the model's
+        pass
     try:
         dataset = TorchDataset(data, info.get("inputs"), info.get("outputs"))
     except PdeforgeError as exc:

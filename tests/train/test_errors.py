@@ -345,6 +345,12 @@ def test_default_root_dir_moves_the_run_with_its_checkpoints(darcy16, tmp_path, 
     assert Path(cli.trainer.log_dir).is_relative_to(tmp_path / "mine")
     assert (Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt").is_file()
     assert not (tmp_path / "runs").exists()
+    # evaluating on a missing file says so, without the model's variables
+    from pdeforge.errors import DatasetFormatError
+    from pdeforge.train.evaluate import evaluate
+
+    with pytest.raises(DatasetFormatError, match="no such file; check the path$"):
+        evaluate(Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt", tmp_path / "no.nc")
 
 
 def test_a_mistyped_config_gets_one_line_naming_the_recipes(tmp_path):
