@@ -428,3 +428,6 @@ def test_a_model_of_parameters_only_trains_by_default_and_is_queried_with_the_nu
         s.compare(data[["kappa"]])
     assert run_pdeforge("query", str(s.path), "--input", str(path), "--out",
                         str(tmp_path / "q.nc")).returncode == 0
+    with open_dataset(tmp_path / "q.nc") as q:  # the numbers stay parameters, as given
+        assert q.kappa.dims == ("sample",) and q.kappa.attrs["role"] == "parameter"
+        np.testing.assert_array_equal(q.kappa.values, data.kappa.values)

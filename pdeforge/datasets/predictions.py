@@ -1,6 +1,7 @@
 """Write surrogate predictions as a dataset file in the published format (version 1).
 
-The file holds the inputs (role ``input``), the predicted outputs (role ``output``) and
+The file holds the inputs (role ``input``; a number per sample: ``parameter``, float64),
+the predicted outputs (role ``output``) and
 the diagnostics every file has (``converged`` true, ``solve_seconds`` = the surrogate's
 time per sample); ``solver`` names the surrogate and its checkpoint. It is written under
 a temporary name and renamed, so a crash never leaves a partial file under the final
@@ -20,6 +21,7 @@ from pdeforge.datasets.check import check_file
 from pdeforge.datasets.format import (
     INPUT,
     OUTPUT,
+    PARAMETER,
     SAMPLE,
     STATUS_COMPLETE,
     Coordinate,
@@ -58,7 +60,10 @@ def write_predictions(
             attrs = {k: v for k, v in var.attrs.items() if k in ("units", "long_name")}
             attrs.setdefault("long_name", str(name))
             extra_dims = [d for d in var.dims if d != SAMPLE]
-            specs.append(VarSpec(str(name), tuple(extra_dims), role, "float32", attrs))
+            if role == INPUT and not extra_dims:  # a number per sample: as it was given
+                specs.append(VarSpec(str(name), (), PARAMETER, "float64", attrs))
+            else:
+                specs.append(VarSpec(str(name), tuple(extra_dims), role, "float32", attrs))
             block[str(name)] = np.asarray(var.transpose(SAMPLE, *extra_dims).values)
     specs += diagnostic_specs()
     block["converged"] = np.ones(n, dtype=bool)
