@@ -17,11 +17,32 @@ class CheckpointError(PdeforgeError, ValueError):
     """A checkpoint is missing, unreadable, unsafe or not a pdeforge checkpoint."""
 
 
+def _nearby(path: Path, most: int = 5) -> str:
+    """The newest checkpoints near a missing ``path`` (its run folder, or ./runs), as a
+    hint; empty if there are none."""
+    # (a run's own folders only, never a search of an arbitrary parent directory)
+    roots = [
+        p
+        for p in (*path.parents[:3], Path("runs"))
+        if p.is_dir() and (p.name == "checkpoints" or p.name.startswith("version_")
+                           or p == Path("runs"))
+    ]
+    found: set[Path] = set()
+    for root in roots[:2]:
+        found.update(root.rglob("*.ckpt"))
+        if found:
+            break
+    if not found:
+        return ""
+    newest = sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)[:most]
+    return "; checkpoints found: " + ", ".join(map(str, newest))
+
+
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
     """``torch.load(weights_only=True)``: a checkpoint that would run code is refused."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist{_nearby(path)}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty")
     with open(path, "rb") as f:

@@ -351,6 +351,9 @@ def test_default_root_dir_moves_the_run_with_its_checkpoints(darcy16, tmp_path, 
 
     with pytest.raises(DatasetFormatError, match="no such file; check the path$"):
         evaluate(Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt", tmp_path / "no.nc")
+    # a mistyped checkpoint name lists the run's checkpoints
+    with pytest.raises(CheckpointError, match=r"does not exist; checkpoints found: .*last.ckpt"):
+        load_module(Path(cli.trainer.log_dir) / "checkpoints" / "best-epoch=099.ckpt")
 
 
 def test_a_mistyped_config_gets_one_line_naming_the_recipes(tmp_path):
