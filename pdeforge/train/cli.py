@@ -73,7 +73,7 @@ def _config_model(args: Sequence[str]) -> str | None:
         if value is not None:
             path = Path(value)
             if not path.is_file():
-                raise TrainCommandError(f"config file {value!r} does not exist (see configs/)")
+                raise _missing_config(value)
             data = yaml.safe_load(path.read_text()) or {}
             name = (data.get("model") or {}).get("model", name)
         if arg == "--model.model" and i + 1 < len(args):
@@ -131,13 +131,18 @@ def _check_config_files(args: Sequence[str]) -> None:
             path = arg.split("=", 1)[1]
         inline = path is not None and (path.lstrip().startswith(("{", "[")) or ":" in path)
         if path is not None and not inline and not Path(path).is_file():
-            shipped = sorted(p.name for p in Path("configs").glob("*.yaml"))
-            raise TrainCommandError(
-                f"--config {path}: no such file"
-                + (f"; the recipes here: {', '.join(f'configs/{n}' for n in shipped)}"
-                   if shipped else "; the shipped recipes are configs/darcy_<model>.yaml in "
-                   "the repository")
-            )
+            raise _missing_config(path)
+
+
+def _missing_config(path: str) -> TrainCommandError:
+    """The error for a ``--config`` file that does not exist, naming the recipes."""
+    shipped = sorted(p.name for p in Path("configs").glob("*.yaml"))
+    return TrainCommandError(
+        f"config file {path!r} does not exist"
+        + (f"; the recipes here: {', '.join(f'configs/{n}' for n in shipped)}"
+           if shipped else "; the shipped recipes are configs/darcy_<model>.yaml in the "
+           "repository")
+    )
 
 
 def train_main(args: Sequence[str]) -> int:

@@ -360,5 +360,5 @@ def test_a_mistyped_config_gets_one_line_naming_the_recipes(tmp_path):
     proc = run_pdeforge("train", "fit", "--config", "configs/darcy_mgon.yaml",
                         "--data.path=x.nc", cwd=Path(__file__).parents[2])
     assert proc.returncode != 0
-    assert "--config configs/darcy_mgon.yaml: no such file" in proc.stderr
+    assert "config file 'configs/darcy_mgon.yaml' does not exist" in proc.stderr
     assert "configs/darcy_mgno.yaml" in proc.stderr and len(proc.stderr.splitlines()) <= 3
