@@ -18,6 +18,7 @@ import math
 import os
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -188,6 +189,7 @@ class Surrogate:
                 f"input variable(s) {missing} missing; the surrogate needs {self.inputs}, "
                 f"the data has {sorted(map(str, data.data_vars))}"
             )
+        data = increasing(data, self.grid_dims)  # as in training (TorchDataset)
         batched = SAMPLE in data.dims
         parts = []
         # the grid of the inputs, or the training grid when every input is one number per
@@ -512,6 +514,19 @@ class Surrogate:
         )
 
 
+def increasing(data: xr.Dataset, dims: Sequence[str]) -> xr.Dataset:
+    """``data`` with every dim of ``dims`` whose coordinate decreases reversed (the format
+    allows either direction; pdeforge's readers, training and predictions use increasing
+    coordinates)."""
+    flip = {
+        d: slice(None, None, -1)
+        for d in dims
+        if d in data.coords and data[d].ndim == 1 and data.sizes[d] > 1
+        and bool(np.all(np.diff(np.asarray(data[d].values, dtype=np.float64)) < 0))
+    }
+    return data.isel(flip) if flip else data
+
+
 def read_query_inputs(path: str | os.PathLike, surrogate: Surrogate) -> xr.Dataset:
     """Inputs for :func:`query` from a dataset file (by variable name) or a .npy array."""
     path = Path(path)
@@ -532,7 +547,9 @@ def read_query_inputs(path: str | os.PathLike, surrogate: Surrogate) -> xr.Datas
                 f"{path} lacks the input variable(s) {missing} the surrogate needs "
                 f"({surrogate.inputs}); it has {sorted(map(str, ds.data_vars))}"
             )
-        data = ds[surrogate.inputs].load()
+        # increasing coordinates: the predictions come out that way, and the file written
+        # holds both on one set of coordinates
+        data = increasing(ds[surrogate.inputs].load(), surrogate.grid_dims)
         data.attrs["seed"] = ds.attrs.get("seed", 0)
     return data if SAMPLE in data.dims else data.expand_dims(SAMPLE)
 

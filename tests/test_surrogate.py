@@ -431,3 +431,40 @@ def test_a_model_of_parameters_only_trains_by_default_and_is_queried_with_the_nu
     with open_dataset(tmp_path / "q.nc") as q:  # the numbers stay parameters, as given
         assert q.kappa.dims == ("sample",) and q.kappa.attrs["role"] == "parameter"
         np.testing.assert_array_equal(q.kappa.values, data.kappa.values)
+
+
+def test_a_file_with_a_decreasing_coordinate_reads_trains_and_predicts_increasing(tmp_path):
+    """The format leaves the direction of a coordinate open: a file whose y decreases
+    (another program's) gives the same items, model and predictions as the same data
+    stored in increasing y, and predictions come out in increasing y."""
+    from pdeforge.datasets import TorchDataset, check_file
+    from pdeforge.datasets.runner import generate
+
+    up = tmp_path / "up.nc"
+    generate("darcy", 12, up, resolution=12, seed=3, shard_size=12, progress=False)
+    down = tmp_path / "down.nc"
+    with open_dataset(up) as ds:
+        ds.load().isel(y=slice(None, None, -1)).to_netcdf(down, engine="h5netcdf")
+    report = check_file(down)
+    assert report.ok and any("'y' decreases" in w for w in report.warnings), report
+    a, b = TorchDataset(up), TorchDataset(down)
+    for i in (0, 7):
+        for u, d in zip(a[i], b[i], strict=True):
+            np.testing.assert_array_equal(u.numpy(), d.numpy())
+    cli_up = _fit_tiny_fno(up, tmp_path / "u", n_modes=4)
+    cli_down = _fit_tiny_fno(down, tmp_path / "d", n_modes=4)
+    s_up = Surrogate.load(Path(cli_up.trainer.log_dir) / "checkpoints" / "last.ckpt", "cpu")
+    s_down = Surrogate.load(Path(cli_down.trainer.log_dir) / "checkpoints" / "last.ckpt", "cpu")
+    np.testing.assert_array_equal(s_down.coords["y"], s_up.coords["y"])
+    with open_dataset(down) as ds:
+        data = ds.load()
+    p_down = s_down.predict(data[["coefficient"]]).solution
+    p_up = s_up.predict(data[["coefficient"]]).solution
+    assert np.all(np.diff(p_down.y.values) > 0)
+    np.testing.assert_allclose(p_down.values, p_up.values, rtol=1e-5, atol=1e-6)
+    out = tmp_path / "q.nc"
+    assert run_pdeforge("query", str(s_down.path), "--input", str(down), "--out",
+                        str(out)).returncode == 0
+    with open_dataset(out) as q:  # inputs and predictions share the increasing y
+        np.testing.assert_array_equal(
+            q.coefficient.values, data.coefficient.sortby("y").values.astype(np.float32))

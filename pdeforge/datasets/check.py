@@ -270,11 +270,15 @@ def _check_structure(nc: Any, report: CheckReport) -> None:
         values = np.asarray(var[:])
         if not np.issubdtype(values.dtype, np.number) or not np.all(np.isfinite(values)):
             report.errors.append(f"coordinate {d!r} must hold finite numbers")
+        elif values.size > 1 and np.all(np.diff(values) < 0) and d in SPATIAL_DIMS:
+            report.warnings.append(
+                f"coordinate {d!r} decreases: the readers and training present the data in "
+                f"increasing {d} (predictions come out that way)"
+            )
         elif values.size > 1 and not np.all(np.diff(values) > 0):
             report.errors.append(
-                f"coordinate {d!r} is not strictly increasing"
-                + (f" (it decreases: store the data in increasing {d}, e.g. "
-                   f"ds.sortby({d!r}) in xarray)" if np.all(np.diff(values) < 0) else "")
+                f"coordinate {d!r} is not strictly "
+                + ("increasing or decreasing" if d in SPATIAL_DIMS else "increasing")
             )
     roles: dict[str, list[str]] = {r: [] for r in ROLES}
     for name, var in nc.variables.items():

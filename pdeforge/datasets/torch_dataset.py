@@ -41,6 +41,18 @@ from pdeforge.errors import DatasetFormatError
 IN_MEMORY_BYTES = 2 * 2**30
 
 
+def decreasing_dims(h5: Any, dims: Sequence[str]) -> list[str]:
+    """The dims among ``dims`` whose 1-D coordinate variable in the open file ``h5``
+    decreases (the format allows either direction; readers present increasing ones)."""
+    out = []
+    for d in dims:
+        if d in h5 and h5[d].ndim == 1 and h5[d].shape[0] > 1:
+            values = np.asarray(h5[d][:])
+            if np.issubdtype(values.dtype, np.number) and np.all(np.diff(values) < 0):
+                out.append(d)
+    return out
+
+
 def _dims(h5var: Any) -> tuple[str, ...]:
     """Dimension names of an h5py dataset written as netCDF4 (dimension scales)."""
     names = []
@@ -159,6 +171,11 @@ class TorchDataset(torch.utils.data.Dataset):
                     )
         self.grid_dims = self._grid_dims(fields)
         self.grid_shape = self._grid_shape(fields)
+        with open_h5(self.path) as h5:
+            # items are in increasing coordinates: a decreasing grid dim is flipped on read
+            self._flip = tuple(
+                1 + k for k, d in enumerate(self.grid_dims) if d in decreasing_dims(h5, [d])
+            )
         if indices is None:
             idx = np.arange(n)
         else:
@@ -277,6 +294,8 @@ class TorchDataset(torch.utils.data.Dataset):
                                       (arr.size, *self.grid_shape))
             parts.append(arr.reshape(-1, *self.grid_shape))
         out = np.concatenate(parts, axis=0)
+        if self._flip:
+            out = np.ascontiguousarray(np.flip(out, self._flip))
         if self._memory is None and self._claims_converged(item) and not np.isfinite(out).all():
             bad = [n for n, part in zip(names, parts, strict=True) if not np.isfinite(part).all()]
             self._refuse_nonfinite(int(self.indices[item]), bad)

@@ -31,7 +31,7 @@ from pdeforge.datasets.format import (
     SPATIAL_DIMS,
     attr_value,
 )
-from pdeforge.datasets.torch_dataset import TorchDataset
+from pdeforge.datasets.torch_dataset import TorchDataset, decreasing_dims
 from pdeforge.errors import PdeforgeError
 
 
@@ -186,7 +186,10 @@ class OperatorDataModule(pl.LightningDataModule):
         with open_h5(probe.path) as h5:
             coords, periodic = {}, []
             for d in self.grid_dims:
-                values = np.asarray(h5[d][:], dtype=np.float64)[:: self.subsample]
+                values = np.asarray(h5[d][:], dtype=np.float64)
+                if decreasing_dims(h5, [d]):  # the items are flipped to increasing d
+                    values = values[::-1]
+                values = values[:: self.subsample]
                 coords[d] = values.tolist()
                 if int(attr_value(h5[d].attrs, "periodic") or 0) == 1:
                     periodic.append(d)

@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -96,7 +97,7 @@ def evaluate(
     stride = 1 if resolution is None else stride_for(dataset.grid_shape, resolution)
     if stride > 1 and stride % 2 == 0:
         with open_h5(dataset.path) as h5:
-            cells = [d for d in dataset.grid_dims if is_cell_centred(h5[d][:])]
+            cells = [d for d in dataset.grid_dims if is_cell_centred(np.sort(h5[d][:]))]
         if cells:
             # every stride-th cell centre of n cells is not a cell centre of n / stride
             # cells: (stride j + 1/2) h against (stride j + stride / 2) h
