@@ -65,13 +65,13 @@ class LinearSample:
 
 
 class LinearFamily(ProblemFamily):
+    """A family solved by one sparse linear system per sample on a d-dimensional grid."""
+
     nonconverged_hint = (
         "The iterative solver did not reach --rtol within --maxiter (`pdeforge info` shows "
         "the residuals): raise --maxiter, choose another --preconditioner, or --solver "
         "direct; a sample whose inputs admit no solve is stored with NaN outputs"
     )
-
-    """A family solved by one sparse linear system per sample on a d-dimensional grid."""
 
     dim: int = 2
     spd: bool | None = None  # None: detected by solve_sequence (on every distinct matrix)
