@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from pdeforge.datasets.format import SAMPLE, SPATIAL_DIMS
+from pdeforge.datasets.format import SAMPLE, SPATIAL_DIMS, is_decreasing
 from pdeforge.errors import PdeforgeError
 from pdeforge.operators.base import OperatorInputError
 from pdeforge.train.checkpoint import load_module
@@ -518,12 +518,8 @@ def increasing(data: xr.Dataset, dims: Sequence[str]) -> xr.Dataset:
     """``data`` with every dim of ``dims`` whose coordinate decreases reversed (the format
     allows either direction; pdeforge's readers, training and predictions use increasing
     coordinates)."""
-    flip = {
-        d: slice(None, None, -1)
-        for d in dims
-        if d in data.coords and data[d].ndim == 1 and data.sizes[d] > 1
-        and bool(np.all(np.diff(np.asarray(data[d].values, dtype=np.float64)) < 0))
-    }
+    flip = {d: slice(None, None, -1) for d in dims if d in data.coords
+            and is_decreasing(data[d].values)}
     return data.isel(flip) if flip else data
 
 

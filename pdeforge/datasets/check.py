@@ -43,6 +43,7 @@ from pdeforge.datasets.format import (
     SPATIAL_DIMS,
     STATUS_COMPLETE,
     attr_value,
+    is_decreasing,
 )
 from pdeforge.errors import DatasetFormatError
 
@@ -270,7 +271,7 @@ def _check_structure(nc: Any, report: CheckReport) -> None:
         values = np.asarray(var[:])
         if not np.issubdtype(values.dtype, np.number) or not np.all(np.isfinite(values)):
             report.errors.append(f"coordinate {d!r} must hold finite numbers")
-        elif values.size > 1 and np.all(np.diff(values) < 0) and d in SPATIAL_DIMS:
+        elif d in SPATIAL_DIMS and is_decreasing(values):
             report.warnings.append(
                 f"coordinate {d!r} decreases: the readers and training present the data in "
                 f"increasing {d} (predictions come out that way)"

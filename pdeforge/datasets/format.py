@@ -105,6 +105,19 @@ class Coordinate:
     attrs: Mapping[str, Any] = field(default_factory=dict)
 
 
+def is_decreasing(values: Any) -> bool:
+    """Whether a 1-D coordinate strictly decreases (at least two numbers). The format
+    allows a spatial coordinate either direction; pdeforge's readers, training and
+    predictions present increasing ones."""
+    values = np.asarray(values)
+    return (
+        values.ndim == 1
+        and values.size > 1
+        and np.issubdtype(values.dtype, np.number)
+        and bool(np.all(np.diff(values) < 0))
+    )
+
+
 def diagnostic_specs(extra: Sequence[VarSpec] = ()) -> list[VarSpec]:
     """The diagnostics every file has, followed by a solver's own."""
     base = [

@@ -33,6 +33,7 @@ from pdeforge.datasets.format import (
     SAMPLE,
     SPATIAL_DIMS,
     attr_value,
+    is_decreasing,
 )
 from pdeforge.datasets.readers import verify_dataset
 from pdeforge.errors import DatasetFormatError
@@ -42,15 +43,9 @@ IN_MEMORY_BYTES = 2 * 2**30
 
 
 def decreasing_dims(h5: Any, dims: Sequence[str]) -> list[str]:
-    """The dims among ``dims`` whose 1-D coordinate variable in the open file ``h5``
-    decreases (the format allows either direction; readers present increasing ones)."""
-    out = []
-    for d in dims:
-        if d in h5 and h5[d].ndim == 1 and h5[d].shape[0] > 1:
-            values = np.asarray(h5[d][:])
-            if np.issubdtype(values.dtype, np.number) and np.all(np.diff(values) < 0):
-                out.append(d)
-    return out
+    """The dims among ``dims`` whose coordinate variable in the open file ``h5``
+    decreases (:func:`~pdeforge.datasets.format.is_decreasing`)."""
+    return [d for d in dims if d in h5 and is_decreasing(h5[d][:])]
 
 
 def _dims(h5var: Any) -> tuple[str, ...]:
@@ -111,6 +106,7 @@ class TorchDataset(torch.utils.data.Dataset):
                        for name, ds in datasets.items()}
             n = h5[CONVERGED].shape[0] if CONVERGED in h5 else None
             converged = h5[CONVERGED][:].astype(bool) if CONVERGED in h5 else None
+            decreasing = set(decreasing_dims(h5, SPATIAL_DIMS))
         fields = {k: v for k, v in variables.items() if v[0][:1] == (SAMPLE,)}
         if n is None:
             n = next(iter(fields.values()))[1][0] if fields else 0
@@ -171,11 +167,8 @@ class TorchDataset(torch.utils.data.Dataset):
                     )
         self.grid_dims = self._grid_dims(fields)
         self.grid_shape = self._grid_shape(fields)
-        with open_h5(self.path) as h5:
-            # items are in increasing coordinates: a decreasing grid dim is flipped on read
-            self._flip = tuple(
-                1 + k for k, d in enumerate(self.grid_dims) if d in decreasing_dims(h5, [d])
-            )
+        # items are in increasing coordinates: a decreasing grid dim is flipped on read
+        self._flip = tuple(1 + k for k, d in enumerate(self.grid_dims) if d in decreasing)
         if indices is None:
             idx = np.arange(n)
         else:

@@ -185,9 +185,10 @@ class OperatorDataModule(pl.LightningDataModule):
         channels = {n: probe._channels(probe._fields, n) for n in probe.inputs + probe.outputs}
         with open_h5(probe.path) as h5:
             coords, periodic = {}, []
+            decreasing = decreasing_dims(h5, self.grid_dims)
             for d in self.grid_dims:
                 values = np.asarray(h5[d][:], dtype=np.float64)
-                if decreasing_dims(h5, [d]):  # the items are flipped to increasing d
+                if d in decreasing:  # the items are flipped to increasing d
                     values = values[::-1]
                 values = values[:: self.subsample]
                 coords[d] = values.tolist()
