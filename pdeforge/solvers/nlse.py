@@ -997,14 +997,13 @@ def _solve_ip_chunk(
 def _dense_output(ctx, y, y_new, K_flat, extra, ph_rows, back_rows, h) -> Callable:
     """The interpolant of an accepted step from y at t to y_new: a function of thetas in
     (0, 1] giving psi_hat at t + theta h, shape (len(thetas), n, M). DOP853's 7th-order
-    continuous extension (Hairer,
-    Norsett & Wanner II.6; scipy's ``Dop853DenseOutput``), applied to the step's
-    interaction-picture state v and mapped back with exp(L theta h).
+    continuous extension (Hairer, Norsett & Wanner II.6; scipy's ``Dop853DenseOutput``),
+    applied to the step's interaction-picture state v and mapped back with exp(L theta h).
 
     Three extra stages (13-15) and the rate at the step's end in the step's picture (12)
-    are evaluated into ``extra``; the stored stages (``K_flat``, by slot) are read, not
-    changed. The interpolant v(theta) = y + h sum_s w_s(theta) K_s is linear in the
-    stages, so all outputs of the step are one matrix product.
+    are evaluated into ``extra`` once; the stored stages (``K_flat``, by slot) are read,
+    not changed. The interpolant v(theta) = y + h sum_s w_s(theta) K_s is linear in the
+    stages, so the thetas of one call are one matrix product.
     """
     n, m = y.shape
     extra_flat = torch.view_as_real(extra).reshape(len(extra), -1)

@@ -61,15 +61,20 @@ class TrainCommandError(PdeforgeError, ValueError):
     """A ``pdeforge train`` command line that cannot run."""
 
 
+def _config_value(args: Sequence[str], i: int) -> str | None:
+    """The value of ``args[i]`` if it is a ``--config``/``-c`` flag, else None."""
+    if args[i] in ("--config", "-c") and i + 1 < len(args):
+        return args[i + 1]
+    if args[i].startswith("--config="):
+        return args[i].split("=", 1)[1]
+    return None
+
+
 def _config_model(args: Sequence[str]) -> str | None:
     """The model name from the command line's config files and flags (last one wins)."""
     name = None
     for i, arg in enumerate(args):
-        value = None
-        if arg in ("--config", "-c") and i + 1 < len(args):
-            value = args[i + 1]
-        elif arg.startswith("--config="):
-            value = arg.split("=", 1)[1]
+        value = _config_value(args, i)
         if value is not None:
             path = Path(value)
             if not path.is_file():
@@ -125,10 +130,8 @@ def _check_config_files(args: Sequence[str]) -> None:
     """A ``--config`` file that does not exist: one line naming the shipped recipes (the
     parser printed its whole usage first)."""
     args = list(args)
-    for i, arg in enumerate(args):
-        path = args[i + 1] if arg in ("--config", "-c") and i + 1 < len(args) else None
-        if arg.startswith("--config="):
-            path = arg.split("=", 1)[1]
+    for i in range(len(args)):
+        path = _config_value(args, i)
         inline = path is not None and (path.lstrip().startswith(("{", "[")) or ":" in path)
         if path is not None and not inline and not Path(path).is_file():
             raise _missing_config(path)
