@@ -15,6 +15,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -30,6 +31,16 @@ class OperatorConfigError(PdeforgeError, ValueError):
 
 
 F = TypeVar("F", bound=Callable[..., None])
+
+
+def plain(value: Any) -> Any:
+    """numpy scalars and arrays (a sweep's or an array's entries) as Python numbers and
+    lists, recursively through lists and tuples; everything else unchanged."""
+    if isinstance(value, np.generic | np.ndarray):
+        return value.tolist()
+    if isinstance(value, tuple | list):
+        return type(value)(plain(v) for v in value)
+    return value
 
 
 def _jsonable(value: Any) -> Any:
@@ -55,19 +66,34 @@ def records_config(init: F) -> F:
             bound = signature.bind(self, *args, **kwargs)
         except TypeError as exc:
             raise OperatorConfigError(f"{type(self).__name__}: {exc}") from None
+        for key, value in bound.arguments.items():
+            if key != "self":
+                bound.arguments[key] = plain(value)
+        init(*bound.args, **bound.kwargs)
         bound.apply_defaults()
-        config = {k: _jsonable(v) for k, v in bound.arguments.items() if k != "self"}
-        init(self, *args, **kwargs)
-        self.config = config
+        self.config = {k: _jsonable(v) for k, v in bound.arguments.items() if k != "self"}
 
     return wrapper  # type: ignore[return-value]
 
 
-def as_tuple(value: int | Sequence[int], dim: int, name: str) -> tuple[int, ...]:
-    """Broadcast an int to ``dim`` entries or check a sequence has ``dim`` entries."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return (int(value),) * dim
-    values = tuple(int(v) for v in value)
+def as_int(value: Any, name: str, least: int = 1) -> int:
+    """``value`` as an int >= ``least``: an integer (a float only if it is integral, 64.0),
+    never a bool or a string; :class:`OperatorConfigError` naming ``name`` otherwise."""
+    value = plain(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        raise OperatorConfigError(f"{name} must be an integer >= {least}, got {value!r}")
+    return value
+
+
+def as_tuple(value: int | Sequence[int], dim: int, name: str, least: int = 1) -> tuple[int, ...]:
+    """Broadcast an int to ``dim`` entries or check a sequence has ``dim`` entries, each
+    an integer >= ``least`` (:func:`as_int`)."""
+    value = plain(value)
+    if not isinstance(value, tuple | list):
+        return (as_int(value, name, least),) * dim
+    values = tuple(as_int(v, f"every entry of {name}", least) for v in value)
     if len(values) != dim:
         raise OperatorConfigError(f"{name} has {len(values)} entries, expected {dim} (dim={dim})")
     return values
@@ -84,6 +110,9 @@ class Operator(nn.Module):
 
     name: ClassVar[str] = ""
     dims: ClassVar[tuple[int, ...]] = (1, 2)
+    #: whether the model runs with float16/bfloat16 weights; False where its layers call
+    #: torch.fft, which has no half precision on a CPU (and on a GPU powers of two only)
+    half_weights: ClassVar[bool] = True
     config: dict[str, Any]
 
     def _init_io(self, in_channels: int, out_channels: int, dim: int) -> None:
@@ -134,11 +163,29 @@ class Operator(nn.Module):
             )
         weight = next((p for p in self.parameters() if p.is_floating_point()), None)
         autocast = torch.is_autocast_enabled(x.device.type)
+        if (weight is not None and weight.dtype in (torch.float16, torch.bfloat16)
+                and not self.half_weights and x.device.type == "cpu"):
+            raise OperatorInputError(
+                f"{self.name} has {weight.dtype} weights, but torch.fft takes no half "
+                "precision on a CPU: keep the model in float32 (model.float()) and use "
+                "torch.autocast for mixed precision"
+            )
         if weight is not None and weight.dtype != x.dtype and not autocast:
+            half = x.dtype in (torch.float16, torch.bfloat16)
+            model_fix = (
+                f"run it under torch.autocast for mixed precision (its FFTs take no {x.dtype} "
+                "weights)" if half and not self.half_weights
+                else f"the model with model.to({x.dtype})"
+            )
             raise OperatorInputError(
                 f"{self.name} has {weight.dtype} weights but the input is {x.dtype}; cast the "
-                f"input with x.to({weight.dtype}) or the model with model.to({x.dtype})"
+                f"input with x.to({weight.dtype}) or {model_fix}"
             )
+
+    def empty_output(self, x: torch.Tensor) -> torch.Tensor:
+        """The output of an empty batch, (0, C_out, *spatial), for models whose layers
+        reshape with -1 and cannot take one."""
+        return x.new_zeros((0, self.out_channels, *x.shape[2:]))
 
     def count_parameters(self) -> int:
         """Trainable real numbers: a complex weight counts twice (as neuraloperator counts)."""

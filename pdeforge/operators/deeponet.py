@@ -30,6 +30,7 @@ from pdeforge.operators.base import (
     Operator,
     OperatorConfigError,
     OperatorInputError,
+    as_int,
     as_tuple,
     layer_for,
     records_config,
@@ -143,23 +144,19 @@ class DeepONet(Operator):
             raise OperatorConfigError(
                 f"deeponet: activation {activation!r} is not one of {tuple(ACTIVATIONS)}"
             )
-        self.sensors = as_tuple(sensors or (128 if dim == 1 else 64), dim, "sensors")
-        if min(self.sensors) < 2:
-            raise OperatorConfigError(
-                f"deeponet: sensors must be >= 2 per axis, got {self.sensors}"
-            )
+        default_sensors = 128 if dim == 1 else 64
+        self.sensors = as_tuple(default_sensors if sensors is None else sensors, dim,
+                                "deeponet: sensors (points per axis)", least=2)
         self.pod = pod_modes is not None
         if self.pod:
-            if not isinstance(pod_modes, int) or pod_modes < 1:
-                raise OperatorConfigError(f"deeponet: pod_modes must be >= 1, got {pod_modes!r}")
+            self.p = as_int(pod_modes, "deeponet: pod_modes")
             if pod_shape is None:
                 raise OperatorConfigError(
                     "deeponet: pod_modes needs pod_shape, the grid of the training outputs"
                 )
-            self.pod_shape = as_tuple(pod_shape, dim, "pod_shape")
-            self.p = pod_modes
+            self.pod_shape = as_tuple(pod_shape, dim, "deeponet: pod_shape")
         else:
-            self.p = int(basis)
+            self.p = as_int(basis, "deeponet: basis")
         n_out = self.p * out_channels
         if branch == "mlp":
             n_in = in_channels * math.prod(self.sensors)
@@ -187,9 +184,23 @@ class DeepONet(Operator):
         snapshots (eigenvectors of the N x N Gram matrix, so the work space is N^2, not
         N x grid); the first ``pod_modes`` modes, scaled to unit mean square on the grid,
         become the basis. Returns the fraction of variance they capture per channel.
+        ``outputs`` may be a tensor or a numpy array. A fit that fails (too few
+        directions in a channel, non-finite values) leaves the model as it was.
         """
         if not self.pod:
             raise OperatorConfigError("fit_pod needs a POD-DeepONet: build with pod_modes=...")
+        if not isinstance(outputs, torch.Tensor):
+            try:
+                outputs = torch.as_tensor(outputs)
+            except (TypeError, ValueError, RuntimeError) as exc:
+                raise OperatorInputError(
+                    f"fit_pod expects a tensor or numpy array of training outputs, got "
+                    f"{type(outputs).__name__} ({exc})"
+                ) from None
+        if outputs.is_complex() or outputs.dtype == torch.bool:
+            raise OperatorInputError(
+                f"fit_pod expects real training outputs, got dtype {outputs.dtype}"
+            )
         expected = (self.out_channels, *self.pod_shape)
         if outputs.ndim != self.dim + 2 or tuple(outputs.shape[1:]) != expected:
             raise OperatorInputError(
@@ -200,9 +211,17 @@ class DeepONet(Operator):
         if n < self.p:
             raise OperatorInputError(f"fit_pod needs at least pod_modes={self.p} samples, got {n}")
         flat = outputs.to(self.pod_basis.device).reshape(n, self.out_channels, -1)
+        finite = torch.isfinite(flat).flatten(1).all(1)
+        if not bool(finite.all()):
+            bad = torch.nonzero(~finite).flatten().tolist()
+            raise OperatorInputError(
+                f"fit_pod: the training outputs of {len(bad)} sample(s) hold NaN or infinite "
+                f"values (first: {bad[:5]}); drop or repair them before fitting the POD basis"
+            )
         points = flat.shape[-1]
         captured = []
         means = []
+        bases = []
         for c in range(self.out_channels):
             snapshots = flat[:, c].double()
             mean = snapshots.mean(0)
@@ -217,10 +236,12 @@ class DeepONet(Operator):
                     f"pod_modes={self.p} directions; use fewer pod_modes"
                 )
             modes = (snapshots.T @ eigenvectors[:, : self.p]) / top.sqrt()  # orthonormal
-            self.pod_basis[c] = (modes.T * math.sqrt(points)).reshape(self.p, *self.pod_shape)
+            bases.append((modes.T * math.sqrt(points)).reshape(self.p, *self.pod_shape))
             total = eigenvalues.sum()
             captured.append(float(top.sum() / total) if total > 0 else 1.0)
             means.append(mean)
+        # every channel fitted: only now is the model changed
+        self.pod_basis.copy_(torch.stack(bases))
         self.pod_mean.copy_(torch.stack(means).reshape(self.out_channels, *self.pod_shape))
         self.pod_fitted.fill_(True)
         return torch.tensor(captured)

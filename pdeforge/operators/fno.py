@@ -9,13 +9,20 @@ counts ``n_modes`` per dimension centred on zero: the FNO paper's modes=12 is n_
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from neuralop.models import FNO as _NeuralopFNO
 from torch import nn
 
-from pdeforge.operators.base import Operator, as_tuple, real_numel, records_config
+from pdeforge.operators.base import (
+    Operator,
+    OperatorConfigError,
+    as_tuple,
+    real_numel,
+    records_config,
+)
 
 
 def neuralop_fno(
@@ -33,7 +40,25 @@ def neuralop_fno(
     factorization: str | None = None,
     rank: float = 1.0,
 ) -> _NeuralopFNO:
-    """Construct neuraloperator's FNO (dense when ``factorization`` is None)."""
+    """Construct neuraloperator's FNO (dense when ``factorization`` is None).
+
+    neuraloperator takes the channel ratios and the padding as given: a ratio that makes
+    no channel fails only in the first forward pass, a negative one with a raw
+    RuntimeError, and a negative or NaN padding is quietly no padding; they are checked
+    here.
+    """
+    for label, ratio in (("lifting_channel_ratio", lifting_channel_ratio),
+                         ("projection_channel_ratio", projection_channel_ratio)):
+        if not (_is_number(ratio) and int(ratio * hidden_channels) >= 1):
+            raise OperatorConfigError(
+                f"{label} must be a positive number such that {label} * hidden_channels "
+                f"({hidden_channels}) gives at least one channel, got {ratio!r}"
+            )
+    if domain_padding is not None and not (_is_number(domain_padding) and domain_padding >= 0):
+        raise OperatorConfigError(
+            f"domain_padding must be None (no padding) or a fraction >= 0 of the grid, got "
+            f"{domain_padding!r}"
+        )
     kwargs: dict[str, Any] = {}
     if factorization is not None:
         kwargs.update(factorization=factorization, rank=rank, implementation="factorized")
@@ -49,6 +74,11 @@ def neuralop_fno(
         domain_padding=domain_padding,
         **kwargs,
     )
+
+
+def _is_number(value: Any) -> bool:
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value))
 
 
 _COMPLEX_OF = {
@@ -74,6 +104,24 @@ class NeuralopWrapper(nn.Module):
         state = super().state_dict(*args, **kwargs)
         state.pop("_metadata", None)
         return state
+
+    def to(self, *args, **kwargs):  # type: ignore[override]
+        """``nn.Module.to``, except that a real ``dtype`` gives the complex spectral weights
+        the matching complex dtype: torch's own ``to`` casts complex tensors to the real
+        dtype given, which drops their imaginary parts (``model.to(torch.float64)``
+        broke the model where ``model.double()`` did not)."""
+        device, dtype, non_blocking, memory_format = torch._C._nn._parse_to(*args, **kwargs)
+        if dtype is None or not dtype.is_floating_point:
+            return super().to(*args, **kwargs)
+        complex_dtype = _COMPLEX_OF[dtype]
+
+        def convert(t: torch.Tensor) -> torch.Tensor:
+            target = dtype if t.is_floating_point() else complex_dtype if t.is_complex() else None
+            if memory_format is not None and t.dim() in (4, 5):
+                return t.to(device, target, non_blocking, memory_format=memory_format)
+            return t.to(device, target, non_blocking)
+
+        return self._apply(convert)
 
     def _apply(self, fn, recurse=True):  # type: ignore[override]
         super()._apply(fn, recurse)
@@ -108,6 +156,7 @@ class FNO(NeuralopWrapper, Operator):
 
     name = "fno"
     dims = (1, 2, 3)  # neuraloperator's FNO is n-dimensional
+    half_weights = False
 
     @records_config
     def __init__(
@@ -143,4 +192,6 @@ class FNO(NeuralopWrapper, Operator):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x, min_size=2)
+        if x.shape[0] == 0:
+            return self.empty_output(x)
         return self.model(x)

@@ -228,6 +228,8 @@ class LSM(Operator):
                 f"lsm with n_stages={self.n_stages} needs at least {self.min_size} points per "
                 f"axis, got shape {tuple(x.shape)}; use fewer stages or a finer grid"
             )
+        if x.shape[0] == 0:
+            return self.empty_output(x)
         if self.positional_embedding:
             grid = unit_grid(x.shape[2:], device=x.device, dtype=x.dtype)
             x = torch.cat([x, grid.expand(x.shape[0], *grid.shape)], dim=1)

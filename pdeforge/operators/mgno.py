@@ -35,6 +35,7 @@ from pdeforge.operators.base import (
     Operator,
     OperatorConfigError,
     OperatorInputError,
+    as_int,
     crop,
     layer_for,
     make_activation,
@@ -229,14 +230,16 @@ class MgNO(Operator):
     ) -> None:
         super().__init__()
         self._init_io(in_channels, out_channels, dim)
-        for label, value in (("channels", channels), ("n_layers", n_layers), ("levels", levels)):
-            if not isinstance(value, int) or value < 1:
-                raise OperatorConfigError(
-                    f"mgno: {label} must be a positive integer, got {value!r}"
-                )
+        for label, value in (("channels", channels), ("n_layers", n_layers), ("levels", levels),
+                             ("bias_resolution", bias_resolution)):
+            as_int(value, f"mgno: {label}")
         if padding_mode not in PADDING_MODES:
             raise OperatorConfigError(
                 f"mgno: padding_mode {padding_mode!r} is not one of {PADDING_MODES}"
+            )
+        if not isinstance(residual_restriction, bool):
+            raise OperatorConfigError(
+                f"mgno: residual_restriction must be True or False, got {residual_restriction!r}"
             )
         if bias not in ("constant", "function"):
             raise OperatorConfigError(f"mgno: bias must be 'constant' or 'function', got {bias!r}")
@@ -269,16 +272,13 @@ class MgNO(Operator):
     def _per_level(value: int | list[int] | None, levels: int, label: str) -> list[int]:
         if value is None:
             return [1] * (levels - 1) + [2] if levels > 1 else [2]
-        if isinstance(value, int) and not isinstance(value, bool):
-            values = [value] * levels
-        else:
-            values = [int(v) for v in value]
+        if not isinstance(value, list | tuple):
+            return [as_int(value, f"mgno: {label} (steps on every level)", least=0)] * levels
+        values = [as_int(v, f"mgno: every entry of {label}", least=0) for v in value]
         if len(values) != levels:
             raise OperatorConfigError(
                 f"mgno: {label} has {len(values)} entries but levels={levels}; give one per level"
             )
-        if any(v < 0 for v in values):
-            raise OperatorConfigError(f"mgno: {label} entries must be >= 0, got {values}")
         return values
 
     @property

@@ -93,6 +93,7 @@ class MGTFNO(NeuralopWrapper, Operator):
     """
 
     name = "mgtfno"
+    half_weights = False
 
     @records_config
     def __init__(
@@ -175,6 +176,8 @@ class MGTFNO(NeuralopWrapper, Operator):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
+        if x.shape[0] == 0:
+            return self.empty_output(x)
         if self.levels == 0:
             return self.model(x)
         if min(x.shape[2:]) < self.min_size:

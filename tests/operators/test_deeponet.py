@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -101,6 +102,34 @@ def test_pod_errors_are_explained():
         operators.build("deeponet", pod_modes=4)
     with pytest.raises(OperatorConfigError, match="needs a POD-DeepONet"):
         operators.build("deeponet").fit_pod(torch.randn(8, 1, 16, 16))
+
+
+def test_a_failed_pod_fit_leaves_the_model_as_it_was():
+    model = operators.build("deeponet", dim=1, out_channels=2, pod_modes=3, pod_shape=16)
+    good = torch.randn(8, 2, 16, dtype=torch.float64)
+    model.fit_pod(good)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    flat = good.clone()
+    flat[:, 1] = 1.0  # channel 1 constant: no direction to fit
+    with pytest.raises(OperatorInputError, match="channel 1 span fewer than pod_modes=3"):
+        model.fit_pod(flat)
+    nan = good.clone()
+    nan[5, 0, 3] = float("nan")
+    with pytest.raises(OperatorInputError, match=r"1 sample\(s\) hold NaN.*first: \[5\]"):
+        model.fit_pod(nan)
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0)
+
+
+def test_pod_fit_takes_a_numpy_array():
+    model = operators.build("deeponet", dim=1, pod_modes=3, pod_shape=16)
+    outputs = np.random.default_rng(0).normal(size=(8, 1, 16))
+    captured = model.fit_pod(outputs)
+    twin = operators.build("deeponet", dim=1, pod_modes=3, pod_shape=16)
+    torch.testing.assert_close(twin.fit_pod(torch.from_numpy(outputs)), captured)
+    torch.testing.assert_close(twin.pod_basis, model.pod_basis)
+    with pytest.raises(OperatorInputError, match="real training outputs"):
+        model.fit_pod(outputs.astype(complex))
 
 
 def test_bad_query_points():

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -36,6 +39,19 @@ def test_names_match_in_any_case_and_with_separators():
     ("fno", {"n_modes": (8, 0)}, r"n_modes must be a positive integer.*\(8, 0\)"),
     ("fno", {"hidden_channels": -1}, "hidden_channels must be a positive integer"),
     ("mgtfno", {"factorization": "bogus"}, "mgtfno: .*bogus"),
+    ("fno", {"lifting_channel_ratio": -1}, "lifting_channel_ratio must be a positive"),
+    ("mgtfno", {"projection_channel_ratio": 0.01}, r"at least one channel, got 0.01"),
+    ("fno", {"domain_padding": -0.5}, "domain_padding must be None"),
+    ("mgtfno", {"domain_padding": float("nan")}, "domain_padding must be None"),
+    ("mgno", {"smoothing": 1.5}, "smoothing .* must be an integer >= 0, got 1.5"),
+    ("mgno", {"smoothing": "111111"}, "smoothing .* must be an integer"),
+    ("mgno", {"smoothing": [1, 1, 1, 1, 1, 2.5]}, "every entry of smoothing"),
+    ("mgno", {"levels": True}, "levels must be an integer >= 1, got True"),
+    ("mgno", {"residual_restriction": "yes"}, "residual_restriction must be True or False"),
+    ("deeponet", {"sensors": 0}, r"sensors \(points per axis\) must be an integer >= 2"),
+    ("deeponet", {"sensors": 2.5}, "sensors .* got 2.5"),
+    ("deeponet", {"pod_modes": 2, "pod_shape": -4}, "pod_shape must be an integer >= 1"),
+    ("deeponet", {"pod_modes": 2, "pod_shape": 0}, "pod_shape must be an integer >= 1"),
 ])
 def test_bad_sizes_and_options_are_refused_by_name(name, kwargs, message):
     with pytest.raises(OperatorConfigError, match=message):
@@ -137,6 +153,55 @@ def test_bad_constructor_arguments(name):
         operators.build(name, in_channels=0)
     with pytest.raises(OperatorConfigError, match="unexpected keyword"):
         operators.build(name, not_an_option=1)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_to_a_dtype_keeps_the_spectral_weights(name):
+    """model.to(torch.float64) is model.double(): torch's own ``to`` would cast complex
+    weights to float64, dropping their imaginary parts."""
+    model = operators.build(name, dim=2).eval()
+    x = torch.randn(2, 1, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        expected = copy.deepcopy(model).double()(x)
+        torch.testing.assert_close(copy.deepcopy(model).to(torch.float64)(x), expected,
+                                   rtol=0, atol=0)
+        torch.testing.assert_close(copy.deepcopy(model).to("cpu", dtype=torch.float64)(x),
+                                   expected, rtol=0, atol=0)
+        back = copy.deepcopy(model).to(torch.float64).to(torch.float32)
+        torch.testing.assert_close(back(x.float()), model(x.float()), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_numpy_numbers_are_recorded_as_python_numbers(name):
+    """Sizes from a numpy sweep build the model and round-trip through JSON."""
+    model = operators.build(name, dim=2, in_channels=np.int64(2))
+    assert type(model.config["in_channels"]) is int
+    rebuilt = operators.build(name, **json.loads(json.dumps(model.config)))
+    assert rebuilt.config == model.config
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dim", [1, 2])
+def test_empty_batch_gives_an_empty_output(name, dim):
+    model = operators.build(name, dim=dim, out_channels=3).eval()
+    shape = (0, 1, *([33] * dim))
+    with torch.no_grad():
+        assert model(torch.zeros(shape)).shape == (0, 3, *shape[2:])
+
+
+@pytest.mark.parametrize("name", ["fno", "mgtfno"])
+def test_half_precision_advice_of_fft_models_is_one_that_works(name):
+    model = operators.build(name, dim=2)
+    with pytest.raises(OperatorInputError, match="torch.autocast") as info:
+        model(torch.randn(1, 1, 32, 32, dtype=torch.float16))
+    assert "model.to(torch.float16)" not in str(info.value)
+    with warnings.catch_warnings():  # torch: "ComplexHalf support is experimental"
+        warnings.simplefilter("ignore", UserWarning)
+        model.to(torch.float16)
+    with pytest.raises(OperatorInputError, match="no half precision on a CPU"):
+        model(torch.randn(1, 1, 32, 32, dtype=torch.float16))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the advice given works
+        assert operators.build(name, dim=2)(torch.randn(1, 1, 32, 32)).shape == (1, 1, 32, 32)
 
 
 @pytest.mark.parametrize("name", NAMES)
