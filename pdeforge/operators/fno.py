@@ -10,6 +10,7 @@ counts ``n_modes`` per dimension centred on zero: the FNO paper's modes=12 is n_
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -93,8 +94,11 @@ class NeuralopWrapper(nn.Module):
     """Adapt a wrapped neuraloperator model to plain torch conventions.
 
     * ``module.double()`` converts only real tensors, which leaves neuraloperator's complex
-      spectral weights in complex64 and makes a float64 forward pass fail; after every
-      conversion the complex tensors are matched to the real ones.
+      spectral weights in complex64 and makes a float64 forward pass fail, while
+      ``module.to(torch.float64)`` (also from a parent module or Lightning's
+      "bf16-true") casts them to a real dtype, dropping their imaginary parts; complex
+      tensors keep their values and, after every conversion, take the complex dtype of
+      the real weights.
     * neuraloperator's ``state_dict`` adds a ``_metadata`` entry holding its constructor
       arguments, Python functions included, which ``torch.load(weights_only=True)``
       refuses; the state dict here holds tensors only (the architecture is in ``config``).
@@ -105,26 +109,19 @@ class NeuralopWrapper(nn.Module):
         state.pop("_metadata", None)
         return state
 
-    def to(self, *args, **kwargs):  # type: ignore[override]
-        """``nn.Module.to``, except that a real ``dtype`` gives the complex spectral weights
-        the matching complex dtype: torch's own ``to`` casts complex tensors to the real
-        dtype given, which drops their imaginary parts (``model.to(torch.float64)``
-        broke the model where ``model.double()`` did not)."""
-        device, dtype, non_blocking, memory_format = torch._C._nn._parse_to(*args, **kwargs)
-        if dtype is None or not dtype.is_floating_point:
-            return super().to(*args, **kwargs)
-        complex_dtype = _COMPLEX_OF[dtype]
-
-        def convert(t: torch.Tensor) -> torch.Tensor:
-            target = dtype if t.is_floating_point() else complex_dtype if t.is_complex() else None
-            if memory_format is not None and t.dim() in (4, 5):
-                return t.to(device, target, non_blocking, memory_format=memory_format)
-            return t.to(device, target, non_blocking)
-
-        return self._apply(convert)
-
     def _apply(self, fn, recurse=True):  # type: ignore[override]
-        super()._apply(fn, recurse)
+        def keep_complex(t: torch.Tensor) -> torch.Tensor:
+            if not t.is_complex():
+                return fn(t)
+            with warnings.catch_warnings():  # "casting complex values to real discards..."
+                warnings.simplefilter("ignore", UserWarning)
+                out = fn(t)
+            # torch's to(real dtype) casts complex tensors too, dropping their imaginary
+            # parts: such a tensor keeps its values (moved to the device); its complex
+            # dtype is matched to the real weights below
+            return out if out.is_complex() else t.to(out.device)
+
+        super()._apply(keep_complex, recurse)
         real = next((p.dtype for p in self.parameters() if p.is_floating_point()), None)
         target = _COMPLEX_OF.get(real) if real is not None else None
         if target is not None:

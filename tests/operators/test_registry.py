@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from pdeforge import operators
 from pdeforge.errors import PdeforgeError
@@ -167,6 +168,8 @@ def test_to_a_dtype_keeps_the_spectral_weights(name):
                                    rtol=0, atol=0)
         torch.testing.assert_close(copy.deepcopy(model).to("cpu", dtype=torch.float64)(x),
                                    expected, rtol=0, atol=0)
+        inside = nn.Sequential(copy.deepcopy(model)).to(torch.float64)  # a parent's to()
+        torch.testing.assert_close(inside(x), expected, rtol=0, atol=0)
         back = copy.deepcopy(model).to(torch.float64).to(torch.float32)
         torch.testing.assert_close(back(x.float()), model(x.float()), rtol=0, atol=0)
 
