@@ -332,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except Interrupted as exc:
         print(f"pdeforge: {exc}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return exc.exit_code
     except PdeforgeError as exc:
         print(f"pdeforge: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -27,4 +27,12 @@ class ConvergenceError(PdeforgeError):
 
 
 class Interrupted(PdeforgeError):
-    """The user interrupted a run (Ctrl-C); what was finished is kept."""
+    """The user interrupted a run (Ctrl-C, SIGTERM); what was finished is kept.
+
+    ``exit_code``: the command's exit status, 128 + the signal's number (130 for Ctrl-C,
+    143 for SIGTERM), so that a shell or a batch scheduler sees an interrupted run.
+    """
+
+    def __init__(self, message: str, exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

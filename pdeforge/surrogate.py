@@ -113,7 +113,7 @@ class Surrogate:
         self.channels: dict[str, int] = dict(self.data_info.get("channels", {}))
         self._metrics = {k: v for k, v in checkpoint.get("callbacks", {}).items()}
         self._epochs = checkpoint.get("epoch")
-        self._warned_resolution = False
+        self._warned_resolution = self._warned_domain = False
         if not self.inputs or not self.outputs or not self.grid_dims:
             raise SurrogateInputError(
                 f"{path} has no data description (inputs, outputs, grid); it was not written "
@@ -195,7 +195,22 @@ class Surrogate:
         # the grid of the inputs, or the training grid when every input is one number per
         # sample (a model of parameters only: its predictions are on the training grid)
         sizes = dict(data.sizes)
-        numbers_only = not any(d in data[v].dims for v in self.inputs for d in self.grid_dims)
+        known = self.data_info.get("extra_dims", {})
+        for name in self.inputs:
+            # (spatial dims the model lacks get their own message below)
+            unknown = [d for d in data[name].dims
+                       if d not in (SAMPLE, *SPATIAL_DIMS, *self.grid_dims,
+                                    *known.get(name, {}).get("dims", []))]
+            if unknown:
+                rename = ", ".join(f"{a}={b!r}" for a, b in zip(unknown, self.grid_dims,
+                                                                 strict=False))
+                raise SurrogateInputError(
+                    f"variable {name!r} has dims {tuple(data[name].dims)}, the model's grid "
+                    f"dims are {tuple(self.grid_dims)}: {unknown} are not among them"
+                    + (f" (rename them, e.g. data.rename({rename}))"
+                       if len(unknown) == len(self.grid_dims) else "")
+                )
+        numbers_only = all(set(data[v].dims) <= {SAMPLE} for v in self.inputs)
         if numbers_only:  # (the data's own x, y, if any, are not the inputs' grid)
             sizes.update(zip(self.grid_dims, self.grid_shape, strict=True))
         for name in self.inputs:
@@ -331,6 +346,14 @@ class Surrogate:
         if not np.all(np.isfinite(x)):
             bad = int(np.sum(~np.isfinite(x)))
             raise SurrogateInputError(f"inputs contain {bad} NaN or infinite value(s)")
+        dtype = next(p for p in self.module.parameters() if p.is_floating_point()).dtype
+        largest = float(np.abs(x).max())
+        if largest > torch.finfo(dtype).max:
+            raise SurrogateInputError(
+                f"inputs reach {largest:.3g}, beyond the range of the model's {dtype} "
+                f"({torch.finfo(dtype).max:.3g}): they would become infinite; check their units"
+            )
+        self._check_domain(coords, tuple(x.shape[2:]))
         grid = tuple(x.shape[2:])
         resample = resample and grid != self.grid_shape
         if grid != self.grid_shape and not resample and not self._warned_resolution:
@@ -341,7 +364,6 @@ class Surrogate:
                 "error with Surrogate.compare before trusting it, or pass resample=True",
                 stacklevel=3,
             )
-        dtype = next(p for p in self.module.parameters() if p.is_floating_point()).dtype
         out = []
         for start in range(0, len(x), batch_size):
             chunk = torch.as_tensor(x[start : start + batch_size], dtype=dtype, device=self.device)
@@ -359,6 +381,31 @@ class Surrogate:
                     f"(trained on {'x'.join(map(str, self.grid_shape))}): {exc}"
                 ) from None
         return np.concatenate(out), batched, coords
+
+    def _check_domain(self, coords: dict, grid: tuple[int, ...]) -> None:
+        """Warn (once) when the inputs' coordinates put the grid on another domain than the
+        training grid's: the model sees grid points, not coordinates, and would predict
+        as on its own domain (a change of units, a shifted or scaled domain)."""
+        if self._warned_domain:
+            return
+        for d, n in zip(self.grid_dims, grid, strict=True):
+            if d not in coords or len(coords[d]) != n or n < 2:
+                continue
+            given = np.asarray(coords[d], dtype=np.float64)
+            expected = self.grid_coords(grid)[d]
+            step = abs(float(expected[-1] - expected[0])) / (n - 1)
+            if np.allclose(given, expected, rtol=0, atol=1e-3 * step):
+                continue
+            self._warned_domain = True
+            warnings.warn(
+                f"the inputs' {d} coordinates ({given[0]:.4g} ... {given[-1]:.4g}) are not "
+                f"those of the training grid's domain ({expected[0]:.4g} ... "
+                f"{expected[-1]:.4g} at {n} points): the model sees grid points, not "
+                "coordinates, and predicts as on its own domain; check the units and the "
+                "domain of the inputs",
+                stacklevel=4,
+            )
+            return
 
     def predict(self, inputs: Any, batch_size: int = 64, resample: bool = False) -> xr.Dataset:
         """Predict outputs in physical units as an xarray Dataset with coordinates.
@@ -443,13 +490,14 @@ class Surrogate:
         through ``predict``'s xarray output: its first Dataset costs ~80 ms once per process
         (measured), which `pdeforge query` reported as 85 ms per sample for one sample
         against 5 ms from the second call on."""
-        warned = self._warned_resolution  # the zero-shot warning is for the timed call
+        # the zero-shot and domain warnings are for the timed call
+        warned = self._warned_resolution, self._warned_domain
         try:
             with warnings.catch_warnings(), contextlib.suppress(SurrogateInputError):
                 warnings.simplefilter("ignore")
                 self.predict(inputs, batch_size, resample)
         finally:
-            self._warned_resolution = warned
+            self._warned_resolution, self._warned_domain = warned
 
     # -- comparison with the reference solver ---------------------------------------------
     def reference_problem(self, resolution: int):
@@ -567,8 +615,18 @@ def query(
     from pdeforge.datasets.predictions import write_predictions
 
     out_path, in_path = Path(out), Path(inputs)
-    if out_path.exists() and in_path.exists() and out_path.resolve() == in_path.resolve():
-        raise SurrogateInputError(f"--out {out} is the input file; choose another output name")
+    # (checked before any prediction is made: a bad --out found at the end lost the work)
+    for other, what in ((in_path, "the input file"), (Path(checkpoint), "the checkpoint")):
+        if out_path.exists() and other.exists() and out_path.resolve() == other.resolve():
+            raise SurrogateInputError(f"--out {out} is {what}; choose another output name")
+    if out_path.is_dir():
+        raise SurrogateInputError(
+            f"--out {out} is a directory; give a file name, e.g. {out_path / 'predictions.nc'}"
+        )
+    if not out_path.parent.is_dir():
+        raise SurrogateInputError(
+            f"--out {out}: the folder {out_path.parent} does not exist; create it first"
+        )
     if out_path.exists() and not overwrite:
         raise SurrogateInputError(
             f"{out} exists; choose another --out or pass --overwrite to replace it"

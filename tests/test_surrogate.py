@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -193,6 +194,15 @@ def test_query_never_overwrites_without_asking(trained, darcy16, tmp_path):
     assert proc.returncode == 0, proc.stderr
     with open_dataset(out) as pred:
         assert pred.attrs["seed"] == 5  # the input file's seed
+    # a bad --out is found before any prediction is made, and never the checkpoint
+    ckpt = tmp_path / "model.ckpt"
+    shutil.copy(trained[1], ckpt)
+    for bad, message in ((ckpt, "is the checkpoint"), (tmp_path, "is a directory"),
+                         (tmp_path / "nowhere" / "p.nc", "does not exist; create it")):
+        proc = run_pdeforge("query", ckpt, "--input", victim, "--out", bad, "--overwrite")
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert ckpt.read_bytes() == Path(trained[1]).read_bytes()
 
 
 def test_more_bad_inputs(surrogate, data):
@@ -203,6 +213,28 @@ def test_more_bad_inputs(surrogate, data):
     cube = xr.Dataset({"coefficient": (("sample", "x", "y", "z"), np.ones((1, 16, 16, 8)))})
     with pytest.raises(SurrogateInputError, match=r"extra spatial dim\(s\) \['z'\]"):
         surrogate.predict(cube)
+    # grid dims under other names: named, with the rename that fixes it
+    with pytest.raises(SurrogateInputError, match=r"\['i', 'j'\] are not among them.*"
+                                                  r"rename\(i='x', j='y'\)"):
+        surrogate.predict(data[["coefficient"]].rename(x="i", y="j"))
+    # finite values the model's float32 cannot hold
+    with pytest.raises(SurrogateInputError, match=r"inputs reach 1e\+300, beyond the range"):
+        surrogate.predict(np.full((16, 16), 1e300))
+
+
+def test_inputs_on_another_domain_are_warned_about(trained, data):
+    surrogate = Surrogate.load(trained[1], device="cpu")  # its own warn-once flags
+    inputs = data[["coefficient"]].isel(sample=slice(0, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        same = surrogate.predict(inputs)  # the training grid: no warning
+    with pytest.warns(UserWarning, match=r"x coordinates \(0.3125 ... 9.688\) are not"):
+        scaled = surrogate.predict(inputs.assign_coords(x=inputs.x * 10))
+    # (the model sees grid points: the numbers are the same, the user is told)
+    np.testing.assert_array_equal(scaled.solution.values, same.solution.values)
+    fresh = Surrogate.load(trained[1], device="cpu")
+    with pytest.warns(UserWarning, match="y coordinates"):
+        fresh.predict(inputs.isel(y=slice(0, 8)), resample=True)  # half the domain
 
 
 def test_resample_runs_the_model_on_its_training_grid(surrogate, trained, darcy32):

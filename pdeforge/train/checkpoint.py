@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,25 @@ def _nearby(path: Path, most: int = 5) -> str:
     return "; checkpoints found: " + ", ".join(map(str, newest))
 
 
+def _check_archive(path: Path) -> None:
+    """Check the CRC of every entry of a checkpoint's zip archive: torch.load does not, so
+    flipped bytes inside a tensor loaded as silent garbage (NaN predictions)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: the PyTorch archive is incomplete or damaged "
+            f"({exc}); it may be truncated"
+        ) from None
+    if bad is not None:
+        raise CheckpointError(
+            f"checkpoint {path} is damaged: its entry {bad!r} fails its checksum (a corrupted "
+            "copy or disk); use another copy, or another checkpoint of the run (last.ckpt, "
+            "best-*.ckpt)"
+        )
+
+
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
     """``torch.load(weights_only=True)``: a checkpoint that would run code is refused."""
     path = Path(path)
@@ -52,6 +72,8 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             f"{path} is not a PyTorch checkpoint (it starts with {head!r}); checkpoints come "
             "from `pdeforge train fit` (runs/pdeforge/version_N/checkpoints/*.ckpt)"
         )
+    if head.startswith(b"PK"):
+        _check_archive(path)
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:

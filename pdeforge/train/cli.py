@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from pdeforge.errors import PdeforgeError
+from pdeforge.errors import Interrupted, PdeforgeError
 
 TINY_MODEL_KWARGS: dict[str, dict[str, Any]] = {
     "mgno": {"channels": 8, "n_layers": 2, "levels": 3},
@@ -197,6 +197,67 @@ def discard_empty_run(trainer) -> None:
         shutil.rmtree(log_dir, ignore_errors=True)
 
 
+#: OperatorModule settings a resumed run cannot change: LightningCLI would silently take
+#: the checkpoint's values (with its optimiser and scheduler state) over the command's
+RESUME_SETTINGS = ("loss", "normalize", "lr", "weight_decay", "scheduler")
+STEP_SETTINGS = ("step_size", "gamma")  # only where the scheduler is "step"
+
+
+def _check_resume(ckpt_path: str, checkpoint: dict, model: Any, trainer: Any) -> None:
+    """Refuse a resumed ``fit`` whose training settings differ from the checkpoint's, or
+    whose ``max_epochs`` leaves nothing to train."""
+    saved = checkpoint.get("hyper_parameters", {})
+    keys = RESUME_SETTINGS + (STEP_SETTINGS if saved.get("scheduler") == "step" else ())
+    changed = [f"model.{k} {saved[k]!r} -> {model.get(k)!r}" for k in keys
+               if k in saved and model.get(k) is not None and model.get(k) != saved[k]]
+    if changed:
+        raise TrainCommandError(
+            f"--ckpt_path {ckpt_path} was trained with other settings ({'; '.join(changed)}): "
+            "a resumed run continues the checkpoint's optimiser and schedule, so they cannot "
+            "change. Resume with the config and options it was trained with, or start a new "
+            "run without --ckpt_path"
+        )
+    done = checkpoint.get("epoch")
+    max_epochs = trainer.get("max_epochs") if trainer is not None else None
+    if isinstance(done, int) and isinstance(max_epochs, int) and 0 <= max_epochs <= done + 1:
+        raise TrainCommandError(
+            f"--ckpt_path {ckpt_path} has already trained {done + 1} epoch(s) and "
+            f"--trainer.max_epochs is {max_epochs}: nothing is left to train. Give "
+            f"--trainer.max_epochs above {done + 1} to train on"
+        )
+
+
+def interruption(exc: BaseException, trainer) -> Interrupted | None:
+    """The :class:`Interrupted` error for a run stopped by Ctrl-C or SIGTERM, naming what
+    it kept and how to resume; None for other exceptions.
+
+    Lightning turns Ctrl-C during a run into ``sys.exit(1)`` and SIGTERM into a
+    ``SystemExit`` without a code, whose exit status 0 a batch scheduler takes for
+    success: the command exits 130 and 143 instead.
+    """
+    from pytorch_lightning.trainer.states import TrainerStatus
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    if isinstance(exc, SIGTERMException):
+        what, code = "stopped by SIGTERM", 143
+    elif isinstance(exc, KeyboardInterrupt) or (
+        isinstance(exc, SystemExit) and exc.code == 1
+        and trainer is not None and trainer.state.status == TrainerStatus.INTERRUPTED
+    ):
+        what, code = "interrupted", 130
+    else:
+        return None
+    if trainer is None or trainer.state.fn != "fit":
+        return Interrupted(what, exit_code=code)
+    best, last = checkpoint_paths(trainer)
+    if last:
+        what += (f"; kept: last {last}, best {best or '-'}; to continue, run the same "
+                 f"command with --ckpt_path {last}")
+    else:
+        what += "; no epoch had finished, so there is nothing to resume"
+    return Interrupted(f"training {what}", exit_code=code)
+
+
 def checkpoint_paths(trainer) -> tuple[str, str]:
     """(best, last) checkpoint paths of a fit ('' where none was written): the monitored
     callback's best, and the last state (the ``last_checkpoint`` callback, or Lightning's
@@ -213,10 +274,10 @@ def checkpoint_paths(trainer) -> tuple[str, str]:
 
 def run_cli(args: Sequence[str]):
     """Run LightningCLI with pdeforge's module, data module and defaults; return the CLI."""
-    from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.cli import LightningCLI
 
     from pdeforge.runtime import tune_cpu_allocator
+    from pdeforge.train.callbacks import RunCheckpoint
     from pdeforge.train.data import OperatorDataModule
     from pdeforge.train.module import OperatorModule
 
@@ -226,12 +287,12 @@ def run_cli(args: Sequence[str]):
                 parser.link_arguments(f"data.{key}", f"model.{key}", apply_on="instantiate")
             # Always checkpoint the best model (by validation relative L2) and the last one;
             # every setting stays an option: --checkpoint.monitor, --checkpoint.save_top_k ...
-            parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+            parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
             # The last state goes to last.ckpt after every epoch from a callback of its own
             # (no monitor: the latest is kept). Lightning 2.6's save_last writes last.ckpt
             # only when a best-k checkpoint is written, so after an epoch that did not
             # improve, last.ckpt held the best epoch, and resuming from it repeated epochs.
-            parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
+            parser.add_lightning_class_args(RunCheckpoint, "last_checkpoint")
             parser.set_defaults(
                 {
                     "checkpoint.monitor": "val/rel_l2",
@@ -283,6 +344,8 @@ def run_cli(args: Sequence[str]):
                         f"config asks for {asked[0]} {asked[1]}; use the config the checkpoint "
                         "was trained with, or start without --ckpt_path"
                     )
+                if sub == "fit":
+                    _check_resume(ckpt_path, checkpoint, model, self.config[sub]["trainer"])
             super()._parse_ckpt_path()
 
         def before_instantiate_classes(self) -> None:
@@ -304,8 +367,11 @@ def run_cli(args: Sequence[str]):
         def _run_subcommand(self, subcommand: str) -> None:
             try:
                 super()._run_subcommand(subcommand)
-            except BaseException:
+            except BaseException as exc:
                 discard_empty_run(self.trainer)
+                interrupted = interruption(exc, self.trainer)
+                if interrupted is not None:
+                    raise interrupted from None
                 raise
 
     tune_cpu_allocator()

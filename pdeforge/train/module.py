@@ -11,6 +11,8 @@ and the generation config, so that the checkpoint alone can predict.
 from __future__ import annotations
 
 import math
+import warnings
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -355,7 +357,20 @@ class OperatorModule(pl.LightningModule):
                     "--ckpt_path resumes a run on the data it was trained on (its "
                     f"files: {before.get('files')}). Train on the new data without --ckpt_path"
                 )
-            # the same kind of data: the run's record of its data stays that of this run
+            # the same kind of data: the run's record of its data becomes this run's, with
+            # the files of its earlier parts kept where they were other data
+            if _other_samples(before, now):
+                warnings.warn(
+                    f"resuming on other data of the same kind ({now.get('files')}) than the "
+                    f"checkpoint was trained on ({before.get('files')}): training continues "
+                    "with the normalisers fitted to the earlier data, and the checkpoint "
+                    "records both (data.earlier_files)",
+                    stacklevel=2,
+                )
+                earlier = [*before.get("earlier_files", []), *before.get("files", [])]
+                now = {**now, "earlier_files": list(dict.fromkeys(earlier))}
+            elif before.get("earlier_files"):
+                now = {**now, "earlier_files": before["earlier_files"]}
             before = now
         # (after the data: other data change the channel counts, and the data is the cause)
         if name is not None and (name, config) != (self.operator.name, self.operator.config):
@@ -365,3 +380,42 @@ class OperatorModule(pl.LightningModule):
                 "checkpoint was trained with, or start without --ckpt_path"
             )
         self.data_info = before
+        self._check_state(checkpoint.get("state_dict"))
+
+    def _check_state(self, state: Any) -> None:
+        """Raise a :class:`~pdeforge.train.checkpoint.CheckpointError` naming the tensors of
+        a checkpoint's state dict that this module does not have, lacks or holds in other
+        shapes (torch's own error is a long list deep inside Lightning's loading)."""
+        from pdeforge.train.checkpoint import CheckpointError
+
+        if not isinstance(state, dict):
+            raise CheckpointError("the checkpoint has no state_dict of tensors")
+        own = self.state_dict()
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        shapes = [
+            f"{k} {tuple(state[k].shape)} (model: {tuple(own[k].shape)})"
+            for k in own
+            if k in state and (not isinstance(state[k], torch.Tensor)
+                               or state[k].shape != own[k].shape)
+        ]
+        if missing or unexpected or shapes:
+            parts = [f"{label} {items[:3]}{' ...' if len(items) > 3 else ''}"
+                     for label, items in (("missing", missing), ("unexpected", unexpected),
+                                          ("other shapes", shapes)) if items]
+            raise CheckpointError(
+                f"the checkpoint's weights do not fit the {self.operator.name} model it "
+                f"describes ({'; '.join(parts)}): the file was altered or written by another "
+                "program; use a checkpoint written by `pdeforge train fit`"
+            )
+
+
+def _other_samples(before: dict, now: dict) -> bool:
+    """Whether two records of a run's data (``data_info``) are other samples: other
+    generation configs (seed included), or, for files that carry none, other files."""
+    configs = before.get("generation_config"), now.get("generation_config")
+    if any(configs):
+        return configs[0] != configs[1]
+    resolved = [sorted(str(Path(f).resolve()) for f in info.get("files", []))
+                for info in (before, now)]
+    return resolved[0] != resolved[1]

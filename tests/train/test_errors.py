@@ -220,6 +220,46 @@ def test_unreadable_checkpoints_are_named_for_what_they_are(darcy16, tmp_path, m
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
 
 
+def test_damaged_and_mismatched_weights_are_named_before_anything_runs(
+    darcy16, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    cli = fit(MGNO, darcy16, "--trainer.max_epochs=1")
+    last = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    # bytes flipped inside a tensor: torch.load reads them as garbage (NaN predictions);
+    # the archive's checksum finds them
+    raw = bytearray(last.read_bytes())
+    weights = cli.model.operator.head.weight.detach().numpy().tobytes()
+    at = bytes(raw).find(weights[:32])
+    assert at > 0
+    raw[at : at + 16] = bytes(16)
+    flipped = tmp_path / "flipped.ckpt"
+    flipped.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="fails its checksum"):
+        load_module(flipped)
+    # a tensor of another shape and a missing one: named, for every command
+    checkpoint = torch.load(last, weights_only=True)
+    key = "operator.head.weight"
+    checkpoint["state_dict"][key] = checkpoint["state_dict"][key][:, :3]
+    checkpoint["state_dict"].pop("operator.linears.0.bias")
+    torch.save(checkpoint, tmp_path / "reshaped.ckpt")
+    with pytest.raises(CheckpointError, match=r"missing \['operator.linears.0.bias'\]; "
+                                              r"other shapes \['operator.head.weight"):
+        load_module(tmp_path / "reshaped.ckpt")
+    for args in (("train", "fit", "--config", MGNO, "--preset", "tiny", *QUIET,
+                  f"--data.path={darcy16}", "--trainer.max_epochs=3"),
+                 ("train", "test", "--config", MGNO, "--preset", "tiny", *QUIET,
+                  f"--data.path={darcy16}"),
+                 ("evaluate", "--data", darcy16)):
+        for bad, message in ((flipped, "fails its checksum"),
+                             (tmp_path / "reshaped.ckpt", "do not fit the mgno model")):
+            where = [f"--ckpt_path={bad}"] if args[0] == "train" else []
+            command = [*args, *where] if args[0] == "train" else [args[0], bad, *args[1:]]
+            proc = run_pdeforge(*command, cwd=tmp_path)
+            assert proc.returncode == 2, (command, proc.stderr[-2000:])
+            assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_train_help_and_untrained_test_runs(darcy16, tmp_path):
     proc = run_pdeforge("train", "--help")
     assert proc.returncode == 0 and "--preset" in proc.stdout

@@ -1,0 +1,160 @@
+"""Stopping and resuming `pdeforge train fit`: exit codes, what is kept, what a resume
+may change, and the best model of the whole run."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import signal
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import pytest
+
+from pdeforge.datasets.runner import generate
+from pdeforge.train.checkpoint import read_checkpoint
+from pdeforge.train.cli import checkpoint_paths
+from tests.train.test_errors import MGNO, pdeforge_train
+from tests.train.test_fit import fit
+
+STOPPER = """
+    import os
+    import signal
+
+    from pytorch_lightning import Callback
+
+
+    class StopAfter(Callback):
+        '''Send this process a signal at the end of epoch ``epoch`` (after its
+        checkpoints), or of that epoch's batch ``batch`` when one is given.'''
+
+        def __init__(self, epoch: int = 1, signal_name: str = "SIGTERM", batch: int = -1):
+            self.epoch, self.signal_name, self.batch = epoch, signal_name, batch
+
+        def _stop(self):
+            os.kill(os.getpid(), getattr(signal, self.signal_name))
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+                self._stop()
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            if trainer.current_epoch == self.epoch and self.batch < 0:
+                self._stop()
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize(("signal_name", "code"), [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_signal_stops_training_with_its_exit_status_and_says_how_to_resume(
+    signal_name, code, darcy16, tmp_path
+):
+    (tmp_path / "stopper.py").write_text(textwrap.dedent(STOPPER))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    proc = pdeforge_train(
+        f"--data.path={darcy16}", "--trainer.max_epochs=5",
+        "--trainer.callbacks+=stopper.StopAfter",
+        "--trainer.callbacks.epoch=1", f"--trainer.callbacks.signal_name={signal_name}",
+        cwd=tmp_path, env=env,
+    )
+    # a batch scheduler must not take the stopped run for a finished one (Lightning
+    # exits 0 on SIGTERM)
+    assert proc.returncode == code, proc.stderr[-2000:]
+    last = Path("runs/pdeforge/version_0/checkpoints/last.ckpt")
+    assert (tmp_path / last).is_file()
+    assert f"--ckpt_path {last}" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    # and the command it names continues the run
+    proc = pdeforge_train(f"--data.path={darcy16}", "--trainer.max_epochs=3",
+                          f"--ckpt_path={last}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert read_checkpoint(tmp_path / "runs/pdeforge/version_1/checkpoints/last.ckpt")[
+        "epoch"] == 2
+
+
+def _val_scores(run_dir: Path) -> dict[str, float]:
+    with open(run_dir / "metrics.csv") as f:
+        return {r["epoch"]: float(r["val/rel_l2"]) for r in csv.DictReader(f)
+                if r.get("val/rel_l2")}
+
+
+@pytest.mark.parametrize("mode", ["min", "max"])
+def test_the_best_checkpoint_is_the_best_of_the_whole_resumed_run(
+    mode, darcy16, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    first = fit(MGNO, darcy16, "--trainer.max_epochs=2", f"--checkpoint.mode={mode}")
+    last = Path(first.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    second = fit(MGNO, darcy16, "--trainer.max_epochs=4", f"--checkpoint.mode={mode}",
+                 f"--ckpt_path={last}")
+    scores = {**_val_scores(Path(first.trainer.log_dir)),
+              **_val_scores(Path(second.trainer.log_dir))}
+    assert sorted(scores) == ["0", "1", "2", "3"]
+    pick = min if mode == "min" else max
+    epoch = pick(scores, key=scores.get)
+    best, _ = checkpoint_paths(second.trainer)
+    assert Path(best).is_file() and f"best-epoch={int(epoch):03d}" in best, (best, scores)
+    callback = second.trainer.checkpoint_callback
+    assert float(callback.best_model_score) == pytest.approx(scores[epoch], rel=1e-6)
+    # the earlier folder's checkpoints are all still there
+    assert (Path(first.trainer.log_dir) / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_a_resume_may_not_change_the_training_settings_or_train_nothing(
+    darcy16, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    first = fit(MGNO, darcy16, "--trainer.max_epochs=2")
+    last = Path(first.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    for option, message in (
+        ("--model.lr=0.05", "model.lr 0.0005 -> 0.05"),
+        ("--model.loss=l2", "model.loss 'h1' -> 'l2'"),
+        ("--model.scheduler=cosine", "model.scheduler 'onecycle' -> 'cosine'"),
+    ):
+        proc = pdeforge_train(f"--data.path={darcy16}", "--trainer.max_epochs=4",
+                              f"--ckpt_path={last}", option, cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert message in proc.stderr and "optimiser and schedule" in proc.stderr
+    for epochs in (1, 2):
+        proc = pdeforge_train(f"--data.path={darcy16}", f"--trainer.max_epochs={epochs}",
+                              f"--ckpt_path={last}", cwd=tmp_path)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert "has already trained 2 epoch(s)" in proc.stderr
+        assert "--trainer.max_epochs above 2" in proc.stderr
+    # no folder is left behind by the refused runs
+    assert sorted(p.name for p in Path("runs/pdeforge").iterdir()) == ["version_0"]
+
+
+def test_resuming_on_other_samples_warns_and_records_both(darcy16, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = fit(MGNO, darcy16, "--trainer.max_epochs=1")
+    last = Path(first.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    moved = tmp_path / "moved.nc"  # the same samples under another name: no warning
+    shutil.copy(darcy16, moved)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        cli = fit(MGNO, moved, "--trainer.max_epochs=2", f"--ckpt_path={last}")
+    assert not [w for w in record if "other data of the same kind" in str(w.message)]
+    assert "earlier_files" not in cli.model.data_info
+    other = tmp_path / "other.nc"  # other samples of the same problem and grid
+    generate("darcy", 24, other, resolution=16, seed=99, shard_size=24, progress=False)
+    before = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    with pytest.warns(UserWarning, match="other data of the same kind"):
+        cli = fit(MGNO, other, "--trainer.max_epochs=3", f"--ckpt_path={before}")
+    info = read_checkpoint(Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt")[
+        "pdeforge"]["data"]
+    assert info["files"] == [str(other)]
+    assert info["earlier_files"] == [str(moved)]
+
+
+def test_a_stopped_run_that_finished_no_epoch_says_so(darcy16, tmp_path):
+    (tmp_path / "stopper.py").write_text(textwrap.dedent(STOPPER))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    proc = pdeforge_train(f"--data.path={darcy16}", "--trainer.callbacks+=stopper.StopAfter",
+                          "--trainer.callbacks.epoch=0", "--trainer.callbacks.batch=1",
+                          cwd=tmp_path, env=env)
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-2000:]
+    assert "no epoch had finished" in proc.stderr
