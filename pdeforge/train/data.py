@@ -324,10 +324,20 @@ class OperatorDataModule(pl.LightningDataModule):
     def _loader(self, data: Dataset | None, shuffle: bool) -> DataLoader:
         self.setup()
         assert data is not None
+        # one process: an order that is a function of (seed, epoch), so that a resumed run
+        # draws the batches of the run it continues (a plain shuffle draws from the global
+        # RNG, which a resume re-seeds); several processes: Lightning's DistributedSampler,
+        # itself seeded by epoch
+        trainer = getattr(self, "trainer", None)
+        distributed = trainer is not None and trainer.world_size > 1
+        sampler = None
+        if shuffle and not distributed:
+            sampler = EpochShuffle(len(data), torch.initial_seed())
         return DataLoader(
             data,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             drop_last=False,
@@ -346,3 +356,25 @@ class OperatorDataModule(pl.LightningDataModule):
         """The training split in order, for fitting normalisers (training data only)."""
         loader = DataLoader(self.train_dataset, batch_size=batch_size, shuffle=False)
         yield from loader
+
+
+class EpochShuffle(torch.utils.data.Sampler):
+    """A random order of ``n`` samples drawn anew each epoch from (seed, epoch) alone.
+
+    Lightning calls ``set_epoch`` at the start of every epoch (as for its
+    DistributedSampler), so a run resumed at epoch e shuffles as the run it continues did
+    at epoch e, and a resumed run repeats the uninterrupted one.
+    """
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) % 2**63)
+        return iter(torch.randperm(self.n, generator=generator).tolist())

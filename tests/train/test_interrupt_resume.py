@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import torch
 
 from pdeforge.datasets.runner import generate
 from pdeforge.train.checkpoint import read_checkpoint
@@ -158,3 +159,33 @@ def test_a_stopped_run_that_finished_no_epoch_says_so(darcy16, tmp_path):
                           cwd=tmp_path, env=env)
     assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-2000:]
     assert "no epoch had finished" in proc.stderr
+
+
+def test_a_resumed_run_repeats_the_uninterrupted_one(darcy16, tmp_path, monkeypatch):
+    """Same weights at the end: the batches of every epoch come from (seed, epoch), not
+    from the global RNG that a resume re-seeds (it differed by 1.4e-3 before)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "halt.py").write_text(textwrap.dedent("""
+        from pytorch_lightning import Callback
+
+
+        class HaltAfter(Callback):
+            def __init__(self, epoch: int = 1):
+                self.epoch = epoch
+
+            def on_train_epoch_end(self, trainer, pl_module):
+                if trainer.current_epoch == self.epoch:
+                    trainer.should_stop = True
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    whole = fit(MGNO, darcy16, "--trainer.max_epochs=4", "--trainer.default_root_dir=whole",
+                "--trainer.logger.init_args.save_dir=whole")
+    # the same run (same schedule), stopped after epoch 1, then resumed
+    part = fit(MGNO, darcy16, "--trainer.max_epochs=4", "--trainer.callbacks+=halt.HaltAfter",
+               "--trainer.default_root_dir=part", "--trainer.logger.init_args.save_dir=part")
+    assert part.trainer.current_epoch == 2
+    last = Path(part.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    resumed = fit(MGNO, darcy16, "--trainer.max_epochs=4", "--trainer.default_root_dir=part",
+                  "--trainer.logger.init_args.save_dir=part", f"--ckpt_path={last}")
+    for a, b in zip(whole.model.parameters(), resumed.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
