@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 import xarray as xr
+from tqdm.auto import tqdm
 
 from pdeforge.datasets.format import SAMPLE, SPATIAL_DIMS, is_decreasing
 from pdeforge.errors import PdeforgeError
@@ -335,9 +336,11 @@ class Surrogate:
 
     @torch.no_grad()
     def predict_array(
-        self, inputs: Any, batch_size: int = 64, resample: bool = False
+        self, inputs: Any, batch_size: int = 64, resample: bool = False, *,
+        progress: bool = False,
     ) -> tuple[np.ndarray, bool, dict]:
-        """Predictions as an array (batch, C_out, *grid) in physical units."""
+        """Predictions as an array (batch, C_out, *grid) in physical units; ``progress``
+        shows a bar (on stderr) once predicting has taken a second."""
         if not isinstance(batch_size, int) or batch_size < 1:
             raise SurrogateInputError(f"batch_size must be a positive integer, got {batch_size!r}")
         x, batched, coords = self._as_batch(inputs)
@@ -365,6 +368,8 @@ class Surrogate:
                 stacklevel=3,
             )
         out = []
+        bar = tqdm(total=len(x), unit="sample", desc="predict", delay=1.0,
+                   disable=not progress)
         for start in range(0, len(x), batch_size):
             chunk = torch.as_tensor(x[start : start + batch_size], dtype=dtype, device=self.device)
             try:
@@ -375,11 +380,13 @@ class Surrogate:
                 else:
                     y = self.module(chunk)
                 out.append(y.float().cpu().numpy())
+                bar.update(len(out[-1]))
             except OperatorInputError as exc:
                 raise SurrogateInputError(
                     f"the model cannot take inputs on a {'x'.join(map(str, x.shape[2:]))} grid "
                     f"(trained on {'x'.join(map(str, self.grid_shape))}): {exc}"
                 ) from None
+        bar.close()
         return np.concatenate(out), batched, coords
 
     def _check_domain(self, coords: dict, grid: tuple[int, ...]) -> None:
@@ -407,7 +414,8 @@ class Surrogate:
             )
             return
 
-    def predict(self, inputs: Any, batch_size: int = 64, resample: bool = False) -> xr.Dataset:
+    def predict(self, inputs: Any, batch_size: int = 64, resample: bool = False, *,
+                progress: bool = False) -> xr.Dataset:
         """Predict outputs in physical units as an xarray Dataset with coordinates.
 
         Args:
@@ -422,12 +430,14 @@ class Surrogate:
                 the same kind of grid), instead of running the model zero-shot on the new
                 grid. Models that are not discretisation invariant (MgNO, LSM: 3x3
                 kernels in grid units) do much better this way; FNO does well either way.
+            progress: show a progress bar (stderr) once predicting has taken a second.
 
         The grid may differ from the training grid where the architecture allows; its
         coordinates come from the xarray input, or are the training grid's kind (cell
         centres or vertices of the same domain) at the new size.
         """
-        y, batched, coords = self.predict_array(inputs, batch_size, resample)
+        y, batched, coords = self.predict_array(inputs, batch_size, resample,
+                                                progress=progress)
         ds = self._to_dataset(y, batched, coords, "surrogate")
         ds.attrs["training_grid"] = "x".join(map(str, self.grid_shape))
         ds.attrs["grid_mode"] = self.grid_mode(tuple(y.shape[2:]), resample)
@@ -635,7 +645,8 @@ def query(
     data = read_query_inputs(inputs, surrogate)
     surrogate.warm_up(data.isel({SAMPLE: slice(0, batch_size)}), batch_size, resample)
     t0 = time.perf_counter()
-    predictions = surrogate.predict(data, batch_size=batch_size, resample=resample)
+    predictions = surrogate.predict(data, batch_size=batch_size, resample=resample,
+                                    progress=True)
     seconds = (time.perf_counter() - t0) / data.sizes[SAMPLE]
     for d in surrogate.grid_dims:
         predictions[d].attrs.update(data[d].attrs if d in data.coords else {})

@@ -61,6 +61,17 @@ def _check_archive(path: Path) -> None:
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
     """``torch.load(weights_only=True)``: a checkpoint that would run code is refused."""
     path = Path(path)
+    if path.is_dir():
+        # (a run's layout only: never a search of an arbitrary tree)
+        patterns = ("*.ckpt", "checkpoints/*.ckpt", "version_*/checkpoints/*.ckpt",
+                    "*/version_*/checkpoints/*.ckpt")
+        inside = sorted({p for pattern in patterns for p in path.glob(pattern)},
+                        key=lambda p: p.stat().st_mtime, reverse=True)
+        raise CheckpointError(
+            f"{path} is a folder, not a checkpoint file; "
+            + (f"the newest checkpoints in it: {', '.join(map(str, inside[:5]))}" if inside
+               else "neither it nor its run folders (version_*/checkpoints) hold a *.ckpt")
+        )
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist{_nearby(path)}")
     if path.stat().st_size == 0:

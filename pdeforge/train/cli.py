@@ -363,6 +363,21 @@ def run_cli(args: Sequence[str]):
                 and args.get("save_dir") == "runs"
             ):
                 args["save_dir"] = root
+            if sub == "fit" and args is not None and args.get("version") is not None:
+                # a version given by hand: Lightning would reuse an existing run's folder,
+                # deleting its metrics.csv and replacing its last.ckpt
+                version = args["version"]
+                folder = (Path(str(args.get("save_dir") or "runs")) / str(args.get("name") or "")
+                          / (f"version_{version}" if isinstance(version, int) else str(version)))
+                if folder.is_dir() and any(p.name not in RUN_PREAMBLE
+                                           for p in folder.rglob("*") if p.is_file()):
+                    raise TrainCommandError(
+                        f"--trainer.logger.init_args.version {version}: {folder} holds a run "
+                        "already, whose metrics and checkpoints this run would replace; "
+                        "leave the version out (a new version_N), choose another, or remove "
+                        "that folder; to continue that run use --ckpt_path "
+                        f"{folder / 'checkpoints' / 'last.ckpt'}"
+                    )
 
         def _run_subcommand(self, subcommand: str) -> None:
             try:

@@ -166,7 +166,14 @@ class OperatorDataModule(pl.LightningDataModule):
                 in_memory=self.in_memory if in_memory is None else in_memory,
             )
         except PdeforgeError as exc:
-            raise TrainingDataError(f"{exc} (check --data.inputs / --data.outputs)") from None
+            # the hint only where the choice of variables is what the error is about (not
+            # for a damaged file or a missing coordinate)
+            text = str(exc)
+            names = [*(self.inputs or []), *(self.outputs or [])]
+            words = text.replace(str(path), "").lower()  # (a path may hold any word)
+            about_variables = "variable" in words or any(repr(str(n)) in text for n in names)
+            hint = " (check --data.inputs / --data.outputs)" if about_variables else ""
+            raise TrainingDataError(f"{text}{hint}") from None
 
     def _check_compatible(self, ref: TorchDataset, other: TorchDataset, path: Path) -> None:
         if (other.in_channels, other.out_channels, other.grid_dims) != (

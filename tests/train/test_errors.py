@@ -33,6 +33,32 @@ def test_missing_variable_is_named_with_the_available_ones(darcy16, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_the_variables_hint_comes_only_with_errors_about_variables(darcy16, tmp_path):
+    proc = pdeforge_train(f"--data.path={darcy16}", "--data.inputs=[permeability]", cwd=tmp_path)
+    assert "check --data.inputs" in proc.stderr
+    damaged = tmp_path / "damaged.nc"
+    damaged.write_bytes(darcy16.read_bytes()[:3000])
+    proc = pdeforge_train(f"--data.path={damaged}", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "check --data.inputs" not in proc.stderr, proc.stderr
+
+
+def test_a_version_given_by_hand_never_replaces_a_run(darcy16, tmp_path):
+    proc = pdeforge_train(f"--data.path={darcy16}", "--trainer.max_epochs=1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = tmp_path / "runs/pdeforge/version_0"
+    before = (run / "metrics.csv").read_bytes(), (run / "checkpoints/last.ckpt").read_bytes()
+    proc = pdeforge_train(f"--data.path={darcy16}", "--trainer.logger.init_args.version=0",
+                          cwd=tmp_path)
+    assert proc.returncode == 2 and "holds a run already" in proc.stderr
+    assert "--ckpt_path runs/pdeforge/version_0/checkpoints/last.ckpt" in proc.stderr
+    assert ((run / "metrics.csv").read_bytes(), (run / "checkpoints/last.ckpt").read_bytes()) \
+        == before
+    proc = pdeforge_train(f"--data.path={darcy16}", "--trainer.max_epochs=1",
+                          "--trainer.logger.init_args.version=mine", cwd=tmp_path)
+    assert proc.returncode == 0 and (tmp_path / "runs/pdeforge/mine/metrics.csv").is_file()
+
+
 def test_missing_file_says_how_to_make_one(tmp_path):
     proc = pdeforge_train("--data.path=nowhere.nc", cwd=tmp_path)
     assert proc.returncode == 2
@@ -207,6 +233,9 @@ def test_unreadable_checkpoints_are_named_for_what_they_are(darcy16, tmp_path, m
     ):
         with pytest.raises(CheckpointError, match=message):
             load_module(tmp_path / name)
+    with pytest.raises(CheckpointError, match=r"is a folder, not a checkpoint file; the "
+                                              r"newest checkpoints in it: .*last.ckpt"):
+        load_module(Path(cli.trainer.log_dir))
     with pytest.raises(CheckpointError, match="not a PyTorch checkpoint|cannot read") as info:
         load_module(darcy16)  # a dataset file is not called unsafe
     assert "run code" not in str(info.value)
