@@ -196,22 +196,26 @@ class Surrogate:
         # the grid of the inputs, or the training grid when every input is one number per
         # sample (a model of parameters only: its predictions are on the training grid)
         sizes = dict(data.sizes)
-        known = self.data_info.get("extra_dims", {})
-        for name in self.inputs:
-            # (spatial dims the model lacks get their own message below)
-            unknown = [d for d in data[name].dims
+        # dims the model does not know (a checkpoint records its inputs' non-grid dims,
+        # e.g. an NLSE trajectory's t, since extra_dims; older ones are not checked);
+        # spatial dims the model lacks get their own message below
+        known = self.data_info.get("extra_dims")
+        for name in self.inputs if known is not None else []:
+            dims = data[name].dims
+            unknown = [d for d in dims
                        if d not in (SAMPLE, *SPATIAL_DIMS, *self.grid_dims,
                                     *known.get(name, {}).get("dims", []))]
             if unknown:
+                grid_absent = not any(d in dims for d in self.grid_dims)
                 rename = ", ".join(f"{a}={b!r}" for a, b in zip(unknown, self.grid_dims,
                                                                  strict=False))
                 raise SurrogateInputError(
-                    f"variable {name!r} has dims {tuple(data[name].dims)}, the model's grid "
-                    f"dims are {tuple(self.grid_dims)}: {unknown} are not among them"
+                    f"variable {name!r} has dims {tuple(dims)}, the model's grid dims are "
+                    f"{tuple(self.grid_dims)}: {unknown} are not among them"
                     + (f" (rename them, e.g. data.rename({rename}))"
-                       if len(unknown) == len(self.grid_dims) else "")
+                       if grid_absent and len(unknown) == len(self.grid_dims) else "")
                 )
-        numbers_only = all(set(data[v].dims) <= {SAMPLE} for v in self.inputs)
+        numbers_only = not any(d in data[v].dims for v in self.inputs for d in self.grid_dims)
         if numbers_only:  # (the data's own x, y, if any, are not the inputs' grid)
             sizes.update(zip(self.grid_dims, self.grid_shape, strict=True))
         for name in self.inputs:
@@ -356,7 +360,7 @@ class Surrogate:
                 f"inputs reach {largest:.3g}, beyond the range of the model's {dtype} "
                 f"({torch.finfo(dtype).max:.3g}): they would become infinite; check their units"
             )
-        self._check_domain(coords, tuple(x.shape[2:]))
+        self._check_domain(coords)
         grid = tuple(x.shape[2:])
         resample = resample and grid != self.grid_shape
         if grid != self.grid_shape and not resample and not self._warned_resolution:
@@ -389,27 +393,30 @@ class Surrogate:
         bar.close()
         return np.concatenate(out), batched, coords
 
-    def _check_domain(self, coords: dict, grid: tuple[int, ...]) -> None:
+    def _check_domain(self, coords: dict) -> None:
         """Warn (once) when the inputs' coordinates put the grid on another domain than the
         training grid's: the model sees grid points, not coordinates, and would predict
-        as on its own domain (a change of units, a shifted or scaled domain)."""
+        as on its own domain (a change of units, a shifted or scaled domain, a part of
+        it). The ends of each axis are compared, within one training grid step: another
+        resolution, another kind of grid (cell centres or vertices) or a training grid
+        subsampled from a finer one all end within a step of the same domain's ends."""
         if self._warned_domain:
             return
-        for d, n in zip(self.grid_dims, grid, strict=True):
-            if d not in coords or len(coords[d]) != n or n < 2:
+        for d in self.grid_dims:
+            trained = np.asarray(self.coords[d], dtype=np.float64)
+            if d not in coords or len(coords[d]) < 2 or len(trained) < 2:
                 continue
             given = np.asarray(coords[d], dtype=np.float64)
-            expected = self.grid_coords(grid)[d]
-            step = abs(float(expected[-1] - expected[0])) / (n - 1)
-            if np.allclose(given, expected, rtol=0, atol=1e-3 * step):
+            step = float(np.max(np.abs(np.diff(trained))))
+            if (abs(given[0] - trained[0]) <= 1.01 * step
+                    and abs(given[-1] - trained[-1]) <= 1.01 * step):
                 continue
             self._warned_domain = True
             warnings.warn(
-                f"the inputs' {d} coordinates ({given[0]:.4g} ... {given[-1]:.4g}) are not "
-                f"those of the training grid's domain ({expected[0]:.4g} ... "
-                f"{expected[-1]:.4g} at {n} points): the model sees grid points, not "
-                "coordinates, and predicts as on its own domain; check the units and the "
-                "domain of the inputs",
+                f"the inputs' {d} coordinates ({given[0]:.4g} ... {given[-1]:.4g}) do not "
+                f"span the training grid's domain ({trained[0]:.4g} ... {trained[-1]:.4g}): "
+                "the model sees grid points, not coordinates, and predicts as on its own "
+                "domain; check the units and the domain of the inputs",
                 stacklevel=4,
             )
             return

@@ -222,13 +222,18 @@ def test_more_bad_inputs(surrogate, data):
         surrogate.predict(np.full((16, 16), 1e300))
 
 
-def test_inputs_on_another_domain_are_warned_about(trained, data):
+def test_inputs_on_another_domain_are_warned_about(trained, data, darcy32):
     surrogate = Surrogate.load(trained[1], device="cpu")  # its own warn-once flags
     inputs = data[["coefficient"]].isel(sample=slice(0, 2))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         same = surrogate.predict(inputs)  # the training grid: no warning
-    with pytest.warns(UserWarning, match=r"x coordinates \(0.3125 ... 9.688\) are not"):
+    with open_dataset(darcy32) as fine, warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")  # the same domain at 32^2: zero-shot, not elsewhere
+        surrogate.predict(fine[["coefficient"]].load(), resample=True)
+        surrogate.predict(inputs.isel(x=slice(None, None, -1)))  # a decreasing x, flipped
+    assert not [w for w in record if "domain" in str(w.message)], [str(w.message) for w in record]
+    with pytest.warns(UserWarning, match=r"x coordinates \(0.3125 ... 9.688\) do not"):
         scaled = surrogate.predict(inputs.assign_coords(x=inputs.x * 10))
     # (the model sees grid points: the numbers are the same, the user is told)
     np.testing.assert_array_equal(scaled.solution.values, same.solution.values)

@@ -230,9 +230,9 @@ class MgNO(Operator):
     ) -> None:
         super().__init__()
         self._init_io(in_channels, out_channels, dim)
-        for label, value in (("channels", channels), ("n_layers", n_layers), ("levels", levels),
-                             ("bias_resolution", bias_resolution)):
-            as_int(value, f"mgno: {label}")
+        channels, n_layers = as_int(channels, "mgno: channels"), as_int(n_layers, "mgno: n_layers")
+        levels = as_int(levels, "mgno: levels")
+        bias_resolution = as_int(bias_resolution, "mgno: bias_resolution")
         if padding_mode not in PADDING_MODES:
             raise OperatorConfigError(
                 f"mgno: padding_mode {padding_mode!r} is not one of {PADDING_MODES}"

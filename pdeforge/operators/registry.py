@@ -61,14 +61,24 @@ def build(name: str, **kwargs: Any) -> Operator:
     for key, value in kwargs.items():
         values = value if isinstance(value, list | tuple) else [value]
         if key in POSITIVE and value is not None and not all(
-                isinstance(v, int | np.integer) and not isinstance(v, bool) and v >= 1
+                isinstance(v, int | np.integer | float | np.floating) and not isinstance(v, bool)
+                and float(v).is_integer() and v >= 1
                 for v in values):
             raise OperatorConfigError(
                 f"{cls.name}: {key} must be a positive integer (or a list of them), "
                 f"got {value!r}")
+    # sizes given as integral floats (64.0, from a YAML or JSON sweep) are sizes
+    kwargs = {k: _as_ints(v) if k in POSITIVE and v is not None else v
+              for k, v in kwargs.items()}
     try:
         return cls(**kwargs)
     except ValueError as exc:
         if isinstance(exc, OperatorConfigError):
             raise
         raise OperatorConfigError(f"{cls.name}: {exc}") from exc
+
+
+def _as_ints(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return type(value)(_as_ints(v) for v in value)
+    return int(value) if isinstance(value, float | np.floating) else value

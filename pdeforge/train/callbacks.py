@@ -6,6 +6,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 
@@ -17,7 +18,8 @@ class RunCheckpoint(ModelCheckpoint):
     Lightning's ``ModelCheckpoint`` drops its best score when its folder has changed: the
     resumed run then called its first epoch's model the best even when an earlier epoch
     of the run had scored better. Here the record (scores and paths of the best models)
-    comes back whatever the folder, limited to the files that still exist, so "best" is
+    comes back whatever the folder (found from the checkpoint being resumed, which lies
+    in it), limited to the files that still exist and to ``save_top_k``, so "best" is
     the best of the whole run. Lightning never deletes a file outside the callback's own
     folder, so the old folder's checkpoints stay where they are.
     """
@@ -27,21 +29,53 @@ class RunCheckpoint(ModelCheckpoint):
         # class (and by Lightning's own callback) restore into it and the other way round
         return f"ModelCheckpoint{kwargs!r}"
 
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        self._run_trainer = trainer  # for the path of the checkpoint being restored
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         with warnings.catch_warnings():  # "The dirpath has changed ... won't be reloaded"
             warnings.filterwarnings("ignore", message="The dirpath has changed")
             super().load_state_dict(state_dict)
-        same_folder = state_dict.get("dirpath", self.dirpath) == self.dirpath
-        if same_folder or self.monitor is None or state_dict.get("monitor") != self.monitor:
+        old = state_dict.get("dirpath")
+        if old is None or self.monitor is None or state_dict.get("monitor") != self.monitor:
             return
-        kept = {p: s for p, s in (state_dict.get("best_k_models") or {}).items()
-                if Path(p).is_file()}
-        if not kept:
-            return  # the earlier files are gone: the resumed run starts its own record
-        self.best_k_models = kept
-        best = min if self.mode == "min" else max
-        self.best_model_path = best(kept, key=lambda p: float(kept[p]))
-        self.best_model_score = kept[self.best_model_path]
-        self.kth_best_model_path = (max if self.mode == "min" else min)(
-            kept, key=lambda p: float(kept[p]))
-        self.kth_value = kept[self.kth_best_model_path]
+        # the record is rebuilt from the files themselves: Lightning compares folder
+        # names, and a relative name (the default) resumed from another directory names
+        # another folder
+        folder = self._old_folder(str(old))
+        kept = {}
+        for name, score in (state_dict.get("best_k_models") or {}).items():
+            path = Path(name)
+            if folder is not None and not path.is_absolute():  # old dirpath / file name
+                path = folder / path.name
+            if folder is not None and path.is_file():
+                kept[str(path)] = score
+        if not kept:  # gone, or not to be found: the resumed run starts its own record
+            self.best_k_models, self.best_model_path, self.best_model_score = {}, "", None
+            self.kth_best_model_path = ""
+            self.kth_value = torch.tensor(float("inf") if self.mode == "min" else float("-inf"))
+            return
+        better_first = sorted(kept, key=lambda p: float(kept[p]), reverse=self.mode == "max")
+        if self.save_top_k > 0:  # a resume with a smaller save_top_k keeps the best k
+            better_first = better_first[: self.save_top_k]
+        self.best_k_models = {p: kept[p] for p in better_first}
+        self.best_model_path = better_first[0]
+        self.best_model_score = kept[better_first[0]]
+        self.kth_best_model_path = better_first[-1]
+        self.kth_value = kept[better_first[-1]]
+
+    def _old_folder(self, old: str) -> Path | None:
+        """Where the resumed run's checkpoint folder is now: an absolute path as such; a
+        relative one (Lightning keeps the logger's folder relative to the working
+        directory of that run) only where the checkpoint being resumed lies in a folder
+        ending with it, so that a file of the same name elsewhere is never taken for it."""
+        if Path(old).is_absolute():
+            return Path(old)
+        trainer = getattr(self, "_run_trainer", None)
+        resumed = getattr(trainer, "ckpt_path", None) if trainer is not None else None
+        if not resumed:
+            return None
+        parent = Path(resumed).resolve().parent
+        parts = Path(old).parts
+        return parent if parent.parts[-len(parts):] == parts else None

@@ -217,14 +217,26 @@ def _check_resume(ckpt_path: str, checkpoint: dict, model: Any, trainer: Any) ->
             "change. Resume with the config and options it was trained with, or start a new "
             "run without --ckpt_path"
         )
-    done = checkpoint.get("epoch")
+    done = epochs_done(checkpoint)
     max_epochs = trainer.get("max_epochs") if trainer is not None else None
-    if isinstance(done, int) and isinstance(max_epochs, int) and 0 <= max_epochs <= done + 1:
+    if done is not None and isinstance(max_epochs, int) and 0 <= max_epochs <= done:
         raise TrainCommandError(
-            f"--ckpt_path {ckpt_path} has already trained {done + 1} epoch(s) and "
+            f"--ckpt_path {ckpt_path} has already trained {done} epoch(s) and "
             f"--trainer.max_epochs is {max_epochs}: nothing is left to train. Give "
-            f"--trainer.max_epochs above {done + 1} to train on"
+            f"--trainer.max_epochs above {done} to train on"
         )
+
+
+def epochs_done(checkpoint: dict) -> int | None:
+    """Whole training epochs a checkpoint has finished: Lightning's count of processed
+    epochs (a checkpoint written during epoch e, e.g. with val_check_interval < 1, has
+    finished e), else ``epoch + 1`` (checkpoints written at an epoch's end); None if the
+    checkpoint holds neither."""
+    try:
+        return int(checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+    except (KeyError, TypeError, ValueError):
+        epoch = checkpoint.get("epoch")
+        return epoch + 1 if isinstance(epoch, int) else None
 
 
 def interruption(exc: BaseException, trainer) -> Interrupted | None:
@@ -250,7 +262,11 @@ def interruption(exc: BaseException, trainer) -> Interrupted | None:
     if trainer is None or trainer.state.fn != "fit":
         return Interrupted(what, exit_code=code)
     best, last = checkpoint_paths(trainer)
-    if last:
+    finished = trainer.fit_loop.epoch_progress.current.processed
+    if last and trainer.max_epochs is not None and 0 <= trainer.max_epochs <= finished:
+        what += (f" after its last epoch had finished; kept: last {last}, best "
+                 f"{best or '-'}")
+    elif last:
         what += (f"; kept: last {last}, best {best or '-'}; to continue, run the same "
                  f"command with --ckpt_path {last}")
     else:

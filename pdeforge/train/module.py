@@ -307,6 +307,19 @@ class OperatorModule(pl.LightningModule):
             ):
                 scheduler.total_steps = needed
                 scheduler._schedule_phases[-1]["end_step"] = float(needed - 1)
+            # likewise the cosine schedule (restored with the old run's T_max = max_epochs):
+            # past T_max its rate would climb back up, and its recursive form cannot leave
+            # a rate of 0 (where a finished run ends): it continues as a schedule planned
+            # for the new max_epochs, the rate set to that schedule's at this epoch
+            epochs = trainer.max_epochs
+            if (isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR)
+                    and epochs is not None and epochs > scheduler.T_max):
+                scheduler.T_max = int(epochs)
+                phase = (1 + math.cos(math.pi * scheduler.last_epoch / scheduler.T_max)) / 2
+                for group in scheduler.optimizer.param_groups:
+                    low = scheduler.eta_min
+                    group["lr"] = low + (group["initial_lr"] - low) * phase
+                scheduler._last_lr = [g["lr"] for g in scheduler.optimizer.param_groups]
 
     def _require_trained(self, stage: str) -> None:
         if self.hparams.normalize == "gaussian" and not bool(self.out_norm.fitted):
@@ -394,7 +407,8 @@ class OperatorModule(pl.LightningModule):
         missing = [k for k in own if k not in state]
         unexpected = [k for k in state if k not in own]
         shapes = [
-            f"{k} {tuple(state[k].shape)} (model: {tuple(own[k].shape)})"
+            f"{k} {tuple(state[k].shape) if isinstance(state[k], torch.Tensor) else 'not a tensor'}"
+            f" (model: {tuple(own[k].shape)})"
             for k in own
             if k in state and (not isinstance(state[k], torch.Tensor)
                                or state[k].shape != own[k].shape)
@@ -413,6 +427,8 @@ class OperatorModule(pl.LightningModule):
 def _other_samples(before: dict, now: dict) -> bool:
     """Whether two records of a run's data (``data_info``) are other samples: other
     generation configs (seed included), or, for files that carry none, other files."""
+    if len(before.get("files", [])) != len(now.get("files", [])):
+        return True  # files added or left out: other samples, another split
     configs = before.get("generation_config"), now.get("generation_config")
     if any(configs):
         return configs[0] != configs[1]

@@ -174,6 +174,24 @@ def test_to_a_dtype_keeps_the_spectral_weights(name):
         torch.testing.assert_close(back(x.float()), model(x.float()), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize(("name", "kwargs"), [
+    ("mgno", {"levels": 3.0, "channels": 8.0, "n_layers": 2.0}),
+    ("fno", {"hidden_channels": 8.0, "n_modes": [8.0, 8.0]}),
+    ("mgtfno", {"hidden_channels": 8.0}),
+    ("lsm", {"width": 16.0}),
+    ("deeponet", {"basis": 16.0}),
+])
+def test_integral_floats_are_taken_as_integers(name, kwargs):
+    """Sizes from a JSON or YAML sweep (64.0) build the model and are recorded as ints."""
+    model = operators.build(name, **kwargs)
+    assert model(torch.zeros(1, 1, 32, 32)).shape == (1, 1, 32, 32)
+    for key, value in kwargs.items():
+        assert model.config[key] == (
+            [int(v) for v in value] if isinstance(value, list) else int(value))
+    with pytest.raises(OperatorConfigError, match="positive integer"):
+        operators.build(name, **{key: 2.5})
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_numpy_numbers_are_recorded_as_python_numbers(name):
     """Sizes from a numpy sweep build the model and round-trip through JSON."""

@@ -289,6 +289,26 @@ def test_damaged_and_mismatched_weights_are_named_before_anything_runs(
             assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_checkpoints_without_crcs_load_and_non_tensor_weights_are_named(
+    darcy16, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    cli = fit(MGNO, darcy16, "--trainer.max_epochs=1")
+    checkpoint = torch.load(Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt",
+                            weights_only=True)
+    torch.serialization.set_crc32_options(False)  # torch then writes CRC 0 for every entry
+    try:
+        torch.save(checkpoint, tmp_path / "nocrc.ckpt")
+    finally:
+        torch.serialization.set_crc32_options(True)
+    module, _ = load_module(tmp_path / "nocrc.ckpt")
+    assert module.operator.name == "mgno"
+    checkpoint["state_dict"]["operator.head.weight"] = [1.0, 2.0]
+    torch.save(checkpoint, tmp_path / "list.ckpt")
+    with pytest.raises(CheckpointError, match=r"operator.head.weight not a tensor"):
+        load_module(tmp_path / "list.ckpt")
+
+
 def test_train_help_and_untrained_test_runs(darcy16, tmp_path):
     proc = run_pdeforge("train", "--help")
     assert proc.returncode == 0 and "--preset" in proc.stdout

@@ -17,7 +17,7 @@ import torch
 
 from pdeforge.datasets.runner import generate
 from pdeforge.train.checkpoint import read_checkpoint
-from pdeforge.train.cli import checkpoint_paths
+from pdeforge.train.cli import checkpoint_paths, epochs_done
 from tests.train.test_errors import MGNO, pdeforge_train
 from tests.train.test_fit import fit
 
@@ -149,6 +149,10 @@ def test_resuming_on_other_samples_warns_and_records_both(darcy16, tmp_path, mon
         "pdeforge"]["data"]
     assert info["files"] == [str(other)]
     assert info["earlier_files"] == [str(moved)]
+    # a file added to the same data: other samples, another split
+    before = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    with pytest.warns(UserWarning, match="other data of the same kind"):
+        fit(MGNO, f"[{other},{moved}]", "--trainer.max_epochs=4", f"--ckpt_path={before}")
 
 
 def test_a_stopped_run_that_finished_no_epoch_says_so(darcy16, tmp_path):
@@ -189,3 +193,53 @@ def test_a_resumed_run_repeats_the_uninterrupted_one(darcy16, tmp_path, monkeypa
                   "--trainer.logger.init_args.save_dir=part", f"--ckpt_path={last}")
     for a, b in zip(whole.model.parameters(), resumed.model.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_epochs_done_counts_finished_epochs_only():
+    def loops(processed):
+        return {"fit_loop": {"epoch_progress": {"current": {"processed": processed}}}}
+
+    assert epochs_done({"epoch": 3, "loops": loops(4)}) == 4  # written at epoch 3's end
+    assert epochs_done({"epoch": 9, "loops": loops(9)}) == 9  # during epoch 9: unfinished
+    assert epochs_done({"epoch": 3}) == 4  # no loop state: an epoch-end checkpoint
+    assert epochs_done({}) is None
+
+
+def test_the_best_record_is_found_from_another_directory_and_trimmed_to_save_top_k(
+    darcy16, tmp_path, monkeypatch
+):
+    (tmp_path / "first").mkdir()
+    monkeypatch.chdir(tmp_path / "first")
+    first = fit(MGNO, darcy16, "--trainer.max_epochs=3", "--checkpoint.save_top_k=-1")
+    run = tmp_path / "first" / first.trainer.log_dir
+    assert len(list((run / "checkpoints").glob("best-*.ckpt"))) == 3
+    scores = _val_scores(run)
+    monkeypatch.chdir(tmp_path)  # resumed from elsewhere: the record's paths are relative
+    second = fit(MGNO, darcy16, "--trainer.max_epochs=4",
+                 f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}")
+    scores.update(_val_scores(Path(second.trainer.log_dir)))
+    callback = second.trainer.checkpoint_callback
+    epoch = min(scores, key=scores.get)
+    assert f"best-epoch={int(epoch):03d}" in callback.best_model_path
+    assert Path(callback.best_model_path).is_file()
+    assert len(callback.best_k_models) == 1  # save_top_k is 1 again
+
+
+def test_a_cosine_schedule_resumed_with_more_epochs_anneals_to_the_new_end(
+    darcy16, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    first = fit(MGNO, darcy16, "--trainer.max_epochs=2", "--model.scheduler=cosine")
+    last = Path(first.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    assert first.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    second = fit(MGNO, darcy16, "--trainer.max_epochs=4", "--model.scheduler=cosine",
+                 f"--ckpt_path={last}")
+    scheduler = second.trainer.lr_scheduler_configs[0].scheduler
+    assert scheduler.T_max == 4
+    # the rate went on along the 4-epoch schedule (from lr/2 at epoch 2 to 0 at 4): the
+    # weights moved; kept at the 2-epoch schedule's 0 (its recursive form), they would not
+    assert second.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    before = read_checkpoint(last)["state_dict"]
+    moved = max(float((p.detach() - before[f"operator.{k}"]).abs().max())
+                for k, p in second.model.operator.named_parameters())
+    assert moved > 1e-4
