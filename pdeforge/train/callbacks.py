@@ -43,15 +43,23 @@ class RunCheckpoint(ModelCheckpoint):
         # the record is rebuilt from the files themselves: Lightning compares folder
         # names, and a relative name (the default) resumed from another directory names
         # another folder
-        folder = self._old_folder(str(old))
+        folders = self._old_folders(str(old))
         kept = {}
-        for name, score in (state_dict.get("best_k_models") or {}).items():
-            path = Path(name)
-            if folder is not None and not path.is_absolute():  # old dirpath / file name
-                path = folder / path.name
-            if folder is not None and path.is_file():
-                kept[str(path)] = score
+        recorded = state_dict.get("best_k_models") or {}
+        for name, score in recorded.items():
+            found = next((f / Path(name).name for f in folders
+                          if (f / Path(name).name).is_file()), None)
+            if found is not None:
+                kept[_shown(found)] = score
         if not kept:  # gone, or not to be found: the resumed run starts its own record
+            if recorded:
+                warnings.warn(
+                    f"the best checkpoints the resumed run recorded "
+                    f"({', '.join(Path(n).name for n in recorded)}) are neither in {old} nor "
+                    "beside the checkpoint being resumed: the best model is counted from "
+                    "this run's epochs on",
+                    stacklevel=2,
+                )
             self.best_k_models, self.best_model_path, self.best_model_score = {}, "", None
             self.kth_best_model_path = ""
             self.kth_value = torch.tensor(float("inf") if self.mode == "min" else float("-inf"))
@@ -65,17 +73,29 @@ class RunCheckpoint(ModelCheckpoint):
         self.kth_best_model_path = better_first[-1]
         self.kth_value = kept[better_first[-1]]
 
-    def _old_folder(self, old: str) -> Path | None:
-        """Where the resumed run's checkpoint folder is now: an absolute path as such; a
-        relative one (Lightning keeps the logger's folder relative to the working
-        directory of that run) only where the checkpoint being resumed lies in a folder
-        ending with it, so that a file of the same name elsewhere is never taken for it."""
-        if Path(old).is_absolute():
-            return Path(old)
+    def _old_folders(self, old: str) -> list[Path]:
+        """Where the resumed run's checkpoint folder may be now, in order: ``old`` itself
+        when absolute; the folder of the checkpoint being resumed when it ends with
+        ``old`` (Lightning keeps the logger's folder relative to the working directory
+        of that run); then that folder anyway (a run folder moved or renamed: its best
+        checkpoints lie beside its last.ckpt). A relative ``old`` is never read from the
+        working directory, where another run's files of the same names may be."""
+        folders = [Path(old)] if Path(old).is_absolute() else []
         trainer = getattr(self, "_run_trainer", None)
         resumed = getattr(trainer, "ckpt_path", None) if trainer is not None else None
-        if not resumed:
-            return None
-        parent = Path(resumed).resolve().parent
-        parts = Path(old).parts
-        return parent if parent.parts[-len(parts):] == parts else None
+        if resumed:
+            parent = Path(resumed).resolve().parent
+            parts = Path(old).parts
+            if not Path(old).is_absolute() and parent.parts[-len(parts):] == parts:
+                folders.append(parent)
+            folders.append(parent)
+        return folders
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory where it lies under it (as Lightning
+    shows the checkpoints it writes), else absolute."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path.resolve())

@@ -223,6 +223,22 @@ def test_the_best_record_is_found_from_another_directory_and_trimmed_to_save_top
     assert f"best-epoch={int(epoch):03d}" in callback.best_model_path
     assert Path(callback.best_model_path).is_file()
     assert len(callback.best_k_models) == 1  # save_top_k is 1 again
+    # the first run's folder moved and renamed: its best files are found beside last.ckpt
+    shutil.move(tmp_path / "first", tmp_path / "moved")
+    moved = tmp_path / "moved" / first.trainer.log_dir / "checkpoints"
+    scores = _val_scores(moved.parent)
+    third = fit(MGNO, darcy16, "--trainer.max_epochs=4", f"--ckpt_path={moved / 'last.ckpt'}")
+    scores["3"] = _val_scores(Path(third.trainer.log_dir))["3"]
+    epoch = min(scores, key=scores.get)
+    best = third.trainer.checkpoint_callback.best_model_path
+    assert f"best-epoch={int(epoch):03d}" in best and Path(best).is_file()
+    assert ("moved" in best) == (epoch != "3")
+    # only last.ckpt copied elsewhere: the record is not to be found, and the user is told
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(moved / "last.ckpt", alone / "last.ckpt")
+    with pytest.warns(UserWarning, match="neither in .* nor beside the checkpoint"):
+        fit(MGNO, darcy16, "--trainer.max_epochs=4", f"--ckpt_path={alone / 'last.ckpt'}")
 
 
 def test_a_cosine_schedule_resumed_with_more_epochs_anneals_to_the_new_end(
