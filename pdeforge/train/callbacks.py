@@ -75,22 +75,17 @@ class RunCheckpoint(ModelCheckpoint):
 
     def _old_folders(self, old: str) -> list[Path]:
         """Where the resumed run's checkpoint folder may be now, in order: ``old`` itself
-        when absolute; the folder of the checkpoint being resumed when it ends with
-        ``old`` (Lightning keeps the logger's folder relative to the working directory
-        of that run); then that folder anyway (a run folder moved or renamed: its best
-        checkpoints lie beside its last.ckpt). A relative ``old`` is never read from the
-        working directory, where another run's files of the same names may be."""
+        when absolute, then the folder of the checkpoint being resumed (its best
+        checkpoints lie beside its last.ckpt, also in a run folder moved or renamed). A
+        relative ``old`` (Lightning keeps the logger's folder relative to the working
+        directory of that run) is never read from the working directory, where another
+        run's files of the same names may be."""
         folders = [Path(old)] if Path(old).is_absolute() else []
         trainer = getattr(self, "_run_trainer", None)
         resumed = getattr(trainer, "ckpt_path", None) if trainer is not None else None
         if resumed:
-            parent = Path(resumed).resolve().parent
-            parts = Path(old).parts
-            if not Path(old).is_absolute() and parent.parts[-len(parts):] == parts:
-                folders.append(parent)
-            folders.append(parent)
+            folders.append(Path(resumed).resolve().parent)
         return folders
-
 
 def _shown(path: Path) -> str:
     """``path`` relative to the working directory where it lies under it (as Lightning
