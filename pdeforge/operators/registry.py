@@ -5,9 +5,7 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-import numpy as np
-
-from pdeforge.operators.base import Operator, OperatorConfigError
+from pdeforge.operators.base import Operator, OperatorConfigError, as_int
 
 _REGISTRY: dict[str, type[Operator]] = {}
 _BY_KEY: dict[str, type[Operator]] = {}  # the same classes under _key(name)
@@ -58,17 +56,9 @@ def build(name: str, **kwargs: Any) -> Operator:
     becomes an OperatorConfigError that names the operator.
     """
     cls = get(name)
-    for key, value in kwargs.items():
-        values = value if isinstance(value, list | tuple) else [value]
-        if key in POSITIVE and value is not None and not all(
-                isinstance(v, int | np.integer | float | np.floating) and not isinstance(v, bool)
-                and float(v).is_integer() and v >= 1
-                for v in values):
-            raise OperatorConfigError(
-                f"{cls.name}: {key} must be a positive integer (or a list of them), "
-                f"got {value!r}")
-    # sizes given as integral floats (64.0, from a YAML or JSON sweep) are sizes
-    kwargs = {k: _as_ints(v) if k in POSITIVE and v is not None else v
+    # sizes given as integral floats (64.0, from a YAML or JSON sweep) or numpy numbers
+    # are sizes: as ints
+    kwargs = {k: _positive_ints(cls.name, k, v) if k in POSITIVE and v is not None else v
               for k, v in kwargs.items()}
     try:
         return cls(**kwargs)
@@ -78,7 +68,14 @@ def build(name: str, **kwargs: Any) -> Operator:
         raise OperatorConfigError(f"{cls.name}: {exc}") from exc
 
 
-def _as_ints(value: Any) -> Any:
-    if isinstance(value, list | tuple):
-        return type(value)(_as_ints(v) for v in value)
-    return int(value) if isinstance(value, float | np.floating) else value
+def _positive_ints(model: str, key: str, value: Any) -> Any:
+    """A size or count (or a list of them) as ints >= 1 (:func:`as_int`), or an
+    :class:`OperatorConfigError` naming the operator and the argument."""
+    try:
+        if isinstance(value, list | tuple):
+            return type(value)(as_int(v, key) for v in value)
+        return as_int(value, key)
+    except OperatorConfigError:
+        raise OperatorConfigError(
+            f"{model}: {key} must be a positive integer (or a list of them), got {value!r}"
+        ) from None
