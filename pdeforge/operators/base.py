@@ -99,10 +99,10 @@ def as_tuple(value: int | Sequence[int], dim: int, name: str, least: int = 1) ->
     return values
 
 
-def check_positive(**values: int | float) -> None:
-    for name, value in values.items():
-        if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-            raise OperatorConfigError(f"{name} must be a positive number, got {value!r}")
+def is_finite_number(value: Any) -> bool:
+    """A real number (not a bool) that is finite."""
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value))
 
 
 class Operator(nn.Module):

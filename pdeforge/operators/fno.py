@@ -9,7 +9,6 @@ counts ``n_modes`` per dimension centred on zero: the FNO paper's modes=12 is n_
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any
 
@@ -21,6 +20,7 @@ from pdeforge.operators.base import (
     Operator,
     OperatorConfigError,
     as_tuple,
+    is_finite_number,
     real_numel,
     records_config,
 )
@@ -50,12 +50,13 @@ def neuralop_fno(
     """
     for label, ratio in (("lifting_channel_ratio", lifting_channel_ratio),
                          ("projection_channel_ratio", projection_channel_ratio)):
-        if not (_is_number(ratio) and int(ratio * hidden_channels) >= 1):
+        if not (is_finite_number(ratio) and int(ratio * hidden_channels) >= 1):
             raise OperatorConfigError(
                 f"{label} must be a positive number such that {label} * hidden_channels "
                 f"({hidden_channels}) gives at least one channel, got {ratio!r}"
             )
-    if domain_padding is not None and not (_is_number(domain_padding) and domain_padding >= 0):
+    if domain_padding is not None and not (
+            is_finite_number(domain_padding) and domain_padding >= 0):
         raise OperatorConfigError(
             f"domain_padding must be None (no padding) or a fraction >= 0 of the grid, got "
             f"{domain_padding!r}"
@@ -75,11 +76,6 @@ def neuralop_fno(
         domain_padding=domain_padding,
         **kwargs,
     )
-
-
-def _is_number(value: Any) -> bool:
-    return (isinstance(value, int | float) and not isinstance(value, bool)
-            and math.isfinite(value))
 
 
 _COMPLEX_OF = {
