@@ -33,10 +33,12 @@ def _nearby(path: Path, most: int = 5) -> str:
         found.update(root.rglob("*.ckpt"))
         if found:
             break
-    if not found:
-        return ""
-    newest = sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)[:most]
-    return "; checkpoints found: " + ", ".join(map(str, newest))
+    return f"; checkpoints found: {_newest(found, most)}" if found else ""
+
+
+def _newest(paths: set[Path], most: int = 5) -> str:
+    """The ``most`` newest of ``paths`` (by modification time), newest first."""
+    return ", ".join(map(str, sorted(paths, key=lambda p: p.stat().st_mtime, reverse=True)[:most]))
 
 
 def _check_archive(path: Path) -> None:
@@ -76,11 +78,10 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         # (a run's layout only: never a search of an arbitrary tree)
         patterns = ("*.ckpt", "checkpoints/*.ckpt", "version_*/checkpoints/*.ckpt",
                     "*/version_*/checkpoints/*.ckpt")
-        inside = sorted({p for pattern in patterns for p in path.glob(pattern)},
-                        key=lambda p: p.stat().st_mtime, reverse=True)
+        inside = {p for pattern in patterns for p in path.glob(pattern)}
         raise CheckpointError(
             f"{path} is a folder, not a checkpoint file; "
-            + (f"the newest checkpoints in it: {', '.join(map(str, inside[:5]))}" if inside
+            + (f"the newest checkpoints in it: {_newest(inside)}" if inside
                else "neither it nor its run folders (version_*/checkpoints) hold a *.ckpt")
         )
     if not path.is_file():

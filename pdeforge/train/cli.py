@@ -192,9 +192,15 @@ def discard_empty_run(trainer) -> None:
         return
     if log_dir is None or not log_dir.is_dir() or not trainer.is_global_zero:
         return
-    written = [p for p in log_dir.rglob("*") if p.is_file()]
-    if all(p.name in RUN_PREAMBLE and p.parent == log_dir for p in written):
+    if not holds_run(log_dir):
         shutil.rmtree(log_dir, ignore_errors=True)
+
+
+def holds_run(folder: Path) -> bool:
+    """Whether a version folder holds more than what a run writes before its first epoch
+    (``RUN_PREAMBLE``): checkpoints, metrics, anything else."""
+    return any(not (p.name in RUN_PREAMBLE and p.parent == folder)
+               for p in folder.rglob("*") if p.is_file())
 
 
 #: OperatorModule settings a resumed run cannot change: LightningCLI would silently take
@@ -385,8 +391,7 @@ def run_cli(args: Sequence[str]):
                 version = args["version"]
                 folder = (Path(str(args.get("save_dir") or "runs")) / str(args.get("name") or "")
                           / (f"version_{version}" if isinstance(version, int) else str(version)))
-                if folder.is_dir() and any(p.name not in RUN_PREAMBLE
-                                           for p in folder.rglob("*") if p.is_file()):
+                if folder.is_dir() and holds_run(folder):
                     raise TrainCommandError(
                         f"--trainer.logger.init_args.version {version}: {folder} holds a run "
                         "already, whose metrics and checkpoints this run would replace; "
