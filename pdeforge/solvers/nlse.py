@@ -275,7 +275,9 @@ def solve(
         chunk_size: trajectories that advance together with one shared, adaptive step
             ("ip-dop853"); successive chunks are integrated one after the other, each with
             its own step control. Default: the whole batch on a GPU; on a CPU, chunks whose
-            stored stages fit in cache (a step is memory-bound there). When the batch
+            stored stages fit in cache (a step is memory-bound there), cut by the batch
+            size and M alone, so that the result does not depend on the number of
+            threads (:func:`_chunking`). When the batch
             takes several chunks, trajectories of similar difficulty share one
             (:func:`_difficulty`), hardest first.
     """
@@ -421,24 +423,37 @@ def _stage_rows(device: torch.device) -> list[tuple[int, int, torch.Tensor] | No
 
 # a step on a CPU is memory-bound: a chunk's 12 stored stages should stay in cache
 CPU_CHUNK_BYTES = 8 << 20
+# the CPU batch is cut into a multiple of this many chunks (when each keeps at least
+# CPU_MIN_CHUNK trajectories), so that 1, 2 or 4 threads all get equal shares
+CPU_CHUNK_MULTIPLE = 4
+CPU_MIN_CHUNK = 16
 
 
 def _chunking(n: int, m: int, device: torch.device, chunk_size: int | None) -> tuple[int, int]:
     """(trajectories per chunk, parallel workers).
 
     On a GPU the whole batch is one chunk. On a CPU the chunks are sized to the cache
-    (at least 16 trajectories, since each step costs about 200 tensor operations of Python
-    overhead per chunk) and spread over torch's threads, one single-threaded chunk per
-    thread: measured on 2 cores (L = 50, M = 512), that is 1.4x the throughput of one
-    chunk using both threads, whose small FFTs and products parallelise poorly.
+    (at least ``CPU_MIN_CHUNK`` trajectories, since each step costs about 200 tensor
+    operations of Python overhead per chunk) and spread over torch's threads, one
+    single-threaded chunk per thread: measured on 2 cores (L = 50, M = 512), that is 1.4x
+    the throughput of one chunk using both threads, whose small FFTs and products
+    parallelise poorly.
+
+    The chunks depend on n and M only, never on the thread count: the trajectories of a
+    chunk share one adaptive step, so another cut would change the results (at the level
+    of the tolerance), and a dataset generated with 1 or 2 Dask workers (whose processes
+    run single-threaded) or resumed on another machine would not be the same file.
     """
     workers = torch.get_num_threads() if device.type == "cpu" else 1
     if chunk_size is None:
         if device.type != "cpu":
             return n, 1
-        cap = max(16, CPU_CHUNK_BYTES // (13 * 16 * m))
-        # a multiple of the workers' count of equal chunks, none above the cache size
-        n_chunks = workers * -(-n // (workers * cap))
+        cap = max(CPU_MIN_CHUNK, CPU_CHUNK_BYTES // (13 * 16 * m))
+        # equal chunks, none above the cache size, their count a multiple of
+        # CPU_CHUNK_MULTIPLE while each keeps CPU_MIN_CHUNK trajectories
+        n_chunks = -(-n // cap)
+        n_chunks = max(n_chunks, min(-(-n_chunks // CPU_CHUNK_MULTIPLE) * CPU_CHUNK_MULTIPLE,
+                                     n // CPU_MIN_CHUNK))
         chunk_size = -(-n // n_chunks)
     n_chunks = -(-n // chunk_size)
     return chunk_size, max(1, min(workers, n_chunks))
@@ -572,15 +587,26 @@ class _IPContext:
     def rate(self, psi_hat: torch.Tensor, back: torch.Tensor, out: torch.Tensor) -> None:
         """out = back * F(|psi|^2 psi), psi = F^-1(psi_hat) (the interaction-picture rate)."""
         psi = torch.fft.ifft(psi_hat, dim=-1)
-        # |psi|^2 psi as complex products: multiplying by the real view of psi conj(psi)
-        # would promote it to complex with an extra copy
-        cubic = torch.mul(psi, psi.conj()).mul_(psi)
+        # |psi|^2 psi as complex products, conj(psi) made once and multiplied in place:
+        # a lazy psi.conj() operand is copied by every product that reads it, and
+        # multiplying by the real view of |psi|^2 promotes it to complex (another copy)
+        cubic = torch.conj_physical(psi).mul_(psi).mul_(psi)
         torch.mul(back, torch.fft.fft(cubic, dim=-1), out=out)
 
 
 def _mag2(z: torch.Tensor) -> torch.Tensor:
     """|z|^2 of a complex tensor without complex abs's hypot."""
     return (z * z.conj()).real
+
+
+def _max_mag2(z: torch.Tensor) -> torch.Tensor:
+    """max |z|^2 over the last dim of a complex tensor.
+
+    Reduces the contiguous real view of z conj(z), whose imaginary parts are exactly 0
+    (a b - b a), so the maximum is that of |z|^2: measured 7x faster on CPU than ``amax``
+    over the strided ``.real`` of :func:`_mag2` (64 x 512 values: 24 against 165 us).
+    """
+    return torch.view_as_real(z * z.conj()).amax((-1, -2))
 
 
 # accepted steps between two projections of ``conserve=True`` at most (output times too)
@@ -917,7 +943,7 @@ def _solve_ip_chunk(
         torch.mm(ctx.output_rows, K12, out=combo)
         v_new = torch.add(y, step_c, alpha=h_step)
         if state_norm:  # per trajectory: sums first, then one scale
-            size2 = torch.maximum(_mag2(y).amax(-1), _mag2(v_new).amax(-1))
+            size2 = torch.maximum(_max_mag2(y), _max_mag2(v_new))
             scale2 = (atol + size2.sqrt_() * rtol) ** 2
             # sum |err|^2 over a trajectory's coefficients: the norm of its real view
             e5 = torch.linalg.vector_norm(err5_rows, dim=-1).square_().div_(scale2)

@@ -114,6 +114,29 @@ def test_chunks_run_in_parallel_and_equal_separate_solves():
         nlse.solve(batch, length=20.0, times=times, chunk_size=0)
 
 
+@pytest.mark.parametrize("n", [40, 64])
+def test_default_chunks_do_not_depend_on_the_thread_count(n):
+    """The default cut of a CPU batch is set by its size and M alone: 1 and 2 threads
+    (e.g. a Dask worker's process and the command line) give the same bits, since a
+    chunk's trajectories share one adaptive step."""
+    m = 64
+    x = nlse.grid(m, 20.0)
+    rng = np.random.default_rng(3)
+    batch = np.stack([
+        nlse.soliton(x, 0, eta=rng.uniform(1.0, 2.0), x0=rng.uniform(-5, 5)) for _ in range(n)
+    ])
+    assert nlse._chunking(n, m, torch.device("cpu"), None)[0] < n  # several chunks
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for k in (1, 2):
+            torch.set_num_threads(k)
+            results.append(nlse.solve(batch, length=20.0, times=[0.0, 0.5], rtol=1e-9))
+    finally:
+        torch.set_num_threads(threads)
+    assert np.array_equal(results[0], results[1])
+
+
 @pytest.mark.parametrize("m", [384, 512])
 def test_state_error_norm_follows_a_soliton_across_the_periodic_boundary(m):
     """A soliton with v = 3 (2 pi / L) crosses x = L/2 (eta L / 2 = 30: no tail at the
