@@ -15,11 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from pdeforge.errors import Interrupted, PdeforgeError
+from pdeforge.errors import Interrupted, PdeforgeError, Terminated, sigterm_raises
 
 EXIT_USAGE = 2
 EXIT_INVALID = 1
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 class _Parser(argparse.ArgumentParser):
@@ -329,7 +330,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_USAGE
     warnings.showwarning = _show_warning
     try:
-        return int(args.func(args) or 0)
+        if args.func is _cmd_train:  # Lightning handles SIGTERM itself (train/cli.py)
+            return int(args.func(args) or 0)
+        with sigterm_raises():
+            return int(args.func(args) or 0)
     except Interrupted as exc:
         print(f"pdeforge: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -339,6 +343,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pdeforge: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Terminated:
+        print("pdeforge: stopped by SIGTERM", file=sys.stderr)
+        return EXIT_TERMINATED
     except BrokenPipeError:  # e.g. `pdeforge info FILE | head`: the reader left early
         import os
 

@@ -5,6 +5,13 @@ Every error a user can cause (bad option, bad file, mismatched resume) is raised
 as one line without a traceback; anything else is a bug and keeps its traceback.
 """
 
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+
 
 class PdeforgeError(Exception):
     """An error caused by the user's input, with a message that says how to fix it."""
@@ -36,3 +43,33 @@ class Interrupted(PdeforgeError):
     def __init__(self, message: str, exit_code: int = 130) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class Terminated(BaseException):  # noqa: N818 - named like KeyboardInterrupt, its twin
+    """SIGTERM arrived (a batch scheduler's time limit, ``kill``) inside
+    :func:`sigterm_raises`.
+
+    A ``BaseException`` like ``KeyboardInterrupt``, so that no ``except Exception`` on the
+    way swallows it: the code that keeps finished work (e.g. the generation runner's shards)
+    turns it into :class:`Interrupted` with exit status 143.
+    """
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` in the main thread instead of
+    killing the process at once, so that ``finally`` blocks run (locks, temporary files,
+    Dask clusters) and the user is told what was kept. Outside the main thread (where
+    Python cannot install handlers) the block runs unchanged."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -26,6 +26,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,12 +59,15 @@ from pdeforge.errors import (
     DatasetFormatError,
     Interrupted,
     PdeforgeError,
+    Terminated,
 )
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SHARD_SIZE = 64
 SCHEDULER_TIMEOUT = "20s"
+#: preloaded by the local Dask workers (see the module)
+WORKER_SETUP = "pdeforge.datasets.dask_worker"
 MANIFEST = "config.json"
 #: Keys of the resolved config that define the data (everything is, today).
 _SHARD_NAME = "shard-{:06d}.nc"
@@ -374,6 +378,15 @@ def generate(
     Raises:
         PdeforgeError: bad inputs, a config mismatch, or (``strict``) non-converged samples.
     """
+    import multiprocessing
+
+    # the flag multiprocessing itself checks: a worker process that Dask spawned is
+    # importing the caller's script, which calls generate() at its top level
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise PdeforgeError(
+            "generate() was called while a new worker process imported your script; put "
+            "the call under `if __name__ == \"__main__\":` (needed with workers > 1)"
+        )
     t0 = time.perf_counter()
     out_arg, out = os.fspath(out), Path(out)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -443,11 +456,16 @@ def generate(
             nonconverged, pending = _run_locked(
                 prob, config, text, ranges, out, parts, workers, scheduler, strict, progress)
         except BaseException as exc:
+            if isinstance(exc, (KeyboardInterrupt, Terminated)):  # outside the shard loop
+                exc = _interrupted(exc, parts)
             if parts.exists() and not any(parts.glob("shard-*.nc")):
                 shutil.rmtree(parts)  # nothing computed yet: leave no stale manifest
                 if isinstance(exc, Interrupted):
-                    raise Interrupted("interrupted before any shard was finished; nothing "
-                                      "to keep") from None
+                    what = "stopped by SIGTERM" if exc.exit_code == 143 else "interrupted"
+                    raise Interrupted(f"{what} before any shard was finished; nothing to "
+                                      "keep", exit_code=exc.exit_code) from None
+            if isinstance(exc, Interrupted):
+                raise exc from None
             raise
     shutil.rmtree(parts)
     if nonconverged:
@@ -515,7 +533,9 @@ def _run_locked(
             for j in pending:  # in this process: the bar advances sample by sample
                 store(j, _compute_shard(text, *ranges[j], progress=bar.update))
         else:
-            if scheduler is None and len(pending) < workers:
+            # a fresh run only: on a resume the shard size is fixed (it is part of the
+            # config), so the advice would be refused
+            if scheduler is None and done == 0 and len(pending) < workers:
                 warnings.warn(
                     f"{len(pending)} shard(s) to compute for {workers} workers: "
                     f"{workers - len(pending)} will be idle (a shard is one worker's); a "
@@ -527,12 +547,15 @@ def _run_locked(
                 store(j, block)
                 bar.update(ranges[j][1] - ranges[j][0])
 
-            _run_dask(text, ranges, pending, store_and_count, workers, scheduler)
-    except KeyboardInterrupt:
-        raise Interrupted(
-            f"interrupted; finished shards are kept in {parts}: re-run the same "
-            "command to resume"
-        ) from None
+            try:
+                _run_dask(text, ranges, pending, store_and_count, workers, scheduler)
+            except _ClusterFailure as exc:
+                raise PdeforgeError(
+                    f"{exc}; finished shards are kept in {parts}: re-run the same command "
+                    "to resume"
+                ) from None
+    except (KeyboardInterrupt, Terminated) as exc:
+        raise _interrupted(exc, parts) from None
     finally:
         bar.close()
 
@@ -570,6 +593,17 @@ def _run_locked(
             f"and re-run the same command (the shards are kept in {parts})"
         ) from None
     return nonconverged, pending
+
+
+def _interrupted(exc: BaseException, parts: Path) -> Interrupted:
+    """The :class:`Interrupted` error for Ctrl-C (exit 130) or SIGTERM (143) during a run
+    whose finished shards are kept in ``parts``."""
+    what, code = (("stopped by SIGTERM", 143) if isinstance(exc, Terminated)
+                  else ("interrupted", 130))
+    return Interrupted(
+        f"{what}; finished shards are kept in {parts}: re-run the same command to resume",
+        exit_code=code,
+    )
 
 
 def _flag_nonfinite(
@@ -638,6 +672,59 @@ def _progress_bar(config: Mapping[str, Any], initial: int, enabled: bool):
     )
 
 
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message, at most ``limit`` characters: Dask's run
+    over several lines, which the CLI's one-line errors must not."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:limit] if lines else ""
+
+
+class _ClusterFailure(Exception):
+    """The Dask cluster failed under a run (a worker killed again and again, the scheduler
+    lost); the message says what, :func:`_run_locked` adds what was kept."""
+
+
+def _probe_scheduler(address: str, seconds: float) -> None:
+    """Connect to ``address`` and complete Dask's handshake within 1.25 ``seconds`` (the
+    connect's own timeout is ``seconds``), else raise :class:`PdeforgeError`.
+
+    ``Client(address, timeout=...)`` bounds only the TCP connect: a server that accepts the
+    connection but does not speak Dask's protocol (the dashboard's port given for the
+    scheduler's, another service) made it wait for the handshake forever, and garbage
+    bytes in answer ended in a raw traceback. The probe runs in its own thread and event
+    loop, so that it also works where a loop is running (a notebook).
+    """
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from distributed.comm import connect
+
+    async def probe() -> None:
+        comm = await asyncio.wait_for(connect(address, timeout=seconds), 1.25 * seconds)
+        await comm.close()
+
+    hint = "check the address or use --workers K for a local cluster"
+    with ThreadPoolExecutor(1) as pool:
+        try:
+            pool.submit(asyncio.run, probe()).result()
+        except TimeoutError:  # an OSError: before the clause below
+            raise PdeforgeError(
+                f"no Dask scheduler answered at {address!r} within {1.25 * seconds:.0f} s: "
+                "nothing listens there, or another service does (e.g. the dashboard's port, "
+                f"8787 by default, instead of the scheduler's, 8786); {hint}"
+            ) from None
+        except (OSError, ValueError, TypeError) as exc:  # refused, unknown host, bad address
+            raise PdeforgeError(
+                f"cannot reach the Dask scheduler at {address!r} ({exc}); check the "
+                "address (e.g. tcp://host:8786) or use --workers K for a local cluster"
+            ) from None
+        except Exception as exc:  # noqa: BLE001 - any answer that is not Dask's handshake
+            raise PdeforgeError(
+                f"the server at {address!r} did not answer as a Dask scheduler "
+                f"({type(exc).__name__}: {_first_line(exc)}); {hint}"
+            ) from None
+
+
 def _run_dask(
     config_text: str,
     ranges: list[tuple[int, int]],
@@ -646,26 +733,49 @@ def _run_dask(
     workers: int,
     scheduler: str | None,
 ) -> None:
-    """Shards as Dask tasks; results are written here, as they arrive, by ``store``."""
+    """Shards as Dask tasks; results are written here, as they arrive, by ``store``.
+
+    A shard whose worker dies again and again (Dask's KilledWorker) or a scheduler lost
+    under the run end it with :class:`_ClusterFailure`; the shards stored so far are kept.
+    """
     if not pending:
         return
     from distributed import Client, LocalCluster, as_completed
+    from distributed.comm import CommClosedError
+    from distributed.scheduler import KilledWorker
 
     cluster = None
     try:
         if scheduler is not None:
+            _probe_scheduler(scheduler, float(SCHEDULER_TIMEOUT.rstrip("s")))
             try:
                 client = Client(scheduler, timeout=SCHEDULER_TIMEOUT)
-            except (OSError, ValueError, TypeError) as exc:
+            except Exception as exc:  # noqa: BLE001 - the probe passed: a failure in between
                 raise PdeforgeError(
-                    f"cannot reach the Dask scheduler at {scheduler!r} ({exc}); check the "
-                    "address (e.g. tcp://host:8786) or use --workers K for a local cluster"
+                    f"cannot connect to the Dask scheduler at {scheduler!r} "
+                    f"({type(exc).__name__}: {exc}); check the address or use --workers K "
+                    "for a local cluster"
                 ) from None
+            if not client.scheduler_info().get("workers"):
+                warnings.warn(
+                    f"the Dask scheduler at {scheduler} has no workers yet: the run waits "
+                    f"until one joins (e.g. `dask worker {scheduler}`); Ctrl-C stops it",
+                    stacklevel=4,
+                )
         else:
-            cluster = LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True,
-                dashboard_address=None, silence_logs=logging.ERROR,
-            )
+            try:
+                cluster = LocalCluster(
+                    n_workers=workers, threads_per_worker=1, processes=True,
+                    dashboard_address=None, silence_logs=logging.ERROR,
+                    preload=[WORKER_SETUP],
+                )
+            except Exception as exc:  # noqa: BLE001 - Dask's own errors: say what to check
+                raise PdeforgeError(
+                    f"Dask could not start {workers} local worker processes "
+                    f"({type(exc).__name__}: {exc}); from a Python script, call generate() "
+                    "under `if __name__ == \"__main__\":` (each worker process imports the "
+                    "script), else try fewer --workers"
+                ) from None
             client = Client(cluster)
             from pdeforge.runtime import allocator_tuned, tune_cpu_allocator
 
@@ -678,7 +788,22 @@ def _run_dask(
             }
             try:
                 for fut in as_completed(futures):
-                    store(futures[fut], fut.result())
+                    j = futures[fut]
+                    try:
+                        block = fut.result()
+                    except KilledWorker:
+                        raise _ClusterFailure(
+                            f"shard {j} (samples {ranges[j][0]}-{ranges[j][1] - 1}) ended "
+                            "with its Dask worker killed again and again (out of memory? a "
+                            "worker holds one shard's systems and solutions"
+                            + ("; fewer --workers leave each more)" if cluster else ")")
+                        ) from None
+                    except (CancelledError, CommClosedError) as exc:
+                        raise _ClusterFailure(
+                            f"lost the Dask scheduler while shard {j} ran "
+                            f"({type(exc).__name__}: {_first_line(exc)})"
+                        ) from None
+                    store(j, block)
             finally:
                 for fut in futures:
                     fut.cancel()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -97,6 +98,36 @@ def test_ctrl_c_keeps_shards_exits_130_and_resumes(tmp_path):
     assert "re-run the same command to resume" in err and "Traceback" not in err
     again = run_cli(*args)
     assert again.returncode == 0 and "shards computed in this run" in again.stdout
+
+
+@pytest.mark.parametrize("how", ["sigterm", "ctrl-c to the group, 2 workers"])
+def test_sigterm_and_a_terminal_ctrl_c_keep_shards_with_one_line(tmp_path, how):
+    """SIGTERM (a batch scheduler's time limit) exits 143 with the resume hint, as Ctrl-C
+    exits 130; a terminal's Ctrl-C reaches the Dask workers too (the whole foreground
+    process group), which must not print their tracebacks above that line."""
+    out = tmp_path / "t.nc"
+    workers = "2" if "2 workers" in how else "1"
+    args = ["generate", "darcy", "--n", "600", "--resolution", "96", "--shard-size", "4",
+            "--out", str(out), "--no-progress", "--workers", workers]
+    proc = subprocess.Popen([sys.executable, "-m", "pdeforge", *args], stderr=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 90
+    while time.time() < deadline and len(list(tmp_path.glob("t.nc.parts/shard-*.nc"))) < 2:
+        time.sleep(0.005)
+    if how == "sigterm":
+        proc.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == (143 if how == "sigterm" else 130), err
+    what = "stopped by SIGTERM" if how == "sigterm" else "interrupted"
+    assert err.strip().splitlines() == [
+        f"pdeforge: {what}; finished shards are kept in {out}.parts: re-run the same "
+        "command to resume"
+    ]
+    assert len(list(tmp_path.glob("t.nc.parts/shard-*.nc"))) >= 2
+    assert not (tmp_path / "t.nc.lock").exists()
 
 
 def test_glob_characters_in_the_output_name(tmp_path):

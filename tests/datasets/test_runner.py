@@ -45,6 +45,16 @@ def test_workers_one_and_two_identical(tmp_path):
     assert not (tmp_path / "two.nc.parts").exists()
 
 
+def test_nlse_workers_one_and_two_identical(tmp_path):
+    """The batched NLSE solver cuts a shard into chunks that share one adaptive step: the
+    cut must not follow the thread count (2 here, 1 in a Dask worker's process)."""
+    kw = dict(resolution=128, shard_size=32, progress=False,
+              options={"t_end": 1.0, "n_times": 5, "eta_max": 1.0})
+    one = generate("nlse", 64, tmp_path / "one.nc", workers=1, **kw)
+    two = generate("nlse", 64, tmp_path / "two.nc", workers=2, **kw)
+    assert_same_dataset(one.path, two.path)
+
+
 def test_existing_scheduler(tmp_path):
     from distributed import LocalCluster
 
@@ -60,6 +70,102 @@ def test_unreachable_scheduler_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(PdeforgeError, match="cannot reach the Dask scheduler"):
         generate("darcy", 2, tmp_path / "x.nc", resolution=8, scheduler="tcp://127.0.0.1:9",
                  progress=False)
+
+
+@pytest.fixture
+def foreign_server():
+    """A TCP server that is not a Dask scheduler: it accepts and then stays silent
+    (``answer=None``, like an HTTP server waiting for a request line) or sends bytes."""
+    import socket
+    import threading
+
+    servers = []
+
+    def start(answer: bytes | None):
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        servers.append(srv)
+        conns = []
+
+        def serve():
+            while True:
+                try:
+                    conn, _ = srv.accept()
+                except OSError:
+                    return
+                conns.append(conn)
+                if answer is not None:
+                    conn.sendall(answer)
+
+        threading.Thread(target=serve, daemon=True).start()
+        return f"tcp://127.0.0.1:{srv.getsockname()[1]}"
+
+    yield start
+    for srv in servers:
+        srv.close()
+
+
+@pytest.mark.parametrize("answer", [None, bytes(range(256)) * 8])
+def test_a_server_that_is_not_a_scheduler_is_a_clear_error(tmp_path, monkeypatch,
+                                                             foreign_server, answer):
+    """Dask's connect timeout covers the TCP connect only: a silent server made generate
+    wait forever, garbage ended in a MemoryError traceback."""
+    monkeypatch.setattr(runner, "SCHEDULER_TIMEOUT", "1s")
+    address = foreign_server(answer)
+    t0 = time.time()
+    match = "no Dask scheduler answered" if answer is None else "did not answer as a Dask"
+    with pytest.raises(PdeforgeError, match=match):
+        generate("darcy", 2, tmp_path / "x.nc", resolution=8, scheduler=address,
+                 progress=False)
+    assert time.time() - t0 < 30
+    assert not (tmp_path / "x.nc.parts").exists()
+
+
+def test_a_scheduler_without_workers_is_named_then_the_run_waits_for_one(tmp_path):
+    import threading
+
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster:
+        timer = threading.Timer(2.0, cluster.scale, args=(1,))
+        timer.start()
+        try:
+            with pytest.warns(UserWarning, match="has no workers yet"):
+                res = generate("darcy", 4, tmp_path / "w.nc", resolution=8, shard_size=2,
+                               scheduler=cluster.scheduler_address, progress=False)
+        finally:
+            timer.cancel()
+    assert res.shards_computed == 2
+
+
+def test_a_lost_scheduler_keeps_the_finished_shards(tmp_path, monkeypatch):
+    """The scheduler goes away after the first shard is stored: a one-line error that
+    says what was kept; the same command on a new cluster resumes."""
+    from distributed import LocalCluster
+
+    cluster = LocalCluster(n_workers=1, processes=False, dashboard_address=None)
+    store = runner._write_shard
+    stored = []
+
+    def write_then_lose_the_scheduler(*args, **kwargs):
+        store(*args, **kwargs)
+        stored.append(1)
+        if len(stored) == 1:
+            cluster.close()
+
+    monkeypatch.setattr(runner, "_write_shard", write_then_lose_the_scheduler)
+    kw = dict(resolution=8, shard_size=2, progress=False)
+    try:
+        with pytest.raises(PdeforgeError, match="lost the Dask scheduler.*shards are kept"):
+            generate("darcy", 8, tmp_path / "l.nc", scheduler=cluster.scheduler_address, **kw)
+    finally:
+        cluster.close()
+    assert len(list((tmp_path / "l.nc.parts").glob("shard-*.nc"))) >= 1
+    monkeypatch.setattr(runner, "_write_shard", store)
+    res = generate("darcy", 8, tmp_path / "l.nc", **kw)
+    assert res.shards_computed < res.shards_total
+    assert_same_dataset(res.path, generate("darcy", 8, tmp_path / "r.nc", **kw).path)
 
 
 def test_sample_depends_only_on_seed_and_index():
@@ -320,3 +426,21 @@ def test_an_interrupt_before_any_shard_says_nothing_was_kept(tmp_path, monkeypat
     with pytest.raises(PdeforgeError, match="before any shard was finished; nothing to keep"):
         generate("darcy", 4, tmp_path / "e.nc", resolution=8, shard_size=2, progress=False)
     assert not (tmp_path / "e.nc.parts").exists()
+
+
+def test_idle_workers_are_warned_about_on_a_fresh_run_only(tmp_path, monkeypatch):
+    """A resume cannot take the advice (a smaller --shard-size changes the config)."""
+    kw = dict(resolution=8, shard_size=2, progress=False)
+    with pytest.warns(UserWarning, match="2 will be idle"):
+        generate("darcy", 4, tmp_path / "f.nc", workers=4, **kw)
+    real = runner._compute_shard
+    monkeypatch.setattr(runner, "_compute_shard", _interrupting(real, 1))
+    with pytest.raises(PdeforgeError, match="interrupted; finished shards are kept"):
+        generate("darcy", 4, tmp_path / "r.nc", **kw)
+    monkeypatch.setattr(runner, "_compute_shard", real)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = generate("darcy", 4, tmp_path / "r.nc", workers=2, **kw)
+    assert res.shards_computed == 1
