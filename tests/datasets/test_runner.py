@@ -444,3 +444,32 @@ def test_idle_workers_are_warned_about_on_a_fresh_run_only(tmp_path, monkeypatch
         warnings.simplefilter("error")
         res = generate("darcy", 4, tmp_path / "r.nc", workers=2, **kw)
     assert res.shards_computed == 1
+
+
+def test_a_worker_killed_again_and_again_ends_in_one_line_that_keeps_the_shards(tmp_path):
+    """Dask's KilledWorker (e.g. the OOM killer, each time the shard runs): the error says
+    which shard and what to try, not a Dask traceback."""
+    import dask
+    from distributed import LocalCluster
+
+    dying = tmp_path / "dying_worker.py"  # preloaded by the worker: shard 2 kills it
+    dying.write_text(
+        "import os\n"
+        "from pdeforge.datasets import runner\n"
+        "real = runner._compute_shard\n"
+        "def _compute_shard(text, start, stop, progress=None):\n"
+        "    if start == 4:\n"
+        "        os._exit(1)\n"
+        "    return real(text, start, stop, progress)\n"
+        "runner._compute_shard = _compute_shard\n"
+    )
+    kw = dict(resolution=8, shard_size=2, progress=False)
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+        preload=[str(dying)],
+    ) as cluster, pytest.raises(PdeforgeError, match=r"shard 2 \(samples 4-5\) ended with "
+                                "its Dask worker killed again and again.*shards are kept"):
+        generate("darcy", 8, tmp_path / "k.nc", scheduler=cluster.scheduler_address, **kw)
+    kept = len(list((tmp_path / "k.nc.parts").glob("shard-*.nc")))  # those done before
+    res = generate("darcy", 8, tmp_path / "k.nc", **kw)
+    assert res.shards_computed == res.shards_total - kept
