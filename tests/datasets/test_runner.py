@@ -473,3 +473,20 @@ def test_a_worker_killed_again_and_again_ends_in_one_line_that_keeps_the_shards(
     kept = len(list((tmp_path / "k.nc.parts").glob("shard-*.nc")))  # those done before
     res = generate("darcy", 8, tmp_path / "k.nc", **kw)
     assert res.shards_computed == res.shards_total - kept
+
+
+def test_a_script_without_the_main_guard_is_told_to_add_it(tmp_path):
+    """Each local worker process imports the caller's script: one that calls generate()
+    at its top level must get the fix, not a lock error and 'Nanny failed to start'."""
+    script = tmp_path / "noguard.py"
+    script.write_text(
+        "from pdeforge.datasets.runner import generate\n"
+        "generate('darcy', 4, 'n.nc', resolution=8, shard_size=2, workers=2, progress=False)\n"
+    )
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "Dask could not start 2 local worker processes" in last
+    assert 'if __name__ == "__main__":' in last
+    assert "another `pdeforge generate` is writing" not in proc.stderr
