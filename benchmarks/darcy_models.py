@@ -24,7 +24,9 @@ from pathlib import Path
 
 import torch
 
+from pdeforge.cli import positive_int
 from pdeforge.datasets.runner import generate
+from pdeforge.errors import ConfigMismatchError
 from pdeforge.runtime import tune_cpu_allocator
 from pdeforge.train.checkpoint import load_module
 from pdeforge.train.cli import run_cli
@@ -54,17 +56,19 @@ def inference_ms(module: torch.nn.Module, data: Path, device: str, batch: int = 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=int, default=12)
-    ap.add_argument("--models", nargs="+", default=MODELS)
-    ap.add_argument("--n-train", type=int, default=1000)
-    ap.add_argument("--n-val", type=int, default=100)
-    ap.add_argument("--n-test", type=int, default=200)
-    ap.add_argument("--resolution", type=int, default=64)
+    ap.add_argument("--epochs", type=positive_int, default=12)
+    ap.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
+    ap.add_argument("--n-train", type=positive_int, default=1000)
+    ap.add_argument("--n-val", type=positive_int, default=100)
+    ap.add_argument("--n-test", type=positive_int, default=200)
+    ap.add_argument("--resolution", type=positive_int, default=64)
     ap.add_argument("--scheduler", default="onecycle")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--cpu-overrides", action=argparse.BooleanOptionalAction, default=None,
                     help="smaller LSM for CPU runs (default: on for --device cpu)")
-    ap.add_argument("--work", type=Path, default=Path("bench-darcy"))
+    ap.add_argument("--work", type=Path, default=Path(__file__).parent / "work" / "darcy_models",
+                    help="datasets and training runs (reused by a rerun with the same sizes; "
+                    "default benchmarks/work/darcy_models, git-ignored)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = ap.parse_args()
     tune_cpu_allocator()
@@ -75,9 +79,12 @@ def main() -> None:
     test_file = args.work / f"darcy_{res}_test.nc"
     test_fine = args.work / f"darcy_{2 * res}_test.nc"
     t0 = time.perf_counter()
-    generate("darcy", args.n_train + args.n_val, train_file, resolution=res, seed=0)
-    generate("darcy", args.n_test, test_file, resolution=res, seed=1)
-    generate("darcy", args.n_test, test_fine, resolution=2 * res, seed=2)
+    try:
+        generate("darcy", args.n_train + args.n_val, train_file, resolution=res, seed=0)
+        generate("darcy", args.n_test, test_file, resolution=res, seed=1)
+        generate("darcy", args.n_test, test_fine, resolution=2 * res, seed=2)
+    except ConfigMismatchError as exc:  # its hint names generate's flags, not this script's
+        ap.error(f"{exc.args[0].split(';')[0]}; other sizes need another --work folder")
     generation_seconds = time.perf_counter() - t0
     n = args.n_train + args.n_val
     split = f"--data.split=[{args.n_train / n}, {args.n_val / n}, 0.0]"

@@ -5,6 +5,7 @@ Peers, in one run, on the same Darcy problem (piecewise coefficient, 64x64 by de
     keep the arrays in memory (no file, no shards, no resume).
   * ``runner_w1``: ``pdeforge generate`` in one process (sharded, atomic, validated file).
   * ``runner_w2``: the same on a local Dask cluster with 2 worker processes.
+  * ``runner_w2_lzf``: ``runner_w2`` writing lzf-compressed fields (bytes on disk).
 Reports samples per second, ratios against the loop, and bytes per sample on disk. The
 runner's times include everything a user waits for: starting the Dask cluster, writing
 and validating shards, assembling and validating the final file.
@@ -22,15 +23,18 @@ import tempfile
 import time
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
+from pdeforge.cli import positive_int
 from pdeforge.datasets.problems import build_problem
 from pdeforge.datasets.runner import generate
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=2048)
-    ap.add_argument("--resolution", type=int, default=64)
-    ap.add_argument("--shard-size", type=int, default=64)
+    ap.add_argument("--n", type=positive_int, default=2048)
+    ap.add_argument("--resolution", type=positive_int, default=64)
+    ap.add_argument("--shard-size", type=positive_int, default=64)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -38,7 +42,7 @@ def main() -> None:
     prob = build_problem("darcy", args.resolution)
     prob.generate(0, list(range(4)))  # warm-up: imports, caches
     t0 = time.perf_counter()
-    prob.generate(0, list(range(args.n)))
+    prob.generate(0, list(range(args.n)), progress=tqdm(total=args.n, desc="loop").update)
     loop_s = time.perf_counter() - t0
 
     runs = {}
@@ -56,7 +60,7 @@ def main() -> None:
             }
     result = {
         "benchmark": "generate",
-        "problem": "darcy (piecewise, cell-centred FV, SuperLU)",
+        "problem": "darcy (piecewise, cell-centred FV, solver auto)",
         "n": args.n,
         "resolution": args.resolution,
         "shard_size": args.shard_size,

@@ -25,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from pdeforge import operators
+from pdeforge.cli import positive_int
 from pdeforge.runtime import tune_cpu_allocator
 
 
@@ -51,9 +52,9 @@ def time_fwd_bwd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, repea
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--resolutions", type=int, nargs="+", default=[64, 128])
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--resolutions", type=positive_int, nargs="+", default=[64, 128])
+    ap.add_argument("--batch", type=positive_int, default=8)
+    ap.add_argument("--repeats", type=positive_int, default=5)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     ap.add_argument(
@@ -63,7 +64,11 @@ def main() -> None:
     )
     ap.add_argument("--tag", default="", help="suffix of the result file names")
     args = ap.parse_args()
-    device = torch.device(args.device)
+    try:
+        device = torch.device(args.device)
+        torch.empty(1, device=device)
+    except (RuntimeError, AssertionError) as exc:  # an unknown name, or no such device here
+        ap.error(f"--device {args.device}: {str(exc).splitlines()[0]}")
     tuned = False if args.no_tune_allocator else tune_cpu_allocator()
     torch.manual_seed(0)
 

@@ -9,25 +9,19 @@ the figures to compare). Same as `pdeforge bench skr`.
 
 from __future__ import annotations
 
-import argparse
+import sys
 from pathlib import Path
 
-from pdeforge.bench import PRESETS, run_preset
+from pdeforge import cli
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", choices=sorted(PRESETS), default="quick")
-    ap.add_argument("--budget", type=float, default=60.0,
-                    help="seconds per peer and configuration before extrapolating")
-    ap.add_argument("--family", action="append", help="only these families")
-    ap.add_argument("--repeats", type=int, default=1,
-                    help="runs of each peer that fits in half the budget (best kept); "
-                    "with R > 1 auto and skr are also paired with the fastest other "
-                    "peer and gcrotmk")
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
-    args = ap.parse_args()
-    run_preset(args.preset, args.out, args.budget, args.family, args.repeats)
+    """The command line of ``pdeforge bench skr`` (its flags, checks and messages); the
+    results go beside this script unless ``--out`` says otherwise."""
+    args = sys.argv[1:]
+    if not any(a == "--out" or a.startswith("--out=") for a in args):
+        args += ["--out", str(Path(__file__).parent / "results")]
+    sys.exit(cli.main(["bench", "skr", *args]))
 
 
 if __name__ == "__main__":

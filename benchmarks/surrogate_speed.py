@@ -28,6 +28,7 @@ import torch
 from tqdm import tqdm
 
 from pdeforge import operators
+from pdeforge.cli import positive_int
 from pdeforge.datasets.problems import build_problem
 from pdeforge.runtime import tune_cpu_allocator
 
@@ -57,12 +58,10 @@ def surrogate_ms(model: torch.nn.Module, resolution: int, batch: int, repeats: i
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--resolutions", type=int, nargs="+", default=[32, 64, 128, 256])
-    ap.add_argument("--n", type=int, default=32, help="samples per resolution")
+    ap.add_argument("--resolutions", type=positive_int, nargs="+", default=[32, 64, 128, 256])
+    ap.add_argument("--n", type=positive_int, default=32, help="samples per resolution")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = ap.parse_args()
-    if args.n < 1:
-        ap.error(f"--n must be at least 1, got {args.n}")
     if min(args.resolutions) < 8:
         ap.error(f"--resolutions must be at least 8, got {min(args.resolutions)}")
     tune_cpu_allocator()

@@ -30,13 +30,25 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: an integer above 0 (also used by the scripts in benchmarks/)."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number above 0 (also used by the scripts in benchmarks/)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
     return value
 
 
@@ -64,18 +76,18 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
                                   parser_class=_Parser)
     for name, cls in sorted(PROBLEMS.items()):
         p = problems.add_parser(name, help=cls.description, description=cls.description)
-        p.add_argument("--n", type=_positive_int, required=True, help="number of samples")
+        p.add_argument("--n", type=positive_int, required=True, help="number of samples")
         p.add_argument("--out", required=True, type=Path, help="output dataset file (.nc)")
-        p.add_argument("--resolution", type=_positive_int, default=None,
+        p.add_argument("--resolution", type=positive_int, default=None,
                        help=f"grid points per axis (default {cls.default_resolution}, "
                        f"from {cls.min_resolution} to {cls.max_resolution})")
         p.add_argument("--seed", type=_nonnegative_int, default=0, help="base seed (default 0)")
         par = p.add_mutually_exclusive_group()
-        par.add_argument("--workers", type=_positive_int, default=1,
+        par.add_argument("--workers", type=positive_int, default=1,
                          help="local Dask worker processes (default 1: in this process)")
         par.add_argument("--scheduler", default=None,
                          help="address of a running Dask scheduler, e.g. tcp://host:8786")
-        p.add_argument("--shard-size", type=_positive_int, default=DEFAULT_SHARD_SIZE,
+        p.add_argument("--shard-size", type=positive_int, default=DEFAULT_SHARD_SIZE,
                        help=f"samples per shard (default {DEFAULT_SHARD_SIZE})")
         p.add_argument("--dtype", choices=FIELD_DTYPES, default="float32",
                        help="field dtype (default float32)")
@@ -220,12 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
                      "paper's sizes with 200 systems and the large sizes, hours; paper-ilu0: "
                      "Darcy and Helmholtz at the paper's sizes with its ILU(0), 200 systems "
                      "(default quick)")
-    skr.add_argument("--budget", type=float, default=60.0,
+    skr.add_argument("--budget", type=positive_float, default=60.0,
                      help="seconds per peer and configuration before extrapolating")
     skr.add_argument("--family", action="append",
                      help="only this family of the preset (repeatable): darcy, darcy3d, "
                      "helmholtz, helmholtz3d, advection-diffusion, poisson, thermal")
-    skr.add_argument("--repeats", type=_positive_int, default=1,
+    skr.add_argument("--repeats", type=positive_int, default=1,
                      help="runs of each peer that fits in half the budget, in rounds; the "
                      "best time is kept; above 1, auto and the fastest other peer, and skr "
                      "and gcrotmk, also run in back-to-back pairs (default 1)")
@@ -241,9 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="metrics of a checkpoint on a dataset file (JSON)")
     ev.add_argument("checkpoint", metavar="CKPT", help="checkpoint from `pdeforge train fit`")
     ev.add_argument("--data", required=True, metavar="FILE", help="dataset file")
-    ev.add_argument("--resolution", type=_positive_int, default=None,
+    ev.add_argument("--resolution", type=positive_int, default=None,
                     help="evaluate on the grid subsampled to R points per axis")
-    ev.add_argument("--batch-size", type=_positive_int, default=32,
+    ev.add_argument("--batch-size", type=positive_int, default=32,
                     help="samples per forward pass of the surrogate (default 32)")
     ev.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     ev.add_argument("--resample", action="store_true",
@@ -257,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="dataset file with the input variables, or a .npy array "
                     "(grid), (channels, grid) or (batch, channels, grid)")
     qu.add_argument("--out", metavar="FILE", help="output dataset (default INPUT_pred.nc)")
-    qu.add_argument("--batch-size", type=_positive_int, default=64,
+    qu.add_argument("--batch-size", type=positive_int, default=64,
                     help="samples per forward pass of the surrogate (default 64)")
     qu.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     qu.add_argument("--resample", action="store_true",
@@ -296,13 +308,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the main path end to end on small defaults")
     demo.add_argument("--out-dir", default="demo-output",
                       help="where the demo writes its files (default demo-output)")
-    demo.add_argument("--n", type=_positive_int, default=600,
+    demo.add_argument("--n", type=positive_int, default=600,
                       help="training samples (default 600)")
-    demo.add_argument("--n-test", type=_positive_int, default=64,
+    demo.add_argument("--n-test", type=positive_int, default=64,
                       help="fresh test samples (default 64)")
-    demo.add_argument("--resolution", type=_positive_int, default=32,
+    demo.add_argument("--resolution", type=positive_int, default=32,
                       help="grid points per axis (default 32)")
-    demo.add_argument("--epochs", type=_positive_int, default=30,
+    demo.add_argument("--epochs", type=positive_int, default=30,
                       help="training epochs (default 30)")
     demo.add_argument("--seed", type=_nonnegative_int, default=0, help="seed (default 0)")
     demo.set_defaults(func=_cmd_demo)
