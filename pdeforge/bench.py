@@ -376,7 +376,8 @@ def run_skr_benchmark(
                         _add_run(r, measure(peer, pre, rtol))
             if repeats > 1:
                 log(f"{family} rtol={rtol:.0e}: {len(again)} peers run {repeats} times "
-                    f"({repeats * FAST_REPEATS} under a second), best kept")
+                    f"(peers that take under a second, {repeats * FAST_REPEATS} times), "
+                    "best kept")
                 pairs = 2 * repeats * (FAST_REPEATS if fast else 1)
                 _pair_peers(again, measure, rtol, pairs, n_systems, log)
     return result
