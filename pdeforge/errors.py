@@ -66,10 +66,13 @@ def sigterm_raises() -> Iterator[None]:
         return
 
     def handler(signum, frame):
+        # once: a second SIGTERM during the clean-up ends the process as it would have
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         raise Terminated()
 
     previous = signal.signal(signal.SIGTERM, handler)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        # None: a handler installed from C, which Python cannot restore
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

@@ -525,8 +525,7 @@ def _run_locked(
             except OSError as exc:  # a full disk, a folder made read-only, ...
                 raise PdeforgeError(
                     f"cannot write shard {j} to {parts} ({exc.strerror or exc}); make room "
-                    "or fix the permissions, then re-run the same command: the finished "
-                    "shards are kept"
+                    f"or fix the permissions; {_what_was_kept(parts)}"
                 ) from None
 
         if scheduler is None and workers == 1:
@@ -550,10 +549,7 @@ def _run_locked(
             try:
                 _run_dask(text, ranges, pending, store_and_count, workers, scheduler)
             except _ClusterFailure as exc:
-                raise PdeforgeError(
-                    f"{exc}; finished shards are kept in {parts}: re-run the same command "
-                    "to resume"
-                ) from None
+                raise PdeforgeError(f"{exc}; {_what_was_kept(parts)}") from None
     except (KeyboardInterrupt, Terminated) as exc:
         raise _interrupted(exc, parts) from None
     finally:
@@ -593,6 +589,13 @@ def _run_locked(
             f"and re-run the same command (the shards are kept in {parts})"
         ) from None
     return nonconverged, pending
+
+
+def _what_was_kept(parts: Path) -> str:
+    """The end of an error that stops a run: where its finished shards are, if any."""
+    if any(parts.glob("shard-*.nc")):
+        return f"finished shards are kept in {parts}: re-run the same command to resume"
+    return "no shard had finished, so there is nothing to resume"
 
 
 def _interrupted(exc: BaseException, parts: Path) -> Interrupted:
@@ -695,34 +698,53 @@ def _probe_scheduler(address: str, seconds: float) -> None:
     loop, so that it also works where a loop is running (a notebook).
     """
     import asyncio
-    from concurrent.futures import ThreadPoolExecutor
+    import threading
 
     from distributed.comm import connect
+    from distributed.security import Security
+
+    # the connection arguments Client would use (TLS certificates from Dask's config)
+    connection_args = Security().get_connection_args("client")
 
     async def probe() -> None:
-        comm = await asyncio.wait_for(connect(address, timeout=seconds), 1.25 * seconds)
+        comm = await asyncio.wait_for(
+            connect(address, timeout=seconds, **connection_args), 1.25 * seconds)
         await comm.close()
 
-    hint = "check the address or use --workers K for a local cluster"
-    with ThreadPoolExecutor(1) as pool:
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
         try:
-            pool.submit(asyncio.run, probe()).result()
-        except TimeoutError:  # an OSError: before the clause below
-            raise PdeforgeError(
-                f"no Dask scheduler answered at {address!r} within {1.25 * seconds:.0f} s: "
-                "nothing listens there, or another service does (e.g. the dashboard's port, "
-                f"8787 by default, instead of the scheduler's, 8786); {hint}"
-            ) from None
-        except (OSError, ValueError, TypeError) as exc:  # refused, unknown host, bad address
-            raise PdeforgeError(
-                f"cannot reach the Dask scheduler at {address!r} ({exc}); check the "
-                "address (e.g. tcp://host:8786) or use --workers K for a local cluster"
-            ) from None
-        except Exception as exc:  # noqa: BLE001 - any answer that is not Dask's handshake
-            raise PdeforgeError(
-                f"the server at {address!r} did not answer as a Dask scheduler "
-                f"({type(exc).__name__}: {_first_line(exc)}); {hint}"
-            ) from None
+            asyncio.run(probe())
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
+            outcome.append(exc)
+
+    # a daemon thread, joined in short waits: Ctrl-C during the probe stops at once (a
+    # pool would be joined, i.e. wait out the deadline)
+    thread = threading.Thread(target=run, daemon=True, name="pdeforge-scheduler-probe")
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.1)
+    exc = outcome[0] if outcome else RuntimeError("the probe thread ended without a result")
+    hint = "check the address or use --workers K for a local cluster"
+    if exc is None:
+        return
+    if isinstance(exc, TimeoutError):  # an OSError: before the clause below
+        raise PdeforgeError(
+            f"no Dask scheduler answered at {address!r} within {1.25 * seconds:.0f} s: "
+            "nothing listens there, or another service does (e.g. the dashboard's port, "
+            f"8787 by default, instead of the scheduler's, 8786); {hint}"
+        )
+    if isinstance(exc, (OSError, ValueError, TypeError)):  # refused, unknown host, bad address
+        raise PdeforgeError(
+            f"cannot reach the Dask scheduler at {address!r} ({_first_line(exc)}); check "
+            "the address (e.g. tcp://host:8786) or use --workers K for a local cluster"
+        )
+    raise PdeforgeError(
+        f"the server at {address!r} did not answer as a Dask scheduler "
+        f"({type(exc).__name__}: {_first_line(exc)}); {hint}"
+    )
 
 
 def _run_dask(
@@ -747,16 +769,18 @@ def _run_dask(
     cluster = None
     try:
         if scheduler is not None:
-            _probe_scheduler(scheduler, float(SCHEDULER_TIMEOUT.rstrip("s")))
+            from dask.utils import parse_timedelta
+
+            _probe_scheduler(scheduler, parse_timedelta(SCHEDULER_TIMEOUT))
             try:
                 client = Client(scheduler, timeout=SCHEDULER_TIMEOUT)
             except Exception as exc:  # noqa: BLE001 - the probe passed: a failure in between
                 raise PdeforgeError(
                     f"cannot connect to the Dask scheduler at {scheduler!r} "
-                    f"({type(exc).__name__}: {exc}); check the address or use --workers K "
-                    "for a local cluster"
+                    f"({type(exc).__name__}: {_first_line(exc)}); check the address or use "
+                    "--workers K for a local cluster"
                 ) from None
-            if not client.scheduler_info().get("workers"):
+            if not client.scheduler_info(n_workers=1).get("workers"):
                 warnings.warn(
                     f"the Dask scheduler at {scheduler} has no workers yet: the run waits "
                     f"until one joins (e.g. `dask worker {scheduler}`); Ctrl-C stops it",
@@ -772,9 +796,9 @@ def _run_dask(
             except Exception as exc:  # noqa: BLE001 - Dask's own errors: say what to check
                 raise PdeforgeError(
                     f"Dask could not start {workers} local worker processes "
-                    f"({type(exc).__name__}: {exc}); from a Python script, call generate() "
-                    "under `if __name__ == \"__main__\":` (each worker process imports the "
-                    "script), else try fewer --workers"
+                    f"({type(exc).__name__}: {_first_line(exc)}); from a Python script, call "
+                    "generate() under `if __name__ == \"__main__\":` (each worker process "
+                    "imports the script), else try fewer --workers"
                 ) from None
             client = Client(cluster)
             from pdeforge.runtime import allocator_tuned, tune_cpu_allocator

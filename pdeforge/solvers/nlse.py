@@ -491,6 +491,7 @@ def _solve_ip(
     )
     done = [0.0] * len(bounds)
     lock = threading.Lock()
+    halt = threading.Event()  # set when the caller is interrupted: the chunks end at a step
 
     def run(i: int) -> None:
         lo, hi = bounds[i]
@@ -511,6 +512,7 @@ def _solve_ip(
             None if progress is None else report,
             state_norm,
             conserved,
+            halt,
         )
 
     if workers == 1:
@@ -522,8 +524,18 @@ def _solve_ip(
     torch.set_num_threads(1)
     try:
         with ThreadPoolExecutor(workers) as pool:
-            for future in [pool.submit(run, i) for i in range(len(bounds))]:
-                future.result()
+            futures = [pool.submit(run, i) for i in range(len(bounds))]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:
+                # Ctrl-C, SIGTERM or a chunk's error: leaving the pool waits for its
+                # threads, so queued chunks are cancelled and running ones stop at their
+                # next step (a SIGTERM'd run would else finish the whole batch first)
+                halt.set()
+                for future in futures:
+                    future.cancel()
+                raise
     finally:
         torch.set_num_threads(threads)
     return out
@@ -865,8 +877,13 @@ def _difficulty(ctx, flat: np.ndarray, rtol: float, atol: float, state_norm: boo
     return (1.0 / torch.minimum(100 * h0, h1)).cpu().numpy()
 
 
+class _Stopped(Exception):
+    """A chunk was told to stop (``halt`` set: the batch's caller was interrupted)."""
+
+
 def _solve_ip_chunk(
-    ctx, flat, times, rtol, atol, max_steps, first_step, progress, state_norm, conserved=()
+    ctx, flat, times, rtol, atol, max_steps, first_step, progress, state_norm, conserved=(),
+    halt: threading.Event | None = None,
 ):
     device = ctx.device
     dtype = torch.complex128
@@ -890,8 +907,10 @@ def _solve_ip_chunk(
     ctx.rate(y, ctx.mask_i_s, f0)
     if first_step is None:  # Hairer's initial step heuristic on the nonlinear rate
         scale = atol + rtol * y.abs()
-        d0 = torch.sqrt(torch.mean((y.abs() / scale) ** 2)).item()
-        d1 = torch.sqrt(torch.mean((f0.abs() / scale) ** 2)).item()
+        # the means in numpy: torch splits a large sum into per-thread partial sums, whose
+        # last bits (so the first step, so every result) would follow the thread count
+        d0 = float(np.sqrt(np.mean(((y.abs() / scale) ** 2).cpu().numpy())))
+        d1 = float(np.sqrt(np.mean(((f0.abs() / scale) ** 2).cpu().numpy())))
         h = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
     else:
         h = float(first_step)
@@ -915,6 +934,8 @@ def _solve_ip_chunk(
     t_end = float(times[-1])
     j = 1  # the next output
     while j < len(times):
+        if halt is not None and halt.is_set():
+            raise _Stopped()
         if steps >= max_steps:
             raise ConvergenceError(
                 f"NLSE: {max_steps} steps reached at t={t:.6g} of {t_end:.6g}; loosen rtol "

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from pdeforge.errors import Interrupted, PdeforgeError
+from pdeforge.errors import Interrupted, PdeforgeError, Terminated
 
 TINY_MODEL_KWARGS: dict[str, dict[str, Any]] = {
     "mgno": {"channels": 8, "n_layers": 2, "levels": 3},
@@ -256,7 +256,7 @@ def interruption(exc: BaseException, trainer) -> Interrupted | None:
     from pytorch_lightning.trainer.states import TrainerStatus
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-    if isinstance(exc, SIGTERMException):
+    if isinstance(exc, (SIGTERMException, Terminated)):  # Terminated: `pdeforge demo`'s
         what, code = "stopped by SIGTERM", 143
     elif isinstance(exc, KeyboardInterrupt) or (
         isinstance(exc, SystemExit) and exc.code == 1

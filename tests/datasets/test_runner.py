@@ -399,8 +399,8 @@ def test_file_system_errors_and_stale_parts_get_clear_handling(tmp_path, monkeyp
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(runner, "_write_shard", full)
-    with pytest.raises(PdeforgeError, match=r"cannot write shard 2 .*No space left.*re-run "
-                       "the same command: the finished shards are kept"):
+    with pytest.raises(PdeforgeError, match=r"cannot write shard 2 .*No space left.*finished "
+                       "shards are kept in .*: re-run the same command to resume"):
         generate("darcy", 8, out, resolution=12, shard_size=2, progress=False)
     monkeypatch.undo()
     assert len(list(parts.glob("shard-*.nc"))) == 2
@@ -446,33 +446,29 @@ def test_idle_workers_are_warned_about_on_a_fresh_run_only(tmp_path, monkeypatch
     assert res.shards_computed == 1
 
 
-def test_a_worker_killed_again_and_again_ends_in_one_line_that_keeps_the_shards(tmp_path):
-    """Dask's KilledWorker (e.g. the OOM killer, each time the shard runs): the error says
-    which shard and what to try, not a Dask traceback."""
+def test_a_worker_killed_again_and_again_ends_in_one_line(tmp_path):
+    """Dask's KilledWorker (e.g. the OOM killer, each time a shard runs): the error says
+    which shard and what to try, not a Dask traceback, and does not promise shards that
+    were never kept. (Every shard kills its worker: when a worker dies, Dask fails every
+    task it held, so which shard is named first is not fixed.)"""
     import dask
     from distributed import LocalCluster
 
-    dying = tmp_path / "dying_worker.py"  # preloaded by the worker: shard 2 kills it
+    dying = tmp_path / "dying_worker.py"  # preloaded by the worker
     dying.write_text(
         "import os\n"
         "from pdeforge.datasets import runner\n"
-        "real = runner._compute_shard\n"
-        "def _compute_shard(text, start, stop, progress=None):\n"
-        "    if start == 4:\n"
-        "        os._exit(1)\n"
-        "    return real(text, start, stop, progress)\n"
-        "runner._compute_shard = _compute_shard\n"
+        "runner._compute_shard = lambda *args, **kwargs: os._exit(1)\n"
     )
     kw = dict(resolution=8, shard_size=2, progress=False)
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}), LocalCluster(
         n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
         preload=[str(dying)],
-    ) as cluster, pytest.raises(PdeforgeError, match=r"shard 2 \(samples 4-5\) ended with "
-                                "its Dask worker killed again and again.*shards are kept"):
+    ) as cluster, pytest.raises(PdeforgeError, match=r"shard \d \(samples \d-\d\) ended with "
+                                "its Dask worker killed again and again.*no shard had "
+                                "finished, so there is nothing to resume"):
         generate("darcy", 8, tmp_path / "k.nc", scheduler=cluster.scheduler_address, **kw)
-    kept = len(list((tmp_path / "k.nc.parts").glob("shard-*.nc")))  # those done before
-    res = generate("darcy", 8, tmp_path / "k.nc", **kw)
-    assert res.shards_computed == res.shards_total - kept
+    assert not (tmp_path / "k.nc.parts").exists()
 
 
 def test_a_script_without_the_main_guard_is_told_to_add_it(tmp_path):

@@ -137,6 +137,48 @@ def test_default_chunks_do_not_depend_on_the_thread_count(n):
     assert np.array_equal(results[0], results[1])
 
 
+def test_one_chunk_does_not_depend_on_the_thread_count():
+    """A batch that is one chunk runs on all of torch's threads: its starting step (a mean
+    over the chunk, 16 x 4096 values here) must not follow how torch splits the sum."""
+    m = 4096
+    x = nlse.grid(m, 50.0)
+    rng = np.random.default_rng(3)
+    batch = np.stack([nlse.soliton(x, 0, eta=rng.uniform(1.0, 2.0), x0=rng.uniform(-5, 5))
+                      for _ in range(16)])
+    assert nlse._chunking(16, m, torch.device("cpu"), None)[0] == 16
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for k in (1, 2):
+            torch.set_num_threads(k)
+            results.append(nlse.solve(batch, length=50.0, times=[0.0, 0.05], rtol=1e-9))
+    finally:
+        torch.set_num_threads(threads)
+    assert np.array_equal(results[0], results[1])
+
+
+def test_an_interrupt_stops_the_chunks_at_their_next_step(monkeypatch):
+    """Ctrl-C or SIGTERM in the caller must not wait for every queued chunk to finish."""
+    m = 64
+    x = nlse.grid(m, 20.0)
+    batch = np.stack([nlse.soliton(x, 0, eta=1.0 + 0.1 * (i % 8)) for i in range(64)])
+    steps = []
+
+    def interrupt(fraction):
+        steps.append(fraction)
+        if len(steps) == 5:
+            raise KeyboardInterrupt
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            nlse.solve(batch, length=20.0, times=[0.0, 20.0], rtol=1e-10, progress=interrupt)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(steps) < 40  # the whole solve reports hundreds of steps
+
+
 @pytest.mark.parametrize("m", [384, 512])
 def test_state_error_norm_follows_a_soliton_across_the_periodic_boundary(m):
     """A soliton with v = 3 (2 pi / L) crosses x = L/2 (eta L / 2 = 30: no tail at the
