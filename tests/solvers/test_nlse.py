@@ -114,44 +114,28 @@ def test_chunks_run_in_parallel_and_equal_separate_solves():
         nlse.solve(batch, length=20.0, times=times, chunk_size=0)
 
 
-@pytest.mark.parametrize("n", [40, 64])
-def test_default_chunks_do_not_depend_on_the_thread_count(n):
-    """The default cut of a CPU batch is set by its size and M alone: 1 and 2 threads
-    (e.g. a Dask worker's process and the command line) give the same bits, since a
-    chunk's trajectories share one adaptive step."""
-    m = 64
-    x = nlse.grid(m, 20.0)
+@pytest.mark.parametrize(("n", "m", "t_end", "one_chunk"),
+                         [(40, 64, 0.5, False), (64, 64, 0.5, False), (16, 4096, 0.05, True)])
+def test_results_do_not_depend_on_the_thread_count(n, m, t_end, one_chunk):
+    """1 and 2 threads (a Dask worker's process and the command line) give the same bits.
+    Several chunks: the default cut of a CPU batch is set by its size and M alone, since a
+    chunk's trajectories share one adaptive step. One chunk (run on all of torch's
+    threads): its starting step, a mean over 16 x 4096 values, must not follow how torch
+    splits the sum."""
+    length = 50.0
+    x = nlse.grid(m, length)
     rng = np.random.default_rng(3)
     batch = np.stack([
         nlse.soliton(x, 0, eta=rng.uniform(1.0, 2.0), x0=rng.uniform(-5, 5)) for _ in range(n)
     ])
-    assert nlse._chunking(n, m, torch.device("cpu"), None)[0] < n  # several chunks
+    chunk = nlse._chunking(n, m, torch.device("cpu"), None)[0]
+    assert (chunk == n) == one_chunk
     threads = torch.get_num_threads()
     results = []
     try:
         for k in (1, 2):
             torch.set_num_threads(k)
-            results.append(nlse.solve(batch, length=20.0, times=[0.0, 0.5], rtol=1e-9))
-    finally:
-        torch.set_num_threads(threads)
-    assert np.array_equal(results[0], results[1])
-
-
-def test_one_chunk_does_not_depend_on_the_thread_count():
-    """A batch that is one chunk runs on all of torch's threads: its starting step (a mean
-    over the chunk, 16 x 4096 values here) must not follow how torch splits the sum."""
-    m = 4096
-    x = nlse.grid(m, 50.0)
-    rng = np.random.default_rng(3)
-    batch = np.stack([nlse.soliton(x, 0, eta=rng.uniform(1.0, 2.0), x0=rng.uniform(-5, 5))
-                      for _ in range(16)])
-    assert nlse._chunking(16, m, torch.device("cpu"), None)[0] == 16
-    threads = torch.get_num_threads()
-    results = []
-    try:
-        for k in (1, 2):
-            torch.set_num_threads(k)
-            results.append(nlse.solve(batch, length=50.0, times=[0.0, 0.05], rtol=1e-9))
+            results.append(nlse.solve(batch, length=length, times=[0.0, t_end], rtol=1e-9))
     finally:
         torch.set_num_threads(threads)
     assert np.array_equal(results[0], results[1])
