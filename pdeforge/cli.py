@@ -8,6 +8,7 @@ violates the format. Heavy imports happen inside the commands so ``--help`` is i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import warnings
@@ -342,9 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_USAGE
     warnings.showwarning = _show_warning
     try:
-        if args.func is _cmd_train:  # Lightning handles SIGTERM itself (train/cli.py)
-            return int(args.func(args) or 0)
-        with sigterm_raises():
+        # Lightning handles SIGTERM itself in `train` (train/cli.py)
+        with contextlib.nullcontext() if args.func is _cmd_train else sigterm_raises():
             return int(args.func(args) or 0)
     except Interrupted as exc:
         print(f"pdeforge: {exc}", file=sys.stderr)

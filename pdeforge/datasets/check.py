@@ -133,9 +133,11 @@ def open_h5(path: str | Path):
         ) from None
 
 
-def _first_line(exc: BaseException) -> str:
+def _first_line(exc: BaseException, limit: int | None = None) -> str:
+    """The first line of an exception's message (its type's name when empty), cut to
+    ``limit`` characters: one-line errors quote other libraries' multi-line messages."""
     text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    return text[0][:limit] if text else type(exc).__name__
 
 
 def check_file(path: str | Path, scan_data: bool = True) -> CheckReport:

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from pdeforge.datasets.check import open_h5
+from pdeforge.datasets.check import _first_line, open_h5
 from pdeforge.datasets.format import (
     ATTR_CONFIG,
     ATTR_PROBLEM,
@@ -66,6 +66,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SHARD_SIZE = 64
 SCHEDULER_TIMEOUT = "20s"
+#: characters of another library's (Dask's) error message quoted in ours
+QUOTE_LIMIT = 200
 #: preloaded by the local Dask workers (see the module)
 WORKER_SETUP = "pdeforge.datasets.dask_worker"
 MANIFEST = "config.json"
@@ -456,7 +458,7 @@ def generate(
             nonconverged, pending = _run_locked(
                 prob, config, text, ranges, out, parts, workers, scheduler, strict, progress)
         except BaseException as exc:
-            if isinstance(exc, (KeyboardInterrupt, Terminated)):  # outside the shard loop
+            if isinstance(exc, (KeyboardInterrupt, Terminated)):
                 exc = _interrupted(exc, parts)
             if parts.exists() and not any(parts.glob("shard-*.nc")):
                 shutil.rmtree(parts)  # nothing computed yet: leave no stale manifest
@@ -550,9 +552,7 @@ def _run_locked(
                 _run_dask(text, ranges, pending, store_and_count, workers, scheduler)
             except _ClusterFailure as exc:
                 raise PdeforgeError(f"{exc}; {_what_was_kept(parts)}") from None
-    except (KeyboardInterrupt, Terminated) as exc:
-        raise _interrupted(exc, parts) from None
-    finally:
+    finally:  # Ctrl-C and SIGTERM become Interrupted in generate(), which holds parts
         bar.close()
 
     nonconverged = _nonconverged_in_shards(parts, ranges)
@@ -675,13 +675,6 @@ def _progress_bar(config: Mapping[str, Any], initial: int, enabled: bool):
     )
 
 
-def _first_line(exc: BaseException, limit: int = 200) -> str:
-    """The first line of an exception's message, at most ``limit`` characters: Dask's run
-    over several lines, which the CLI's one-line errors must not."""
-    lines = str(exc).strip().splitlines()
-    return lines[0][:limit] if lines else ""
-
-
 class _ClusterFailure(Exception):
     """The Dask cluster failed under a run (a worker killed again and again, the scheduler
     lost); the message says what, :func:`_run_locked` adds what was kept."""
@@ -738,12 +731,13 @@ def _probe_scheduler(address: str, seconds: float) -> None:
         )
     if isinstance(exc, (OSError, ValueError, TypeError)):  # refused, unknown host, bad address
         raise PdeforgeError(
-            f"cannot reach the Dask scheduler at {address!r} ({_first_line(exc)}); check "
-            "the address (e.g. tcp://host:8786) or use --workers K for a local cluster"
+            f"cannot reach the Dask scheduler at {address!r} "
+            f"({_first_line(exc, QUOTE_LIMIT)}); check the address (e.g. tcp://host:8786) "
+            "or use --workers K for a local cluster"
         )
     raise PdeforgeError(
         f"the server at {address!r} did not answer as a Dask scheduler "
-        f"({type(exc).__name__}: {_first_line(exc)}); {hint}"
+        f"({type(exc).__name__}: {_first_line(exc, QUOTE_LIMIT)}); {hint}"
     )
 
 
@@ -777,8 +771,8 @@ def _run_dask(
             except Exception as exc:  # noqa: BLE001 - the probe passed: a failure in between
                 raise PdeforgeError(
                     f"cannot connect to the Dask scheduler at {scheduler!r} "
-                    f"({type(exc).__name__}: {_first_line(exc)}); check the address or use "
-                    "--workers K for a local cluster"
+                    f"({type(exc).__name__}: {_first_line(exc, QUOTE_LIMIT)}); check the "
+                    "address or use --workers K for a local cluster"
                 ) from None
             if not client.scheduler_info(n_workers=1).get("workers"):
                 warnings.warn(
@@ -796,9 +790,9 @@ def _run_dask(
             except Exception as exc:  # noqa: BLE001 - Dask's own errors: say what to check
                 raise PdeforgeError(
                     f"Dask could not start {workers} local worker processes "
-                    f"({type(exc).__name__}: {_first_line(exc)}); from a Python script, call "
-                    "generate() under `if __name__ == \"__main__\":` (each worker process "
-                    "imports the script), else try fewer --workers"
+                    f"({type(exc).__name__}: {_first_line(exc, QUOTE_LIMIT)}); from a Python "
+                    "script, call generate() under `if __name__ == \"__main__\":` (each "
+                    "worker process imports the script), else try fewer --workers"
                 ) from None
             client = Client(cluster)
             from pdeforge.runtime import allocator_tuned, tune_cpu_allocator
@@ -825,7 +819,7 @@ def _run_dask(
                     except (CancelledError, CommClosedError) as exc:
                         raise _ClusterFailure(
                             f"lost the Dask scheduler while shard {j} ran "
-                            f"({type(exc).__name__}: {_first_line(exc)})"
+                            f"({type(exc).__name__}: {_first_line(exc, QUOTE_LIMIT)})"
                         ) from None
                     store(j, block)
             finally:
