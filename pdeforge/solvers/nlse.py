@@ -34,7 +34,7 @@ import math
 import threading
 import warnings
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
 import numpy as np
 import torch
@@ -526,6 +526,8 @@ def _solve_ip(
         with ThreadPoolExecutor(workers) as pool:
             futures = [pool.submit(run, i) for i in range(len(bounds))]
             try:
+                # the first chunk to fail is seen at once, not after the chunks before it
+                wait(futures, return_when=FIRST_EXCEPTION)
                 for future in futures:
                     future.result()
             except BaseException:
