@@ -141,35 +141,6 @@ def test_results_do_not_depend_on_the_thread_count(n, m, t_end, one_chunk):
     assert np.array_equal(results[0], results[1])
 
 
-def test_an_interrupt_stops_the_chunks_at_their_next_step(monkeypatch):
-    """Ctrl-C or SIGTERM in the caller must not wait for every queued chunk to finish. The
-    signal is delivered as a terminal does: to the process, whose main thread raises."""
-    import os
-    import signal
-
-    m = 64
-    x = nlse.grid(m, 20.0)
-    batch = np.stack([nlse.soliton(x, 0, eta=1.0 + 0.1 * (i % 8)) for i in range(64)])
-    steps = []
-
-    def interrupt(fraction):
-        steps.append(fraction)
-        if len(steps) == 5:
-            os.kill(os.getpid(), signal.SIGINT)
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    # Python's own handler, whatever the runner left (an inherited ignored SIGINT)
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            nlse.solve(batch, length=20.0, times=[0.0, 20.0], rtol=1e-10, progress=interrupt)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        torch.set_num_threads(threads)
-    assert len(steps) < 40  # the whole solve reports hundreds of steps
-
-
 @pytest.mark.parametrize("m", [384, 512])
 def test_state_error_norm_follows_a_soliton_across_the_periodic_boundary(m):
     """A soliton with v = 3 (2 pi / L) crosses x = L/2 (eta L / 2 = 30: no tail at the
