@@ -427,6 +427,8 @@ CPU_CHUNK_BYTES = 8 << 20
 # CPU_MIN_CHUNK trajectories), so that 1, 2 or 4 threads all get equal shares
 CPU_CHUNK_MULTIPLE = 4
 CPU_MIN_CHUNK = 16
+# how often the main thread, waiting for the chunks' threads, looks for a signal
+POOL_POLL_SECONDS = 0.05
 
 
 def _chunking(n: int, m: int, device: torch.device, chunk_size: int | None) -> tuple[int, int]:
@@ -526,10 +528,17 @@ def _solve_ip(
         with ThreadPoolExecutor(workers) as pool:
             futures = [pool.submit(run, i) for i in range(len(bounds))]
             try:
-                # the first chunk to fail is seen at once, not after the chunks before it
-                wait(futures, return_when=FIRST_EXCEPTION)
-                for future in futures:
-                    future.result()
+                pending = set(futures)
+                while pending:
+                    # a short wait, not one until the end: Python runs a signal's handler
+                    # (Ctrl-C, SIGTERM) in the main thread only, and a signal that the
+                    # kernel delivered to a worker thread wakes no main thread blocked on
+                    # a lock; between waits it runs at once
+                    done, pending = wait(pending, POOL_POLL_SECONDS, FIRST_EXCEPTION)
+                    # the failed chunk is raised at once, whichever chunks before it run
+                    for future in futures:
+                        if future in done:
+                            future.result()
             except BaseException:
                 # Ctrl-C, SIGTERM or a chunk's error: leaving the pool waits for its
                 # threads, so queued chunks are cancelled and running ones stop at their

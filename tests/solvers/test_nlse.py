@@ -141,6 +141,54 @@ def test_results_do_not_depend_on_the_thread_count(n, m, t_end, one_chunk):
     assert np.array_equal(results[0], results[1])
 
 
+@pytest.mark.parametrize("how", ["raise in the first thread", "raise in the second thread",
+                                 "signal to a worker thread", "signal to the process"])
+def test_an_interrupt_stops_the_batch_at_once(how):
+    """Ctrl-C, SIGTERM or a chunk's error must not wait for the chunks still running or
+    queued. A chunk's error is raised whichever chunk fails (the chunk before it may
+    still run: the two "raise" cases cover both threads). Python runs a signal's handler
+    in the main thread only: a signal the kernel hands to a worker thread must reach it
+    while it waits for the pool, as must one sent to the process (a terminal's Ctrl-C)."""
+    import os
+    import signal
+    import threading
+
+    m = 64
+    x = nlse.grid(m, 20.0)
+    batch = np.stack([nlse.soliton(x, 0, eta=1.0 + 0.1 * (i % 8)) for i in range(64)])
+    seen, threads_seen = [], []
+
+    def progress(fraction):
+        seen.append(fraction)
+        me = threading.get_ident()
+        if me not in threads_seen:
+            threads_seen.append(me)
+        if how.startswith("raise"):
+            target = 0 if "first" in how else 1
+            if len(seen) >= 3 and threads_seen.index(me) == target:
+                raise KeyboardInterrupt
+        elif len(seen) == 5:
+            if how == "signal to a worker thread":
+                signal.pthread_kill(me, signal.SIGINT)
+            else:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    # Python's own handler, whatever the runner left (an inherited ignored SIGINT)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        # 4 chunks of 16 on a pool of 2 threads
+        assert nlse._chunking(64, m, torch.device("cpu"), None) == (16, 2)
+        with pytest.raises(KeyboardInterrupt):
+            nlse.solve(batch, length=20.0, times=[0.0, 20.0], rtol=1e-10, progress=progress)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        torch.set_num_threads(threads)
+    # the share of the batch's work done when it stopped: a whole chunk is 1/4
+    assert max(seen) < 0.2, f"{len(seen)} steps, {max(seen):.2f} of the work"
+
+
 @pytest.mark.parametrize("m", [384, 512])
 def test_state_error_norm_follows_a_soliton_across_the_periodic_boundary(m):
     """A soliton with v = 3 (2 pi / L) crosses x = L/2 (eta L / 2 = 30: no tail at the
