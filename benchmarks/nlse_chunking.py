@@ -65,7 +65,7 @@ def main() -> None:
                   flush=True)
     gain = (rows["grouped by difficulty"]["trajectories_per_second"]
             / rows["input order"]["trajectories_per_second"])
-    payload = {"benchmark": "nlse_chunking", "n": args.n, "rtol": args.rtol,
+    payload = {"benchmark": "nlse_chunking", "n": args.n, "rtol": args.rtol, "runs": args.runs,
                "threads": torch.get_num_threads(), "rows": rows,
                "grouped_over_input_order": gain}
     args.out.mkdir(parents=True, exist_ok=True)

@@ -86,6 +86,10 @@ class ConfigResult:
     #: glibc's allocator kept freed memory in this run (``pdeforge.runtime``, applied by
     #: :func:`run_preset`); runs stored before it existed read False
     allocator_tuned: bool = False
+    #: seconds each peer was allowed and the requested repeats (None: stored before
+    #: they were recorded)
+    budget: float | None = None
+    repeats: int | None = None
 
 
 #: runs per requested repeat in a configuration whose fastest peer solves it in under
@@ -327,7 +331,7 @@ def run_skr_benchmark(
     spd = is_spd(mats[0]) if prob.spd is None else prob.spd
     result = ConfigResult(family, resolution, mats[0].shape[0], n_systems, spd,
                           dict(options or {}), maxiter=maxiter,
-                          allocator_tuned=allocator_tuned())
+                          allocator_tuned=allocator_tuned(), budget=budget, repeats=repeats)
     systems = list(zip(mats, rhs, strict=True))
     # pyamg has solvers for SPD (smoothed aggregation) and for real nonsymmetric matrices
     # (AIR), none for indefinite or complex symmetric ones (Helmholtz)
@@ -584,6 +588,12 @@ def write_results(configs: list[ConfigResult], out: Path, name: str = "skr",
                   "peers, alternating which runs first (paired_ratio: the median of the "
                   "geometric means of consecutive pairs), then the ratio of the two peers' "
                   "best runs"]
+    settings = sorted({(c.budget, c.repeats) for c in configs if c.budget is not None},
+                      key=str)
+    if settings:
+        lines += ["", "each peer allowed " + "; ".join(
+            f"{b:g} s a configuration, {r} repeat{'s' * (r != 1)}" for b, r in settings)
+            + " (`--budget`, `--repeats`)"]
     untuned = [f"{c.family} n={c.n}" for c in configs if not c.allocator_tuned]
     if untuned:
         lines += ["", "run with glibc's default allocator (before ``run_preset`` tuned it; "

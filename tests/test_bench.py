@@ -35,6 +35,9 @@ def test_tiny_skr_benchmark_writes_consistent_results(tmp_path):
     # run_skr_benchmark alone leaves the allocator as it is: the table says which ran so
     assert data["configs"][0]["allocator_tuned"] == cfg.allocator_tuned
     assert ("glibc's default allocator" in table) == (not cfg.allocator_tuned)
+    # the settings the figures depend on are stored and stated
+    assert (data["configs"][0]["budget"], data["configs"][0]["repeats"]) == (30, 1)
+    assert "each peer allowed 30 s a configuration, 1 repeat (" in table
     rewrite_markdown(tmp_path / "t.json")
     assert (tmp_path / "t.md").read_text() == table
 
