@@ -491,7 +491,7 @@ def _solve_ip(
         if len(bounds) > 1
         else np.arange(n)
     )
-    done = [0.0] * len(bounds)
+    done = [0.0] * len(bounds)  # trajectories' worth of work done, per chunk
     lock = threading.Lock()
     halt = threading.Event()  # set when the caller is interrupted: the chunks end at a step
 
@@ -534,10 +534,10 @@ def _solve_ip(
                     # (Ctrl-C, SIGTERM) in the main thread only, and a signal that the
                     # kernel delivered to a worker thread wakes no main thread blocked on
                     # a lock; between waits it runs at once
-                    done, pending = wait(pending, POOL_POLL_SECONDS, FIRST_EXCEPTION)
+                    finished, pending = wait(pending, POOL_POLL_SECONDS, FIRST_EXCEPTION)
                     # the failed chunk is raised at once, whichever chunks before it run
                     for future in futures:
-                        if future in done:
+                        if future in finished:
                             future.result()
             except BaseException:
                 # Ctrl-C, SIGTERM or a chunk's error: leaving the pool waits for its

@@ -95,17 +95,27 @@ def test_chunks_group_trajectories_by_difficulty():
     assert steps[hard] > 1.5 * steps[easy]  # measured 55 against 34
 
 
-def test_chunks_run_in_parallel_and_equal_separate_solves():
+def test_chunks_run_in_parallel_and_equal_separate_solves(monkeypatch):
     """Chunks advance with their own step control (threads on a CPU): the result of a chunk
-    is that of solving it alone, and the progress reaches 1 without going back."""
+    is that of solving it alone, and the progress reaches 1 without going back, however
+    often the main thread looks at the pool meanwhile (a poll every 0.1 ms here, so that
+    the chunks report progress between polls however fast this machine is)."""
     m = 64
     x = nlse.grid(m, 20.0)
     batch = np.stack([nlse.soliton(x, 0, eta=1.0 + 0.5 * i, x0=-3 + 2 * i) for i in range(4)])
     times = [0.0, 0.5]
     seen: list[float] = []
-    chunked = nlse.solve(
-        batch, length=20.0, times=times, rtol=1e-10, chunk_size=2, progress=seen.append
-    )
+    monkeypatch.setattr(nlse, "POOL_POLL_SECONDS", 1e-4)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert nlse._chunking(4, m, torch.device("cpu"), 2) == (2, 2)
+        chunked = nlse.solve(
+            batch, length=20.0, times=times, rtol=1e-10, chunk_size=2, progress=seen.append
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert len(seen) > 10
     parts = [nlse.solve(batch[i : i + 2], length=20.0, times=times, rtol=1e-10) for i in (0, 2)]
     # same step control; only the summation order of the threaded products differs
     assert np.abs(chunked - np.concatenate(parts)).max() < 1e-11
