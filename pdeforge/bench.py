@@ -39,6 +39,7 @@ import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +91,9 @@ class ConfigResult:
     #: they were recorded)
     budget: float | None = None
     repeats: int | None = None
+    #: when the configuration finished (UTC, ISO 8601; None: stored before it was
+    #: recorded): ``--family`` reruns keep the other families' earlier results
+    measured: str | None = None
 
 
 #: runs per requested repeat in a configuration whose fastest peer solves it in under
@@ -384,6 +388,7 @@ def run_skr_benchmark(
                     "best kept")
                 pairs = 2 * repeats * (FAST_REPEATS if fast else 1)
                 _pair_peers(again, measure, rtol, pairs, n_systems, log)
+    result.measured = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return result
 
 
@@ -594,6 +599,10 @@ def write_results(configs: list[ConfigResult], out: Path, name: str = "skr",
         lines += ["", "each peer allowed " + "; ".join(
             f"{b:g} s a configuration, {r} repeat{'s' * (r != 1)}" for b, r in settings)
             + " (`--budget`, `--repeats`)"]
+    if len({c.measured for c in configs}) > 1:  # a --family rerun merged with older runs
+        lines += ["", "measured in separate runs: " + "; ".join(
+            f"{c.family} n={c.n} {c.measured or 'before dates were recorded'}"
+            for c in configs)]
     untuned = [f"{c.family} n={c.n}" for c in configs if not c.allocator_tuned]
     if untuned:
         lines += ["", "run with glibc's default allocator (before ``run_preset`` tuned it; "

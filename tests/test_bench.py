@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from datetime import datetime
 
 import pytest
 
-from pdeforge.bench import FAST_REPEATS, rewrite_markdown, run_skr_benchmark, write_results
+from pdeforge.bench import (
+    FAST_REPEATS,
+    rewrite_markdown,
+    run_skr_benchmark,
+    write_results,
+)
 
 
 def test_tiny_skr_benchmark_writes_consistent_results(tmp_path):
@@ -38,6 +45,13 @@ def test_tiny_skr_benchmark_writes_consistent_results(tmp_path):
     # the settings the figures depend on are stored and stated
     assert (data["configs"][0]["budget"], data["configs"][0]["repeats"]) == (30, 1)
     assert "each peer allowed 30 s a configuration, 1 repeat (" in table
+    assert datetime.fromisoformat(data["configs"][0]["measured"]).tzinfo is not None
+    assert "separate runs" not in table  # one run
+    older = replace(cfg, family="poisson", measured=None)
+    write_results([older, cfg], tmp_path, "merged")
+    merged = (tmp_path / "merged.md").read_text()
+    assert "measured in separate runs: poisson n=144 before dates were recorded; darcy " \
+        "n=144 20" in merged
     rewrite_markdown(tmp_path / "t.json")
     assert (tmp_path / "t.md").read_text() == table
 
