@@ -31,11 +31,14 @@ interleaved rounds, every run kept in the JSON), the largest error against the e
 solution at t = 20 and the largest relative drifts of mass and energy (spectral
 invariants) over all snapshots; ratios of throughput against each peer. A second line
 repeats the batched vs scipy comparison on the random initial conditions of the ``nlse``
-dataset family (``--n-family`` trajectories) with the family's settings. JSON and
-markdown in benchmarks/results/.
+dataset family (``--n-family`` trajectories) with the family's settings. glibc's
+allocator is tuned as ``pdeforge generate`` tunes it (``pdeforge.runtime``; the state's
+temporaries are above its default mmap threshold) unless ``--no-tune-allocator``; every
+peer runs in the same process under the same setting. JSON and markdown in
+benchmarks/results/.
 
     python benchmarks/nlse.py [--n 256] [--repeats 2] [--n-peer 8] [--n-defaults 64]
-                              [--n-family 32]
+                              [--n-family 32] [--no-tune-allocator]
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ import torch
 from tqdm import tqdm
 
 from pdeforge.datasets.problems import build_problem
+from pdeforge.runtime import tune_cpu_allocator
 from pdeforge.solvers import nlse
 
 L, M, T, SNAPSHOTS = 50.0, 512, 20.0, 101
@@ -180,8 +184,11 @@ def main() -> None:
     ap.add_argument("--n-peer", type=int, default=8, help="trajectories per scalar peer")
     ap.add_argument("--n-defaults", type=int, default=64, help="for solver defaults row")
     ap.add_argument("--n-family", type=int, default=32, help="nlse-family trajectories")
+    ap.add_argument("--no-tune-allocator", action="store_true",
+                    help="keep glibc's default malloc settings (see pdeforge.runtime)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = ap.parse_args()
+    tuned = False if args.no_tune_allocator else tune_cpu_allocator()
     for flag in ("n", "repeats", "n_peer", "n_defaults", "n_family"):
         if getattr(args, flag) < 1:
             ap.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
@@ -318,6 +325,7 @@ def main() -> None:
             "platform": platform.platform(),
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
+            "allocator_tuned": tuned,
         },
         "solitons": rows,
         "speedup_of_matched_vs": speedups,
@@ -338,7 +346,7 @@ def main() -> None:
     (args.out / "nlse.json").write_text(json.dumps(payload, indent=2))
     lines = [
         f"NLSE single solitons, L={L:g}, M={M}, T={T:g}, {SNAPSHOTS} snapshots "
-        f"({torch.get_num_threads()} CPU threads)",
+        f"({torch.get_num_threads()} CPU threads, allocator tuned: {tuned})",
         "",
         "| method | trajectories | trajectories/s | max error vs exact, t=20 | mass drift "
         "| energy drift / abs(E0) | energy drift / scale | case 0: error, energy drift "

@@ -1,0 +1,231 @@
+"""NLSE step cost on a CPU: how much of a DOP853 stage loop is Python's dispatch.
+
+The solver's stage loop (``nlse._solve_ip_chunk``: per stage one ``addmm`` combining the
+stored stages, the phase product, ifft, |psi|^2 psi, fft, the way back; 11 stages a step)
+runs here twice on the same soliton states (L = 50, M = 512, the NLSE benchmark's
+solitons, h = 0.03): as the solver runs it (eager torch, called from Python) and as the same
+ATen calls from C++ (``torch.utils.cpp_extension.load_inline``, the GIL released for the
+whole loop), for chunks of 16, 32 and 64 trajectories on 1 and 2 threads (each thread
+its own single-threaded chunk, as the solver's pool runs them). Both must give the same
+stages bit for bit (checked). Throughput in trajectory-stage-loops per second, best of
+``--repeats`` interleaved runs; the ratio of the best C++ configuration to the best eager
+one is what taking Python out of the loop could win. Also the eager time of each kernel
+of one stage. glibc's allocator is tuned as in benchmarks/nlse.py. JSON in
+benchmarks/results/nlse_dispatch.json.
+
+Needs a C++ compiler and ninja (``pip install ninja``); the C++ build takes about 40 s
+the first time (cached by torch afterwards).
+
+    python benchmarks/nlse_dispatch.py [--steps 200] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from nlse import L, M, exact, soliton_parameters
+
+from pdeforge.runtime import tune_cpu_allocator
+from pdeforge.solvers import nlse
+
+CHUNKS = (16, 32, 64)
+THREADS = (1, 2)
+H = 0.03  # about the NLSE benchmark's step at conserve, rtol 7e-8 (T = 20 in ~600 steps)
+
+CPP = r"""
+#include <torch/extension.h>
+#include <vector>
+
+// The stage loop of nlse._solve_ip_chunk, call for call.
+void stages(torch::Tensor y_row, std::vector<torch::Tensor> coefs,
+            std::vector<torch::Tensor> blocks, std::vector<torch::Tensor> ph,
+            std::vector<torch::Tensor> back, std::vector<torch::Tensor> k_rows,
+            torch::Tensor arg_row, torch::Tensor staged, double h, int64_t n, int64_t m) {
+  auto arg = torch::view_as_complex(arg_row.view({n, m, 2}));
+  for (size_t st = 1; st < blocks.size(); ++st) {
+    at::addmm_out(arg_row, y_row, coefs[st], blocks[st], 1.0, h);
+    at::mul_out(staged, ph[st], arg);
+    auto psi = at::fft_ifft(staged, c10::nullopt, -1);
+    auto cubic = at::conj_physical(psi).mul_(psi).mul_(psi);
+    at::mul_out(k_rows[st], back[st], at::fft_fft(cubic, c10::nullopt, -1));
+  }
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
+  module.def("stages", &stages, pybind11::call_guard<pybind11::gil_scoped_release>());
+}
+"""
+
+
+class Chunk:
+    """One chunk's state and stage buffers, laid out as ``_solve_ip_chunk`` lays them."""
+
+    def __init__(self, ctx: nlse._IPContext, psi0: np.ndarray) -> None:
+        n, m = psi0.shape
+        self.n, self.m, self.ctx = n, m, ctx
+        self.y = torch.fft.fft(torch.as_tensor(psi0), dim=-1)
+        self.K = torch.zeros(nlse.dop853.N_STAGES, n, m, dtype=torch.complex128)
+        slots = self.K.unbind(0)
+        self.k_rows = [slots[i] for i in nlse.STAGE_SLOTS]
+        ctx.rate(self.y, ctx.mask_i_s, self.k_rows[0])
+        flat = torch.view_as_real(self.K).reshape(len(self.K), -1)
+        self.blocks = [flat[:1]] + [flat[lo:hi] for lo, hi, _ in ctx.stages[1:]]
+        self.coefs = [torch.zeros(1, 1, dtype=torch.float64)] + [
+            c[None] for _, _, c in ctx.stages[1:]
+        ]
+        self.y_row = torch.view_as_real(self.y).reshape(1, -1)
+        self.arg_row = torch.empty(1, n * m * 2, dtype=torch.float64)
+        self.staged = torch.empty_like(self.y)
+        ph, back = ctx.phases(H)
+        self.ph, self.back = list(ph.unbind(0)), list(back.unbind(0))
+
+    def eager(self) -> None:
+        """The solver's loop, as it runs it."""
+        arg = torch.view_as_complex(self.arg_row.view(self.n, self.m, 2))
+        for st in range(1, nlse.dop853.N_STAGES):
+            torch.addmm(self.y_row, self.coefs[st], self.blocks[st], alpha=H, out=self.arg_row)
+            torch.mul(self.ph[st], arg, out=self.staged)
+            self.ctx.rate(self.staged, self.back[st], self.k_rows[st])
+
+    def compiled(self, ext) -> None:
+        ext.stages(self.y_row, self.coefs, self.blocks, self.ph, self.back, self.k_rows,
+                   self.arg_row, self.staged, H, self.n, self.m)
+
+
+def throughput(run, chunks: list[Chunk], steps: int) -> float:
+    """Trajectory-stage-loops per second, one thread per chunk."""
+
+    def work(chunk: Chunk) -> None:
+        for _ in range(steps):
+            run(chunk)
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=work, args=(c,)) for c in chunks]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return len(chunks) * chunks[0].n * steps / (time.perf_counter() - start)
+
+
+def kernel_times(chunk: Chunk, reps: int) -> dict[str, float]:
+    """Eager microseconds of each kernel of one stage (stage 8: an 8-slot combination)."""
+    c, st = chunk, 8
+    arg = torch.view_as_complex(c.arg_row.view(c.n, c.m, 2))
+    psi = torch.fft.ifft(c.staged, dim=-1)
+    calls = {
+        "addmm (stage combination)": lambda: torch.addmm(
+            c.y_row, c.coefs[st], c.blocks[st], alpha=H, out=c.arg_row),
+        "phase product": lambda: torch.mul(c.ph[st], arg, out=c.staged),
+        "ifft": lambda: torch.fft.ifft(c.staged, dim=-1),
+        "|psi|^2 psi": lambda: torch.conj_physical(psi).mul_(psi).mul_(psi),
+        "fft": lambda: torch.fft.fft(psi, dim=-1),
+        "way back product": lambda: torch.mul(c.back[st], psi, out=c.k_rows[st]),
+    }
+    out = {}
+    for name, call in calls.items():
+        for _ in range(10):
+            call()
+        start = time.perf_counter()
+        for _ in range(reps):
+            call()
+        out[name] = (time.perf_counter() - start) / reps * 1e6
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=200, help="stage loops per measurement")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved runs (best kept)")
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = ap.parse_args()
+    tuned = tune_cpu_allocator()  # as benchmarks/nlse.py and pdeforge generate run
+    if shutil.which("ninja") is None:
+        try:
+            import ninja  # noqa: F401  (the PyPI wheel puts the binary on the venv's path)
+        except ImportError:
+            raise SystemExit(
+                "nlse_dispatch: the C++ peer needs ninja: pip install ninja") from None
+    from torch.utils.cpp_extension import load_inline
+
+    print("building the C++ stage loop (about 40 s the first time)...", flush=True)
+    start = time.perf_counter()
+    ext = load_inline("pdeforge_bench_nlse_stages", cpp_sources=[CPP],
+                      extra_cflags=["-O2"], verbose=False)
+    build_seconds = time.perf_counter() - start
+
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(1)  # each chunk single-threaded, as in the solver's pool
+    ctx = nlse._IPContext(nlse.wavenumbers(M, L), np.ones(M), 1.0, torch.device("cpu"))
+    psi0 = exact(soliton_parameters(2 * max(CHUNKS)), 0.0)
+
+    # same stages bit for bit
+    a, b = Chunk(ctx, psi0[:16]), Chunk(ctx, psi0[:16])
+    a.eager()
+    b.compiled(ext)
+    identical = bool(torch.equal(a.K, b.K))
+    if not identical:
+        raise SystemExit("nlse_dispatch: the C++ loop's stages differ from the solver's")
+
+    best: dict[tuple[str, int, int], float] = {}
+    for repeat in range(args.repeats):
+        for n in CHUNKS:
+            for workers in THREADS:
+                chunks = [Chunk(ctx, psi0[i * n:(i + 1) * n]) for i in range(workers)]
+                for label, run in (("eager", Chunk.eager),
+                                   ("C++", lambda c: c.compiled(ext))):
+                    run(chunks[0])  # warm
+                    rate = throughput(run, chunks, args.steps)
+                    key = (label, n, workers)
+                    best[key] = max(best.get(key, 0.0), rate)
+                    print(f"run {repeat + 1}: {label:5s} chunk {n:2d}, {workers} thread(s): "
+                          f"{rate:8.0f} trajectory-stage-loops/s", flush=True)
+    kernels = {n: kernel_times(Chunk(ctx, psi0[:n]), 500) for n in CHUNKS}
+    torch.set_num_threads(threads_before)
+
+    rows = [
+        {"method": label, "chunk": n, "threads": workers,
+         "trajectory_stage_loops_per_s": round(rate, 1),
+         "vs_eager_same_config": round(rate / best[("eager", n, workers)], 3)}
+        for (label, n, workers), rate in sorted(best.items(), key=lambda kv: kv[0][1:])
+    ]
+    best_eager = max((r for (lbl, *_), r in best.items() if lbl == "eager"))
+    best_cpp = max((r for (lbl, *_), r in best.items() if lbl == "C++"))
+    payload = {
+        "workload": {"L": L, "M": M, "h": H, "stages_per_loop": nlse.dop853.N_STAGES - 1,
+                     "steps_per_measurement": args.steps, "repeats": args.repeats},
+        "machine": {"processor": platform.processor() or platform.machine(),
+                    "cpus": torch.get_num_threads(), "torch": torch.__version__,
+                    "allocator_tuned": tuned},
+        "measured": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "build_seconds": round(build_seconds, 1),
+        "bitwise_identical": identical,
+        "rows": rows,
+        "best_eager": round(best_eager, 1),
+        "best_cpp": round(best_cpp, 1),
+        "best_cpp_over_best_eager": round(best_cpp / best_eager, 3),
+        "eager_kernel_us_one_stage": {
+            str(n): {k: round(v, 1) for k, v in t.items()} for n, t in kernels.items()},
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "nlse_dispatch.json").write_text(json.dumps(payload, indent=2) + "\n")
+    for r in rows:
+        print(f"{r['method']:5s} chunk {r['chunk']:2d} threads {r['threads']}: "
+              f"{r['trajectory_stage_loops_per_s']:8.0f}/s "
+              f"({r['vs_eager_same_config']:.2f}x eager)")
+    print(f"best C++ / best eager: {best_cpp / best_eager:.2f}x")
+    for n, t in kernels.items():
+        print(f"chunk {n}: " + ", ".join(f"{k} {v:.0f} us" for k, v in t.items()))
+
+
+if __name__ == "__main__":
+    main()
