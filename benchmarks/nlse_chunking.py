@@ -6,9 +6,12 @@ difficulty-grouped chunks and with chunks taken in input order (the ranking repl
 the identity), ``--runs`` times each in one process; throughput is the best of the runs.
 Accuracy is reported for both (the step sequences differ, so may the errors), and the
 accepted steps summed over the chunks (counted, not timed: the work each chunking
-does). JSON in benchmarks/results/nlse_chunking.json.
+does). With ``--alone``, each trajectory is also solved by itself (its own adaptive
+steps) and its accepted steps counted: their sum against the grouped chunks'
+trajectory-steps (chunk size times the chunk's steps) bounds what per-trajectory step
+sizes inside a chunk could save. JSON in benchmarks/results/nlse_chunking.json.
 
-    python benchmarks/nlse_chunking.py [--rtol 3e-9] [--runs 2]
+    python benchmarks/nlse_chunking.py [--rtol 3e-9] [--runs 2] [--alone]
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from nlse import OURS, SNAPSHOTS, L, T, accuracy, exact, soliton_parameters
+from tqdm import tqdm
 
 from pdeforge.solvers import nlse
 
@@ -30,6 +34,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--rtol", type=float, default=3e-9)
     ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--alone", action="store_true",
+                    help="also count each trajectory's steps when solved alone")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = ap.parse_args()
     params = soliton_parameters(args.n)
@@ -68,9 +74,39 @@ def main() -> None:
     payload = {"benchmark": "nlse_chunking", "n": args.n, "rtol": args.rtol, "runs": args.runs,
                "threads": torch.get_num_threads(), "rows": rows,
                "grouped_over_input_order": gain}
+    if args.alone:
+        payload["alone"] = alone_steps(
+            psi0, times, args.rtol, rows["grouped by difficulty"]["accepted_steps_all_chunks"])
+        print(f"alone: {payload['alone']['accepted_steps_sum']} trajectory-steps against "
+              f"{payload['alone']['grouped_trajectory_steps']} grouped "
+              f"({payload['alone']['grouped_over_alone']:.3f}x)")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "nlse_chunking.json").write_text(json.dumps(payload, indent=2))
     print(f"grouped / input order: {gain:.2f}x")
+
+
+def alone_steps(psi0: np.ndarray, times: np.ndarray, rtol: float, chunk_steps: int) -> dict:
+    """Accepted steps of each trajectory solved alone, against the trajectory-steps of the
+    grouped chunks (``chunk_steps``: their accepted steps summed over the chunks)."""
+    chunk, _ = nlse._chunking(len(psi0), psi0.shape[-1], torch.device("cpu"), None)
+    if len(psi0) % chunk:
+        raise SystemExit(f"--alone needs equal chunks: --n {len(psi0)} is not a multiple "
+                         f"of the chunk size {chunk}")
+    steps = []
+    for one in tqdm(psi0, desc="alone", unit="trajectory"):
+        counter = [0]
+
+        def count(_: float, counter: list[int] = counter) -> None:
+            counter[0] += 1
+
+        nlse.solve(one[None], length=L, times=times, rtol=rtol, atol=rtol / 100,
+                   progress=count, **OURS)
+        steps.append(counter[0])
+    grouped = chunk_steps * chunk  # every trajectory of a chunk takes the chunk's steps
+    return {"chunk_size": chunk, "accepted_steps_min": int(min(steps)),
+            "accepted_steps_max": int(max(steps)), "accepted_steps_sum": int(sum(steps)),
+            "grouped_trajectory_steps": grouped,
+            "grouped_over_alone": grouped / sum(steps)}
 
 
 if __name__ == "__main__":
