@@ -9,7 +9,8 @@ accepted steps summed over the chunks (counted, not timed: the work each chunkin
 does). With ``--alone``, each trajectory is also solved by itself (its own adaptive
 steps) and its accepted steps counted: their sum against the grouped chunks'
 trajectory-steps (chunk size times the chunk's steps) bounds what per-trajectory step
-sizes inside a chunk could save. JSON in benchmarks/results/nlse_chunking.json.
+sizes inside a chunk could save (accepted steps; rejected ones are left out on both
+sides). JSON in benchmarks/results/nlse_chunking.json.
 
     python benchmarks/nlse_chunking.py [--rtol 3e-9] [--runs 2] [--alone]
 """
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from nlse import OURS, SNAPSHOTS, L, T, accuracy, exact, soliton_parameters
+from nlse import OURS, SNAPSHOTS, L, M, T, accuracy, exact, soliton_parameters
 from tqdm import tqdm
 
 from pdeforge.solvers import nlse
@@ -39,6 +40,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = ap.parse_args()
     params = soliton_parameters(args.n)
+    if args.alone:  # before the timed runs: the comparison needs equal chunks
+        equal_chunks(args.n)
     psi0 = exact(params, 0.0)
     times = np.linspace(0.0, T, SNAPSHOTS)
     ranked = nlse._difficulty
@@ -85,13 +88,19 @@ def main() -> None:
     print(f"grouped / input order: {gain:.2f}x")
 
 
+def equal_chunks(n: int) -> int:
+    """The solver's chunk size for n solitons; SystemExit unless the chunks are equal."""
+    chunk, _ = nlse._chunking(n, M, torch.device("cpu"), None)
+    if n % chunk:
+        raise SystemExit(f"--alone needs equal chunks: --n {n} is not a multiple of the "
+                         f"solver's chunk size {chunk} at that n")
+    return chunk
+
+
 def alone_steps(psi0: np.ndarray, times: np.ndarray, rtol: float, chunk_steps: int) -> dict:
     """Accepted steps of each trajectory solved alone, against the trajectory-steps of the
     grouped chunks (``chunk_steps``: their accepted steps summed over the chunks)."""
-    chunk, _ = nlse._chunking(len(psi0), psi0.shape[-1], torch.device("cpu"), None)
-    if len(psi0) % chunk:
-        raise SystemExit(f"--alone needs equal chunks: --n {len(psi0)} is not a multiple "
-                         f"of the chunk size {chunk}")
+    chunk = equal_chunks(len(psi0))
     steps = []
     for one in tqdm(psi0, desc="alone", unit="trajectory"):
         counter = [0]
