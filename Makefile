@@ -29,7 +29,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check pdeforge tests benchmarks
+	$(BIN)/ruff check pdeforge tests benchmarks notebooks
 	$(BIN)/ruff format --check pdeforge tests benchmarks
 
 clean:
