@@ -31,6 +31,30 @@ def run_cli(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedP
     )
 
 
+def run_clis(
+    commands: list[tuple[str, ...]], timeout: float = 240, **kwargs
+) -> list[subprocess.CompletedProcess]:
+    """:func:`run_cli` for independent commands, started together (a command's time is
+    mostly the interpreter's imports, so two cores run two at once); results in order."""
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "pdeforge", *map(str, args)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+        for args in commands
+    ]
+    results = []
+    try:
+        for args, proc in zip(commands, procs, strict=True):
+            out, err = proc.communicate(timeout=timeout)
+            results.append(subprocess.CompletedProcess(
+                [sys.executable, "-m", "pdeforge", *map(str, args)], proc.returncode, out, err))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return results
+
+
 @pytest.fixture(scope="session")
 def darcy16(tmp_path_factory) -> Path:
     """24 piecewise Darcy samples at 16x16."""

@@ -13,6 +13,7 @@ import torch
 from pdeforge.train.checkpoint import CheckpointError, load_module
 from pdeforge.train.cli import run_cli
 from tests.conftest import run_cli as run_pdeforge
+from tests.conftest import run_clis
 from tests.train.conftest import CONFIGS
 from tests.train.test_fit import QUIET, fit
 
@@ -275,6 +276,7 @@ def test_damaged_and_mismatched_weights_are_named_before_anything_runs(
     with pytest.raises(CheckpointError, match=r"missing \['operator.linears.0.bias'\]; "
                                               r"other shapes \['operator.head.weight"):
         load_module(tmp_path / "reshaped.ckpt")
+    commands, messages = [], []
     for args in (("train", "fit", "--config", MGNO, "--preset", "tiny", *QUIET,
                   f"--data.path={darcy16}", "--trainer.max_epochs=3"),
                  ("train", "test", "--config", MGNO, "--preset", "tiny", *QUIET,
@@ -283,10 +285,14 @@ def test_damaged_and_mismatched_weights_are_named_before_anything_runs(
         for bad, message in ((flipped, "fails its checksum"),
                              (tmp_path / "reshaped.ckpt", "do not fit the mgno model")):
             where = [f"--ckpt_path={bad}"] if args[0] == "train" else []
-            command = [*args, *where] if args[0] == "train" else [args[0], bad, *args[1:]]
-            proc = run_pdeforge(*command, cwd=tmp_path)
-            assert proc.returncode == 2, (command, proc.stderr[-2000:])
-            assert message in proc.stderr and "Traceback" not in proc.stderr
+            commands.append(
+                (*args, *where) if args[0] == "train" else (args[0], bad, *args[1:]))
+            messages.append(message)
+    for command, message, proc in zip(
+        commands, messages, run_clis(commands, cwd=tmp_path), strict=True
+    ):
+        assert proc.returncode == 2, (command, proc.stderr[-2000:])
+        assert message in proc.stderr and "Traceback" not in proc.stderr, command
 
 
 def test_checkpoints_without_crcs_load_and_non_tensor_weights_are_named(

@@ -18,8 +18,9 @@ import torch
 from pdeforge.datasets.runner import generate
 from pdeforge.train.checkpoint import read_checkpoint
 from pdeforge.train.cli import checkpoint_paths, epochs_done
+from tests.conftest import run_clis
 from tests.train.test_errors import MGNO, pdeforge_train
-from tests.train.test_fit import fit
+from tests.train.test_fit import QUIET, fit
 
 STOPPER = """
     import os
@@ -110,18 +111,22 @@ def test_a_resume_may_not_change_the_training_settings_or_train_nothing(
     monkeypatch.chdir(tmp_path)
     first = fit(MGNO, darcy16, "--trainer.max_epochs=2")
     last = Path(first.trainer.log_dir) / "checkpoints" / "last.ckpt"
-    for option, message in (
+    changed = (
         ("--model.lr=0.05", "model.lr 0.0005 -> 0.05"),
         ("--model.loss=l2", "model.loss 'h1' -> 'l2'"),
         ("--model.scheduler=cosine", "model.scheduler 'onecycle' -> 'cosine'"),
-    ):
-        proc = pdeforge_train(f"--data.path={darcy16}", "--trainer.max_epochs=4",
-                              f"--ckpt_path={last}", option, cwd=tmp_path)
+    )
+    train = ("train", "fit", "--config", MGNO, "--preset", "tiny", *QUIET,
+             f"--data.path={darcy16}", f"--ckpt_path={last}")
+    procs = run_clis(
+        [(*train, "--trainer.max_epochs=4", option) for option, _ in changed]
+        + [(*train, f"--trainer.max_epochs={epochs}") for epochs in (1, 2)],
+        cwd=tmp_path,
+    )
+    for (_, message), proc in zip(changed, procs[:3], strict=True):
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert message in proc.stderr and "optimiser and schedule" in proc.stderr
-    for epochs in (1, 2):
-        proc = pdeforge_train(f"--data.path={darcy16}", f"--trainer.max_epochs={epochs}",
-                              f"--ckpt_path={last}", cwd=tmp_path)
+    for proc in procs[3:]:
         assert proc.returncode == 2 and "Traceback" not in proc.stderr
         assert "has already trained 2 epoch(s)" in proc.stderr
         assert "--trainer.max_epochs above 2" in proc.stderr
