@@ -40,8 +40,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = ap.parse_args()
     params = soliton_parameters(args.n)
-    if args.alone:  # before the timed runs: the comparison needs equal chunks
-        equal_chunks(args.n)
+    # before the timed runs: the --alone comparison needs equal chunks
+    chunk = equal_chunks(args.n) if args.alone else None
     psi0 = exact(params, 0.0)
     times = np.linspace(0.0, T, SNAPSHOTS)
     ranked = nlse._difficulty
@@ -79,7 +79,8 @@ def main() -> None:
                "grouped_over_input_order": gain}
     if args.alone:
         payload["alone"] = alone_steps(
-            psi0, times, args.rtol, rows["grouped by difficulty"]["accepted_steps_all_chunks"])
+            psi0, times, args.rtol, chunk,
+            rows["grouped by difficulty"]["accepted_steps_all_chunks"])
         print(f"alone: {payload['alone']['accepted_steps_sum']} trajectory-steps against "
               f"{payload['alone']['grouped_trajectory_steps']} grouped "
               f"({payload['alone']['grouped_over_alone']:.3f}x)")
@@ -97,10 +98,12 @@ def equal_chunks(n: int) -> int:
     return chunk
 
 
-def alone_steps(psi0: np.ndarray, times: np.ndarray, rtol: float, chunk_steps: int) -> dict:
+def alone_steps(
+    psi0: np.ndarray, times: np.ndarray, rtol: float, chunk: int, chunk_steps: int
+) -> dict:
     """Accepted steps of each trajectory solved alone, against the trajectory-steps of the
-    grouped chunks (``chunk_steps``: their accepted steps summed over the chunks)."""
-    chunk = equal_chunks(len(psi0))
+    grouped chunks (``chunk`` trajectories each; ``chunk_steps``: their accepted steps
+    summed over the chunks)."""
     steps = []
     for one in tqdm(psi0, desc="alone", unit="trajectory"):
         counter = [0]

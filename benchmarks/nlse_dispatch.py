@@ -1,6 +1,6 @@
 """NLSE step cost on a CPU: how much of a DOP853 stage loop is Python's dispatch.
 
-The solver's stage loop (``nlse._solve_ip_chunk``: per stage one ``addmm`` combining the
+The solver's stage loop (``nlse._stages``: per stage one ``addmm`` combining the
 stored stages, the phase product, ifft, |psi|^2 psi, fft, the way back; 11 stages a step)
 runs here twice on the same soliton states (L = 50, M = 512, the NLSE benchmark's
 solitons, h = 0.03): as the solver runs it (eager torch, called from Python) and as the same
@@ -45,7 +45,7 @@ CPP = r"""
 #include <torch/extension.h>
 #include <vector>
 
-// The stage loop of nlse._solve_ip_chunk, call for call.
+// The stage loop of nlse._stages, call for call.
 void stages(torch::Tensor y_row, std::vector<torch::Tensor> coefs,
             std::vector<torch::Tensor> blocks, std::vector<torch::Tensor> ph,
             std::vector<torch::Tensor> back, std::vector<torch::Tensor> k_rows,
@@ -78,10 +78,11 @@ class Chunk:
         self.k_rows = [slots[i] for i in nlse.STAGE_SLOTS]
         ctx.rate(self.y, ctx.mask_i_s, self.k_rows[0])
         flat = torch.view_as_real(self.K).reshape(len(self.K), -1)
-        self.blocks = [flat[:1]] + [flat[lo:hi] for lo, hi, _ in ctx.stages[1:]]
-        self.coefs = [torch.zeros(1, 1, dtype=torch.float64)] + [
-            c[None] for _, _, c in ctx.stages[1:]
-        ]
+        # (slots, coefficients) per stage, as _solve_ip_chunk makes them
+        self.blocks = [None] + [(flat[lo:hi], c[None]) for lo, hi, c in ctx.stages[1:]]
+        # the C++ loop's form of them: two lists, stage 0 a placeholder (unused)
+        self.slots = [flat[:1]] + [b for b, _ in self.blocks[1:]]
+        self.coefs = [torch.zeros(1, 1, dtype=torch.float64)] + [c for _, c in self.blocks[1:]]
         self.y_row = torch.view_as_real(self.y).reshape(1, -1)
         self.arg_row = torch.empty(1, n * m * 2, dtype=torch.float64)
         self.arg = torch.view_as_complex(self.arg_row.view(n, m, 2))  # made once, as there
@@ -90,14 +91,12 @@ class Chunk:
         self.ph, self.back = list(ph.unbind(0)), list(back.unbind(0))
 
     def eager(self) -> None:
-        """The solver's loop, as it runs it."""
-        for st in range(1, nlse.dop853.N_STAGES):
-            torch.addmm(self.y_row, self.coefs[st], self.blocks[st], alpha=H, out=self.arg_row)
-            torch.mul(self.ph[st], self.arg, out=self.staged)
-            self.ctx.rate(self.staged, self.back[st], self.k_rows[st])
+        """The solver's own stage loop (``nlse._stages``)."""
+        nlse._stages(self.ctx, self.blocks, self.y_row, self.arg_row, self.arg, self.staged,
+                     self.ph, self.back, self.k_rows, H)
 
     def compiled(self, ext) -> None:
-        ext.stages(self.y_row, self.coefs, self.blocks, self.ph, self.back, self.k_rows,
+        ext.stages(self.y_row, self.coefs, self.slots, self.ph, self.back, self.k_rows,
                    self.arg_row, self.staged, H, self.n, self.m)
 
 
@@ -120,14 +119,14 @@ def throughput(run, chunks: list[Chunk], steps: int) -> float:
 def kernel_times(chunk: Chunk, reps: int) -> dict[str, float]:
     """Eager microseconds of each kernel of one stage (stage 10: an 8-slot combination)."""
     c, st = chunk, 10
-    if c.blocks[st].shape[0] != 8:
+    if c.blocks[st][0].shape[0] != 8:
         raise RuntimeError("DOP853's stage 10 no longer combines 8 slots")
     c.eager()  # every buffer holds a real stage's values (no uninitialised memory)
     arg = c.arg
     psi = torch.fft.ifft(c.staged, dim=-1)
     calls = {
         "addmm (stage combination)": lambda: torch.addmm(
-            c.y_row, c.coefs[st], c.blocks[st], alpha=H, out=c.arg_row),
+            c.y_row, c.blocks[st][1], c.blocks[st][0], alpha=H, out=c.arg_row),
         "phase product": lambda: torch.mul(c.ph[st], arg, out=c.staged),
         "ifft": lambda: torch.fft.ifft(c.staged, dim=-1),
         "|psi|^2 psi": lambda: torch.conj_physical(psi).mul_(psi).mul_(psi),

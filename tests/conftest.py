@@ -36,17 +36,17 @@ def run_clis(
 ) -> list[subprocess.CompletedProcess]:
     """:func:`run_cli` for independent commands, started together (a command's time is
     mostly the interpreter's imports, so two cores run two at once); results in order."""
+    argvs = [[sys.executable, "-m", "pdeforge", *map(str, args)] for args in commands]
     procs = [
-        subprocess.Popen([sys.executable, "-m", "pdeforge", *map(str, args)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
-        for args in commands
+        subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         **kwargs)
+        for argv in argvs
     ]
     results = []
     try:
-        for args, proc in zip(commands, procs, strict=True):
+        for argv, proc in zip(argvs, procs, strict=True):
             out, err = proc.communicate(timeout=timeout)
-            results.append(subprocess.CompletedProcess(
-                [sys.executable, "-m", "pdeforge", *map(str, args)], proc.returncode, out, err))
+            results.append(subprocess.CompletedProcess(argv, proc.returncode, out, err))
     finally:
         for proc in procs:
             if proc.poll() is None:

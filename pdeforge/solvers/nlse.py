@@ -965,11 +965,7 @@ def _solve_ip_chunk(
             h_step = t_out - t
         ph, back = ctx.phases(h_step)  # exp(L c h); mask i s exp(-L c h)
         ph_rows, back_rows = ph.unbind(0), back.unbind(0)
-        for st in range(1, n_stages):
-            block, coef = blocks[st]
-            torch.addmm(y_row, coef, block, alpha=h_step, out=arg_row)
-            torch.mul(ph_rows[st], arg, out=staged)
-            ctx.rate(staged, back_rows[st], K_rows[st])
+        _stages(ctx, blocks, y_row, arg_row, arg, staged, ph_rows, back_rows, K_rows, h_step)
         # the solution and both error estimates in one pass over the stages (DOP853's
         # B, E5 and E3 all use stages 0..11; the FSAL stage enters none of them)
         torch.mm(ctx.output_rows, K12, out=combo)
@@ -1050,6 +1046,19 @@ def _solve_ip_chunk(
             if h < 1e-14 * max(1.0, abs(t)):
                 raise ConvergenceError(f"NLSE: step size underflow at t={t:.6g}")
     return out.cpu().numpy()
+
+
+def _stages(ctx, blocks, y_row, arg_row, arg, staged, ph_rows, back_rows, K_rows, h) -> None:
+    """DOP853's stages 1..11 of a step into ``K_rows`` (stage 0, the rate at the step's
+    start, is there already): stage s is the rate at y + h sum_j a_sj K_j taken to node
+    c_s, one ``addmm`` over its block of slots (``blocks[s]``: slots, coefficients), the
+    phase product and :meth:`_IPContext.rate`. ``arg`` is the complex view of ``arg_row``;
+    every buffer is the caller's, made once (``benchmarks/nlse_dispatch.py`` times this)."""
+    for st in range(1, len(blocks)):
+        block, coef = blocks[st]
+        torch.addmm(y_row, coef, block, alpha=h, out=arg_row)
+        torch.mul(ph_rows[st], arg, out=staged)
+        ctx.rate(staged, back_rows[st], K_rows[st])
 
 
 def _dense_output(ctx, y, y_new, K_flat, extra, ph_rows, back_rows, h) -> Callable:

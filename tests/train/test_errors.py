@@ -21,10 +21,12 @@ MGNO = next(c for c in CONFIGS if c.stem == "darcy_mgno")
 FNO = next(c for c in CONFIGS if c.stem == "darcy_fno")
 
 
+# `pdeforge train fit` of the tiny MGNO, quiet: what every test here adds its options to
+TRAIN_FIT = ("train", "fit", "--config", MGNO, "--preset", "tiny", *QUIET)
+
+
 def pdeforge_train(*args, **kwargs):
-    return run_pdeforge(
-        "train", "fit", "--config", MGNO, "--preset", "tiny", *QUIET, *args, **kwargs
-    )
+    return run_pdeforge(*TRAIN_FIT, *args, **kwargs)
 
 
 def test_missing_variable_is_named_with_the_available_ones(darcy16, tmp_path):
@@ -277,8 +279,7 @@ def test_damaged_and_mismatched_weights_are_named_before_anything_runs(
                                               r"other shapes \['operator.head.weight"):
         load_module(tmp_path / "reshaped.ckpt")
     commands, messages = [], []
-    for args in (("train", "fit", "--config", MGNO, "--preset", "tiny", *QUIET,
-                  f"--data.path={darcy16}", "--trainer.max_epochs=3"),
+    for args in ((*TRAIN_FIT, f"--data.path={darcy16}", "--trainer.max_epochs=3"),
                  ("train", "test", "--config", MGNO, "--preset", "tiny", *QUIET,
                   f"--data.path={darcy16}"),
                  ("evaluate", "--data", darcy16)):

@@ -19,8 +19,8 @@ from pdeforge.datasets.runner import generate
 from pdeforge.train.checkpoint import read_checkpoint
 from pdeforge.train.cli import checkpoint_paths, epochs_done
 from tests.conftest import run_clis
-from tests.train.test_errors import MGNO, pdeforge_train
-from tests.train.test_fit import QUIET, fit
+from tests.train.test_errors import MGNO, TRAIN_FIT, pdeforge_train
+from tests.train.test_fit import fit
 
 STOPPER = """
     import os
@@ -116,8 +116,7 @@ def test_a_resume_may_not_change_the_training_settings_or_train_nothing(
         ("--model.loss=l2", "model.loss 'h1' -> 'l2'"),
         ("--model.scheduler=cosine", "model.scheduler 'onecycle' -> 'cosine'"),
     )
-    train = ("train", "fit", "--config", MGNO, "--preset", "tiny", *QUIET,
-             f"--data.path={darcy16}", f"--ckpt_path={last}")
+    train = (*TRAIN_FIT, f"--data.path={darcy16}", f"--ckpt_path={last}")
     procs = run_clis(
         [(*train, "--trainer.max_epochs=4", option) for option, _ in changed]
         + [(*train, f"--trainer.max_epochs={epochs}") for epochs in (1, 2)],
