@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
 import subprocess
 import sys
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -13,6 +18,7 @@ from pdeforge.datasets.runner import generate
 
 # keep BLAS single-threaded in subprocesses started by tests (2-core CI machine)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -23,36 +29,76 @@ def darcy_file(tmp_path_factory) -> Path:
     return path
 
 
-def run_cli(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
-    """Run ``python -m pdeforge ARGS`` in a subprocess (real exit codes and stderr)."""
-    return subprocess.run(
-        [sys.executable, "-m", "pdeforge", *map(str, args)],
-        capture_output=True, text=True, timeout=timeout, **kwargs,
-    )
+class _Servers:
+    """Pre-imported interpreters that fork each CLI command (``tests/cli_server.py``)."""
+
+    def __init__(self) -> None:
+        self.free: list[subprocess.Popen] = []
+        self.lock = threading.Lock()
+
+    def take(self) -> subprocess.Popen:
+        with self.lock:
+            if self.free:
+                return self.free.pop()
+        return subprocess.Popen(
+            [sys.executable, "-m", "tests.cli_server"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+
+    def give_back(self, server: subprocess.Popen) -> None:
+        with self.lock:
+            self.free.append(server)
+
+    def close(self) -> None:
+        for server in self.free:
+            server.stdin.close()
+            server.wait(timeout=30)
+
+
+_SERVERS = _Servers()
+atexit.register(_SERVERS.close)
+
+
+def run_cli(*args: str, timeout: float = 120, cwd=None, env=None) -> subprocess.CompletedProcess:
+    """``python -m pdeforge ARGS`` as its own process (real exit status, stdout, stderr),
+    forked from a server that has done the imports (``tests/cli_server.py``); in the
+    caller's working directory and environment (or ``cwd``, ``env``), as
+    ``subprocess.run``."""
+    argv = [sys.executable, "-m", "pdeforge", *map(str, args)]
+    server = _SERVERS.take()
+    with tempfile.TemporaryDirectory() as tmp:
+        out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
+        request = {
+            "argv": argv[3:],
+            "cwd": str(Path(cwd or os.getcwd()).resolve()),
+            "env": dict(os.environ if env is None else env),
+            "stdout": str(out),
+            "stderr": str(err),
+            "timeout": timeout,
+        }
+        server.stdin.write(json.dumps(request) + "\n")
+        server.stdin.flush()
+        line = server.stdout.readline()
+        if not line:
+            raise RuntimeError("the CLI test server died (tests/cli_server.py); its error is above")
+        _SERVERS.give_back(server)
+        answer = json.loads(line)
+        stdout, stderr = out.read_text(), err.read_text()
+    if answer.get("timeout"):
+        raise subprocess.TimeoutExpired(argv, timeout, stdout, stderr)
+    return subprocess.CompletedProcess(argv, answer["returncode"], stdout, stderr)
 
 
 def run_clis(
     commands: list[tuple[str, ...]], timeout: float = 240, **kwargs
 ) -> list[subprocess.CompletedProcess]:
-    """:func:`run_cli` for independent commands, started together (a command's time is
-    mostly the interpreter's imports, so two cores run two at once); results in order."""
-    argvs = [[sys.executable, "-m", "pdeforge", *map(str, args)] for args in commands]
-    procs = [
-        subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         **kwargs)
-        for argv in argvs
-    ]
-    results = []
-    try:
-        for argv, proc in zip(argvs, procs, strict=True):
-            out, err = proc.communicate(timeout=timeout)
-            results.append(subprocess.CompletedProcess(argv, proc.returncode, out, err))
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    return results
+    """:func:`run_cli` for independent commands, two at a time (two cores); results in
+    order."""
+    with ThreadPoolExecutor(2) as pool:
+        return list(pool.map(lambda c: run_cli(*c, timeout=timeout, **kwargs), commands))
 
 
 @pytest.fixture(scope="session")

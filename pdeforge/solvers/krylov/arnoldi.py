@@ -33,6 +33,8 @@ import numpy as np
 import scipy.linalg as sla
 from scipy.linalg import blas
 
+from pdeforge.solvers.krylov.base import vector_norm
+
 #: relative size of a new Arnoldi vector below which the Krylov space is invariant
 BREAKDOWN = 1e-14
 
@@ -102,7 +104,7 @@ def arnoldi_cycle(
     dtype = np.result_type(r.dtype, np.float64)
     n = r.shape[0]
     k = 0 if C is None else C.shape[0]
-    beta = float(np.linalg.norm(r))
+    beta = vector_norm(r)
     rows = k + max_steps + 1
     Q = _rows(workspace, rows, n, dtype)
     if k:
@@ -127,7 +129,7 @@ def arnoldi_cycle(
             Z[j] = precondition(V[j])
             w = np.array(op(Z[j]), dtype=dtype)
         h, w = _mgs(Q[: k + j + 1], w, complex_)
-        hn = float(np.linalg.norm(w))
+        hn = vector_norm(w)
         if k:
             Bk[:, j] = h[:k]
             h = h[k:]
@@ -157,7 +159,7 @@ def arnoldi_cycle(
         steps = j + 1
         res = abs(g[j + 1])
         history.append(float(res))
-        breakdown = hn <= BREAKDOWN * max(beta, np.linalg.norm(h))
+        breakdown = hn <= BREAKDOWN * max(beta, vector_norm(h))
         if breakdown:
             V[j + 1] = 0.0  # (an uninitialised workspace row) enters products times ~0
         else:

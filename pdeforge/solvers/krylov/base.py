@@ -64,9 +64,32 @@ def rows_times(coef: np.ndarray, blocks: list[np.ndarray]) -> np.ndarray:
     return out
 
 
+# |x|^2 of a vector whose 2-norm lies in this range neither underflows nor overflows
+_SAFE_NORM = (2.0**-450, 2.0**450)
+
+
+def vector_norm(x: np.ndarray) -> float:
+    """The 2-norm of a vector, also where its squares under- or overflow.
+
+    ``np.linalg.norm`` is sqrt(x . x): for entries below ~1e-154 (a right-hand side or an
+    Arnoldi vector of a system scaled near the limits of double) the squares underflow
+    to 0 and a nonzero vector gets norm 0, which Arnoldi takes for a breakdown; whether
+    BLAS's own nrm2 rescales depends on the machine's kernel. Here the plain product is
+    kept where it is safe and the vector is rescaled by its largest entry otherwise.
+    """
+    with np.errstate(over="ignore", under="ignore"):
+        s = float(np.linalg.norm(x))
+    if _SAFE_NORM[0] < s < _SAFE_NORM[1]:
+        return s
+    big = float(np.max(np.abs(x))) if x.size else 0.0
+    if big == 0.0 or not np.isfinite(big):
+        return s if big == 0.0 else big
+    return big * float(np.linalg.norm(x / big))
+
+
 def relative_residual(A, x: np.ndarray, b: np.ndarray) -> float:
-    bnorm = np.linalg.norm(b)
-    return float(np.linalg.norm(b - A @ x) / (bnorm if bnorm > 0 else 1.0))
+    bnorm = vector_norm(b)
+    return vector_norm(b - A @ x) / (bnorm if bnorm > 0 else 1.0)
 
 
 def check_system(A, b: np.ndarray, check_matrix: bool = True) -> np.ndarray:

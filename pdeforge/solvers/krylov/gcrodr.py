@@ -51,6 +51,7 @@ from pdeforge.solvers.krylov.base import (
     relative_residual,
     result_dtype,
     rows_times,
+    vector_norm,
 )
 from pdeforge.solvers.krylov.preconditioners import GEMM_WEIGHT
 
@@ -263,7 +264,7 @@ class GCRODR:
         space = self.space
         if space is not None and (space.shape[1] != n or space.dtype != dtype):
             self.reset()  # a system of another size or field: nothing to carry over
-        bnorm = float(np.linalg.norm(b)) or 1.0
+        bnorm = vector_norm(b) or 1.0
         target = rtol * bnorm
         x = np.zeros(n, dtype=dtype) if x0 is None else np.array(x0, dtype=dtype)
         matvecs = 0
@@ -272,7 +273,7 @@ class GCRODR:
             matvecs += 1
         else:
             r = b.astype(dtype)
-        history = [float(np.linalg.norm(r)) / bnorm]
+        history = [vector_norm(r) / bnorm]
         krylov_steps = 0
         stall_norm = STALL * history[0] * bnorm
 
@@ -288,7 +289,7 @@ class GCRODR:
                 return None
             if krylov_steps:
                 return lambda steps, res: stalled(spent + steps, res)
-            early = EARLY_STALL * float(np.linalg.norm(r))  # the first cycle's start
+            early = EARLY_STALL * vector_norm(r)  # the first cycle's start
 
             def check(steps: int, res: float) -> bool:
                 abandoned[0] = abandoned[0] or (steps >= EARLY_STEPS and res > early)
@@ -347,7 +348,7 @@ class GCRODR:
             self.C, (U, self.U) = _orthonormal_rows(AU, [U, self.U])
             self.Us = U if flexible else None
             r, x = project(r, x)
-            history.append(float(np.linalg.norm(r)) / bnorm)
+            history.append(vector_norm(r) / bnorm)
         self._M = M
         cycles = 0
         if not carried and history[-1] * bnorm > target:
@@ -379,7 +380,7 @@ class GCRODR:
                             P, spaces, cyc.H @ P, [cyc.V])
         synced = history[0] * bnorm  # the residual norm when r was last the true one
         while matvecs < maxiter:
-            rnorm = float(np.linalg.norm(r))
+            rnorm = vector_norm(r)
             if rnorm > target and stalled(matvecs, rnorm):
                 break
             if rnorm <= target or rnorm < REPLACEMENT * synced:
@@ -387,12 +388,12 @@ class GCRODR:
                 # one by it once it has fallen by REPLACEMENT since the last replacement
                 true_r = b - A @ x
                 matvecs += 1
-                if np.linalg.norm(true_r) <= target:
+                if vector_norm(true_r) <= target:
                     break
                 r = true_r
                 if self.C is not None and self.C.shape[0]:
                     r, x = project(r, x)
-                synced = float(np.linalg.norm(r))
+                synced = vector_norm(r)
             k = 0 if self.C is None else self.C.shape[0]
             steps = min(m - k, maxiter - matvecs)
             if steps <= 0:

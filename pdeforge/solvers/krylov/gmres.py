@@ -18,6 +18,7 @@ from pdeforge.solvers.krylov.base import (
     identity,
     relative_residual,
     result_dtype,
+    vector_norm,
 )
 
 
@@ -50,12 +51,12 @@ def gmres(
     M = identity if M is None else M
     dtype = result_dtype(A, b)
     x = np.zeros(b.shape[0], dtype=dtype) if x0 is None else np.array(x0, dtype=dtype)
-    bnorm = float(np.linalg.norm(b)) or 1.0
+    bnorm = vector_norm(b) or 1.0
     target = rtol * bnorm
     matvecs = 0
     r = b - A @ x if x0 is not None else b.astype(dtype)
     matvecs += x0 is not None
-    history = [float(np.linalg.norm(r)) / bnorm]
+    history = [vector_norm(r) / bnorm]
 
     # each cycle ends with a product for the true residual: a cycle of at most
     # maxiter - matvecs - 1 steps keeps the total within maxiter
@@ -71,6 +72,6 @@ def gmres(
         r = b - A @ x  # true residual at each restart
         matvecs += 1
         history += [h / bnorm for h in cyc.history[:-1]]
-        history.append(float(np.linalg.norm(r)) / bnorm)
+        history.append(vector_norm(r) / bnorm)
     res = relative_residual(A, x, b)
     return KrylovResult(x, matvecs, res, res <= rtol, history)

@@ -43,6 +43,7 @@ from pdeforge.solvers.krylov.base import (
     relative_residual,
     result_dtype,
     rows_times,
+    vector_norm,
 )
 from pdeforge.solvers.krylov.preconditioners import GEMM_WEIGHT, gemv_weight
 
@@ -115,7 +116,7 @@ class RecycledCG:
         n = b.shape[0]
         if self.W is not None and (self.W.shape[1] != n or self.W.dtype != dtype):
             self.W = None
-        bnorm = float(np.linalg.norm(b)) or 1.0
+        bnorm = vector_norm(b) or 1.0
         target = rtol * bnorm
         if self.recycle == 0:  # recycling off (policy or recycle=0): scipy's PCG, faster
             return self._plain(A, b, rtol, maxiter, M, x0)  # than this loop in Python
@@ -152,7 +153,7 @@ class RecycledCG:
                 coef = sla.cho_solve(chol, W @ r)
                 x = x + coef @ W
                 r = r - coef @ AW
-        history = [float(np.linalg.norm(r)) / bnorm]
+        history = [vector_norm(r) / bnorm]
 
         # deflation operator z -> z - W^T (W^T A W)^-1 (A W) z as two products with
         # precomputed blocks: per iteration, 2 k n flops and no small solves in Python
@@ -208,7 +209,7 @@ class RecycledCG:
             alpha = rz / pAp
             x += alpha * p
             r -= alpha * Ap
-            history.append(float(np.linalg.norm(r)) / bnorm)
+            history.append(vector_norm(r) / bnorm)
             if history[-1] * bnorm <= target:
                 break
             z = M(r)

@@ -490,11 +490,27 @@ def test_gmres_keeps_within_maxiter(convection_sequence, maxiter):
 
 def test_an_exactly_singular_matrix_is_named_by_its_system(darcy_sequence):
     _, mats = darcy_sequence
-    rank_deficient = mats[1].tolil()
-    rank_deficient[5, :] = rank_deficient[4, :]  # two equal rows: singular, no zero row
+    # a zero column (no zero row, which is refused before any solve): a zero pivot in
+    # any arithmetic
+    no_column = mats[1].tolil()
+    no_column[:, 5] = 0.0
     with pytest.raises(ValueError, match=r"system 1: matrix is singular"):
-        solve_sequence([mats[0], rank_deficient.tocsr()], np.ones(mats[0].shape[0]),
+        solve_sequence([mats[0], no_column.tocsr()], np.ones(mats[0].shape[0]),
                        method="direct")
+    # two equal rows: singular, but whether SuperLU's pivot comes out exactly 0 depends
+    # on the BLAS kernels' rounding (5e-12 on an AVX2 machine). Whatever it finds, a
+    # right-hand side that the equal rows contradict is never stored as solved.
+    equal_rows = mats[1].tolil()
+    equal_rows[5, :] = equal_rows[4, :]
+    b = np.ones(mats[0].shape[0])
+    b[5] = 2.0
+    try:
+        res = solve_sequence([mats[0], equal_rows.tocsr()], b, method="direct")
+    except ValueError as exc:
+        assert "system 1: matrix is singular" in str(exc)
+    else:
+        assert res.converged[0] and not res.converged[1]
+        assert res.residuals[1] > 1e-3
 
 
 @pytest.mark.parametrize("factor", [1e200, 1e-200])
@@ -518,12 +534,28 @@ def test_matrix_entries_near_the_limits_of_double_are_solved(convection_sequence
 
 @pytest.mark.parametrize("method", ["skr", "gmres", "direct"])
 def test_right_hand_side_and_matrix_scales_are_combined_without_underflow(method):
-    # 2^-420 / 2^700 as one float is 0: x came back 0, "converged"
+    # 2^-420 / 2^700 as one float is 0: x came back 0, "converged". The right-hand side
+    # lies in an eigenspace, so that a Krylov method solves it in one step whatever the
+    # condition number (2^1000): with b = 1 too, whether GMRES got there depended on the
+    # BLAS kernels' rounding (it did on an AVX-512 machine, not on an AVX2 one).
     d = np.r_[2.0**700, np.full(59, 2.0**-300)]
-    b = np.full(60, 2.0**-420)
+    b = np.r_[0.0, np.full(59, 2.0**-420)]
     res = solve_sequence([sp.diags(d).tocsr()], b, method=method)
     np.testing.assert_allclose(res.solutions[0], b / d, rtol=1e-12)
     assert res.converged.all()
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+def test_vector_norm_neither_underflows_nor_overflows(dtype):
+    from pdeforge.solvers.krylov.base import vector_norm
+
+    for scale in (2.0**-1000, 2.0**-600, 1.0, 2.0**600, 2.0**1000):
+        x = np.full(59, scale, dtype=dtype)
+        x[3] *= -2
+        assert vector_norm(x) == pytest.approx(scale * np.sqrt(62), rel=1e-14)
+    assert vector_norm(np.zeros(5, dtype)) == 0.0
+    assert np.isnan(vector_norm(np.array([1.0, np.nan], dtype)))
+    assert vector_norm(np.array([1.0, np.inf], dtype)) == np.inf
 
 
 def test_complex_features_are_split_into_real_and_imaginary_parts(darcy_sequence):
