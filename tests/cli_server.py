@@ -27,9 +27,11 @@ import os
 import runpy
 import signal
 import sys
+import tempfile
 import threading
 import time
 import traceback
+import types
 
 # what the commands import; each is imported at most once, here
 PRELOAD = (
@@ -71,10 +73,24 @@ def _child(request: dict, answers: int) -> None:
         os.close(out)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    sys.argv = ["-m", *request["argv"]]  # run_module replaces argv[0] by the module's path
+    # a fresh interpreter seeds NumPy's and torch's global generators from the OS (the
+    # random module reseeds itself after a fork); without this every command would
+    # draw the same numbers, and a command that forgets its seed would look reproducible
+    import numpy
+    import torch
+
+    numpy.random.seed()  # noqa: NPY002 - the legacy global generator is the point
+    torch.seed()
+    tempfile.tempdir = None  # cached by the server: find it from this command's TMPDIR
+    # what `python -m` runs, in a new empty __main__ that stays after the module ends
+    # (run_module would restore the server's __main__ and argv[0] before the atexit
+    # handlers and the threads left running see them)
+    server_main = sys.modules["__main__"]  # noqa: F841 - keeps this function's globals
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    sys.argv = ["-m", *request["argv"]]  # as python -m: argv[0] becomes the module's path
     code = 0
     try:
-        runpy.run_module("pdeforge", run_name="__main__", alter_sys=True)
+        runpy._run_module_as_main("pdeforge", alter_argv=True)
     except SystemExit as exc:  # as the interpreter reads it
         if exc.code is None or isinstance(exc.code, int):
             code = exc.code or 0
@@ -86,6 +102,7 @@ def _child(request: dict, answers: int) -> None:
         _finish()
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
+        os._exit(128 + signal.SIGINT)  # SIGINT blocked: the interpreter's status then
     except BaseException:
         traceback.print_exc()
         code = 1
