@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -138,3 +140,22 @@ def test_hdf5_file_that_is_not_a_dataset(tmp_path, darcy_file):
         f.attrs["status"] = "shard"
     with pytest.raises(DatasetFormatError, match="incomplete"):
         open_dataset(partial)
+
+
+def test_commands_outside_nlse_and_training_do_not_import_torch(tmp_path):
+    """torch takes seconds to import on a slow machine: ``--help``, a Darcy dataset and
+    its check must not wait for it (a fresh interpreter, not the test server's fork)."""
+    code = (
+        "import sys\n"
+        "from pdeforge.cli import main\n"
+        "for argv in (['--help'], ['generate', 'darcy', '--n', '2', '--resolution', '12',\n"
+        "             '--out', 'd.nc'], ['check', 'd.nc'], ['info', 'd.nc']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit as exc:\n"
+        "        assert not exc.code, (argv, exc.code)\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]

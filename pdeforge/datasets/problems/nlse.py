@@ -49,7 +49,6 @@ from pdeforge.datasets.format import (
 )
 from pdeforge.datasets.problems.base import Option, ProblemFamily, sample_rng
 from pdeforge.errors import ConvergenceError, PdeforgeError
-from pdeforge.solvers import nlse
 
 IC_KINDS = ("solitons", "smooth", "mixed")
 OVERSAMPLE_CHOICES = ("auto", "1", "2", "4", "8")
@@ -60,6 +59,15 @@ MAX_SOLVED_POINTS = 32768
 NOISE_BAND = 0.5
 #: the edge of the band where :meth:`NLSE._spectral_tail` looks, as a fraction of it
 EDGE_FRACTION = 0.05
+
+
+def _solver():
+    """``pdeforge.solvers.nlse``, imported on first use: it imports torch (2.9 s of a
+    command's start on a slow 2-core VM), which the other families' commands and
+    ``pdeforge --help`` never need."""
+    from pdeforge.solvers import nlse
+
+    return nlse
 
 
 class NLSE(ProblemFamily):
@@ -140,7 +148,7 @@ class NLSE(ProblemFamily):
         )
 
     def x(self) -> np.ndarray:
-        return nlse.grid(self.resolution, self.config["length"])
+        return _solver().grid(self.resolution, self.config["length"])
 
     def times(self) -> np.ndarray:
         return np.linspace(0.0, self.config["t_end"], self.config["n_times"])
@@ -207,7 +215,7 @@ class NLSE(ProblemFamily):
         if kind == "solitons":
             psi = np.zeros_like(x, dtype=np.complex128)
             for _ in range(int(rng.integers(1, c["max_solitons"] + 1))):
-                psi += nlse.soliton(
+                psi += _solver().soliton(
                     x,
                     0.0,
                     eta=rng.uniform(c["eta_min"], c["eta_max"]),
@@ -226,7 +234,7 @@ class NLSE(ProblemFamily):
             field = (coeff[:, None] * np.exp(2j * np.pi * modes[:, None] * x / length)).sum(0)
             psi = field * np.exp(-(x**2) / (2 * (length / 8) ** 2))
             psi *= c["eta_max"] / np.abs(psi).max()
-        k = nlse.wavenumbers(len(x), length)
+        k = _solver().wavenumbers(len(x), length)
         noise = (rng.standard_normal(len(x)) + 1j * rng.standard_normal(len(x))) / np.sqrt(2)
         # white noise on the inner part of the band only (NOISE_BAND): noise up to the band's
         # edge would leave no room to tell the dynamics' spreading from it
@@ -236,14 +244,14 @@ class NLSE(ProblemFamily):
         psi = psi + c["noise"] * np.abs(psi).max() * np.fft.ifft(noise_hat)
         # Project onto the band the dealiased/filtered dynamics keep, so that the initial
         # field is resolved and mass is conserved by the discrete system.
-        mask = nlse.spectral_mask(k, c["dealias"], 36.0 if c["filter"] else None, 36)
+        mask = _solver().spectral_mask(k, c["dealias"], 36.0 if c["filter"] else None, 36)
         return np.fft.ifft(mask * np.fft.fft(psi))
 
     def _solve(
         self, psi0: np.ndarray, progress: Callable[[float], None] | None = None
     ) -> np.ndarray:
         c = self.config
-        return nlse.solve(
+        return _solver().solve(
             psi0,
             progress=progress,
             length=c["length"],
@@ -272,7 +280,7 @@ class NLSE(ProblemFamily):
         1.2e-10 against 1.7e-10), where the band's outer quarter overstated it up to 300x."""
         if self.config["filter"]:  # the filter empties the edge: nothing to measure
             return np.full(len(psi), np.nan)
-        k = nlse.wavenumbers(psi.shape[-1], self.config["length"])
+        k = _solver().wavenumbers(psi.shape[-1], self.config["length"])
         edge = _band_edge(k, self.config["dealias"])
         width = max(EDGE_FRACTION * edge, 2.0 * abs(float(k[1])))
         outer = (np.abs(k) > edge - width) & (np.abs(k) <= edge)
@@ -444,13 +452,13 @@ def _interpolate(psi: np.ndarray, factor: int) -> np.ndarray:
 def _band_edge(k: np.ndarray, dealias: bool) -> float:
     """The largest |k| the dealiased dynamics keep (the grid's with ``dealias`` off; the
     exponential filter, which acts below it, is not counted: see ``resolve_options``)."""
-    return float(np.abs(k).max() * (nlse.DEALIAS_FRACTION if dealias else 1.0))
+    return float(np.abs(k).max() * (_solver().DEALIAS_FRACTION if dealias else 1.0))
 
 
 def _drifts(psi: np.ndarray, length: float, focusing: bool) -> dict[str, np.ndarray]:
     """Largest drifts over the output times of psi (n, T, M): mass and energy relative,
     momentum absolute."""
-    inv = nlse.invariants(psi, length=length, focusing=focusing)
+    inv = _solver().invariants(psi, length=length, focusing=focusing)
     with np.errstate(invalid="ignore", divide="ignore"):
         return {
             "mass": np.abs(inv["mass"] - inv["mass"][:, :1]).max(1) / np.abs(inv["mass"][:, 0]),
