@@ -498,7 +498,7 @@ def test_an_exactly_singular_matrix_is_named_by_its_system(darcy_sequence):
         solve_sequence([mats[0], no_column.tocsr()], np.ones(mats[0].shape[0]),
                        method="direct")
     # two equal rows: singular, but whether SuperLU's pivot comes out exactly 0 depends
-    # on the BLAS kernels' rounding (5e-12 on an AVX2 machine). Whatever it finds, a
+    # on the BLAS kernels' rounding (5e-12 on an AMD EPYC VM). Whatever it finds, a
     # right-hand side that the equal rows contradict is never stored as solved.
     equal_rows = mats[1].tolil()
     equal_rows[5, :] = equal_rows[4, :]
@@ -537,7 +537,7 @@ def test_right_hand_side_and_matrix_scales_are_combined_without_underflow(method
     # 2^-420 / 2^700 as one float is 0: x came back 0, "converged". The right-hand side
     # lies in an eigenspace, so that a Krylov method solves it in one step whatever the
     # condition number (2^1000): with b = 1 too, whether GMRES got there depended on the
-    # BLAS kernels' rounding (it did on an AVX-512 machine, not on an AVX2 one).
+    # BLAS kernels' rounding (it did on an earlier CI machine, not on an AMD EPYC one).
     d = np.r_[2.0**700, np.full(59, 2.0**-300)]
     b = np.r_[0.0, np.full(59, 2.0**-420)]
     res = solve_sequence([sp.diags(d).tocsr()], b, method=method)
