@@ -127,6 +127,9 @@ def _interpreter_settings(env) -> dict[str, str]:
 
 
 def serve() -> None:
+    # a Ctrl-C to pytest's process group is for the commands (each restores Python's
+    # handler) and pytest, not for the server, which would print a traceback
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     for name in PRELOAD:
         __import__(name)
     if threading.active_count() != 1:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import select
 import subprocess
 import sys
 import tempfile
@@ -59,6 +60,7 @@ class _Servers:
 
 
 _SERVERS = _Servers()
+SERVER_START = 120  # seconds a new server may take for its imports
 atexit.register(_SERVERS.close)
 
 
@@ -74,8 +76,9 @@ def run_cli(*args: str, timeout: float = 120, cwd=None, env=None) -> subprocess.
     directory and environment (or ``cwd``, ``env``), as ``subprocess.run``."""
     argv = [sys.executable, "-m", "pdeforge", *map(str, args)]
     if FRESH_INTERPRETERS:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=cwd,
-                              env=env)
+        return subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env
+        )
     server = _SERVERS.take()
     with tempfile.TemporaryDirectory() as tmp:
         out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
@@ -89,9 +92,16 @@ def run_cli(*args: str, timeout: float = 120, cwd=None, env=None) -> subprocess.
         }
         server.stdin.write(json.dumps(request) + "\n")
         server.stdin.flush()
-        line = server.stdout.readline()
+        # the server answers within the command's timeout once it has done its imports
+        # (SERVER_START): a server that hangs or dies is killed and named, not waited for
+        ready, _, _ = select.select([server.stdout], [], [], timeout + SERVER_START)
+        line = server.stdout.readline() if ready else ""
         if not line:
-            raise RuntimeError("the CLI test server died (tests/cli_server.py); its error is above")
+            server.kill()
+            server.wait()
+            raise RuntimeError(
+                "the CLI test server died or hung (tests/cli_server.py); its error is above"
+            )
         _SERVERS.give_back(server)
         answer = json.loads(line)
         stdout, stderr = out.read_text(), err.read_text()
