@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from pdeforge.cli import positive_float, positive_int
 from pdeforge.datasets.problems import build_problem
+from pdeforge.solvers.krylov.base import relative_residual
 from pdeforge.solvers.krylov.sequence import lu_options
 
 
@@ -98,7 +99,7 @@ def main() -> None:
             lu = spla.splu(A.tocsc(), **lu_options(A, False))
             x = lu.solve(s.b)
             lu_seconds = time.perf_counter() - t0
-            lu_res = float(np.linalg.norm(s.b - A @ x) / np.linalg.norm(s.b))
+            lu_res = relative_residual(A, x, s.b)
             row = {"index": index, "lu_seconds": lu_seconds, "lu_residual": lu_res, "shifts": []}
             tqdm.write(f"system {index}: LU {lu_seconds:.2f} s, residual {lu_res:.1e}")
             for shift in args.shifts:
@@ -120,7 +121,7 @@ def main() -> None:
                     callback_type="pr_norm",
                 )
                 seconds = time.perf_counter() - t0
-                res = float(np.linalg.norm(b - A @ y) / np.linalg.norm(b))
+                res = relative_residual(A, y, b)
                 row["shifts"].append(
                     {
                         "shift": shift,
