@@ -175,8 +175,10 @@ class GCRODR:
 
     def __init__(self, restart: int = 40, recycle: int = 20) -> None:
         if not 0 <= recycle < restart:
-            raise SolverInputError(f"need 0 <= recycle < restart, got recycle={recycle}, "
-                                   f"restart={restart}")
+            raise SolverInputError(
+                f"need 0 <= recycle < restart (GCRO-DR(m, k) keeps k of its m Krylov "
+                f"vectors), got recycle={recycle}, restart={restart}: lower recycle (its "
+                "default is 20) or raise restart")
         self.restart = int(restart)
         self.recycle = int(recycle)
         #: the recycle space as (k, n) rows in the coordinates of the last preconditioner

@@ -158,22 +158,75 @@ def is_spd(A, symmetric: bool | None = None) -> bool:
     return bool(np.all(d >= off * (1 - 1e-12)) and np.any(d > off * (1 + 1e-12)))
 
 
-def default_features(matrices: Sequence, rhs: np.ndarray) -> np.ndarray:
-    """The matrices' nonzero values (same sparsity pattern), then the right-hand sides."""
-    first = sp.csr_matrix(matrices[0])
-    first.sum_duplicates()
-    rows = []
+#: default features compare the matrices' values on the union of their sparsity patterns
+#: while it holds at most this many times the largest pattern's entries (a parameter sweep
+#: that cancels some entries, stored zeros, masks that differ by a few cells); beyond it the
+#: matrices do not share a stencil and their values say nothing about their closeness
+UNION_GROWTH = 1.5
+
+
+def _canonical_patterns(matrices: Sequence) -> list:
+    """Each matrix as CSR with duplicates summed, sorted indices and no stored zeros (a
+    copy where the matrix has stored zeros: the caller's matrix is not changed)."""
+    out = []
     for A in matrices:
         A = sp.csr_matrix(A)
         A.sum_duplicates()
         A.sort_indices()
-        if A.nnz != first.nnz:
-            raise SolverInputError(
-                "the matrices have different sparsity patterns, so their values cannot be "
-                "compared: pass features=... (one vector per system, e.g. the PDE coefficient)"
-            )
-        rows.append(np.abs(A.data) if not np.iscomplexobj(A.data) else
-                    np.concatenate([A.data.real, A.data.imag]))
+        if A.nnz and not A.data.all():
+            A = A.copy()
+            A.eliminate_zeros()
+        out.append(A)
+    return out
+
+
+def _pattern_union(mats: list) -> np.ndarray | None:
+    """Linear indices (row * n + column) of the union of the canonical patterns, None when
+    every matrix has matrix 0's pattern (their values compare entry by entry as stored) or
+    "too different" when the union exceeds ``UNION_GROWTH`` times the largest pattern."""
+    first = mats[0]
+    if all(A is first or (A.nnz == first.nnz and np.array_equal(A.indptr, first.indptr)
+                          and np.array_equal(A.indices, first.indices)) for A in mats):
+        return None
+    n = first.shape[1]
+    keys = {}
+    for A in mats:
+        if id(A) not in keys:
+            rows = np.repeat(np.arange(A.shape[0], dtype=np.int64), np.diff(A.indptr))
+            keys[id(A)] = rows * n + A.indices
+    union = np.unique(np.concatenate(list(keys.values())))
+    if len(union) > UNION_GROWTH * max(A.nnz for A in mats):
+        return "too different"
+    return union
+
+
+def patterns_comparable(matrices: Sequence) -> bool:
+    """Whether :func:`default_features` can compare the matrices' values."""
+    return not isinstance(_pattern_union(_canonical_patterns(matrices)), str)
+
+
+def default_features(matrices: Sequence, rhs: np.ndarray) -> np.ndarray:
+    """The matrices' values (absolute values of real matrices; real and imaginary parts of
+    complex ones), then the right-hand sides. Matrices of one sparsity pattern give their
+    stored values; patterns that differ a little (:data:`UNION_GROWTH`: cancelled or
+    stored-zero entries, a few masked cells) give their values on the union of the
+    patterns, an entry a matrix lacks counting as 0."""
+    mats = _canonical_patterns(matrices)
+    union = _pattern_union(mats)
+    if isinstance(union, str):
+        raise SolverInputError(
+            "the matrices have different sparsity patterns, so their values cannot be "
+            "compared: pass features=... (one vector per system, e.g. the PDE coefficient)"
+        )
+    rows = []
+    for A in mats:
+        values = A.data
+        if union is not None:  # scattered onto the union, 0 where the matrix has no entry
+            keys = np.repeat(np.arange(A.shape[0], dtype=np.int64), np.diff(A.indptr))
+            values = np.zeros(len(union), dtype=A.dtype)
+            values[np.searchsorted(union, keys * A.shape[1] + A.indices)] = A.data
+        rows.append(np.abs(values) if not np.iscomplexobj(values) else
+                    np.concatenate([values.real, values.imag]))
     F = np.stack(rows)
     B = rhs.real if not np.iscomplexobj(rhs) else np.concatenate([rhs.real, rhs.imag], axis=1)
     return np.concatenate([F, B], axis=1)
@@ -384,8 +437,9 @@ def solve_sequence(
     Args:
         matrices: N sparse matrices of one size (or a single matrix for all systems).
         rhs: N right-hand sides, shape (N, n) (or one vector for all systems).
-        features: one vector per system driving the sort (default: the matrices'
-            nonzero values followed by the right-hand side).
+        features: one vector per system driving the sort (default:
+            :func:`default_features`, the matrices' values on their common sparsity
+            pattern followed by the right-hand side).
         method: ``skr``, ``gcrodr``, ``gmres``, ``direct`` or ``auto``.
         rtol: relative residual target ||b - A x|| / ||b||.
         restart: GMRES / GCRO-DR cycle length m.
@@ -397,7 +451,8 @@ def solve_sequence(
         maxiter: cap on matrix-vector products per system.
         spd: whether the matrices are SPD (default: :func:`is_spd` on every distinct
             matrix: a sequence that leaves the SPD class, e.g. a shift sweep past the
-            smallest eigenvalue, goes to GCRO-DR as a whole).
+            smallest eigenvalue, goes to GCRO-DR as a whole). ``True`` skips that check
+            but for matrix 0's symmetry (a nonsymmetric matrix 0 is refused).
             Complex data count as not SPD (the recycled CG is real); complex right-hand
             sides with real matrices are solved in complex arithmetic.
         sorting: ``auto``, ``greedy``, ``scalable`` or ``none`` (skr and auto only).
@@ -490,7 +545,10 @@ def solve_sequence(
         raise SolverInputError("spd=True with complex matrices: the recycled CG works in real "
                                "arithmetic; leave spd unset (complex Hermitian systems are solved "
                                "with GCRO-DR)")
-    symmetric = is_symmetric(mats[0]) if (spd is None or method == "auto") else None
+    symmetric = is_symmetric(mats[0]) if (spd is None or spd or method == "auto") else None
+    if spd and not symmetric:  # the CG would run to maxiter on it and end unconverged
+        raise SolverInputError("spd=True but matrix 0 is not symmetric: leave spd unset (the "
+                               "class is then detected) or pass spd=False")
     if spd is None:  # every distinct matrix: one outside the class would break the CG
         distinct = list({id(A): A for A in mats[1:] if A is not mats[0]}.values())
         spd = is_spd(mats[0], symmetric) and all(is_spd(A) for A in distinct)
@@ -528,7 +586,7 @@ def solve_sequence(
         if choice == ("skr", "ilu0") and preconditioner is None and not ilu0_applies(mats[0]):
             choice = ("skr", "ilu")  # a pattern with fill: the threshold ILU (reported in
             # SequenceResult.preconditioner)
-        if choice[0] == "skr" and F is None and N > 1 and not _same_pattern(mats):
+        if choice[0] == "skr" and F is None and N > 1 and not patterns_comparable(mats):
             # nothing to sort by (the values of different patterns do not compare) and
             # nothing asked for sorting: recycle along the given order
             choice = ("gcrodr", choice[1])
@@ -591,17 +649,13 @@ def _check_features(features, n_systems: int) -> np.ndarray:
     if F.ndim == 0 or F.shape[0] != n_systems:
         raise SolverInputError(f"features has {F.shape[0] if F.ndim else 0} rows for "
                                f"{n_systems} systems: pass one row per system")
+    if F[0].size == 0:
+        raise SolverInputError("features have no columns: pass at least one number per "
+                               "system, or leave features=None")
     if not np.all(np.isfinite(F)):
         raise SolverInputError("features contain NaN or inf: fix the values they were made "
                                "from, or leave features=None")
     return F
-
-
-def _same_pattern(mats: list) -> bool:
-    """Whether every matrix has matrix 0's number of stored entries (what
-    :func:`default_features` needs to compare their values)."""
-    nnz = mats[0].nnz
-    return all(A.nnz == nnz for A in mats)
 
 
 def _as_sparse(mats: list, least: type = np.float64) -> list:

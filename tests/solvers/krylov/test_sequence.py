@@ -379,6 +379,10 @@ def test_more_bad_inputs_get_clear_errors(darcy_sequence, convection_sequence):
     with pytest.raises(ValueError, match="spd=True with complex matrices"):
         solve_sequence(complex_spd, b, spd=True)
     _, conv = convection_sequence
+    with pytest.raises(ValueError, match="spd=True but matrix 0 is not symmetric"):
+        solve_sequence(conv[:2], b, spd=True)
+    with pytest.raises(ValueError, match=r"recycle < restart .*recycle=20, restart=10.*default"):
+        solve_sequence(conv[:2], b, restart=10)
     with pytest.raises(ValueError, match=r"amg .*Hermitian.* is not .* use 'ilu'"):
         solve_sequence(conv[:2], b, preconditioner="amg")
     # a complex Hermitian positive definite matrix is what amg serves: GCRO-DR with it
@@ -467,6 +471,49 @@ def test_auto_recycles_in_the_given_order_when_patterns_differ_and_no_features()
         solve_sequence(mats, rhs, method="skr")  # asked to sort: says how
 
 
+def _stencil_sweep(m: int = 8):
+    """Lap + c Adv for c = 0, 0.1, 0.2: one stencil, but c = 0 cancels Adv's entries (scipy
+    drops them, so matrix 0 stores fewer)."""
+    T = sp.diags([-np.ones(m - 1), 2 * np.ones(m), -np.ones(m - 1)], [-1, 0, 1])
+    lap = (sp.kron(T, sp.eye(m)) + sp.kron(sp.eye(m), T)).tocsr()
+    n = m * m
+    adv = (sp.diags([np.ones(n - 1)], [1]) - sp.diags([np.ones(n - 1)], [-1])).tocsr()
+    return lap, adv, [(lap + c * adv).tocsr() for c in (0.0, 0.1, 0.2)]
+
+
+def test_default_features_compare_values_on_the_union_of_close_patterns():
+    from pdeforge.solvers.krylov.sequence import default_features
+
+    lap, adv, mats = _stencil_sweep()
+    assert mats[0].nnz < mats[1].nnz == mats[2].nnz
+    rhs = np.random.default_rng(5).standard_normal((3, lap.shape[0]))
+    F = default_features(mats, rhs)
+    # every matrix on the union pattern (matrix 1's): matrix 0 has zeros where Adv is
+    union = abs(mats[1]).tocsr()
+    union.sort_indices()
+    for i, A in enumerate(mats):
+        want = np.abs(np.asarray(A[union.nonzero()]).ravel())
+        np.testing.assert_array_equal(F[i, : union.nnz], want)
+        np.testing.assert_array_equal(F[i, union.nnz:], rhs[i])
+    assert np.count_nonzero(F[0, : union.nnz]) == mats[0].nnz
+    # one matrix given with stored zeros (BSR blocks) and without: the same features
+    bsr = lap.tobsr(blocksize=(2, 2))
+    stored = bsr.data.copy()
+    assert bsr.nnz > lap.nnz and np.count_nonzero(stored == 0) > 0
+    csr_with_zeros = lap.copy()
+    csr_with_zeros.data[0] = 0.0  # a stored zero in a CSR matrix too
+    F2 = default_features([bsr, lap.tocsr(), lap.tocsc(), csr_with_zeros],
+                          rhs[[0, 0, 0, 0]])
+    assert np.array_equal(F2[0], F2[1]) and np.array_equal(F2[1], F2[2])
+    # entry (0, 0), the union's first, stored as 0 in matrix 3: its feature is 0
+    assert F2[3][0] == 0 and F2[1][0] != 0 and np.array_equal(F2[3][1:], F2[1][1:])
+    np.testing.assert_array_equal(bsr.data, stored)  # the caller's matrices are not changed
+    assert csr_with_zeros.data[0] == 0.0 and csr_with_zeros.nnz == lap.nnz
+    # and skr sorts and solves the sweep
+    res = solve_sequence(mats, rhs, method="skr")
+    _check(res, mats, rhs, 1e-8)
+
+
 @pytest.mark.parametrize("method", ["skr", "gcrodr", "gmres", "direct", "auto"])
 def test_features_are_checked_whatever_the_method(darcy_sequence, method):
     _, mats = darcy_sequence
@@ -477,6 +524,8 @@ def test_features_are_checked_whatever_the_method(darcy_sequence, method):
         solve_sequence(mats[:3], b, features=[[1.0], [np.nan], [2.0]], method=method)
     with pytest.raises(ValueError, match="features must be numbers"):
         solve_sequence(mats[:3], b, features=["a", "b", "c"], method=method)
+    with pytest.raises(ValueError, match="features have no columns"):
+        solve_sequence(mats[:3], b, features=np.ones((3, 0)), method=method)
 
 
 @pytest.mark.parametrize("maxiter", [1, 5, 47])
