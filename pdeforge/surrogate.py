@@ -28,7 +28,7 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
-from pdeforge.datasets.format import SAMPLE, SPATIAL_DIMS, is_decreasing
+from pdeforge.datasets.format import CONVERGED, SAMPLE, SPATIAL_DIMS, is_decreasing
 from pdeforge.errors import PdeforgeError
 from pdeforge.operators.base import OperatorInputError
 from pdeforge.train.checkpoint import load_module
@@ -588,8 +588,11 @@ def increasing(data: xr.Dataset, dims: Sequence[str]) -> xr.Dataset:
     return data.isel(flip) if flip else data
 
 
-def read_query_inputs(path: str | os.PathLike, surrogate: Surrogate) -> xr.Dataset:
-    """Inputs for :func:`query` from a dataset file (by variable name) or a .npy array."""
+def read_query_inputs(
+    path: str | os.PathLike, surrogate: Surrogate
+) -> tuple[xr.Dataset, np.ndarray | None]:
+    """Inputs for :func:`query` from a dataset file (by variable name) or a .npy array,
+    and the file's ``converged`` diagnostic (None for an array or a file without it)."""
     path = Path(path)
     if not path.is_file():
         raise SurrogateInputError(f"input file {str(path)!r} does not exist")
@@ -598,7 +601,7 @@ def read_query_inputs(path: str | os.PathLike, surrogate: Surrogate) -> xr.Datas
         x, _, _ = surrogate._as_batch(array)
         data = surrogate._to_dataset(x, True, {}, "input", names=surrogate.inputs)
         data.attrs.clear()  # the surrogate's attributes describe predictions, not inputs
-        return data
+        return data, None
     from pdeforge.datasets.readers import open_dataset
 
     with open_dataset(path) as ds:
@@ -612,7 +615,31 @@ def read_query_inputs(path: str | os.PathLike, surrogate: Surrogate) -> xr.Datas
         # holds both on one set of coordinates
         data = increasing(ds[surrogate.inputs].load(), surrogate.grid_dims)
         data.attrs["seed"] = ds.attrs.get("seed", 0)
-    return data if SAMPLE in data.dims else data.expand_dims(SAMPLE)
+        converged = (np.asarray(ds[CONVERGED].values).astype(bool).reshape(-1)
+                     if CONVERGED in ds and ds[CONVERGED].dims == (SAMPLE,) else None)
+    return (data if SAMPLE in data.dims else data.expand_dims(SAMPLE)), converged
+
+
+def _samples_to_predict(data: xr.Dataset, converged: np.ndarray | None,
+                        path: str | os.PathLike) -> np.ndarray:
+    """Which samples of ``data`` :func:`query` predicts: all but those whose inputs hold
+    NaN or inf and that the file marks not converged (the format lets a failed sample's
+    fields be NaN); such values in any other sample are an error naming them."""
+    n = data.sizes[SAMPLE]
+    finite = np.ones(n, dtype=bool)
+    for name in data.data_vars:
+        values = np.asarray(data[name].transpose(SAMPLE, ...).values, dtype=np.float64)
+        finite &= np.isfinite(values.reshape(n, -1)).all(axis=1)
+    failed = np.zeros(n, dtype=bool) if converged is None else ~converged
+    wrong = np.flatnonzero(~finite & ~failed)
+    if wrong.size:
+        marked = " although the file marks them converged" if converged is not None else ""
+        raise SurrogateInputError(
+            f"{path}: the inputs of {wrong.size} sample(s) hold NaN or inf{marked} (first: "
+            f"{wrong[:5].tolist()}): fix those values"
+            + (", or mark the samples converged = false to have them skipped"
+               if converged is not None else ""))
+    return finite
 
 
 def query(
@@ -649,12 +676,28 @@ def query(
             f"{out} exists; choose another --out or pass --overwrite to replace it"
         )
     surrogate = Surrogate.load(checkpoint, device)
-    data = read_query_inputs(inputs, surrogate)
-    surrogate.warm_up(data.isel({SAMPLE: slice(0, batch_size)}), batch_size, resample)
+    data, converged = read_query_inputs(inputs, surrogate)
+    keep = _samples_to_predict(data, converged, inputs)
+    if not keep.any():
+        raise SurrogateInputError(
+            f"{inputs}: every sample is marked not converged and holds NaN or inf in its "
+            "inputs: nothing to predict")
+    if not keep.all():
+        warnings.warn(
+            f"{inputs}: {int((~keep).sum())} sample(s) marked not converged hold NaN or inf "
+            f"in their inputs (first: {np.flatnonzero(~keep)[:5].tolist()}); they are not "
+            "predicted: their predictions are NaN and marked converged = false",
+            UserWarning, stacklevel=2)
+    todo = data.isel({SAMPLE: np.flatnonzero(keep)})
+    surrogate.warm_up(todo.isel({SAMPLE: slice(0, batch_size)}), batch_size, resample)
     t0 = time.perf_counter()
-    predictions = surrogate.predict(data, batch_size=batch_size, resample=resample,
+    predictions = surrogate.predict(todo, batch_size=batch_size, resample=resample,
                                     progress=True)
-    seconds = (time.perf_counter() - t0) / data.sizes[SAMPLE]
+    seconds = (time.perf_counter() - t0) / todo.sizes[SAMPLE]
+    if not keep.all():  # every sample of the file, NaN for those not predicted
+        predictions = (predictions.assign_coords({SAMPLE: np.flatnonzero(keep)})
+                       .reindex({SAMPLE: np.arange(data.sizes[SAMPLE])})
+                       .drop_vars(SAMPLE))
     for d in surrogate.grid_dims:
         predictions[d].attrs.update(data[d].attrs if d in data.coords else {})
     info = surrogate.info()
@@ -674,6 +717,7 @@ def query(
         solver=f"pdeforge surrogate {info['model']} ({ckpt})",
         seconds_per_sample=seconds,
         seed=seed,
+        converged=keep,
         config={"surrogate": ckpt, "inputs": str(in_path.resolve()), "model": info["model"],
                 "grid_mode": predictions.attrs["grid_mode"],
                 "training_grid": predictions.attrs["training_grid"]},

@@ -18,6 +18,7 @@ from pdeforge.train.checkpoint import CheckpointError
 from pdeforge.train.cli import run_cli
 from pdeforge.train.evaluate import evaluate
 from tests.conftest import run_cli as run_pdeforge
+from tests.conftest import run_clis
 
 
 @pytest.fixture(scope="module")
@@ -470,6 +471,37 @@ def test_a_model_of_parameters_only_trains_by_default_and_is_queried_with_the_nu
         np.testing.assert_array_equal(q.kappa.values, data.kappa.values)
 
 
+def test_query_skips_failed_samples_whose_inputs_are_nan(trained, darcy16, tmp_path):
+    """The format lets a sample its solver failed on hold NaN (converged = false): query
+    predicts the others and writes NaN, converged = false for it; NaN in a sample marked
+    converged is an error naming the sample."""
+    import h5py
+
+    failed = tmp_path / "failed.nc"
+    shutil.copy(darcy16, failed)
+    with h5py.File(failed, "r+") as f:
+        f["coefficient"][2] = np.nan
+        f["converged"][2] = 0
+    out, ref = tmp_path / "q.nc", tmp_path / "ref.nc"
+    procs = run_clis([("query", trained[1], "--input", failed, "--out", out),
+                      ("query", trained[1], "--input", darcy16, "--out", ref)])
+    assert procs[0].returncode == 0, procs[0].stderr
+    assert "1 sample(s) marked not converged hold NaN" in procs[0].stderr
+    assert run_pdeforge("check", out).returncode == 0
+    with open_dataset(out) as q, open_dataset(ref) as r:
+        assert q.converged.values.tolist() == [i != 2 for i in range(q.sizes["sample"])]
+        assert np.isnan(q.solution.values[2]).all()
+        keep = [i for i in range(q.sizes["sample"]) if i != 2]
+        np.testing.assert_allclose(q.solution.values[keep], r.solution.values[keep],
+                                   rtol=1e-6)
+    with h5py.File(failed, "r+") as f:
+        f["converged"][2] = 1
+    proc = run_pdeforge("query", trained[1], "--input", failed, "--out", tmp_path / "x.nc")
+    assert proc.returncode == 2
+    assert "inputs of 1 sample(s) hold NaN or inf although the file marks them converged " \
+           "(first: [2])" in proc.stderr
+
+
 def test_a_file_with_a_decreasing_coordinate_reads_trains_and_predicts_increasing(tmp_path):
     """The format leaves the direction of a coordinate open: a file whose y decreases
     (another program's) gives the same items, model and predictions as the same data
@@ -484,6 +516,9 @@ def test_a_file_with_a_decreasing_coordinate_reads_trains_and_predicts_increasin
         ds.load().isel(y=slice(None, None, -1)).to_netcdf(down, engine="h5netcdf")
     report = check_file(down)
     assert report.ok and any("'y' decreases" in w for w in report.warnings), report
+    with open_dataset(down) as d, open_dataset(up) as u:  # the reader reverses y
+        np.testing.assert_array_equal(d.y.values, u.y.values)
+        np.testing.assert_array_equal(d.solution.values, u.solution.values)
     a, b = TorchDataset(up), TorchDataset(down)
     for i in (0, 7):
         for u, d in zip(a[i], b[i], strict=True):

@@ -34,6 +34,7 @@ from pdeforge.datasets.format import (
     FORMAT_VERSION,
     INPUT,
     OUTPUT,
+    PACKING_ATTRS,
     PARAMETER,
     REQUIRED_DIAGNOSTICS,
     REQUIRED_ROOT_ATTRS,
@@ -43,7 +44,9 @@ from pdeforge.datasets.format import (
     SPATIAL_DIMS,
     STATUS_COMPLETE,
     attr_value,
+    fill_values,
     is_decreasing,
+    masked,
 )
 from pdeforge.errors import DatasetFormatError
 
@@ -122,7 +125,8 @@ def open_h5(path: str | Path):
     if not is_hdf5:
         raise DatasetFormatError(
             f"{path} is not an HDF5/netCDF4 file (wrong file, or truncated at the start); "
-            "a pdeforge dataset is written by `pdeforge generate`"
+            "a pdeforge dataset is an HDF5 (netCDF4) file, as `pdeforge generate` writes "
+            "it (DESIGN.md gives the format for files of other programs)"
         )
     try:
         return h5py.File(path, "r")
@@ -189,7 +193,8 @@ def _check_root_attrs(h5: Any, report: CheckReport) -> None:
     attrs = h5.attrs
     missing = [a for a in REQUIRED_ROOT_ATTRS if a not in attrs]
     if missing:
-        report.errors.append(f"missing root attribute(s): {', '.join(missing)}")
+        report.errors.append(f"missing root attribute(s): {', '.join(missing)}; add them "
+                             "(their types and meanings: DESIGN.md, root attributes)")
     for key in REQUIRED_ROOT_ATTRS:
         value = attr_value(attrs, key)
         if value is None:
@@ -283,6 +288,7 @@ def _check_structure(nc: Any, report: CheckReport) -> None:
                 f"coordinate {d!r} is not strictly "
                 + ("increasing or decreasing" if d in SPATIAL_DIMS else "increasing")
             )
+        _check_periodic(d, var.attrs, values, report)
     roles: dict[str, list[str]] = {r: [] for r in ROLES}
     for name, var in nc.variables.items():
         if name in dims:
@@ -314,6 +320,13 @@ def _check_structure(nc: Any, report: CheckReport) -> None:
             report.errors.append(
                 f"variable {name!r} is complex; store <name>_re/<name>_im or a component dim"
             )
+        packing = [a for a in PACKING_ATTRS if a in var.attrs]
+        if packing and role in (INPUT, OUTPUT, PARAMETER):
+            report.errors.append(
+                f"variable {name!r} is packed (attribute {', '.join(packing)}): its stored "
+                "numbers are not its values; the format stores values as they are: write "
+                "them unpacked (xarray: drop scale_factor/add_offset from the encoding)"
+            )
         if role in (INPUT, OUTPUT, PARAMETER) and not (
             np.issubdtype(var.dtype, np.number) or var.dtype == np.bool_
         ):
@@ -330,8 +343,12 @@ def _check_structure(nc: Any, report: CheckReport) -> None:
                     f"{SPATIAL_DIMS}, so the readers see no grid in it; name its grid dims "
                     "x, y, z (DESIGN.md)"
                 )
+        where = attr_value(var.attrs, "valid_where")
+        if where is not None:
+            _check_valid_where(nc, name, role, where, report)
         if role in (INPUT, OUTPUT) and SAMPLE in vdims and len(vdims) > 1:
-            if var.dtype not in (np.float32, np.float64):
+            # byte order is how the numbers are stored, not what they are
+            if var.dtype.newbyteorder("=") not in (np.float32, np.float64):
                 report.errors.append(
                     f"field {name!r} has dtype {var.dtype}; fields are float32 or float64"
                 )
@@ -380,6 +397,54 @@ def _check_structure(nc: Any, report: CheckReport) -> None:
         report.errors.append("no variable with role 'output'")
 
 
+def _check_periodic(d: str, attrs: Any, values: np.ndarray, report: CheckReport) -> None:
+    """``periodic`` on a coordinate: 0 or 1, on a spatial dim, on a uniform grid."""
+    if "periodic" not in attrs:
+        return
+    flag = attr_value(attrs, "periodic")
+    if isinstance(flag, bool | np.bool_) or not isinstance(flag, int | float) or flag not in (0, 1):
+        report.errors.append(
+            f"coordinate {d!r}: attribute periodic is {flag!r}; it is the integer 1 (the grid "
+            "is periodic) or 0, or absent")
+        return
+    if flag != 1:
+        return
+    if d not in SPATIAL_DIMS:
+        report.errors.append(f"coordinate {d!r} has periodic = 1, but only a spatial "
+                             f"coordinate {SPATIAL_DIMS} can be periodic; remove the attribute")
+        return
+    if values.size > 2 and np.issubdtype(values.dtype, np.number):
+        step = np.diff(values.astype(np.float64))
+        eps = np.finfo(values.dtype).eps if np.issubdtype(values.dtype, np.floating) else 0.0
+        tol = 1e-6 * abs(step.mean()) + 8 * eps * float(np.abs(values).max())
+        if np.abs(step - step.mean()).max() > tol:
+            report.errors.append(
+                f"coordinate {d!r} has periodic = 1 but its points are not evenly spaced "
+                f"(steps {step.min():.6g} to {step.max():.6g}); a periodic grid is "
+                "x_0 + i L / n: store evenly spaced points or remove the attribute")
+
+
+def _check_valid_where(nc: Any, name: str, role: Any, where: Any, report: CheckReport) -> None:
+    """``valid_where`` on an output names a one-channel input of the file (its mask)."""
+    if role != OUTPUT:
+        report.errors.append(f"variable {name!r} has valid_where but role {role!r}; only an "
+                             "output can be defined where an input is 1")
+        return
+    target = nc.variables.get(where) if isinstance(where, str) else None
+    if target is None:
+        report.errors.append(
+            f"output {name!r}: valid_where = {where!r} names no variable of the file; it "
+            "names the one-channel input that is 1 where the output is defined")
+        return
+    grid = [d for d in nc.variables[name].dimensions if d in SPATIAL_DIMS]
+    mask_dims = [d for d in target.dimensions if d != SAMPLE]
+    if attr_value(target.attrs, "role") != INPUT or sorted(mask_dims) != sorted(grid):
+        report.errors.append(
+            f"output {name!r}: valid_where = {where!r}, but {where!r} is not a one-channel "
+            f"input on the output's grid {grid} (role "
+            f"{attr_value(target.attrs, 'role')!r}, dims {target.dimensions})")
+
+
 def _scan_values(nc: Any, report: CheckReport) -> None:
     converged = np.asarray(nc.variables[CONVERGED][:]).astype(bool)
     if len(converged) and not converged.all():
@@ -396,13 +461,16 @@ def _scan_values(nc: Any, report: CheckReport) -> None:
         per_sample = max(1, int(np.prod(var.shape[1:])) * var.dtype.itemsize)
         step = max(1, _SCAN_BYTES // per_sample)
         bad: list[int] = []
+        fills = fill_values(var.attrs)  # "no data" values: NaN, as xarray reads them
         for start in range(0, var.shape[0], step):
-            block = np.asarray(var[start : start + step])
+            block = masked(np.asarray(var[start : start + step]), fills)
             finite = np.isfinite(block.reshape(block.shape[0], -1)).all(axis=1)
             idx = start + np.flatnonzero(~finite)
             bad += [int(i) for i in idx if converged[i]]
         if bad:
+            nodata = f" or its no-data value(s) {fills}" if fills else ""
             report.errors.append(
-                f"field {name!r} has non-finite values in {len(bad)} converged sample(s) "
-                f"(first: {bad[:5]})"
+                f"field {name!r} has non-finite values{nodata} in {len(bad)} converged "
+                f"sample(s) (first: {bad[:5]}): mark those samples converged = false (the "
+                "readers then skip them) or store their real values"
             )

@@ -261,3 +261,39 @@ def attr_value(attrs: Any, key: str) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+#: netCDF (CF) attributes that mark stored values as "no data"; xarray reads such values
+#: as NaN, so every pdeforge reader does too (:func:`fill_values`, :func:`masked`)
+FILL_ATTRS = ("_FillValue", "missing_value")
+#: CF packing attributes: stored values that mean value * scale_factor + add_offset. The
+#: format stores values as they are; ``check`` and the readers refuse a packed variable
+PACKING_ATTRS = ("scale_factor", "add_offset")
+
+
+def fill_values(attrs: Any) -> list[float]:
+    """The finite "no data" values a variable declares (``_FillValue``, ``missing_value``;
+    a NaN fill needs no masking)."""
+    out: list[float] = []
+    for key in FILL_ATTRS:
+        value = attrs.get(key)
+        if value is None:
+            continue
+        for v in np.atleast_1d(np.asarray(value)).ravel().tolist():
+            if isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v):
+                out.append(float(v))
+    return out
+
+
+def masked(values: np.ndarray, fills: Sequence[float]) -> np.ndarray:
+    """``values`` with every entry equal to one of ``fills`` replaced by NaN, as xarray
+    decodes it (integers become float64); ``values`` itself when there is nothing to mask."""
+    if not fills:
+        return values
+    values = np.asarray(values)
+    hit = np.isin(values, fills)
+    if not hit.any():
+        return values
+    out = values.astype(np.result_type(values.dtype, np.float32), copy=True)
+    out[hit] = np.nan
+    return out

@@ -43,8 +43,11 @@ def write_predictions(
     seconds_per_sample: float,
     config: dict[str, Any],
     seed: int = 0,
+    converged: np.ndarray | None = None,
 ) -> Path:
-    """Write ``inputs`` and ``predictions`` (both with a ``sample`` dim) to ``path``."""
+    """Write ``inputs`` and ``predictions`` (both with a ``sample`` dim) to ``path``;
+    ``converged`` marks the samples predicted (default: all), the others' fields may be
+    NaN."""
     path = Path(path)
     n = predictions.sizes[SAMPLE]
     grid_dims = [d for d in predictions.dims if d != SAMPLE and d in predictions.coords]
@@ -66,7 +69,8 @@ def write_predictions(
                 specs.append(VarSpec(str(name), tuple(extra_dims), role, "float32", attrs))
             block[str(name)] = np.asarray(var.transpose(SAMPLE, *extra_dims).values)
     specs += diagnostic_specs()
-    block["converged"] = np.ones(n, dtype=bool)
+    block["converged"] = (np.ones(n, dtype=bool) if converged is None
+                          else np.asarray(converged, dtype=bool))
     block["solve_seconds"] = np.full(n, seconds_per_sample)
     extra_coords = [
         Coordinate(d, np.arange(predictions.sizes.get(d, inputs.sizes.get(d))), {"units": "1"})

@@ -16,8 +16,10 @@ from pdeforge.datasets.format import (
     ATTR_FORMAT,
     ATTR_STATUS,
     FORMAT_VERSION,
+    SPATIAL_DIMS,
     STATUS_COMPLETE,
     attr_value,
+    is_decreasing,
 )
 from pdeforge.errors import DatasetFormatError
 
@@ -38,6 +40,12 @@ def verify_dataset(path: str | Path, require_complete: bool = True, rules: bool 
                 f"{path} is an HDF5 file but not a pdeforge dataset (no root attribute "
                 f"{ATTR_FORMAT!r}); see DESIGN.md for the format, `pdeforge check` lists "
                 "what is missing"
+            )
+        if isinstance(fmt, bool) or not isinstance(fmt, int):
+            raise DatasetFormatError(
+                f"{path} has {ATTR_FORMAT}={fmt!r} ({type(fmt).__name__}); the attribute is "
+                f"the integer {FORMAT_VERSION}: write it as an integer (h5py: "
+                f"attrs[{ATTR_FORMAT!r}] = {FORMAT_VERSION})"
             )
         if fmt != FORMAT_VERSION:
             raise DatasetFormatError(
@@ -91,6 +99,9 @@ def open_dataset(path: str | Path, *, require_complete: bool = True, **kwargs: A
         require_complete: refuse files whose ``status`` is not ``complete``.
         **kwargs: passed to ``xarray.open_dataset`` (e.g. ``chunks={}`` for dask arrays).
 
+    Spatial coordinates that decrease in the file come out increasing (the axis reversed,
+    as every pdeforge reader presents it).
+
     Raises:
         DatasetFormatError: missing, non-HDF5, truncated or non-pdeforge file.
     """
@@ -98,6 +109,11 @@ def open_dataset(path: str | Path, *, require_complete: bool = True, **kwargs: A
 
     verify_dataset(path, require_complete)
     try:
-        return xr.open_dataset(path, engine="h5netcdf", **kwargs)
+        ds = xr.open_dataset(path, engine="h5netcdf", **kwargs)
     except Exception as exc:  # noqa: BLE001 - every failure here is a bad file
         raise DatasetFormatError(f"{path}: xarray cannot open it as netCDF4 ({exc})") from None
+    # the format allows a decreasing spatial coordinate (files of other programs); the
+    # readers present increasing ones (a lazy reversed view: nothing is read here)
+    flip = {d: slice(None, None, -1) for d in SPATIAL_DIMS
+            if d in ds.coords and ds[d].ndim == 1 and is_decreasing(ds[d].values)}
+    return ds.isel(flip) if flip else ds

@@ -33,7 +33,9 @@ from pdeforge.datasets.format import (
     SAMPLE,
     SPATIAL_DIMS,
     attr_value,
+    fill_values,
     is_decreasing,
+    masked,
 )
 from pdeforge.datasets.readers import verify_dataset
 from pdeforge.errors import DatasetFormatError
@@ -104,6 +106,9 @@ class TorchDataset(torch.utils.data.Dataset):
             }
             numeric = {name: np.issubdtype(ds.dtype, np.number) or ds.dtype == np.bool_
                        for name, ds in datasets.items()}
+            # values a variable declares as "no data" (_FillValue, missing_value) read as
+            # NaN, as xarray reads them: a converged sample holding one is then refused
+            self._fills = {name: fill_values(ds.attrs) for name, ds in datasets.items()}
             n = h5[CONVERGED].shape[0] if CONVERGED in h5 else None
             converged = h5[CONVERGED][:].astype(bool) if CONVERGED in h5 else None
             decreasing = set(decreasing_dims(h5, SPATIAL_DIMS))
@@ -207,7 +212,8 @@ class TorchDataset(torch.utils.data.Dataset):
                         data = h5[v][:][unique]
                     else:
                         data = h5[v][unique] if len(unique) else h5[v][:0]
-                    self._memory[v] = np.asarray(data)[inverse.reshape(-1)]
+                    self._memory[v] = masked(np.asarray(data), self._fills[v])[
+                        inverse.reshape(-1)]
         self.in_memory = bool(in_memory)
         self._check_loaded()
 
@@ -272,7 +278,7 @@ class TorchDataset(torch.utils.data.Dataset):
     def _read(self, name: str, item: int) -> np.ndarray:
         if self._memory is not None:
             return self._memory[name][item]
-        return self._handle()[name][int(self.indices[item])]
+        return masked(self._handle()[name][int(self.indices[item])], self._fills[name])
 
     def _stack(self, names: list[str], item: int) -> torch.Tensor:
         parts = []

@@ -75,6 +75,17 @@ def _corrupt(src, dst, edit):
          f["solution"].attrs.__delitem__("units"), "neither units nor long_name"),
         (lambda f: f.__delitem__("solve_seconds"), "missing per-sample diagnostic"),
         (lambda f: f["solution"].__setitem__((2, 3, 3), np.nan), "non-finite values"),
+        (lambda f: f["x"].attrs.__setitem__("periodic", "yes"), "attribute periodic is 'yes'"),
+        (lambda f: f["x"].attrs.__setitem__("periodic", 1) or f["x"].__setitem__(0, -0.5),
+         "periodic = 1 but its points are not evenly spaced"),
+        (lambda f: f["solution"].attrs.__setitem__("valid_where", "plate"),
+         "valid_where = 'plate' names no variable"),
+        (lambda f: f["solution"].attrs.__setitem__("valid_where", "residual"),
+         "'residual' is not a one-channel input"),
+        (lambda f: f["coefficient"].attrs.__setitem__("scale_factor", 2.0), "is packed"),
+        # the piecewise coefficient is 3 or 12: 3 declared "no data" hits converged samples
+        (lambda f: f["coefficient"].attrs.__setitem__("missing_value", np.float32(3.0)),
+         "non-finite values or its no-data value(s) [3.0]"),
     ],
 )
 def test_check_reports_each_violation(darcy_file, tmp_path, capsys, edit, message):
@@ -94,13 +105,13 @@ def test_nan_in_nonconverged_sample_is_allowed(darcy_file, tmp_path):
     assert check_file(_corrupt(darcy_file, tmp_path / "nc.nc", edit)).ok
 
 
-def _external_file(path, sample_first=True, complex_field=False):
+def _external_file(path, sample_first=True, complex_field=False, dtype=np.float32):
     """A dataset written by another program (plain xarray), in the published format."""
     rng = np.random.default_rng(0)
     n, nx = 5, 12
     x = np.linspace(0, 1, nx)
     field_dims = ("sample", "x") if sample_first else ("x", "sample")
-    a = rng.standard_normal((n, nx)).astype(np.float32)
+    a = rng.standard_normal((n, nx)).astype(dtype)
     ds = xr.Dataset(
         {
             "a": (field_dims, a if sample_first else a.T,
@@ -131,6 +142,58 @@ def test_file_from_another_program_passes(tmp_path):
     assert report.ok, report.errors
     assert any("chunks" in w for w in report.warnings)  # 'u' was written contiguous
     assert open_dataset(path).a.shape == (5, 12)
+
+
+def test_a_big_endian_field_passes_and_reads_as_its_values(tmp_path):
+    from pdeforge.datasets import TorchDataset
+
+    path = _external_file(tmp_path / "be.nc", dtype=">f4")  # byte order: how it is stored
+    with h5py.File(path) as f:
+        assert f["a"].dtype == np.dtype(">f4")
+    report = check_file(path)
+    assert report.ok, report.errors
+    with open_dataset(path) as ds:
+        np.testing.assert_array_equal(TorchDataset(path)[3][0][0].numpy(), ds.a.values[3])
+
+
+@pytest.mark.parametrize("attr", ["_FillValue", "missing_value"])
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_no_data_values_read_as_nan_in_every_reader(tmp_path, attr, in_memory):
+    """A value a field declares as "no data" is NaN to xarray; check and TorchDataset read
+    it so too: allowed in a sample marked not converged, refused in a converged one."""
+    from pdeforge.datasets import TorchDataset
+
+    path = _external_file(tmp_path / "fill.nc")
+    with h5py.File(path, "r+") as f:
+        a = f["a"][:]
+        f["a"].attrs[attr] = a[1, 4]  # one value of sample 1 (random: nowhere else)
+        f["converged"][1] = 0
+    with xr.open_dataset(path, engine="h5netcdf") as ds:  # xarray's own reading
+        assert np.isnan(ds.a.values[1, 4]) and np.isfinite(ds.a.values[[0, 2, 3, 4]]).all()
+    assert check_file(path).ok
+    ds = TorchDataset(path, in_memory=in_memory)
+    assert len(ds) == 4  # sample 1 skipped
+    np.testing.assert_array_equal(ds[1][0][0].numpy(), a[2])
+    ds.close()
+    with h5py.File(path, "r+") as f:
+        f["converged"][1] = 1
+    report = check_file(path)
+    assert any("no-data value(s)" in e and "(first: [1])" in e for e in report.errors), report
+    ds = None
+    with pytest.raises(DatasetFormatError, match="sample 1 holds NaN"):
+        ds = TorchDataset(path, in_memory=in_memory)
+        ds[1]
+    assert ds is None or not in_memory  # in memory: refused when loaded
+
+
+def test_readers_refuse_a_packed_field(darcy_file, tmp_path):
+    from pdeforge.datasets import TorchDataset
+
+    bad = _corrupt(darcy_file, tmp_path / "packed.nc",
+                   lambda f: f["solution"].attrs.__setitem__("add_offset", 1.0))
+    for read in (open_dataset, TorchDataset):
+        with pytest.raises(DatasetFormatError, match="'solution' is packed"):
+            read(bad)
 
 
 def test_sample_dim_must_come_first(tmp_path):
@@ -326,3 +389,11 @@ def test_a_grid_with_other_dim_names_gets_the_rename_fix(tmp_path):
     with pytest.raises(DatasetFormatError, match=r"none of the selected variables has a "
                        r"spatial dim.*'a': \('sample', 'lon'\).*ds.rename\(lon='x'"):
         TorchDataset(path)
+
+
+def test_a_format_version_stored_as_text_is_named_as_such(darcy_file, tmp_path):
+    bad = _corrupt(darcy_file, tmp_path / "text.nc",
+                   lambda f: f.attrs.__setitem__("pdeforge_format", "1"))
+    with pytest.raises(DatasetFormatError, match="pdeforge_format='1' .str.; the attribute is "
+                                                 "the integer 1: write it as an integer"):
+        open_dataset(bad)
