@@ -502,6 +502,23 @@ def test_query_skips_failed_samples_whose_inputs_are_nan(trained, darcy16, tmp_p
            "(first: [2])" in proc.stderr
 
 
+@pytest.mark.parametrize("labels", ["int", "str"])
+def test_query_keeps_the_sample_labels_of_the_input_file(trained, darcy16, tmp_path, labels):
+    with open_dataset(darcy16) as ds:
+        n = ds.sizes["sample"]
+        ids = np.arange(100, 100 + n) if labels == "int" else [f"run_{i:03d}" for i in range(n)]
+        labelled = tmp_path / "labelled.nc"
+        ds.load().assign_coords(sample=("sample", ids, {"long_name": "run id"})).to_netcdf(
+            labelled, engine="h5netcdf")
+    out = tmp_path / "q.nc"
+    proc = run_pdeforge("query", trained[1], "--input", labelled, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert run_pdeforge("check", out).returncode == 0
+    with open_dataset(out) as q:
+        assert q.sample.values.tolist() == list(ids)
+        assert q.sample.attrs["long_name"] == "run id"
+
+
 def test_a_file_with_a_decreasing_coordinate_reads_trains_and_predicts_increasing(tmp_path):
     """The format leaves the direction of a coordinate open: a file whose y decreases
     (another program's) gives the same items, model and predictions as the same data

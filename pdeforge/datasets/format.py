@@ -171,7 +171,14 @@ class DatasetWriter:
                 dims[c.name] = len(c.values)
             self._file.dimensions = dims
             for c in coords:
-                v = self._file.create_variable(c.name, (c.name,), data=np.asarray(c.values))
+                values = np.asarray(c.values)
+                if values.dtype.kind in "UO":  # labels (e.g. sample ids): netCDF strings
+                    import h5py
+
+                    v = self._file.create_variable(c.name, (c.name,), dtype=h5py.string_dtype(),
+                                                   data=values.astype(str).astype(object))
+                else:
+                    v = self._file.create_variable(c.name, (c.name,), data=values)
                 v.attrs.update(_attr_values(c.attrs))
             comp = None if compression == "none" else compression
             comp_opts = 1 if compression == "gzip" else None

@@ -57,6 +57,11 @@ def write_predictions(
         )
         for d in grid_dims
     ]
+    if SAMPLE in inputs.coords:  # the input file's sample labels (ids) are kept
+        labels = np.asarray(inputs[SAMPLE].values)
+        if labels.dtype.kind in "iufUO":
+            coords.insert(0, Coordinate(SAMPLE, labels,
+                                        dict(inputs[SAMPLE].attrs) or {"long_name": "sample"}))
     specs, block = [], {}
     for ds, role in ((inputs, INPUT), (predictions, OUTPUT)):
         for name, var in ds.data_vars.items():
