@@ -562,6 +562,24 @@ def test_an_exactly_singular_matrix_is_named_by_its_system(darcy_sequence):
         assert res.residuals[1] > 1e-3
 
 
+@pytest.mark.parametrize("method", ["skr", "gcrodr", "gmres"])
+def test_an_iterative_solve_of_an_inconsistent_singular_system_ends_no_worse_than_zero(method):
+    # a Laplacian whose first row repeats the second, random right-hand sides (no exact
+    # solution): GCRO-DR's recycled space amplified rounding and ended at true relative
+    # residuals 154 and 2897; no iterate may be worse than the start (x = 0: 1.0)
+    m = 6
+    T = sp.diags([-np.ones(m - 1), 2 * np.ones(m), -np.ones(m - 1)], [-1, 0, 1])
+    L = (sp.kron(T, sp.eye(m)) + sp.kron(sp.eye(m), T)).tolil()
+    L[0, :] = L[1, :]
+    L = L.tocsr()
+    B = np.random.default_rng(8).standard_normal((2, m * m))
+    res = solve_sequence([L, L], B, method=method, maxiter=300)
+    assert not res.converged.any()
+    for i in range(2):
+        true = np.linalg.norm(B[i] - L @ res.solutions[i]) / np.linalg.norm(B[i])
+        assert true <= 1.0 and res.residuals[i] == pytest.approx(true, rel=1e-9)
+
+
 @pytest.mark.parametrize("factor", [1e200, 1e-200])
 @pytest.mark.parametrize("method", ["skr", "gcrodr", "gmres", "direct"])
 def test_matrix_entries_near_the_limits_of_double_are_solved(convection_sequence, factor,
