@@ -57,7 +57,16 @@ def unknown_mask(shape: Sequence[int], scheme: str) -> np.ndarray:
 
 
 def harmonic_mean(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return 2.0 * a * b / (a + b)
+    """2 a b / (a + b) of positive arrays, as 2 / (1/a + 1/b) where a b overflows
+    (coefficients above ~1e154: a finite mean, not inf)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = 2.0 * a * b / (a + b)
+    big = ~np.isfinite(out)
+    if big.any():
+        a, b = np.broadcast_to(a, out.shape)[big], np.broadcast_to(b, out.shape)[big]
+        with np.errstate(divide="ignore", over="ignore"):
+            out[big] = 2.0 / (1.0 / a + 1.0 / b)
+    return out
 
 
 Walls = Mapping[tuple[int, int], str]

@@ -38,6 +38,30 @@ def test_float32_overflow_is_recorded_not_stored_as_converged(tmp_path):
     assert check_file(res.path).ok
 
 
+@pytest.mark.parametrize("options", [{"k_high": 1e307},  # K / h^2 overflows
+                                     {"coefficient": "lognormal", "sigma": 20000.0}])
+def test_a_coefficient_beyond_double_range_is_stored_unconverged_not_a_crash(tmp_path, options):
+    # the matrix's entries overflowed (inf) and the whole run stopped with "system 0:
+    # matrix contains NaN or inf entries"; such samples are stored with converged=false
+    with pytest.warns(UserWarning):
+        res = generate("darcy", 3, tmp_path / "k.nc", resolution=16, progress=False,
+                       options=options)
+    assert check_file(res.path).ok
+    with h5py.File(res.path) as f:
+        converged = f["converged"][:].astype(bool)
+        assert not converged.all()
+        if "k_high" in options:  # K = 1e307 everywhere but the inclusions: no system at all
+            assert np.isnan(f["solution"][:][~converged]).all()
+
+
+def test_the_harmonic_mean_of_huge_coefficients_is_finite():
+    from pdeforge.solvers.diffusion import harmonic_mean
+
+    a = np.array([1e200, 3.0, 1e300, 2.0])
+    b = np.array([1e200, 6.0, 1e-300, 1e308])
+    np.testing.assert_allclose(harmonic_mean(a, b), [1e200, 4.0, 2e-300, 4.0], rtol=1e-15)
+
+
 def test_failure_before_any_shard_leaves_nothing_behind(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("solver crashed")

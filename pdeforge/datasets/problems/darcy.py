@@ -126,7 +126,10 @@ class Darcy(LinearFamily):
         mask = unknown_mask(K.shape, scheme)
         if not (np.all(np.isfinite(K)) and np.all(K > 0)):  # exp() overflow: no system
             return LinearSample(None, np.zeros(0), {"coefficient": K}, np.zeros(0), mask)
-        A = diffusion_matrix(K, scheme)
+        with np.errstate(over="ignore"):
+            A = diffusion_matrix(K, scheme)
+        if not np.all(np.isfinite(A.data)):  # K / h^2 beyond double's range: no system
+            return LinearSample(None, np.zeros(0), {"coefficient": K}, np.zeros(0), mask)
         b = np.full(A.shape[0], self.config["forcing"])
         return LinearSample(A, b, {"coefficient": K}, K.ravel(), mask)
 
