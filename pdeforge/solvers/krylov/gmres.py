@@ -58,20 +58,25 @@ def gmres(
     matvecs += x0 is not None
     history = [vector_norm(r) / bnorm]
 
-    # each cycle ends with a product for the true residual: a cycle of at most
-    # maxiter - matvecs - 1 steps keeps the total within maxiter
-    while history[-1] * bnorm > target and matvecs + 1 < maxiter:
+    # a cycle that continues ends with a product for the true residual; the last one
+    # (budget spent) does not: the reported residual below is then a check of the result,
+    # not part of the solve (as in every solver here), so maxiter = 1 still takes a step
+    while history[-1] * bnorm > target and matvecs < maxiter:
         # flexible storage (Z = M^-1 V kept, ``arnoldi.py``): the update x += Z y needs
         # no further application of M, one fewer per cycle
-        cyc = arnoldi_cycle(lambda v: A @ v, r, min(restart, maxiter - matvecs - 1), target,
+        steps = min(restart, maxiter - matvecs)
+        cyc = arnoldi_cycle(lambda v: A @ v, r, steps, target,
                             precondition=None if M is identity else M)
         matvecs += cyc.steps
         if cyc.steps == 0:
             break
         x = x + cyc.y @ (cyc.V[: cyc.steps] if cyc.Z is None else cyc.Z)
+        history += [h / bnorm for h in cyc.history[:-1]]
+        if matvecs >= maxiter:
+            history.append(cyc.history[-1] / bnorm)
+            break
         r = b - A @ x  # true residual at each restart
         matvecs += 1
-        history += [h / bnorm for h in cyc.history[:-1]]
         history.append(vector_norm(r) / bnorm)
     res = relative_residual(A, x, b)
     return KrylovResult(x, matvecs, res, res <= rtol, history)

@@ -241,8 +241,9 @@ class RecycledCG:
         """Plain PCG (scipy's cg): iterations counted by its callback."""
         count = [0]
         op = spla.LinearOperator(A.shape, matvec=M, dtype=result_dtype(A, b))
-        x, _ = spla.cg(A, b, x0=x0, rtol=rtol, maxiter=max(maxiter, 1), M=op,
-                       callback=lambda _: count.__setitem__(0, count[0] + 1))
+        # (the residual of a given x0 is a product of the budget)
+        x, _ = spla.cg(A, b, x0=x0, rtol=rtol, maxiter=max(maxiter - (x0 is not None), 1),
+                       M=op, callback=lambda _: count.__setitem__(0, count[0] + 1))
         res = relative_residual(A, x, b)
         start = 1.0 if x0 is None else relative_residual(A, x0, b)
         return KrylovResult(x, count[0] + (x0 is not None), res, res <= rtol, [start, res])

@@ -318,7 +318,10 @@ class _Strategy:
                 give_up_after = self.cache.baseline
         out = self._iterate(A, b, pre, limit, None, give_up_after)
         spent = out.iterations
-        if not out.converged and self.cache is not None and self.cache.reused:
+        # (going on from the attempt's iterate costs a product for its residual: with
+        # fewer than two of maxiter left, the attempt's result stands, not converged)
+        if (not out.converged and self.cache is not None and self.cache.reused
+                and self.maxiter - spent >= 2):
             # the neighbour's factorisation does not suit this matrix: rebuild, go on
             # from the attempt's iterate
             self.cache.invalidate()
@@ -340,10 +343,12 @@ class _Strategy:
             count = [0]
             M = None if pre.apply is None else spla.LinearOperator(
                 A.shape, matvec=pre.apply, dtype=A.dtype)
-            x, _ = spla.cg(A, b, x0=x0, rtol=self.rtol, maxiter=maxiter, M=M,
+            # (the residual of a given x0 is a product of the budget)
+            x, _ = spla.cg(A, b, x0=x0, rtol=self.rtol,
+                           maxiter=max(maxiter - (x0 is not None), 1), M=M,
                            callback=lambda _: count.__setitem__(0, count[0] + 1))
             res = relative_residual(A, x, b)
-            return KrylovResult(x, count[0], res, res <= self.rtol)
+            return KrylovResult(x, count[0] + (x0 is not None), res, res <= self.rtol)
         if self.method == "gmres":
             return gmres(A, b, rtol=self.rtol, restart=self.restart, maxiter=maxiter,
                          M=pre.apply, x0=x0)
