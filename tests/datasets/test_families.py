@@ -109,6 +109,20 @@ def test_advection_diffusion_conserves_mass():
     assert abs(s.A - s.A.T).max() > 0  # nonsymmetric
 
 
+@pytest.mark.parametrize("n", [10, 11, 12, 13, 19, 24, 32, 40, 101])
+def test_thermal_slot_is_never_empty_and_keeps_its_size(n):
+    # cells whose centres lay strictly inside x in (0.45, 0.55) gave no slot at n = 10 and
+    # 1-4 columns (width 0.05-0.17) across 11-32
+    slot = ~build_problem("thermal", n).plate()
+    cols, rows = np.flatnonzero(slot.any(axis=1)), np.flatnonzero(slot.any(axis=0))
+    assert slot.sum() == len(cols) * len(rows) > 0  # one rectangle
+    for idx, (lo, hi) in ((cols, (0.45, 0.55)), (rows, (0.2, 0.8))):
+        assert np.all(np.diff(idx) == 1)
+        assert abs(len(idx) / n - (hi - lo)) <= 0.5 / n or len(idx) == 1
+        centre = (idx[0] + idx[-1] + 1) / 2 / n
+        assert abs(centre - (lo + hi) / 2) <= 0.5 / n + 1e-12
+
+
 def test_thermal_energy_balance():
     """Steady state: heat in through the flux edges = heat out through the fixed edges."""
     n = 40

@@ -289,10 +289,20 @@ class Thermal(LinearFamily):
     )
 
     def plate(self) -> np.ndarray:
-        pts = self.points()
-        X, Y = np.meshgrid(pts, pts, indexing="ij")
-        (x0, x1), (y0, y1) = self.slot
-        return ~((X > x0) & (X < x1) & (Y > y0) & (Y < y1))
+        """True on the plate's cells, False in the slot: on each axis the run of
+        max(1, round(width n)) cells centred on the slot's centre, so the slot is never
+        empty and its size is the nearest the grid allows (cells whose centres lay
+        strictly inside the slot gave none at n = 10 and widths of 1 to 4 cells, 0.05 to
+        0.17, across 11 to 32)."""
+        n = self.resolution
+        inside = np.ones((n, n), dtype=bool)
+        for axis, (lo, hi) in enumerate(self.slot):
+            w = max(1, int(np.floor((hi - lo) * n + 0.5)))
+            start = min(max(int(np.floor((lo + hi) / 2 * n - w / 2 + 0.5)), 0), n - w)
+            run = np.zeros(n, dtype=bool)
+            run[start:start + w] = True
+            inside &= run[:, None] if axis == 0 else run[None, :]
+        return ~inside
 
     def field_specs(self) -> list[VarSpec]:
         return [
