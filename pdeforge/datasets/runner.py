@@ -398,6 +398,10 @@ def generate(
         compression=compression, shard_size=shard_size,
     )
     if not out.parent.is_dir():
+        blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:  # a file where a folder of the path should be
+            raise PdeforgeError(f"--out {out_arg}: {blocker} is a file, not a folder; "
+                                "choose another --out")
         raise PdeforgeError(
             f"output directory {out.parent} does not exist; create it first "
             f"(mkdir -p {out.parent}) or choose another --out"
@@ -784,7 +788,9 @@ def _run_dask(
             try:
                 cluster = LocalCluster(
                     n_workers=workers, threads_per_worker=1, processes=True,
-                    dashboard_address=None, silence_logs=logging.ERROR,
+                    # CRITICAL: a task's error is raised here with pdeforge's one-line
+                    # message; at ERROR each worker also logged it with a traceback
+                    dashboard_address=None, silence_logs=logging.CRITICAL,
                     preload=[WORKER_SETUP],
                 )
             except Exception as exc:  # noqa: BLE001 - Dask's own errors: say what to check

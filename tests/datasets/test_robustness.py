@@ -97,6 +97,22 @@ def test_more_bad_options(tmp_path, args, fragment):
     assert not (tmp_path / "x.nc.parts").exists()
 
 
+def test_options_a_family_cannot_use_are_refused_before_any_work(tmp_path):
+    (tmp_path / "file.nc").write_text("not a folder")
+    for args, fragment in (
+        (["helmholtz", "--k0", "5", "--preconditioner", "amg", "--solver", "skr",
+          "--workers", "2"],
+         "amg (smoothed aggregation) is for symmetric positive definite systems, and "
+         "helmholtz's are not"),
+        (["darcy", "--out", tmp_path / "file.nc" / "x.nc"], "file.nc is a file, not a folder"),
+    ):
+        out = [] if "--out" in args else ["--out", tmp_path / "x.nc"]
+        proc = run_cli("generate", *args, "--n", "2", "--resolution", "16", *out, cwd=tmp_path)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert fragment in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "x.nc.parts").exists()
+
+
 def test_unwritable_output_directory(tmp_path):
     proc = run_cli("generate", "darcy", "--n", "2", "--out", "/proc/x.nc")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr

@@ -87,6 +87,12 @@ class LinearFamily(ProblemFamily):
             )
         if not options["rtol"] < 1:
             raise PdeforgeError(f"--rtol must be < 1, got {options['rtol']}")
+        if options["preconditioner"] == "amg" and not self.spd:
+            # (refused here, not by the first solve: under Dask that was after the
+            # workers started, and each logged it)
+            raise PdeforgeError(
+                f"--preconditioner amg (smoothed aggregation) is for symmetric positive "
+                f"definite systems, and {self.name}'s are not: use ilu, ilu0 or auto")
         return options
 
     @property
