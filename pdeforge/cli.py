@@ -121,10 +121,12 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if result.already_complete:
         print(f"{result.path} is already complete with this config; nothing to do")
     else:
-        rate = result.n_samples / result.seconds if result.seconds > 0 else float("inf")
+        # the rate of the samples solved in this run (a resumed run found the others)
+        done = result.samples_computed
+        rate = done / result.seconds if result.seconds > 0 else float("inf")
         print(f"wrote {result.path}: {result.n_samples} samples in {result.seconds:.1f} s "
-              f"({rate:.1f} samples/s; {result.shards_computed} of {result.shards_total} "
-              "shards computed in this run)")
+              f"({done} solved in this run, {rate:.1f} samples/s; {result.shards_computed} "
+              f"of {result.shards_total} shards computed in this run)")
     return 0
 
 

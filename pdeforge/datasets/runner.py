@@ -86,6 +86,8 @@ class GenerateResult:
     shards_computed: int
     nonconverged: list[int] = field(default_factory=list)
     already_complete: bool = False
+    #: samples solved in this call (the others came from a partial run's shards)
+    samples_computed: int = 0
 
 
 def resolve_config(
@@ -482,7 +484,8 @@ def generate(
             stacklevel=2,
         )
     return GenerateResult(out, config["n_samples"], time.perf_counter() - t0, len(ranges),
-                          len(pending), nonconverged)
+                          len(pending), nonconverged,
+                          samples_computed=sum(ranges[j][1] - ranges[j][0] for j in pending))
 
 
 def _run_locked(

@@ -136,8 +136,11 @@ def test_ctrl_c_keeps_shards_exits_130_and_resumes(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
     assert "re-run the same command to resume" in err and "Traceback" not in err
+    kept = len(list(tmp_path.glob("i.nc.parts/shard-*.nc")))
     again = run_cli(*args)
     assert again.returncode == 0 and "shards computed in this run" in again.stdout
+    # the rate is that of the samples solved in this run, which says how many
+    assert f"{600 - 4 * kept} solved in this run" in again.stdout
 
 
 @pytest.mark.parametrize("how", ["sigterm", "ctrl-c to the group, 2 workers"])
