@@ -567,7 +567,8 @@ def _run_locked(
         raise ConvergenceError(
             f"{len(nonconverged)} sample(s) did not converge (indices "
             f"{_short_list(nonconverged)}); shards are kept in {parts}. Change the solver "
-            "options, or drop --strict to record them with converged=false"
+            "options and add --overwrite (the kept shards were made with these options), "
+            "or drop --strict to record them with converged=false"
         )
 
     def blocks() -> Iterator[tuple[int, dict[str, np.ndarray]]]:
