@@ -370,9 +370,21 @@ class OperatorModule(pl.LightningModule):
                     "--ckpt_path resumes a run on the data it was trained on (its "
                     f"files: {before.get('files')}). Train on the new data without --ckpt_path"
                 )
+            other = _other_samples(before, now)
+            split = [f"data.{key} {before[key]} -> {now[key]}" for key in ("split", "split_seed")
+                     if key in before and key in now and before[key] != now[key]]
+            if split and not other:
+                # the same samples split another way: samples the run has trained on would
+                # be validated on (and its best score compared across validation sets)
+                raise TrainingConfigError(
+                    f"the checkpoint's run split its data otherwise ({'; '.join(split)}): "
+                    "resumed on the same data, its validation set would then hold samples "
+                    "it has trained on. Resume with the split it was trained with "
+                    f"(--data.split '{before['split']}' --data.split_seed "
+                    f"{before['split_seed']}), or start a new run without --ckpt_path")
             # the same kind of data: the run's record of its data becomes this run's, with
             # the files of its earlier parts kept where they were other data
-            if _other_samples(before, now):
+            if other:
                 warnings.warn(
                     f"resuming on other data of the same kind ({now.get('files')}) than the "
                     f"checkpoint was trained on ({before.get('files')}): training continues "

@@ -117,15 +117,21 @@ def test_a_resume_may_not_change_the_training_settings_or_train_nothing(
         ("--model.scheduler=cosine", "model.scheduler 'onecycle' -> 'cosine'"),
     )
     train = (*TRAIN_FIT, f"--data.path={darcy16}", f"--ckpt_path={last}")
+    # the same samples split otherwise: trained-on samples would be validated on
+    resplit = (("--data.split=[0.6,0.2,0.2]", "data.split [0.8, 0.1, 0.1] -> [0.6, 0.2, 0.2]"),
+               ("--data.split_seed=1", "data.split_seed 0 -> 1"))
     procs = run_clis(
-        [(*train, "--trainer.max_epochs=4", option) for option, _ in changed]
+        [(*train, "--trainer.max_epochs=4", option) for option, _ in changed + resplit]
         + [(*train, f"--trainer.max_epochs={epochs}") for epochs in (1, 2)],
         cwd=tmp_path,
     )
     for (_, message), proc in zip(changed, procs[:3], strict=True):
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert message in proc.stderr and "optimiser and schedule" in proc.stderr
-    for proc in procs[3:]:
+    for (_, message), proc in zip(resplit, procs[3:5], strict=True):
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert message in proc.stderr and "samples it has trained on" in proc.stderr
+    for proc in procs[5:]:
         assert proc.returncode == 2 and "Traceback" not in proc.stderr
         assert "has already trained 2 epoch(s)" in proc.stderr
         assert "--trainer.max_epochs above 2" in proc.stderr
