@@ -126,6 +126,7 @@ class Surrogate:
     def load(cls, ckpt_path: str | os.PathLike, device: str | None = None) -> Surrogate:
         """Rebuild model, normalisers and grid from a checkpoint (no code is unpickled)."""
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        _check_device(device)  # (else torch.load's error blamed the checkpoint file)
         module, checkpoint = load_module(ckpt_path, device)
         return cls(module, checkpoint, str(ckpt_path), device)
 
@@ -241,6 +242,10 @@ class Surrogate:
                        " (a per-sample scalar is spread over the grid of the other inputs; "
                        "this data has none)")
                 )
+            if batched and SAMPLE not in var.dims:  # one value for the whole batch
+                var = var.expand_dims({SAMPLE: data.sizes[SAMPLE]})
+            if np.iscomplexobj(var.values):
+                raise SurrogateInputError(_COMPLEX_INPUT.format(what=f"variable {name!r}"))
             other = [d for d in var.dims if d not in (SAMPLE, *self.grid_dims)]
             order = ([SAMPLE] if batched else []) + other + self.grid_dims
             arr = np.asarray(var.transpose(*order).values, dtype=np.float64)
@@ -258,6 +263,8 @@ class Surrogate:
             return self._from_xarray(inputs)
         if isinstance(inputs, torch.Tensor):
             inputs = inputs.detach().cpu().numpy()
+        if np.iscomplexobj(inputs):  # (numpy would drop the imaginary parts with a warning)
+            raise SurrogateInputError(_COMPLEX_INPUT.format(what="the inputs"))
         try:
             x = np.asarray(inputs, dtype=np.float64)
         except (TypeError, ValueError) as exc:
@@ -265,7 +272,7 @@ class Surrogate:
                 f"inputs must be numpy, torch or xarray data, got {type(inputs).__name__} ({exc})"
             ) from None
         dim, c_in = len(self.grid_dims), self.module.hparams.in_channels
-        grid = "x".join(["n"] * dim)
+        grid = ", ".join(["n"] * dim)
         if set(self.data_info.get("scalar_inputs", [])) == set(self.inputs) and x.ndim <= 2:
             # a model of per-sample numbers only: (c_in,) or (batch, c_in), each number a
             # constant channel on the training grid, as in training
@@ -579,6 +586,30 @@ class Surrogate:
         )
 
 
+_COMPLEX_INPUT = ("{what} hold complex numbers; the model's inputs are real fields (the "
+                  "format stores a complex field as <name>_re, <name>_im): pass the real and "
+                  "imaginary parts as the surrogate's inputs name them")
+
+
+def _check_device(device: Any) -> None:
+    """A device this machine has, or a :class:`SurrogateInputError` that says so."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise SurrogateInputError(f"unknown device {device!r} ({exc}); use cpu or cuda") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SurrogateInputError(f"device {device!r}: CUDA is not available on this machine; "
+                                  "use --device cpu (device='cpu')")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise SurrogateInputError(f"device {device!r}: this machine has "
+                                  f"{torch.cuda.device_count()} CUDA device(s)")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise SurrogateInputError(f"device {device!r} is not supported; use cpu or cuda")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise SurrogateInputError(f"device {device!r}: MPS is not available on this machine; "
+                                  "use cpu")
+
+
 def increasing(data: xr.Dataset, dims: Sequence[str]) -> xr.Dataset:
     """``data`` with every dim of ``dims`` whose coordinate decreases reversed (the format
     allows either direction; pdeforge's readers, training and predictions use increasing
@@ -597,7 +628,12 @@ def read_query_inputs(
     if not path.is_file():
         raise SurrogateInputError(f"input file {str(path)!r} does not exist")
     if path.suffix == ".npy":
-        array = np.load(path, allow_pickle=False)
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as exc:  # object arrays, damaged files
+            raise SurrogateInputError(
+                f"{path}: not a numeric .npy array ({exc}); save the inputs with "
+                "np.save(path, array) of a float array") from None
         x, _, _ = surrogate._as_batch(array)
         data = surrogate._to_dataset(x, True, {}, "input", names=surrogate.inputs)
         data.attrs.clear()  # the surrogate's attributes describe predictions, not inputs

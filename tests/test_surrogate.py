@@ -334,9 +334,24 @@ def test_a_per_sample_parameter_input_is_spread_over_the_grid_when_querying(tmp_
     with pytest.raises(SurrogateInputError, match=r"shape \(4, 12\) read as one 2D field.*"
                        r"takes 3 input channels.*\(3, n, n\) for one sample"):
         s.predict(np.zeros((4, 12)))
-    with pytest.raises(SurrogateInputError, match=r"3 input channel\(s\): give \(3, nxn\) "
-                       r"for one sample or \(batch, 3, nxn\)"):
+    with pytest.raises(SurrogateInputError, match=r"3 input channel\(s\): give \(3, n, n\) "
+                       r"for one sample or \(batch, 3, n, n\)"):
         s.predict(np.zeros((1, 1, 3, 12, 12)))
+    # one diffusivity for the whole batch (no sample dim): spread over its samples (a bare
+    # xarray "Dimensions {'sample'} do not exist" before)
+    shared = data[s.inputs].isel(sample=slice(0, 3)).assign(diffusivity=0.05)
+    each = shared.assign(diffusivity=("sample", np.full(3, 0.05)))
+    np.testing.assert_array_equal(s.predict(shared).solution.values,
+                                  s.predict(each).solution.values)
+    # complex inputs are refused, not cut to their real parts with numpy's warning
+    for bad in (x[:2] + 1j, data[s.inputs].isel(sample=slice(0, 2)).assign(
+            velocity_x=data.velocity_x[:2] * (1 + 1j))):
+        with pytest.raises(SurrogateInputError, match="complex numbers"):
+            s.predict(bad)
+    obj = tmp_path / "obj.npy"
+    np.save(obj, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    proc = run_pdeforge("query", ckpt, "--input", obj, "--out", tmp_path / "o.nc")
+    assert proc.returncode == 2 and "not a numeric .npy array" in proc.stderr
 
 
 def test_nlse_predictions_keep_the_time_axis(tmp_path):
@@ -500,6 +515,17 @@ def test_query_skips_failed_samples_whose_inputs_are_nan(trained, darcy16, tmp_p
     assert proc.returncode == 2
     assert "inputs of 1 sample(s) hold NaN or inf although the file marks them converged " \
            "(first: [2])" in proc.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine without CUDA")
+def test_a_device_the_machine_lacks_is_named_not_the_checkpoint(trained):
+    # torch.load's "Attempting to deserialize object on a CUDA device" came out as "the
+    # PyTorch archive is incomplete or damaged"
+    for device, message in (("cuda", "CUDA is not available on this machine"),
+                            ("tpu", "unknown device 'tpu'")):
+        with pytest.raises(SurrogateInputError, match=message) as info:
+            Surrogate.load(trained[1], device=device)
+        assert "damaged" not in str(info.value)
 
 
 @pytest.mark.parametrize("labels", ["int", "str"])

@@ -56,16 +56,26 @@ def _check_archive(path: Path) -> None:
                     with archive.open(info) as entry:  # zipfile checks the CRC at the end
                         while entry.read(1 << 22):
                             pass
-                except zipfile.BadZipFile:
-                    bad = info.filename
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                except zipfile.BadZipFile as exc:  # "Bad CRC-32": the bytes changed
+                    bad = info.filename, "fails its checksum" if "CRC" in str(exc) else (
+                        f"cannot be read ({exc})")
+                except Exception as exc:  # noqa: BLE001 - zipfile's other errors on damage
+                    if isinstance(exc, MemoryError):
+                        raise
+                    bad = info.filename, f"cannot be read ({type(exc).__name__}: {exc})"
+    # any failure to read the archive's directory is a damaged file: zipfile raises
+    # BadZipFile, EOFError, UnicodeDecodeError (a damaged name), NotImplementedError (a
+    # damaged flag), ... on such bytes
+    except Exception as exc:  # noqa: BLE001
+        if isinstance(exc, MemoryError):
+            raise
         raise CheckpointError(
             f"cannot read checkpoint {path}: the PyTorch archive is incomplete or damaged "
             f"({exc}); it may be truncated"
         ) from None
     if bad is not None:
         raise CheckpointError(
-            f"checkpoint {path} is damaged: its entry {bad!r} fails its checksum (a corrupted "
+            f"checkpoint {path} is damaged: its entry {bad[0]!r} {bad[1]} (a corrupted "
             "copy or disk); use another copy, or another checkpoint of the run (last.ckpt, "
             "best-*.ckpt)"
         )

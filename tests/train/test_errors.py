@@ -269,6 +269,19 @@ def test_damaged_and_mismatched_weights_are_named_before_anything_runs(
     flipped.write_bytes(bytes(raw))
     with pytest.raises(CheckpointError, match="fails its checksum"):
         load_module(flipped)
+    # 8 damaged bytes anywhere (a name in the archive's directory that is no longer
+    # UTF-8 raised a bare UnicodeDecodeError): a CheckpointError, or the same weights
+    original = load_module(last)[0].state_dict()
+    for at in np.linspace(0, len(raw) - 8, 40).astype(int):
+        damaged = bytearray(last.read_bytes())
+        damaged[at : at + 8] = b"\xff" * 8
+        (tmp_path / "damaged.ckpt").write_bytes(bytes(damaged))
+        try:
+            state = load_module(tmp_path / "damaged.ckpt")[0].state_dict()
+        except CheckpointError:
+            continue
+        for key, value in original.items():
+            assert torch.equal(state[key], value), (at, key)
     # a tensor of another shape and a missing one: named, for every command
     checkpoint = torch.load(last, weights_only=True)
     key = "operator.head.weight"
