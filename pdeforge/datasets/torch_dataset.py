@@ -170,6 +170,11 @@ class TorchDataset(torch.utils.data.Dataset):
                         f"{self.path}: {name!r} is a diagnostic of the solver, not data of "
                         f"the problem; choose {label} among {usable}"
                     )
+        both = [name for name in self.inputs if name in self.outputs]
+        if both:  # a model of its own input: the identity, at no one's benefit
+            raise DatasetFormatError(
+                f"{self.path}: {both} are both inputs and outputs; a model would learn to "
+                "copy them: name each variable on one side only")
         self.grid_dims = self._grid_dims(fields)
         self.grid_shape = self._grid_shape(fields)
         # items are in increasing coordinates: a decreasing grid dim is flipped on read

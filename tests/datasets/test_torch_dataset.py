@@ -89,6 +89,9 @@ def test_nonconverged_samples_skipped(darcy_file, tmp_path):
 def test_bad_selection_errors(darcy_file):
     with pytest.raises(DatasetFormatError, match="no per-sample variable 'pressure'"):
         TorchDataset(darcy_file, outputs=["pressure"])
+    # the output as an input too: a model would learn the identity (it trained, exit 0)
+    with pytest.raises(DatasetFormatError, match=r"\['solution'\] are both inputs and outputs"):
+        TorchDataset(darcy_file, inputs=["coefficient", "solution"], outputs=["solution"])
 
 
 def test_time_dimension_becomes_channels(tmp_path):
