@@ -736,6 +736,9 @@ def query(
                        .drop_vars(SAMPLE))
     for d in surrogate.grid_dims:
         predictions[d].attrs.update(data[d].attrs if d in data.coords else {})
+    for name, where in surrogate.data_info.get("masks", {}).items():
+        if name in predictions:  # defined where that input is 1, as in the data
+            predictions[name].attrs["valid_where"] = where
     info = surrogate.info()
     units = surrogate.data_info.get("units", {})
     for name in surrogate.inputs:

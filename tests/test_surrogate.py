@@ -424,6 +424,12 @@ def test_thermal_predictions_are_zero_in_the_slot_as_the_data_are(tmp_path):
     rel = np.linalg.norm((pred - truth).reshape(12, -1), axis=1) / np.linalg.norm(
         truth.reshape(12, -1), axis=1)
     assert evaluate(ckpt, path, progress=False)["rel_l2"] == pytest.approx(rel.mean(), rel=1e-4)
+    # the predictions file says so as the data file does (the attribute was dropped)
+    out = tmp_path / "q.nc"
+    assert run_pdeforge("query", ckpt, "--input", path, "--out", out).returncode == 0
+    with open_dataset(out) as q:
+        assert q.temperature.attrs["valid_where"] == "plate"
+        assert np.all(q.temperature.values[:, slot] == 0)
 
 
 def _parameter_only_file(path: Path, n: int = 12, size: int = 10) -> Path:

@@ -66,6 +66,8 @@ def write_predictions(
     for ds, role in ((inputs, INPUT), (predictions, OUTPUT)):
         for name, var in ds.data_vars.items():
             attrs = {k: v for k, v in var.attrs.items() if k in ("units", "long_name")}
+            if role == OUTPUT and var.attrs.get("valid_where") in inputs.data_vars:
+                attrs["valid_where"] = var.attrs["valid_where"]  # its mask is written too
             attrs.setdefault("long_name", str(name))
             extra_dims = [d for d in var.dims if d != SAMPLE]
             if role == INPUT and not extra_dims:  # a number per sample: as it was given
