@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -376,7 +377,7 @@ class Surrogate:
                 f"predicting on a {'x'.join(map(str, x.shape[2:]))} grid with a model trained "
                 f"on {'x'.join(map(str, self.grid_shape))}: this is zero-shot; measure its "
                 "error with Surrogate.compare before trusting it, or pass resample=True",
-                stacklevel=3,
+                stacklevel=_caller_level(),
             )
         out = []
         bar = tqdm(total=len(x), unit="sample", desc="predict", delay=1.0,
@@ -424,7 +425,7 @@ class Surrogate:
                 f"span the training grid's domain ({trained[0]:.4g} ... {trained[-1]:.4g}): "
                 "the model sees grid points, not coordinates, and predicts as on its own "
                 "domain; check the units and the domain of the inputs",
-                stacklevel=4,
+                stacklevel=_caller_level(),
             )
             return
 
@@ -584,6 +585,18 @@ class Surrogate:
             solution=self._to_dataset(target, batched, coords, "reference solver"),
             prediction=self._to_dataset(y, batched, coords, "surrogate"),
         )
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` of the first frame outside pdeforge, for a warning raised by the
+    function that calls this (predict, compare and query reach the same checks by paths
+    of different depths)."""
+    frame, level = sys._getframe(2), 2
+    # (torch's no_grad decorator and contextlib add frames of their own in between)
+    inside = ("pdeforge", "torch", "contextlib")
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(inside):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 _COMPLEX_INPUT = ("{what} hold complex numbers; the model's inputs are real fields (the "

@@ -523,6 +523,13 @@ def test_query_skips_failed_samples_whose_inputs_are_nan(trained, darcy16, tmp_p
            "(first: [2])" in proc.stderr
 
 
+def test_warnings_point_at_the_callers_line(trained):
+    s = Surrogate.load(trained[1], device="cpu")
+    with pytest.warns(UserWarning, match="zero-shot") as record:
+        s.predict(np.ones((2, 1, 24, 24)))  # trained on 16x16
+    assert [Path(w.filename).name for w in record] == [Path(__file__).name]
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a machine without CUDA")
 def test_a_device_the_machine_lacks_is_named_not_the_checkpoint(trained):
     # torch.load's "Attempting to deserialize object on a CUDA device" came out as "the
