@@ -677,7 +677,12 @@ def _samples_to_predict(data: xr.Dataset, converged: np.ndarray | None,
     n = data.sizes[SAMPLE]
     finite = np.ones(n, dtype=bool)
     for name in data.data_vars:
-        values = np.asarray(data[name].transpose(SAMPLE, ...).values, dtype=np.float64)
+        var = data[name]
+        if SAMPLE not in var.dims:  # one value for every sample
+            var = var.expand_dims({SAMPLE: n})
+        if np.iscomplexobj(var.values):
+            raise SurrogateInputError(_COMPLEX_INPUT.format(what=f"variable {name!r}"))
+        values = np.asarray(var.transpose(SAMPLE, ...).values, dtype=np.float64)
         finite &= np.isfinite(values.reshape(n, -1)).all(axis=1)
     failed = np.zeros(n, dtype=bool) if converged is None else ~converged
     wrong = np.flatnonzero(~finite & ~failed)

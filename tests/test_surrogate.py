@@ -596,3 +596,15 @@ def test_a_file_with_a_decreasing_coordinate_reads_trains_and_predicts_increasin
     with open_dataset(out) as q:  # inputs and predictions share the increasing y
         np.testing.assert_array_equal(
             q.coefficient.values, data.coefficient.sortby("y").values.astype(np.float32))
+
+
+def test_samples_to_predict_takes_a_value_shared_by_every_sample():
+    # query's scan of the inputs raised xarray's bare "Dimensions {'sample'} do not exist"
+    # on an input without a sample dim (one value for the whole batch)
+    from pdeforge.surrogate import _samples_to_predict
+
+    data = xr.Dataset({"a": (("sample", "x"), np.ones((3, 4))), "nu": ((), 0.05)})
+    assert _samples_to_predict(data, None, "f.nc").tolist() == [True] * 3
+    data["nu"] = ((), np.nan)
+    with pytest.raises(SurrogateInputError, match="inputs of 3 sample"):
+        _samples_to_predict(data, None, "f.nc")

@@ -120,6 +120,7 @@ def resolve_config(
     if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size <= 0:
         raise PdeforgeError(f"--shard-size must be a positive integer, got {shard_size!r}")
     prob = build_problem(problem, resolution, **dict(options or {}))
+    prob.check_first_sample(int(seed))
     config = {
         "problem": prob.name,
         "n_samples": int(n),
@@ -292,13 +293,30 @@ def _write_shard(
             f.attrs[ATTR_STATUS] = STATUS_SHARD
             f.attrs["shard_start"] = start
             f.attrs[ATTR_CONFIG] = config_text
+            f.attrs[SHARD_REVISION] = problem.revision
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
 
 
-def _shard_is_valid(path: Path, start: int, stop: int, config_text: str) -> bool:
+#: a shard's record of its family's ``revision`` (absent in shards written before it: 1)
+SHARD_REVISION = "family_revision"
+
+
+def _shard_revision(path: Path) -> int:
+    """The family revision a shard records (1 when it records none or cannot be read)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return int(attr_value(f.attrs, SHARD_REVISION) or 1)
+    except (OSError, ValueError, TypeError):
+        return 1
+
+
+def _shard_is_valid(path: Path, start: int, stop: int, config_text: str,
+                    revision: int = 1) -> bool:
     import h5py
 
     try:
@@ -308,6 +326,7 @@ def _shard_is_valid(path: Path, start: int, stop: int, config_text: str) -> bool
                 and attr_value(f.attrs, "shard_start") == start
                 and f[CONVERGED].shape[0] == stop - start
                 and attr_value(f.attrs, ATTR_CONFIG) == config_text
+                and (attr_value(f.attrs, SHARD_REVISION) or 1) == revision
             )
             for ds in f.values() if ok else ():
                 ds[()]  # every chunk read: its checksum (where written) verified
@@ -515,10 +534,14 @@ def _run_locked(
     pending = []
     for j, (start, stop) in enumerate(ranges):
         path = parts / _SHARD_NAME.format(j)
-        if path.exists() and not _shard_is_valid(path, start, stop, text):
+        if path.exists() and not _shard_is_valid(path, start, stop, text, prob.revision):
             bad = path.with_name(f"{path.name}.invalid-{int(time.time())}")
+            older = _shard_is_valid(path, start, stop, text, _shard_revision(path))
             os.replace(path, bad)
-            warnings.warn(f"shard {path.name} was damaged; moved to {bad.name} and "
+            what = (f"was made by an earlier pdeforge whose {prob.name} samples differ "
+                    f"(revision {_shard_revision(bad)}, now {prob.revision})" if older
+                    else "was damaged")
+            warnings.warn(f"shard {path.name} {what}; moved to {bad.name} and "
                           "recomputing it", stacklevel=2)
         if not path.exists():
             pending.append(j)

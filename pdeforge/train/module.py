@@ -371,8 +371,12 @@ class OperatorModule(pl.LightningModule):
                     f"files: {before.get('files')}). Train on the new data without --ckpt_path"
                 )
             other = _other_samples(before, now)
+            # which samples train is set by the seed and the training fraction alone
+            # (validation takes the next ones, the test fraction the rest)
             split = [f"data.{key} {before[key]} -> {now[key]}" for key in ("split", "split_seed")
-                     if key in before and key in now and before[key] != now[key]]
+                     if key in before and key in now and (
+                         before[key] != now[key] if key == "split_seed"
+                         else before[key][:1] != now[key][:1])]
             if split and not other:
                 # the same samples split another way: samples the run has trained on would
                 # be validated on (and its best score compared across validation sets)

@@ -103,7 +103,9 @@ def test_options_a_family_cannot_use_are_refused_before_any_work(tmp_path):
         (["helmholtz", "--k0", "5", "--preconditioner", "amg", "--solver", "skr",
           "--workers", "2"],
          "amg (smoothed aggregation) is for symmetric positive definite systems, and "
-         "helmholtz's are not"),
+         "helmholtz's matrices with these options are not symmetric"),
+        (["advection-diffusion", "--preconditioner", "amg", "--solver", "gcrodr"],
+         "advection-diffusion's matrices with these options are not symmetric"),
         (["darcy", "--out", tmp_path / "file.nc" / "x.nc"], "file.nc is a file, not a folder"),
     ):
         out = [] if "--out" in args else ["--out", tmp_path / "x.nc"]
@@ -111,6 +113,15 @@ def test_options_a_family_cannot_use_are_refused_before_any_work(tmp_path):
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert fragment in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
         assert not (tmp_path / "x.nc.parts").exists()
+
+
+def test_amg_is_taken_where_the_options_make_the_matrices_symmetric(tmp_path):
+    # helmholtz with Dirichlet walls and a small k0 is SPD: amg serves it (refused for the
+    # whole family at first, from the family's class)
+    res = generate("helmholtz", 2, tmp_path / "h.nc", resolution=16, progress=False,
+                   options={"boundary": "dirichlet", "k0": 1.0, "preconditioner": "amg",
+                            "solver": "skr"})
+    assert not res.nonconverged and check_file(res.path).ok
 
 
 def test_unwritable_output_directory(tmp_path):

@@ -270,6 +270,27 @@ def test_damaged_shard_is_recomputed(tmp_path, monkeypatch):
     assert_same_dataset(out, ref.path)
 
 
+def test_shards_of_an_earlier_revision_of_the_family_are_recomputed(tmp_path, monkeypatch):
+    # a thermal run interrupted before the slot's cells changed (revision 2) and resumed
+    # after it would otherwise assemble one file of two geometries
+    out = tmp_path / "t.nc"
+    monkeypatch.setattr(runner, "_compute_shard", _interrupting(runner._compute_shard, 2))
+    with pytest.raises(PdeforgeError):
+        generate("thermal", 6, out, resolution=12, shard_size=2, progress=False)
+    monkeypatch.undo()
+    shards = sorted((tmp_path / "t.nc.parts").glob("shard-*.nc"))
+    assert len(shards) == 2
+    with h5py.File(shards[0], "r+") as f:
+        del f.attrs[runner.SHARD_REVISION]  # as written before revisions: 1
+    with pytest.warns(UserWarning, match=r"shard-000000.nc was made by an earlier pdeforge "
+                                         r"whose thermal samples differ \(revision 1, now 2\)"):
+        res = generate("thermal", 6, out, resolution=12, shard_size=2, progress=False)
+    assert res.shards_computed == 2  # the old one and the missing one
+    ref = generate("thermal", 6, tmp_path / "ref.nc", resolution=12, shard_size=2,
+                   progress=False)
+    assert_same_dataset(out, ref.path)
+
+
 def _interrupting(real, after):
     calls = []
 

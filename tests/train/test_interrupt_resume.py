@@ -122,9 +122,12 @@ def test_a_resume_may_not_change_the_training_settings_or_train_nothing(
                ("--data.split_seed=1", "data.split_seed 0 -> 1"))
     procs = run_clis(
         [(*train, "--trainer.max_epochs=4", option) for option, _ in changed + resplit]
-        + [(*train, f"--trainer.max_epochs={epochs}") for epochs in (1, 2)],
+        + [(*train, f"--trainer.max_epochs={epochs}") for epochs in (1, 2)]
+        # another test fraction leaves training and validation as they were: taken
+        + [(*train, "--trainer.max_epochs=3", "--data.split=[0.8,0.1,0.05]")],
         cwd=tmp_path,
     )
+    assert procs.pop().returncode == 0
     for (_, message), proc in zip(changed, procs[:3], strict=True):
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert message in proc.stderr and "optimiser and schedule" in proc.stderr
@@ -135,8 +138,9 @@ def test_a_resume_may_not_change_the_training_settings_or_train_nothing(
         assert proc.returncode == 2 and "Traceback" not in proc.stderr
         assert "has already trained 2 epoch(s)" in proc.stderr
         assert "--trainer.max_epochs above 2" in proc.stderr
-    # no folder is left behind by the refused runs
-    assert sorted(p.name for p in Path("runs/pdeforge").iterdir()) == ["version_0"]
+    # no folder is left behind by the refused runs (version_1: the accepted one)
+    assert sorted(p.name for p in Path("runs/pdeforge").iterdir()) == ["version_0",
+                                                                       "version_1"]
 
 
 def test_resuming_on_other_samples_warns_and_records_both(darcy16, tmp_path, monkeypatch):

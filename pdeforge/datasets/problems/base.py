@@ -76,6 +76,10 @@ class ProblemFamily(ABC):
     default_resolution: ClassVar[int]
     min_resolution: ClassVar[int]
     max_resolution: ClassVar[int] = 8192
+    #: raised when the family's samples change for an unchanged config (a fix of its
+    #: geometry, say): a resumed run recomputes shards of another revision instead of
+    #: assembling a file of two kinds of samples
+    revision: ClassVar[int] = 1
 
     #: why a sample of the family can end not converged, and what to change (appended to
     #: the warning of `pdeforge generate`)
@@ -110,6 +114,11 @@ class ProblemFamily(ABC):
     def resolve_options(self, options: dict[str, Any]) -> dict[str, Any]:
         """Fill options left at None with their resolved values; validate combinations."""
         return options
+
+    def check_first_sample(self, seed: int) -> None:
+        """Refuse, before any work, options that sample 0 shows cannot work (a family
+        with such options overrides this; by default nothing to check)."""
+        return None
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:

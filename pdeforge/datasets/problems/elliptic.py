@@ -278,6 +278,7 @@ class Thermal(LinearFamily):
     default_resolution = 64
     min_resolution = 10
     max_resolution = 4096
+    revision = 2  # 2: the slot's cells (plate()); 1 left it empty at n = 10
     #: the slot, in [0, 1]^2 coordinates: x in [0.45, 0.55], y in [0.2, 0.8]
     slot = ((0.45, 0.55), (0.2, 0.8))
     options = (

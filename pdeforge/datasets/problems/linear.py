@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from pdeforge.datasets.format import (
     DIAGNOSTIC,
@@ -87,13 +88,28 @@ class LinearFamily(ProblemFamily):
             )
         if not options["rtol"] < 1:
             raise PdeforgeError(f"--rtol must be < 1, got {options['rtol']}")
-        if options["preconditioner"] == "amg" and not self.spd:
-            # (refused here, not by the first solve: under Dask that was after the
-            # workers started, and each logged it)
+        return options
+
+    def check_first_sample(self, seed: int) -> None:
+        """Refuse ``--preconditioner amg`` before any work when sample 0's matrix is not
+        Hermitian (amg is for SPD systems): the first solve found it, under Dask after
+        the workers had started, each logging it. Whether a family's matrices are
+        Hermitian may depend on its options (helmholtz: Dirichlet walls yes, absorbing
+        ones no), so the matrix is asked, as the preconditioner would ask it."""
+        c = self.config
+        if c["preconditioner"] != "amg" or c["solver"] == "direct":
+            return
+        from pdeforge.solvers.krylov.preconditioners import AMG_ASYMMETRY
+
+        A = self.build(seed, 0).A
+        if A is None:
+            return
+        A = sp.csr_matrix(A)
+        if abs(A - A.conj().T).max() > AMG_ASYMMETRY * (abs(A).max() or 1.0):
             raise PdeforgeError(
                 f"--preconditioner amg (smoothed aggregation) is for symmetric positive "
-                f"definite systems, and {self.name}'s are not: use ilu, ilu0 or auto")
-        return options
+                f"definite systems, and {self.name}'s matrices with these options are not "
+                "symmetric (Hermitian): use ilu, ilu0 or auto")
 
     @property
     def solver_name(self) -> str:

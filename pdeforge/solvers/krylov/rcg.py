@@ -239,6 +239,10 @@ class RecycledCG:
     @staticmethod
     def _plain(A, b, rtol, maxiter, M, x0) -> KrylovResult:
         """Plain PCG (scipy's cg): iterations counted by its callback."""
+        if x0 is not None and maxiter < 2:  # x0's residual is the budget's one product
+            res = relative_residual(A, x0, b)
+            return KrylovResult(np.array(x0, dtype=result_dtype(A, b)), 1, res, res <= rtol,
+                                [res])
         count = [0]
         op = spla.LinearOperator(A.shape, matvec=M, dtype=result_dtype(A, b))
         # (the residual of a given x0 is a product of the budget)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import scipy.linalg as sla
+import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from pdeforge.solvers.krylov import RecycledCG, build_preconditioner
@@ -177,3 +179,14 @@ def test_ritz_update_from_cg_scalars_equals_explicit_rayleigh_ritz(darcy_sequenc
     # the new vectors lie in span[W_old, Z]
     Q, _ = np.linalg.qr(S.T)
     assert np.abs(W_new.T - Q @ (Q.T @ W_new.T)).max() < 1e-8 * np.abs(W_new).max()
+
+
+def test_plain_cg_keeps_within_maxiter_with_a_start():
+    # x0's residual is a product of the budget: maxiter = 1 with x0 spent 2
+    n = 20
+    A = sp.diags([-np.ones(n - 1), 2 * np.ones(n), -np.ones(n - 1)], [-1, 0, 1]).tocsr()
+    b = np.ones(n)
+    for maxiter in (1, 2, 3):
+        res = RecycledCG(recycle=0).solve(A, b, maxiter=maxiter, x0=0.1 * np.ones(n))
+        assert res.iterations <= maxiter
+        assert res.residual == pytest.approx(np.linalg.norm(b - A @ res.x) / np.linalg.norm(b))
