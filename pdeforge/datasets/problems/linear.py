@@ -109,7 +109,7 @@ class LinearFamily(ProblemFamily):
             raise PdeforgeError(
                 f"--preconditioner amg (smoothed aggregation) is for symmetric positive "
                 f"definite systems, and {self.name}'s matrices with these options are not "
-                "symmetric (Hermitian): use ilu, ilu0 or auto")
+                "symmetric (Hermitian): use 'ilu' or 'ilu0' (or auto)")
 
     @property
     def solver_name(self) -> str:
