@@ -255,12 +255,17 @@ def test_a_truncated_output_file_is_called_damaged_not_foreign(tmp_path):
         generate("darcy", 4, out, resolution=8, progress=False)
 
 
-def test_damaged_shard_is_recomputed(tmp_path, monkeypatch):
-    out = tmp_path / "d.nc"
+def _stopped_after_two_shards(problem, out, monkeypatch, resolution):
+    """A run of 6 samples in shards of 2 interrupted after its first two shards."""
     monkeypatch.setattr(runner, "_compute_shard", _interrupting(runner._compute_shard, 2))
     with pytest.raises(PdeforgeError):
-        generate("darcy", 6, out, resolution=8, shard_size=2, progress=False)
+        generate(problem, 6, out, resolution=resolution, shard_size=2, progress=False)
     monkeypatch.undo()
+
+
+def test_damaged_shard_is_recomputed(tmp_path, monkeypatch):
+    out = tmp_path / "d.nc"
+    _stopped_after_two_shards("darcy", out, monkeypatch, 8)
     shard = tmp_path / "d.nc.parts" / "shard-000000.nc"
     shard.write_bytes(shard.read_bytes()[:100])  # truncated by a bad copy
     with pytest.warns(UserWarning, match="damaged"):
@@ -274,10 +279,7 @@ def test_shards_of_an_earlier_revision_of_the_family_are_recomputed(tmp_path, mo
     # a thermal run interrupted before the slot's cells changed (revision 2) and resumed
     # after it would otherwise assemble one file of two geometries
     out = tmp_path / "t.nc"
-    monkeypatch.setattr(runner, "_compute_shard", _interrupting(runner._compute_shard, 2))
-    with pytest.raises(PdeforgeError):
-        generate("thermal", 6, out, resolution=12, shard_size=2, progress=False)
-    monkeypatch.undo()
+    _stopped_after_two_shards("thermal", out, monkeypatch, 12)
     shards = sorted((tmp_path / "t.nc.parts").glob("shard-*.nc"))
     assert len(shards) == 2
     with h5py.File(shards[0], "r+") as f:
