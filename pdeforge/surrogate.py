@@ -19,7 +19,6 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,8 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
-from pdeforge.datasets.format import CONVERGED, SAMPLE, SPATIAL_DIMS, is_decreasing
+from pdeforge.datasets.format import CONVERGED, SAMPLE, SPATIAL_DIMS
+from pdeforge.datasets.readers import increasing, open_dataset
 from pdeforge.errors import PdeforgeError
 from pdeforge.operators.base import OperatorInputError
 from pdeforge.train.checkpoint import load_module
@@ -623,15 +623,6 @@ def _check_device(device: Any) -> None:
                                   "use cpu")
 
 
-def increasing(data: xr.Dataset, dims: Sequence[str]) -> xr.Dataset:
-    """``data`` with every dim of ``dims`` whose coordinate decreases reversed (the format
-    allows either direction; pdeforge's readers, training and predictions use increasing
-    coordinates)."""
-    flip = {d: slice(None, None, -1) for d in dims if d in data.coords
-            and is_decreasing(data[d].values)}
-    return data.isel(flip) if flip else data
-
-
 def read_query_inputs(
     path: str | os.PathLike, surrogate: Surrogate
 ) -> tuple[xr.Dataset, np.ndarray | None]:
@@ -651,8 +642,6 @@ def read_query_inputs(
         data = surrogate._to_dataset(x, True, {}, "input", names=surrogate.inputs)
         data.attrs.clear()  # the surrogate's attributes describe predictions, not inputs
         return data, None
-    from pdeforge.datasets.readers import open_dataset
-
     with open_dataset(path) as ds:
         missing = [v for v in surrogate.inputs if v not in ds]
         if missing:
@@ -660,9 +649,9 @@ def read_query_inputs(
                 f"{path} lacks the input variable(s) {missing} the surrogate needs "
                 f"({surrogate.inputs}); it has {sorted(map(str, ds.data_vars))}"
             )
-        # increasing coordinates: the predictions come out that way, and the file written
-        # holds both on one set of coordinates
-        data = increasing(ds[surrogate.inputs].load(), surrogate.grid_dims)
+        # (open_dataset gives increasing coordinates, as the predictions come out: the
+        # file written holds both on one set of coordinates)
+        data = ds[surrogate.inputs].load()
         data.attrs["seed"] = ds.attrs.get("seed", 0)
         converged = (np.asarray(ds[CONVERGED].values).astype(bool).reshape(-1)
                      if CONVERGED in ds and ds[CONVERGED].dims == (SAMPLE,) else None)

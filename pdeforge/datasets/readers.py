@@ -8,6 +8,7 @@ foreign file fails at once with a clear message instead of deep inside a trainin
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,13 @@ def open_dataset(path: str | Path, *, require_complete: bool = True, **kwargs: A
         raise DatasetFormatError(f"{path}: xarray cannot open it as netCDF4 ({exc})") from None
     # the format allows a decreasing spatial coordinate (files of other programs); the
     # readers present increasing ones (a lazy reversed view: nothing is read here)
-    flip = {d: slice(None, None, -1) for d in SPATIAL_DIMS
-            if d in ds.coords and ds[d].ndim == 1 and is_decreasing(ds[d].values)}
-    return ds.isel(flip) if flip else ds
+    return increasing(ds, SPATIAL_DIMS)
+
+
+def increasing(data: Any, dims: Sequence[str]) -> Any:
+    """``data`` (an xarray Dataset or DataArray) with every dim of ``dims`` whose
+    coordinate decreases reversed (the format allows either direction; pdeforge's readers,
+    training and predictions use increasing coordinates)."""
+    flip = {d: slice(None, None, -1) for d in dims if d in data.coords
+            and is_decreasing(data[d].values)}
+    return data.isel(flip) if flip else data

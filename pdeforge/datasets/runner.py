@@ -536,11 +536,11 @@ def _run_locked(
         path = parts / _SHARD_NAME.format(j)
         if path.exists() and not _shard_is_valid(path, start, stop, text, prob.revision):
             bad = path.with_name(f"{path.name}.invalid-{int(time.time())}")
-            older = _shard_is_valid(path, start, stop, text, _shard_revision(path))
+            found = _shard_revision(path)
+            older = found != prob.revision and _shard_is_valid(path, start, stop, text, found)
             os.replace(path, bad)
             what = (f"was made by an earlier pdeforge whose {prob.name} samples differ "
-                    f"(revision {_shard_revision(bad)}, now {prob.revision})" if older
-                    else "was damaged")
+                    f"(revision {found}, now {prob.revision})" if older else "was damaged")
             warnings.warn(f"shard {path.name} {what}; moved to {bad.name} and "
                           "recomputing it", stacklevel=2)
         if not path.exists():
