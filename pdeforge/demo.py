@@ -140,7 +140,8 @@ def run_demo(
     # a speedup over the latter alone would flatter the surrogate
     from pdeforge.datasets.problems import build_problem
 
-    direct = build_problem("darcy", resolution, **{**options, "solver": "direct"})
+    direct = build_problem("darcy", resolution,
+                           **{**options, "solver": "direct", "preconditioner": "auto"})
     direct_seconds = float(
         np.mean(direct.solve_inputs({"coefficient": fresh["coefficient"].values})["solve_seconds"])
     )

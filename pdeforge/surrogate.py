@@ -142,15 +142,25 @@ class Surrogate:
 
     def info(self) -> dict[str, Any]:
         """Model, parameters, training data and the scores recorded at training time."""
-        best = {}
+        validation: dict[str, Any] = {}
         for key, state in self._metrics.items():
             if key.startswith("ModelCheckpoint") and isinstance(state, dict):
                 score = state.get("best_model_score")
                 if score is not None:
-                    best = {
+                    validation = {
                         "monitor": state.get("monitor", "val/rel_l2"),
+                        # the run's best (at the time this checkpoint was saved), which is
+                        # not this checkpoint's score unless it is that best checkpoint
                         "best_score": float(score),
+                        "best_checkpoint": Path(str(state.get("best_model_path", ""))).name,
                     }
+        own = self._meta.get("validation")  # written by pdeforge since 0.1: these weights'
+        monitor = validation.get("monitor", "val/rel_l2")
+        if isinstance(own, dict) and monitor in own:
+            validation.update(monitor=monitor, score=float(own[monitor]),
+                              epoch=int(own.get("epoch", -1)) + 1)
+        elif validation and validation["best_checkpoint"] == Path(self.path).name:
+            validation["score"] = validation["best_score"]
         return {
             "checkpoint": self.path,
             "model": self.module.operator.name,
@@ -163,18 +173,24 @@ class Surrogate:
             "training_files": self.data_info.get("files"),
             "split_sizes": self.data_info.get("split_sizes"),
             "epochs_trained": None if self._epochs is None else int(self._epochs) + 1,
-            "validation": best,
+            "validation": validation,
             "device": self.device,
         }
 
     def __repr__(self) -> str:
         i = self.info()
         grid = "x".join(map(str, self.grid_shape))
-        score = i["validation"]
-        best = f", {score['monitor']}={score['best_score']:.4g}" if score else ""
+        v = i["validation"]
+        score = ""
+        if "score" in v:
+            score = f", {v['monitor']}={v['score']:.4g}"
+            if "best_score" in v and not np.isclose(v["best_score"], v["score"], rtol=1e-5):
+                score += f" (run's best {v['best_score']:.4g})"
+        elif v:
+            score = f", run's best {v['monitor']}={v['best_score']:.4g}"
         return (
             f"Surrogate({i['model']}, {i['parameters']:,} parameters, {self.problem} "
-            f"{self.inputs} -> {self.outputs} on {grid}{best})"
+            f"{self.inputs} -> {self.outputs} on {grid}{score})"
         )
 
     # -- inputs ---------------------------------------------------------------------------
@@ -356,8 +372,7 @@ class Surrogate:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise SurrogateInputError(f"batch_size must be a positive integer, got {batch_size!r}")
         x, batched, coords = self._as_batch(inputs)
-        if len(x) == 0:
-            raise SurrogateInputError("no samples to predict (the batch is empty)")
+        _refuse_empty(x, "predict")
         if not np.all(np.isfinite(x)):
             bad = int(np.sum(~np.isfinite(x)))
             raise SurrogateInputError(f"inputs contain {bad} NaN or infinite value(s)")
@@ -550,6 +565,7 @@ class Surrogate:
         solve time (assembly included), the surrogate's forward passes after one warm-up.
         """
         x, batched, coords = self._as_batch(inputs)
+        _refuse_empty(x, "compare")
         sizes = set(x.shape[2:])
         if len(sizes) != 1:
             raise SurrogateInputError(f"compare needs a square grid, got {x.shape[2:]}")
@@ -585,6 +601,11 @@ class Surrogate:
             solution=self._to_dataset(target, batched, coords, "reference solver"),
             prediction=self._to_dataset(y, batched, coords, "surrogate"),
         )
+
+
+def _refuse_empty(x: np.ndarray, what: str) -> None:
+    if len(x) == 0:
+        raise SurrogateInputError(f"no samples to {what} (the batch is empty)")
 
 
 def _caller_level() -> int:

@@ -37,7 +37,13 @@ def test_generate_info_check_end_to_end(tmp_path):
     assert d["config"]["options"]["scheme"] == "vertex"
     assert d["config"]["options"]["tau"] == 7.0  # resolved lognormal default
     assert d["diagnostics"]["converged"] == {"true": 5, "false": 0}
+    # counts and times add up; residuals do not
+    assert d["diagnostics"]["iterations"]["total"] is not None  # 0: a direct solve
+    assert d["diagnostics"]["solve_seconds"]["total"] > 0
+    assert d["diagnostics"]["residual"]["total"] is None
     text = run_cli("info", out).stdout
+    residual_line = next(ln for ln in text.splitlines() if ln.strip().startswith("residual"))
+    assert "max" in residual_line and "total" not in residual_line
     assert "input       coefficient" in text and "5 converged, 0 not" in text
     again = run_cli("generate", "darcy", "--n", "5", "--resolution", "12", "--out", out,
                     "--coefficient", "lognormal", "--scheme", "vertex", "--no-progress")
@@ -64,6 +70,9 @@ def test_generate_info_check_end_to_end(tmp_path):
         (["generate", "advection-diffusion", "--n", "2", "--resolution", "12", "--out", "x.nc",
           "--solver", "skr", "--preconditioner", "amg", "--no-progress"],
          ["amg (smoothed aggregation) is for symmetric", "use 'ilu' or 'ilu0'"]),
+        (["generate", "darcy", "--n", "2", "--resolution", "12", "--out", "x.nc",
+          "--solver", "direct", "--preconditioner", "ilu"],
+         ["--preconditioner ilu has no effect with --solver direct", "leave --preconditioner out"]),
     ],
 )
 def test_bad_inputs(tmp_path, args, fragments):

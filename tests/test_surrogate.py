@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -136,6 +137,42 @@ def test_info_and_repr_describe_the_model_and_its_training(surrogate):
     assert "mgno" in repr(surrogate) and "coefficient" in repr(surrogate)
 
 
+def test_each_checkpoint_reports_its_own_validation_score(trained):
+    """last.ckpt holds the last epoch's weights: it reports their score, and the run's best
+    beside it when that is another checkpoint's; the best checkpoint reports the best."""
+    folder = trained[1].parent
+    (best_path,) = folder.glob("best-*.ckpt")
+    best, last = Surrogate.load(best_path, device="cpu"), Surrogate.load(trained[1], device="cpu")
+    scores = trained[0].trainer.checkpoint_callback.best_k_models
+    assert best.info()["validation"]["score"] == pytest.approx(float(scores[str(best_path)]))
+    best_epoch = torch.load(best_path, weights_only=True)["epoch"]
+    assert best.info()["validation"]["epoch"] == best_epoch + 1
+    final = float(trained[0].trainer.callback_metrics["val/rel_l2"])  # the last epoch's
+    v = last.info()["validation"]
+    assert v["score"] == pytest.approx(final) and v["epoch"] == 3
+    assert v["best_score"] == pytest.approx(best.info()["validation"]["score"])
+    assert v["best_checkpoint"] == best_path.name
+    assert ("run's best" in repr(last)) == (v["score"] != pytest.approx(v["best_score"]))
+    assert f"val/rel_l2={v['score']:.4g}" in repr(last)
+
+
+def test_a_last_checkpoint_behind_the_best_shows_both_scores(trained, tmp_path):
+    checkpoint = torch.load(trained[1], weights_only=True)
+    own = checkpoint["pdeforge"]["validation"]["val/rel_l2"]
+    (key,) = [k for k, c in checkpoint["callbacks"].items()
+              if k.startswith("ModelCheckpoint") and c["monitor"] == "val/rel_l2"]
+    checkpoint["callbacks"][key].update(best_model_score=torch.tensor(own / 2),
+                                        best_model_path="/elsewhere/best-epoch=1.ckpt")
+    torch.save(checkpoint, tmp_path / "last.ckpt")
+    text = repr(Surrogate.load(tmp_path / "last.ckpt", device="cpu"))
+    assert f"val/rel_l2={own:.4g} (run's best {own / 2:.4g})" in text
+    del checkpoint["pdeforge"]["validation"]  # as written before this was recorded
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    old = Surrogate.load(tmp_path / "old.ckpt", device="cpu")
+    assert f"run's best val/rel_l2={own / 2:.4g})" in repr(old)
+    assert "score" not in old.info()["validation"]
+
+
 def test_bad_inputs_are_explained(surrogate, data):
     with pytest.raises(SurrogateInputError, match="NaN"):
         surrogate.predict(np.full((16, 16), np.nan))
@@ -155,6 +192,19 @@ def test_tampered_checkpoint_is_refused(trained, tmp_path):
     bad = tmp_path / "bad.ckpt"
     torch.save(checkpoint, bad)
     with pytest.raises(CheckpointError, match="refusing to load"):
+        Surrogate.load(bad)
+
+
+@pytest.mark.parametrize("part", ["normalizer", "weight"])
+def test_a_checkpoint_with_nan_in_it_is_refused(trained, tmp_path, part):
+    checkpoint = torch.load(trained[1], weights_only=True)
+    state = checkpoint["state_dict"]
+    name = next(k for k, t in state.items()
+                if t.is_floating_point() and ("norm" in k.lower()) == (part == "normalizer"))
+    state[name] = torch.full_like(state[name], float("nan"))
+    bad = tmp_path / "nan.ckpt"
+    torch.save(checkpoint, bad)
+    with pytest.raises(CheckpointError, match=rf"NaN or infinite values in {re.escape(name)}"):
         Surrogate.load(bad)
 
 
@@ -207,8 +257,10 @@ def test_query_never_overwrites_without_asking(trained, darcy16, tmp_path):
 
 
 def test_more_bad_inputs(surrogate, data):
-    with pytest.raises(SurrogateInputError, match="empty"):
+    with pytest.raises(SurrogateInputError, match="no samples to predict .the batch is empty"):
         surrogate.predict(np.ones((0, 16, 16)))
+    with pytest.raises(SurrogateInputError, match="no samples to compare .the batch is empty"):
+        surrogate.compare(np.ones((0, 16, 16)))
     with pytest.raises(SurrogateInputError, match="batch_size"):
         surrogate.predict(np.ones((2, 16, 16)), batch_size=0)
     cube = xr.Dataset({"coefficient": (("sample", "x", "y", "z"), np.ones((1, 16, 16, 8)))})

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
+import re
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,26 @@ _METADATA_ERRORS = (
     "inputs, outputs and parameters are numbers",
 )
 
+
+
+_ORDINAL_DATE = re.compile(r"(\d{4})-?(\d{3})(?=$|[T ])")
+
+
+def is_iso8601(text: str) -> bool:
+    """Whether ``text`` is an ISO 8601 date or time: Python's ``fromisoformat`` (3.11)
+    takes calendar and week dates, and ordinal dates (``2026-336``, ``2026336``) are
+    rewritten as calendar dates first, which it does not take."""
+    match = _ORDINAL_DATE.match(text)
+    if match:
+        year, day = int(match.group(1)), int(match.group(2))
+        if not 1 <= day <= (366 if date(year, 12, 31).timetuple().tm_yday == 366 else 365):
+            return False
+        text = (date(year, 1, 1) + timedelta(days=day - 1)).isoformat() + text[match.end():]
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 def metadata_only(error: str) -> bool:
     """True for an error of :func:`check_file` that does not change what the data read
@@ -205,9 +226,7 @@ def _check_root_attrs(h5: Any, report: CheckReport) -> None:
                 f"root attribute {key} must be a single {want.__name__}, got {value!r}")
     created = attr_value(attrs, ATTR_CREATED)
     if isinstance(created, str):
-        try:
-            datetime.fromisoformat(created)
-        except ValueError:
+        if not is_iso8601(created):
             report.errors.append(f"root attribute created is not an ISO 8601 time: {created!r}")
     fmt = attr_value(attrs, ATTR_FORMAT)
     # (a version of the wrong type is reported above, as a type error)

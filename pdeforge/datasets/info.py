@@ -72,12 +72,16 @@ def describe(path: str | Path) -> dict[str, Any]:
                 elif values.size and np.issubdtype(values.dtype, np.number):
                     v = values.astype(np.float64)
                     v = v[np.isfinite(v)]
+                    # A sum means something for counts (iterations) and times, not for
+                    # residuals, drifts or tails.
+                    additive = (np.issubdtype(values.dtype, np.integer)
+                                or attr_value(var.attrs, "units") == "s")
                     diagnostics[name] = {
                         "finite": int(v.size),
                         "mean": float(v.mean()) if v.size else None,
                         "min": float(v.min()) if v.size else None,
                         "max": float(v.max()) if v.size else None,
-                        "total": float(v.sum()) if v.size else None,
+                        "total": float(v.sum()) if v.size and additive else None,
                     }
     size = path.stat().st_size
     n = dims.get(SAMPLE, 0)
@@ -115,8 +119,9 @@ def format_description(d: dict[str, Any]) -> str:
         elif s["mean"] is None:
             lines.append(f"  {name:<16} no finite values")
         else:
+            total = f"  total {s['total']:.4g}" if s["total"] is not None else ""
             lines.append(f"  {name:<16} mean {s['mean']:.4g}  min {s['min']:.4g}  "
-                         f"max {s['max']:.4g}  total {s['total']:.4g}")
+                         f"max {s['max']:.4g}{total}")
     lines.append("config")
     lines.append("  " + json.dumps(d["config"], indent=2, sort_keys=True).replace("\n", "\n  "))
     return "\n".join(lines)

@@ -147,4 +147,13 @@ def load_module(
     module = OperatorModule(**hparams)
     module.on_load_checkpoint(checkpoint)  # checks the state dict's names and shapes
     module.load_state_dict(checkpoint["state_dict"])
+    bad = [name for name, t in module.state_dict().items()
+           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        listed = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise CheckpointError(
+            f"checkpoint {path} holds NaN or infinite values in {listed}: every prediction "
+            "would be NaN (a run that diverged, or an edited file); use an earlier checkpoint "
+            "of the run (best-*.ckpt), or retrain with a lower learning rate"
+        )
     return module.eval().to(map_location), checkpoint

@@ -105,6 +105,7 @@ class OperatorModule(pl.LightningModule):
         )
         self.val_metrics = OperatorMetrics(out_channels, dim)
         self.test_metrics = OperatorMetrics(out_channels, dim)
+        self._last_validation: dict[str, float] | None = None  # see on_validation_epoch_end
         # whether every training loss of the epoch so far was finite (a device tensor:
         # checked once an epoch, not synchronised at every step)
         self._loss_finite: torch.Tensor | None = None
@@ -241,6 +242,14 @@ class OperatorModule(pl.LightningModule):
             # same values, so sync_dist only confirms them (and keeps Lightning quiet).
             self.log_dict({f"val/{k}": v.float() for k, v in values.items()}, sync_dist=True)
             self.log("val/rel_l2", rel_l2.float(), prog_bar=True, sync_dist=True)
+            if self._trainer is not None and not self.trainer.sanity_checking:
+                # kept for on_save_checkpoint: the scores of the weights a checkpoint holds
+                # (Lightning's callback state only has the run's best and top-k scores)
+                self._last_validation = {
+                    "global_step": int(self.global_step), "epoch": int(self.current_epoch),
+                    "val/rel_l2": float(rel_l2),
+                    **{f"val/{k}": float(v) for k, v in values.items() if v.numel() == 1},
+                }
         self.val_metrics.reset()
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -344,6 +353,9 @@ class OperatorModule(pl.LightningModule):
             "normalize": self.hparams.normalize,
             "data": self.data_info,
         }
+        last = self._last_validation
+        if last is not None and last["global_step"] == checkpoint.get("global_step"):
+            checkpoint["pdeforge"]["validation"] = dict(last)  # of exactly these weights
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("pdeforge", {})

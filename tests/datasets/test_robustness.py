@@ -241,6 +241,19 @@ def test_check_type_rules(darcy_file, tmp_path, edit, message):
     assert any(message in e for e in report.errors), report.errors
 
 
+@pytest.mark.parametrize(
+    ("created", "ok"),
+    [("2026-12-02T18:44:38+00:00", True), ("2026-336", True), ("2026336T18:44Z", True),
+     ("2024-366T00:00", True), ("2026-W49-3", True), ("20261202", True),
+     ("2025-366", False), ("2026-000", False), ("2026-13-01", False), ("2026-336X", False)],
+)
+def test_created_takes_every_iso_8601_date_form(darcy_file, tmp_path, created, ok):
+    """calendar, week and ordinal dates, basic or extended (the last is not Python's)"""
+    report = check_file(_corrupt(darcy_file, tmp_path / "c.nc",
+                                 lambda f: f.attrs.__setitem__("created", created)))
+    assert any("not an ISO 8601 time" in e for e in report.errors) != ok, report.errors
+
+
 def test_check_diagnostic_dtypes(tmp_path):
     import xarray as xr
 

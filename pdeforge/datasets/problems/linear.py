@@ -88,6 +88,11 @@ class LinearFamily(ProblemFamily):
             )
         if not options["rtol"] < 1:
             raise PdeforgeError(f"--rtol must be < 1, got {options['rtol']}")
+        if options["solver"] == "direct" and options["preconditioner"] != "auto":
+            raise PdeforgeError(
+                f"--preconditioner {options['preconditioner']} has no effect with --solver "
+                "direct (a sparse LU solve takes no preconditioner): leave --preconditioner "
+                "out, or pick an iterative --solver (skr, gcrodr, gmres)")
         return options
 
     def check_first_sample(self, seed: int) -> None:
