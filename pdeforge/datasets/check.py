@@ -12,8 +12,8 @@ Used by the CLI, by the runner on every file it assembles, and by the readers' o
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 import re
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
