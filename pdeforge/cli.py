@@ -127,6 +127,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         print(f"wrote {result.path}: {result.n_samples} samples in {result.seconds:.1f} s "
               f"({done} solved in this run, {rate:.1f} samples/s; {result.shards_computed} "
               f"of {result.shards_total} shards computed in this run)")
+        if result.solver_used:
+            print(f"solver ran: {', '.join(result.solver_used)}")
     return 0
 
 

@@ -29,12 +29,15 @@ def test_generate_info_check_end_to_end(tmp_path):
                   "--coefficient", "lognormal", "--scheme", "vertex", "--no-progress")
     assert gen.returncode == 0, gen.stderr
     assert "wrote" in gen.stdout and "5 samples" in gen.stdout
+    assert "solver ran: direct" in gen.stdout  # what --solver auto picked at 12^2
     chk = run_cli("check", out)
     assert chk.returncode == 0 and "OK" in chk.stdout
     info = run_cli("info", out, "--json")
     d = json.loads(info.stdout)
     assert d["attrs"]["problem"] == "darcy" and d["dims"] == {"sample": 5, "x": 12, "y": 12}
     assert d["config"]["options"]["scheme"] == "vertex"
+    assert d["attrs"]["solver"].endswith("(method=auto, preconditioner=auto, rtol=1e-08); "
+                                         "ran: direct")
     assert d["config"]["options"]["tau"] == 7.0  # resolved lognormal default
     assert d["diagnostics"]["converged"] == {"true": 5, "false": 0}
     # counts and times add up; residuals do not

@@ -53,6 +53,7 @@ from pdeforge.datasets.format import (
     config_json,
 )
 from pdeforge.datasets.problems import ProblemFamily, build_problem
+from pdeforge.datasets.problems.base import SOLVER_USED
 from pdeforge.errors import (
     ConfigMismatchError,
     ConvergenceError,
@@ -88,6 +89,9 @@ class GenerateResult:
     already_complete: bool = False
     #: samples solved in this call (the others came from a partial run's shards)
     samples_computed: int = 0
+    #: what the solver ran, over all shards (e.g. what ``--solver auto`` picked); empty
+    #: for families that do not say, or for shards written before this was recorded
+    solver_used: list[str] = field(default_factory=list)
 
 
 def resolve_config(
@@ -220,12 +224,16 @@ def _cached_problem(key: str, config: Mapping[str, Any]) -> ProblemFamily:
     return _PROBLEM_CACHE[key]
 
 
-def _root_attrs(problem: ProblemFamily, config: Mapping[str, Any]) -> dict:
+def _root_attrs(problem: ProblemFamily, config: Mapping[str, Any],
+                solver_used: list[str] = ()) -> dict:
     from pdeforge import __version__
 
+    solver = problem.solver_name
+    if solver_used:
+        solver += f"; ran: {', '.join(solver_used)}"
     return {
         ATTR_PROBLEM: problem.name,
-        ATTR_SOLVER: problem.solver_name,
+        ATTR_SOLVER: solver,
         ATTR_VERSION: __version__,
         ATTR_SEED: int(config["seed"]),
         ATTR_CONFIG: config_json(config),
@@ -238,6 +246,7 @@ def _assemble(
     problem: ProblemFamily,
     config: Mapping[str, Any],
     blocks: Iterator[tuple[int, Mapping[str, np.ndarray]]],
+    solver_used: list[str] = (),
 ) -> None:
     """Write the complete dataset through a temporary name, renamed into place at the end.
 
@@ -251,7 +260,7 @@ def _assemble(
             specs=problem.variables(),
             coords=problem.coordinates(),
             n_samples=config["n_samples"],
-            attrs=_root_attrs(problem, config),
+            attrs=_root_attrs(problem, config, solver_used),
             field_dtype=config["dtype"],
             compression=config["compression"],
         ) as writer:
@@ -294,6 +303,8 @@ def _write_shard(
             f.attrs["shard_start"] = start
             f.attrs[ATTR_CONFIG] = config_text
             f.attrs[SHARD_REVISION] = problem.revision
+            if block.get(SOLVER_USED) is not None:
+                f.attrs[SOLVER_USED] = str(block[SOLVER_USED])
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -480,7 +491,7 @@ def generate(
             raise PdeforgeError(f"cannot create {parts} ({exc.strerror}); choose a writable "
                                 "--out") from None
         try:
-            nonconverged, pending = _run_locked(
+            nonconverged, pending, used = _run_locked(
                 prob, config, text, ranges, out, parts, workers, scheduler, strict, progress)
         except BaseException as exc:
             if isinstance(exc, (KeyboardInterrupt, Terminated)):
@@ -504,14 +515,16 @@ def generate(
         )
     return GenerateResult(out, config["n_samples"], time.perf_counter() - t0, len(ranges),
                           len(pending), nonconverged,
-                          samples_computed=sum(ranges[j][1] - ranges[j][0] for j in pending))
+                          samples_computed=sum(ranges[j][1] - ranges[j][0] for j in pending),
+                          solver_used=used)
 
 
 def _run_locked(
     prob: ProblemFamily, config: dict[str, Any], text: str, ranges: list[tuple[int, int]],
     out: Path, parts: Path, workers: int, scheduler: str | None, strict: bool, progress: bool,
-) -> tuple[list[int], list[int]]:
-    """Compute the missing shards and assemble ``out`` (the output's lock is held)."""
+) -> tuple[list[int], list[int], list[str]]:
+    """Compute the missing shards and assemble ``out`` (the output's lock is held);
+    returns the samples not converged, the shards computed and what the solver ran."""
     manifest = parts / MANIFEST
     old, source = _partial_config(parts)
     if old is not None and old != config:
@@ -612,14 +625,28 @@ def _run_locked(
             f"{free / 2**20:.0f} MiB free in {out.parent}; make room and re-run the same "
             f"command (the shards are kept in {parts})"
         )
+    used = _solvers_used(parts, ranges)
     try:
-        _assemble(out, prob, config, blocks())
+        _assemble(out, prob, config, blocks(), used)
     except OSError as exc:
         raise PdeforgeError(
             f"cannot write {out} ({exc.strerror or exc}); make room or fix the permissions "
             f"and re-run the same command (the shards are kept in {parts})"
         ) from None
-    return nonconverged, pending
+    return nonconverged, pending, used
+
+
+def _solvers_used(parts: Path, ranges: list[tuple[int, int]]) -> list[str]:
+    """The distinct ``SOLVER_USED`` names the shards record, in order of first use."""
+    import h5py
+
+    used: list[str] = []
+    for j in range(len(ranges)):
+        with h5py.File(parts / _SHARD_NAME.format(j), "r") as f:
+            name = attr_value(f.attrs, SOLVER_USED)
+        if isinstance(name, str) and name not in used:
+            used.append(name)
+    return used
 
 
 def _what_was_kept(parts: Path) -> str:

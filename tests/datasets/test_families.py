@@ -58,6 +58,8 @@ def test_preconditioner_auto_means_amg_for_spd_and_ilu_otherwise(name, resolved)
     same = build_problem(name, _res(name), solver="skr", preconditioner=resolved,
                          **base).generate(0, range(3))
     np.testing.assert_array_equal(auto["iterations"], same["iterations"])
+    assert auto["solver_used"] == same["solver_used"]
+    assert auto["solver_used"].startswith("skr-") and auto["solver_used"].endswith(f"/{resolved}")
     assert auto["converged"].all()
 
 

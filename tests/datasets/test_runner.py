@@ -41,7 +41,8 @@ def test_workers_one_and_two_identical(tmp_path):
     one = generate("darcy", 10, tmp_path / "one.nc", workers=1, **kw)
     two = generate("darcy", 10, tmp_path / "two.nc", workers=2, **kw)
     assert one.shards_total == two.shards_total == 4
-    assert_same_dataset(one.path, two.path)
+    assert_same_dataset(one.path, two.path)  # (root attributes too: the solver that ran)
+    assert one.solver_used == two.solver_used == ["direct"]  # from the Dask workers too
     assert not (tmp_path / "two.nc.parts").exists()
 
 

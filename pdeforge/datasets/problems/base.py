@@ -63,6 +63,12 @@ def sample_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(int(index),)))
 
 
+#: optional key of :meth:`ProblemFamily.generate`'s result: a str naming what the solver
+#: ran on these samples (e.g. what ``--solver auto`` picked for them); the runner records
+#: it in each shard and joins the shards' names into the file's ``solver`` attribute
+SOLVER_USED = "solver_used"
+
+
 class ProblemFamily(ABC):
     """A family of PDE problems with random inputs and a reference solver.
 

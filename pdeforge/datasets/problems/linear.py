@@ -26,7 +26,7 @@ from pdeforge.datasets.format import (
     VarSpec,
     diagnostic_specs,
 )
-from pdeforge.datasets.problems.base import Option, ProblemFamily
+from pdeforge.datasets.problems.base import SOLVER_USED, Option, ProblemFamily
 from pdeforge.errors import PdeforgeError
 from pdeforge.solvers.diffusion import grid_points
 from pdeforge.solvers.krylov import METHODS, PRECONDITIONERS, solve_sequence
@@ -231,6 +231,7 @@ class LinearFamily(ProblemFamily):
         iterations = np.zeros(n, dtype=np.int64)
         residuals = np.full(n, np.nan)
         solutions: dict[int, np.ndarray] = {}
+        used = None
         if valid:
             res = solve_sequence(
                 [samples[k].A for k in valid], np.stack([samples[k].b for k in valid]),
@@ -244,6 +245,8 @@ class LinearFamily(ProblemFamily):
             iterations[valid] = res.iterations
             residuals[valid] = res.residuals
             solutions = dict(zip(valid, res.solutions, strict=True))
+            used = (res.method if res.method == "direct" or res.preconditioner == "none"
+                    else f"{res.method}/{res.preconditioner}")
         if progress is not None and len(valid) < n:
             progress(n - len(valid))
         out: dict[str, list] = {}
@@ -258,6 +261,8 @@ class LinearFamily(ProblemFamily):
         arrays = {name: np.stack(v) for name, v in out.items()}
         arrays.update(converged=converged, solve_seconds=seconds, iterations=iterations,
                       residual=residuals)
+        if used is not None:
+            arrays[SOLVER_USED] = used  # type: ignore[assignment]  (a str, see SOLVER_USED)
         return arrays
 
     def output_shape(self, spec: VarSpec) -> tuple[int, ...]:
