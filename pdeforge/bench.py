@@ -137,6 +137,13 @@ class _Counter:
         return spla.LinearOperator(self.shape, matvec=self.matvec, dtype=self.dtype)
 
 
+def _budget_note(budget: float, done: int, total: int, order: str = "") -> str:
+    """The note of a peer the time budget stopped before the end ("" when it was not)."""
+    if done >= total:
+        return ""
+    return f"stopped by the {budget:g} s budget after {done} of {total} systems{order}"
+
+
 def _scipy_iterative(kind: str, systems, pre: str, rtol: float, budget: float,
                      spd: bool, maxiter: int = MAXITER) -> PeerResult:
     """Independent scipy solves (gmres, cg) or gcrotmk recycling through CU."""
@@ -178,7 +185,8 @@ def _scipy_iterative(kind: str, systems, pre: str, rtol: float, budget: float,
         if time.perf_counter() - t0 > budget:
             break
     secs = (time.perf_counter() - t0) / done
-    return PeerResult(kind, pre, rtol, done, secs, mv / done, float(max(res)), int(conv))
+    return PeerResult(kind, pre, rtol, done, secs, mv / done, float(max(res)), int(conv),
+                      note=_budget_note(budget, done, len(systems)))
 
 
 def _splu(systems, rtol: float, budget: float, spd: bool) -> PeerResult:
@@ -197,7 +205,8 @@ def _splu(systems, rtol: float, budget: float, spd: bool) -> PeerResult:
             break
     secs = (time.perf_counter() - t0) / done
     return PeerResult("splu", "none", rtol, done, secs, 0.0, float(max(res)),
-                      int(sum(r <= rtol for r in res)))
+                      int(sum(r <= rtol for r in res)),
+                      note=_budget_note(budget, done, len(systems)))
 
 
 def _pyamg(systems, rtol: float, budget: float, spd: bool,
@@ -243,7 +252,8 @@ def _pyamg(systems, rtol: float, budget: float, spd: bool,
             break
     secs = (time.perf_counter() - t0) / done
     return PeerResult("pyamg", "amg" if spd else "air", rtol, done, secs, its / done,
-                      float(max(res)), int(sum(r <= rtol * 1.0001 for r in res)))
+                      float(max(res)), int(sum(r <= rtol * 1.0001 for r in res)),
+                      note=_budget_note(budget, done, len(systems)))
 
 
 def _name(p: PeerResult) -> str:
@@ -257,7 +267,7 @@ def _label(method: str, out) -> str:
 
 
 def _ours(method: str, mats, rhs, feats, pre: str | None, rtol: float, budget: float,
-          spd: bool, maxiter: int = MAXITER) -> PeerResult:
+          spd: bool, maxiter: int = MAXITER, dim: int | None = None) -> PeerResult:
     # budget: solve a prefix of the sequence, growing until the budget is used
     N = len(mats)
     pre_arg = None if pre in (None, "auto") else pre
@@ -266,7 +276,8 @@ def _ours(method: str, mats, rhs, feats, pre: str | None, rtol: float, budget: f
         parts = []
         for i in range(N):
             parts.append(solve_sequence(mats[i], rhs[i], method="gmres", rtol=rtol,
-                                        preconditioner=pre_arg, spd=spd, maxiter=maxiter))
+                                        preconditioner=pre_arg, spd=spd, maxiter=maxiter,
+                                        dim=dim))
             if time.perf_counter() - t0 > budget:
                 break
         k = len(parts)
@@ -275,7 +286,7 @@ def _ours(method: str, mats, rhs, feats, pre: str | None, rtol: float, budget: f
         resid = np.concatenate([p.residuals for p in parts])
         conv = np.concatenate([p.converged for p in parts])
         return PeerResult("gmres", pre or "none", rtol, k, secs, float(its.mean()),
-                          float(resid.max()), int(conv.sum()))
+                          float(resid.max()), int(conv.sum()), note=_budget_note(budget, k, N))
     done = [0]
 
     def watch(_: int) -> None:
@@ -286,15 +297,17 @@ def _ours(method: str, mats, rhs, feats, pre: str | None, rtol: float, budget: f
     try:
         out = solve_sequence(mats, rhs, features=feats, method=method, rtol=rtol,
                              preconditioner=pre_arg, spd=spd, progress=watch,
-                             maxiter=maxiter)
+                             maxiter=maxiter, dim=dim)
     except _OverBudget as exc:  # the systems solved so far come with the exception
         secs = (time.perf_counter() - t0) / done[0]
         part = exc.partial
         ok = part.solved
-        return PeerResult(_label(method, part), pre or "auto", rtol, int(ok.sum()), secs,
+        # auto: the preconditioner it ran, as for a finished run below
+        used = part.preconditioner if method == "auto" else (pre or "auto")
+        return PeerResult(_label(method, part), used, rtol, int(ok.sum()), secs,
                           float(part.iterations[ok].mean()), float(part.residuals[ok].max()),
-                          int(part.converged.sum()), note=f"stopped by the {budget:g} s "
-                          f"budget after {done[0]} of {N} systems (in its sorted order)")
+                          int(part.converged.sum()),
+                          note=_budget_note(budget, done[0], N, " (in its sorted order)"))
     k = N
     secs = (time.perf_counter() - t0) / k
     label = _label(method, out)
@@ -350,10 +363,10 @@ def run_skr_benchmark(
         if peer == "pyamg":
             return _pyamg(systems, rtol, budget, spd, maxiter)
         if peer == "auto":
-            return _ours("auto", mats, rhs, feats, None, rtol, budget, spd, maxiter)
+            return _ours("auto", mats, rhs, feats, None, rtol, budget, spd, maxiter, prob.dim)
         if peer.startswith("scipy-"):
             return _scipy_iterative(peer, systems, pre, rtol, budget, spd, maxiter)
-        return _ours(peer, mats, rhs, feats, pre, rtol, budget, spd, maxiter)
+        return _ours(peer, mats, rhs, feats, pre, rtol, budget, spd, maxiter, prob.dim)
 
     with threadpool_limits(limits=1, user_api="blas"):
         for rtol in rtols:
@@ -519,7 +532,10 @@ def summarise(configs: list[ConfigResult]) -> list[dict]:
                         f"{skr.converged}/{skr.systems} of {c.n_systems}: budget"),
                     "speedup_vs_scipy_gmres_time": ratio(base),
                     "speedup_vs_scipy_gmres_matvecs": ratio(base, "matvecs_per_system"),
-                    "scipy_gmres_converged": f"{base.converged}/{base.systems}" if base else None,
+                    "scipy_gmres_converged": None if base is None else (
+                        f"{base.converged}/{base.systems}" + (
+                            f" of {c.n_systems}: budget" if base.systems < c.n_systems
+                            else "")),
                     # from skr's pairs with gcrotmk where it has them, as auto's below
                     "speedup_vs_gcrotmk": 1.0 / paired_ratio(skr.pair_ratios)
                     if solved and gcrot and skr.pair_ratios else ratio(gcrot),

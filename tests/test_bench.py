@@ -191,6 +191,22 @@ def test_a_recycling_peer_stopped_by_the_budget_reports_the_systems_it_solved(tm
     assert "(1/1 of 4: budget)" in (tmp_path / "t.md").read_text()
 
 
+def test_every_peer_stopped_by_the_budget_says_so(tmp_path):
+    """scipy's and pdeforge's independent solvers stopped by the budget get the note skr
+    gets, the table shows scipy's count out of the sequence, and a stopped auto names the
+    preconditioner it ran (3D SPD at 8^3: CG with Jacobi), not "auto"."""
+    cfg = run_skr_benchmark("darcy3d", 8, 3, ["jacobi"], [1e-8], {"coefficient": "lognormal"},
+                            budget=0.0, peers=["scipy-gmres", "gmres", "skr", "auto"],
+                            log=lambda _: None)
+    by = {p.peer.split("(")[0]: p for p in cfg.peers}
+    for name in ("scipy-gmres", "gmres", "skr", "auto"):
+        assert by[name].systems == 1, by[name]
+        assert "stopped by the 0 s budget after 1 of 3 systems" in by[name].note, by[name]
+    assert by["auto"].preconditioner == "jacobi" and by["auto"].peer == "auto(cg)"
+    write_results([cfg], tmp_path, "t")
+    assert "scipy conv 1/1 of 3: budget)" in (tmp_path / "t.md").read_text()
+
+
 def test_a_misspelt_family_is_refused_with_the_preset_s_families(tmp_path):
     from pdeforge.bench import run_preset
     from pdeforge.errors import PdeforgeError

@@ -111,6 +111,14 @@ def test_advection_diffusion_conserves_mass():
     assert abs(s.A - s.A.T).max() > 0  # nonsymmetric
 
 
+@pytest.mark.parametrize(("n", "velocity"), [(16, 50.0), (33, 7.5), (64, 200.0)])
+def test_advection_diffusion_velocity_is_the_rms_speed_of_the_stored_flow(n, velocity):
+    # revision 1 scaled the RMS of the face-normal components: speeds 1.43x --velocity
+    out = build_problem("advection-diffusion", n, velocity=velocity).generate(3, range(3))
+    speed = np.sqrt(np.mean(out["velocity_x"] ** 2 + out["velocity_y"] ** 2, axis=(1, 2)))
+    np.testing.assert_allclose(speed, velocity, rtol=1e-6)  # (stored in float32)
+
+
 @pytest.mark.parametrize("n", [10, 11, 12, 13, 19, 24, 32, 40, 101])
 def test_thermal_slot_is_never_empty_and_keeps_its_size(n):
     # cells whose centres lay strictly inside x in (0.45, 0.55) gave no slot at n = 10 and
@@ -180,6 +188,18 @@ def test_auto_rule():
     assert auto_choice(False, 128**2, 5.0, symmetric_pattern=False) == ("gmres", "ilu")
     assert auto_choice(False, 4096, 5.0, symmetric_pattern=False) == ("direct", None)
     assert auto_choice(False, 512**2, 5.0, symmetric=True) == ("direct", None)
+    # the dimension, where stated, decides 2D or 3D; else the nonzeros a row
+    assert auto_choice(True, 216, 6.0) == ("cg", "jacobi")  # 7-point over 6^3
+    assert auto_choice(True, 216, 6.0, dim=2) == ("direct", None)
+    assert auto_choice(True, 27, 5.0, dim=3) == ("cg", "jacobi")
+
+
+def test_auto_treats_the_smallest_3d_grids_as_3d():
+    # vertex darcy3d at resolution 8 has 6^3 unknowns, 6.0 nonzeros a row: auto took it
+    # for 2D (a sparse LU) while resolution 9 got 3D's CG with Jacobi
+    for n in (8, 9):
+        out = build_problem("darcy3d", n, scheme="vertex").generate(0, range(2))
+        assert out["solver_used"] == "cg/jacobi" and (out["iterations"] > 0).all(), n
 
 
 @pytest.mark.parametrize(("name", "res", "label", "one_sided"),
@@ -201,7 +221,10 @@ def test_auto_strategies_solve_to_tolerance(name, res, label, one_sided):
         n = mats[0].shape[0]
         mats = [sp.csr_matrix(A - sp.diags([0.01 * A.diagonal()[:-2]], [2], shape=(n, n)))
                 for A in mats]
-    out = solve_sequence(mats, np.stack([s.b for s in samples]), method="auto", rtol=1e-8)
+    # (the dimension stated, as the families do: the extra diagonal's 6 entries a row
+    # would read as 3D)
+    out = solve_sequence(mats, np.stack([s.b for s in samples]), method="auto", rtol=1e-8,
+                         dim=prob.dim)
     assert out.method == label and out.converged.all()
     for A, s, x in zip(mats, samples, out.solutions, strict=True):
         assert np.linalg.norm(s.b - A @ x) <= 1e-8 * np.linalg.norm(s.b) * 1.001

@@ -182,11 +182,22 @@ def test_an_interrupt_stops_the_batch_at_once(how):
                 signal.pthread_kill(me, signal.SIGINT)
             else:
                 os.kill(os.getpid(), signal.SIGINT)
+        if len(seen) >= 5 and not how.startswith("raise") and not gave_up:
+            # the chunks wait until the main thread has run the handler (which a loaded
+            # machine may delay): what is measured is the work done after it (a handler
+            # that never runs is waited for once, then fails the assertion below)
+            if not handled.wait(10):
+                gave_up.append(True)
 
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
-    # Python's own handler, whatever the runner left (an inherited ignored SIGINT)
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    handled, gave_up = threading.Event(), []
+
+    def handler(signum, frame):  # Python's own, whatever the runner left, and a mark
+        handled.set()
+        signal.default_int_handler(signum, frame)
+
+    previous = signal.signal(signal.SIGINT, handler)
     try:
         # 4 chunks of 16 on a pool of 2 threads
         assert nlse._chunking(64, m, torch.device("cpu"), None) == (16, 2)

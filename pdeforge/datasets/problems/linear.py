@@ -71,7 +71,9 @@ class LinearFamily(ProblemFamily):
     nonconverged_hint = (
         "The iterative solver did not reach --rtol within --maxiter (`pdeforge info` shows "
         "the residuals): raise --maxiter, choose another --preconditioner, or --solver "
-        "direct; a sample whose inputs admit no solve is stored with NaN outputs"
+        "direct; residuals near 1e-15 mean an --rtol below what double precision reaches "
+        "(the solver stopped there): use a larger --rtol; a sample whose inputs admit no "
+        "solve is stored with NaN outputs"
     )
 
     dim: int = 2
@@ -238,7 +240,7 @@ class LinearFamily(ProblemFamily):
                 features=np.stack([samples[k].features for k in valid]), method=c["solver"],
                 rtol=c["rtol"], restart=c["restart"], recycle=c["recycle"],
                 preconditioner=c["preconditioner"],  # "auto": solve_sequence resolves it
-                maxiter=c["maxiter"], spd=self.spd, progress=progress,
+                maxiter=c["maxiter"], spd=self.spd, progress=progress, dim=self.dim,
             )
             converged[valid] = res.converged
             seconds[valid] = res.seconds + res.sort_seconds / len(valid)

@@ -87,6 +87,28 @@ def vector_norm(x: np.ndarray) -> float:
     return big * float(np.linalg.norm(x / big))
 
 
+#: the normwise backward error ||r|| / (||A|| ||x|| + ||b||) (infinity norms; Rigal and
+#: Gaches 1967, Higham, "Accuracy and Stability of Numerical Algorithms", 7.1) at which a
+#: solve is at the rounding floor of double precision: x is the exact solution of a
+#: system within this relative distance of the given one, and more steps cannot lower the
+#: residual further
+FLOOR_BACKWARD_ERROR = 64 * np.finfo(np.float64).eps
+
+
+def at_rounding_floor(A, x: np.ndarray, b: np.ndarray, r: np.ndarray) -> bool:
+    """Whether the true residual ``r = b - A x`` is at double precision's floor
+    (``FLOOR_BACKWARD_ERROR``). A restarted solver that checks this where its true
+    residual has not halved since the last check stops there, not converged, instead of
+    spending every product up to maxiter on an rtol below what doubles can reach
+    (helmholtz3d 12^3 with rtol 1e-16 ran 20000 products a system, residuals ~1e-15)."""
+    if not sp.issparse(A) and not isinstance(A, np.ndarray):
+        return False  # no norm of an abstract operator
+    a = abs(A)
+    a_norm = float(np.max(a.sum(axis=1))) if A.shape[0] else 0.0
+    scale = a_norm * float(np.max(np.abs(x), initial=0.0)) + float(np.max(np.abs(b), initial=0.0))
+    return float(np.max(np.abs(r), initial=0.0)) <= FLOOR_BACKWARD_ERROR * scale
+
+
 def relative_residual(A, x: np.ndarray, b: np.ndarray) -> float:
     bnorm = vector_norm(b)
     return vector_norm(b - A @ x) / (bnorm if bnorm > 0 else 1.0)

@@ -46,6 +46,7 @@ from pdeforge.solvers.krylov.arnoldi import arnoldi_cycle
 from pdeforge.solvers.krylov.base import (
     KrylovResult,
     Preconditioner,
+    at_rounding_floor,
     check_system,
     identity,
     relative_residual,
@@ -390,8 +391,11 @@ class GCRODR:
                 # one by it once it has fallen by REPLACEMENT since the last replacement
                 true_r = b - A @ x
                 matvecs += 1
-                if vector_norm(true_r) <= target:
+                true_norm = vector_norm(true_r)
+                if true_norm <= target:
                     break
+                if true_norm > 0.5 * synced and at_rounding_floor(A, x, b, true_r):
+                    break  # an rtol below what double precision reaches
                 r = true_r
                 if self.C is not None and self.C.shape[0]:
                     r, x = project(r, x)

@@ -14,6 +14,7 @@ from pdeforge.solvers.krylov.arnoldi import arnoldi_cycle
 from pdeforge.solvers.krylov.base import (
     KrylovResult,
     Preconditioner,
+    at_rounding_floor,
     check_system,
     identity,
     relative_residual,
@@ -57,6 +58,7 @@ def gmres(
     r = b - A @ x if x0 is not None else b.astype(dtype)
     matvecs += x0 is not None
     history = [vector_norm(r) / bnorm]
+    true_before = history[0]  # the true residual at the last restart
 
     # a cycle that continues ends with a product for the true residual; the last one
     # (budget spent) does not: the reported residual below is then a check of the result,
@@ -78,5 +80,9 @@ def gmres(
         r = b - A @ x  # true residual at each restart
         matvecs += 1
         history.append(vector_norm(r) / bnorm)
+        if (history[-1] * bnorm > target and history[-1] > 0.5 * true_before
+                and at_rounding_floor(A, x, b, r)):
+            break  # an rtol below what double precision reaches (``at_rounding_floor``)
+        true_before = history[-1]
     res = relative_residual(A, x, b)
     return KrylovResult(x, matvecs, res, res <= rtol, history)

@@ -359,9 +359,19 @@ class _Strategy:
                                  give_up_after=give_up_after, M_work=pre.work)
 
 
+#: without a stated dimension, ``auto`` takes matrices with more nonzeros a row than this
+#: for 3D: a 7-point stencil over m^3 unknowns has 7 - 6/m (5.5 at m = 4), a 5-point one
+#: fewer than 5
+THREE_D_NNZ_ROW = 5.25
+
+
 def auto_choice(spd: bool, n: int, nnz_per_row: float, preconditioner: str | None = None,
-                symmetric: bool = False, shared: bool = False, symmetric_pattern: bool = True):
+                symmetric: bool = False, shared: bool = False, symmetric_pattern: bool = True,
+                dim: int | None = None):
     """(method, preconditioner) that ``auto`` uses for a matrix class and size.
+
+    ``dim``: the discretisation's spatial dimension (None: guessed from ``nnz_per_row``,
+    ``THREE_D_NNZ_ROW``).
 
     A fixed rule, so that a dataset does not depend on the machine's timings. It follows
     the winners of benchmarks/skr.py (benchmarks/results/skr_*.md, one BLAS thread,
@@ -391,7 +401,7 @@ def auto_choice(spd: bool, n: int, nnz_per_row: float, preconditioner: str | Non
       and 96 s for scipy GMRES+spilu (benchmarks/results/skr_large.md). Matrices whose
       pattern ILU(0) does not accept (fill beyond 7-point stencils) get spilu.
     """
-    three_d = nnz_per_row > 6  # 7-point stencils have ~7 entries a row, 5-point ~5
+    three_d = dim >= 3 if dim is not None else nnz_per_row > THREE_D_NNZ_ROW
     if shared and not three_d:
         return ("direct", None)
     if spd:
@@ -436,6 +446,7 @@ def solve_sequence(
     reuse_preconditioner: bool = True,
     progress: Callable[[int], None] | None = None,
     blas_threads: int | None = 1,
+    dim: int | None = None,
 ) -> SequenceResult:
     """Solve A_i x_i = b_i for i = 0..N-1.
 
@@ -467,6 +478,8 @@ def solve_sequence(
             are tall-skinny BLAS-2/3 products; on a small machine multi-threaded OpenBLAS
             made them up to 10x slower (measured: GCRO-DR on Darcy 64^2), and parallelism
             comes from Dask workers anyway.
+        dim: spatial dimension of the discretisation (1, 2 or 3), for ``auto``'s rule
+            (:func:`auto_choice`); None: guessed from the nonzeros a row.
 
     Returns:
         :class:`SequenceResult`, every array in the original order.
@@ -485,7 +498,7 @@ def solve_sequence(
                 matrices, rhs, features, method, rtol, restart, recycle, preconditioner,
                 maxiter=maxiter, spd=spd, sorting=sorting,
                 reuse_preconditioner=reuse_preconditioner, progress=progress,
-                blas_threads=None,
+                blas_threads=None, dim=dim,
             )
     if method not in METHODS:
         raise SolverInputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -494,6 +507,8 @@ def solve_sequence(
                                f"{', '.join(KINDS)} or auto")
     if not 0 < rtol < 1:
         raise SolverInputError(f"rtol must lie in (0, 1), got {rtol}")
+    if dim is not None and (isinstance(dim, bool) or dim not in (1, 2, 3)):
+        raise SolverInputError(f"dim must be 1, 2 or 3 (or None), got {dim!r}")
     for name, value, low in (("restart", restart, 1), ("recycle", recycle, 0),
                              ("maxiter", maxiter, 1)):
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
@@ -587,7 +602,7 @@ def solve_sequence(
         nnz_row = sp.csr_matrix(mats[0]).nnz / n
         shared = all(A is mats[0] for A in mats)
         pattern = spd or symmetric or has_symmetric_pattern(mats[0])
-        choice = auto_choice(spd, n, nnz_row, preconditioner, symmetric, shared, pattern)
+        choice = auto_choice(spd, n, nnz_row, preconditioner, symmetric, shared, pattern, dim)
         if choice == ("skr", "ilu0") and preconditioner is None and not ilu0_applies(mats[0]):
             choice = ("skr", "ilu")  # a pattern with fill: the threshold ILU (reported in
             # SequenceResult.preconditioner)

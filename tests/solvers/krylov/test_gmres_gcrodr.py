@@ -185,6 +185,26 @@ def test_nonconvergence_is_reported(convection_sequence):
     assert not out.converged and out.iterations <= 15 and out.residual > 1e-12
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+@pytest.mark.parametrize("solver", ["gmres", "gcrodr"])
+def test_an_rtol_below_double_precision_stops_at_the_rounding_floor(
+        convection_sequence, solver, dtype):
+    """rtol 1e-17 cannot be reached in doubles: the solve stops, not converged, once the
+    true residual is at the rounding floor and no longer falls (it ran to maxiter), and
+    its solution is as good as the direct one."""
+    A = convection_sequence[1][0].astype(dtype)
+    b = np.random.default_rng(2).standard_normal(A.shape[0]).astype(dtype)
+    run = (lambda **kw: gmres(A, b, restart=20, **kw)) if solver == "gmres" else (
+        lambda **kw: GCRODR(restart=20, recycle=5).solve(A, b, **kw))
+    reachable = run(rtol=1e-10, maxiter=20_000)
+    out = run(rtol=1e-17, maxiter=20_000)
+    assert reachable.converged and not out.converged
+    assert out.iterations < 10 * reachable.iterations
+    assert out.residual < 1e-13
+    exact = spla.spsolve(A.tocsc(), b)
+    assert np.abs(out.x - exact).max() <= 1e-10 * np.abs(exact).max()
+
+
 @pytest.mark.parametrize("early", [True, False])
 def test_a_stalled_solve_is_given_up_after_the_products_allowed(
         convection_sequence, monkeypatch, early):
