@@ -72,10 +72,9 @@ def describe(path: str | Path) -> dict[str, Any]:
                 elif values.size and np.issubdtype(values.dtype, np.number):
                     v = values.astype(np.float64)
                     v = v[np.isfinite(v)]
-                    # A sum means something for counts (iterations) and times, not for
-                    # residuals, drifts or tails.
-                    additive = (np.issubdtype(values.dtype, np.integer)
-                                or attr_value(var.attrs, "units") == "s")
+                    # A sum means something for work (matrix-vector products) and times,
+                    # not for residuals, drifts, tails or factors (nlse's oversample).
+                    additive = name == "iterations" or attr_value(var.attrs, "units") == "s"
                     diagnostics[name] = {
                         "finite": int(v.size),
                         "mean": float(v.mean()) if v.size else None,

@@ -491,7 +491,7 @@ def generate(
             raise PdeforgeError(f"cannot create {parts} ({exc.strerror}); choose a writable "
                                 "--out") from None
         try:
-            nonconverged, pending, used = _run_locked(
+            nonconverged, pending, used, flagged = _run_locked(
                 prob, config, text, ranges, out, parts, workers, scheduler, strict, progress)
         except BaseException as exc:
             if isinstance(exc, (KeyboardInterrupt, Terminated)):
@@ -507,10 +507,17 @@ def generate(
             raise
     shutil.rmtree(parts)
     if nonconverged:
+        # samples whose fields overflowed the stored dtype were warned about as they
+        # were stored; the solver's hint is for the others
+        solver_failed = [i for i in nonconverged if i not in set(flagged)]
+        overflowed = len(nonconverged) - len(solver_failed)
         warnings.warn(
             f"{len(nonconverged)} of {config['n_samples']} samples did not converge "
             f"(indices {_short_list(nonconverged)}); they are stored with converged=false"
-            + (f". {prob.nonconverged_hint}" if prob.nonconverged_hint else ""),
+            + (f" ({overflowed} for NaN/inf fields in {config['dtype']}, see above)"
+               if overflowed else "")
+            + (f". {prob.nonconverged_hint}" if prob.nonconverged_hint and solver_failed
+               else ""),
             stacklevel=2,
         )
     return GenerateResult(out, config["n_samples"], time.perf_counter() - t0, len(ranges),
@@ -522,9 +529,10 @@ def generate(
 def _run_locked(
     prob: ProblemFamily, config: dict[str, Any], text: str, ranges: list[tuple[int, int]],
     out: Path, parts: Path, workers: int, scheduler: str | None, strict: bool, progress: bool,
-) -> tuple[list[int], list[int], list[str]]:
+) -> tuple[list[int], list[int], list[str], list[int]]:
     """Compute the missing shards and assemble ``out`` (the output's lock is held);
-    returns the samples not converged, the shards computed and what the solver ran."""
+    returns the samples not converged, the shards computed, what the solver ran and the
+    samples this run marked not converged for NaN/inf in the stored dtype."""
     manifest = parts / MANIFEST
     old, source = _partial_config(parts)
     if old is not None and old != config:
@@ -561,10 +569,11 @@ def _run_locked(
     done = sum(stop - start for j, (start, stop) in enumerate(ranges) if j not in pending)
 
     bar = _progress_bar(config, done, progress)
+    flagged: list[int] = []
     try:
         def store(j: int, block: Mapping[str, np.ndarray]) -> None:
             start = ranges[j][0]
-            block = _flag_nonfinite(prob, config, block, start)
+            block = _flag_nonfinite(prob, config, block, start, flagged)
             try:
                 _write_shard(parts / _SHARD_NAME.format(j), prob, config, text, start, block)
             except OSError as exc:  # a full disk, a folder made read-only, ...
@@ -633,7 +642,7 @@ def _run_locked(
             f"cannot write {out} ({exc.strerror or exc}); make room or fix the permissions "
             f"and re-run the same command (the shards are kept in {parts})"
         ) from None
-    return nonconverged, pending, used
+    return nonconverged, pending, used, flagged
 
 
 def _solvers_used(parts: Path, ranges: list[tuple[int, int]]) -> list[str]:
@@ -668,9 +677,11 @@ def _interrupted(exc: BaseException, parts: Path) -> Interrupted:
 
 
 def _flag_nonfinite(
-    prob: ProblemFamily, config: Mapping[str, Any], block: Mapping[str, np.ndarray], start: int
+    prob: ProblemFamily, config: Mapping[str, Any], block: Mapping[str, np.ndarray], start: int,
+    flagged_out: list[int] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Mark samples whose fields are not finite in the stored dtype as not converged.
+    """Mark samples whose fields are not finite in the stored dtype as not converged
+    (their indices appended to ``flagged_out``).
 
     A value can be finite in float64 and overflow in float32 (e.g. exp of a large GRF):
     such a sample must not be stored as converged.
@@ -689,6 +700,8 @@ def _flag_nonfinite(
             f"have NaN/inf fields in {config['dtype']}; recorded as not converged "
             "(narrow the input distribution or use --dtype float64)", stacklevel=2)
         out["converged"] = np.asarray(out["converged"], dtype=bool) & ~bad
+        if flagged_out is not None:
+            flagged_out.extend(int(i) + start for i in np.flatnonzero(flagged))
     return out
 
 

@@ -228,3 +228,21 @@ def test_auto_strategies_solve_to_tolerance(name, res, label, one_sided):
     assert out.method == label and out.converged.all()
     for A, s, x in zip(mats, samples, out.solutions, strict=True):
         assert np.linalg.norm(s.b - A @ x) <= 1e-8 * np.linalg.norm(s.b) * 1.001
+
+
+def test_poisson_of_degree_zero_has_constant_data_and_a_negative_degree_is_refused():
+    out = build_problem("poisson", 16, degree=0).generate(0, range(3))
+    for name in ("source", "boundary_function"):
+        field = out[name]
+        assert np.ptp(field, axis=(1, 2)).max() == 0 and np.abs(field).min() > 0
+    with pytest.raises(PdeforgeError, match="--degree must be >= 0, got -1"):
+        build_problem("poisson", 16, degree=-1)
+
+
+@pytest.mark.parametrize(("name", "n"), [("helmholtz", 32), ("helmholtz3d", 16)])
+def test_a_source_narrower_than_the_grid_resolves_is_refused(name, n):
+    with pytest.raises(PdeforgeError, match=r"--source-width 0.001 is below half the cell"):
+        build_problem(name, n, source_width=0.001)
+    # at half a cell the nearest cell centre always sees the source
+    out = build_problem(name, n, source_width=0.5 / n, solver="direct").generate(0, range(4))
+    assert (np.abs(out["source"]).reshape(4, -1).max(axis=1) > 0).all()

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import h5py
 import numpy as np
@@ -36,6 +37,26 @@ def test_float32_overflow_is_recorded_not_stored_as_converged(tmp_path):
                        options={"coefficient": "lognormal", "sigma": 3000.0})
     assert res.nonconverged
     assert check_file(res.path).ok
+
+
+def test_samples_lost_to_float32_only_do_not_get_the_solver_s_hint(tmp_path, monkeypatch):
+    from pdeforge.datasets.problems.darcy import Darcy
+
+    real = Darcy.generate
+
+    def huge(self, seed, indices, progress=None):  # solved, but beyond float32's range
+        out = real(self, seed, indices, progress)
+        out["solution"][[row for row, i in enumerate(indices) if i == 2]] = 1e300
+        return out
+
+    monkeypatch.setattr(Darcy, "generate", huge)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = generate("darcy", 4, tmp_path / "h.nc", resolution=8, progress=False)
+    assert res.nonconverged == [2]
+    (final,) = [str(w.message) for w in caught if "did not converge" in str(w.message)]
+    assert "(1 for NaN/inf fields in float32, see above)" in final
+    assert "raise --maxiter" not in final  # the solver converged: its hint does not apply
 
 
 @pytest.mark.parametrize("options", [{"k_high": 1e307},  # K / h^2 overflows

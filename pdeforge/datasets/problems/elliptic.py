@@ -63,6 +63,15 @@ class Helmholtz(LinearFamily):
                 f"--k0 {options['k0']:g} leaves {ppw:.1f} grid points per wavelength at "
                 f"resolution {self.resolution}: use a finer --resolution or a smaller --k0"
             )
+        h = 1.0 / self.resolution
+        if options["source_width"] < h / 2:
+            # sampled at cell centres, a narrower Gaussian can fall between them: 3 of 4
+            # samples at width 0.001 and resolution 16 had a source and solution of zeros
+            raise PdeforgeError(
+                f"--source-width {options['source_width']:g} is below half the cell size "
+                f"({h / 2:.4g} at resolution {self.resolution}): the grid cannot resolve the "
+                f"source and may miss it; use --source-width >= {h / 2:.4g} or a finer "
+                "--resolution")
         return super().resolve_options(options)
 
     @property
@@ -238,9 +247,15 @@ class Poisson(LinearFamily):
     dim = 2
     spd = True
     options = (
-        Option("degree", int, 5, "degree of the Chebyshev series in each variable", None, True),
+        Option("degree", int, 5, "degree of the Chebyshev series in each variable (0: "
+               "constant source and boundary values)", None),
         *SOLVER_OPTIONS,
     )
+
+    def resolve_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        if options["degree"] < 0:
+            raise PdeforgeError(f"--degree must be >= 0, got {options['degree']}")
+        return super().resolve_options(options)
 
     def field_specs(self) -> list[VarSpec]:
         return [
