@@ -90,6 +90,33 @@ class Comparison:
         }
 
 
+def domain_mismatch(trained: dict, given: dict, dims: list[str]) -> str | None:
+    """What puts a grid with coordinates ``given`` on another domain than the training
+    grid's (``trained``), or None: the model sees grid points, not coordinates, and
+    would predict as on its own domain (a change of units, a shifted or scaled domain, a
+    part of it). The ends of each axis are compared, within one training grid step:
+    another resolution, another kind of grid (cell centres or vertices) or a training
+    grid subsampled from a finer one all end within a step of the same domain's ends."""
+    for d in dims:
+        if d not in trained or d not in given:
+            continue
+        train = np.asarray(trained[d], dtype=np.float64)
+        other = np.asarray(given[d], dtype=np.float64)
+        if len(other) < 2 or len(train) < 2:
+            continue
+        step = float(np.max(np.abs(np.diff(train))))
+        if (abs(other[0] - train[0]) <= 1.01 * step
+                and abs(other[-1] - train[-1]) <= 1.01 * step):
+            continue
+        return (
+            f"{d} coordinates ({other[0]:.4g} ... {other[-1]:.4g}) do not span the training "
+            f"grid's domain ({train[0]:.4g} ... {train[-1]:.4g}): the model sees grid "
+            "points, not coordinates, and predicts as on its own domain; check the units "
+            "and the domain of the inputs"
+        )
+    return None
+
+
 def grid_mode(grid: tuple[int, ...], training_grid: tuple[int, ...], resample: bool) -> str:
     """How a model trained on ``training_grid`` predicts on ``grid``: on its training grid,
     resampled to it and back (``resample``), or zero-shot on another grid."""
@@ -154,7 +181,7 @@ class Surrogate:
                         "best_score": float(score),
                         "best_checkpoint": Path(str(state.get("best_model_path", ""))).name,
                     }
-        own = self._meta.get("validation")  # written by pdeforge since 0.1: these weights'
+        own = self._meta.get("validation")  # these weights' scores (older checkpoints: none)
         monitor = validation.get("monitor", "val/rel_l2")
         if isinstance(own, dict) and monitor in own:
             validation.update(monitor=monitor, score=float(own[monitor]),
@@ -418,31 +445,13 @@ class Surrogate:
 
     def _check_domain(self, coords: dict) -> None:
         """Warn (once) when the inputs' coordinates put the grid on another domain than the
-        training grid's: the model sees grid points, not coordinates, and would predict
-        as on its own domain (a change of units, a shifted or scaled domain, a part of
-        it). The ends of each axis are compared, within one training grid step: another
-        resolution, another kind of grid (cell centres or vertices) or a training grid
-        subsampled from a finer one all end within a step of the same domain's ends."""
+        training grid's (:func:`domain_mismatch`)."""
         if self._warned_domain:
             return
-        for d in self.grid_dims:
-            trained = np.asarray(self.coords[d], dtype=np.float64)
-            if d not in coords or len(coords[d]) < 2 or len(trained) < 2:
-                continue
-            given = np.asarray(coords[d], dtype=np.float64)
-            step = float(np.max(np.abs(np.diff(trained))))
-            if (abs(given[0] - trained[0]) <= 1.01 * step
-                    and abs(given[-1] - trained[-1]) <= 1.01 * step):
-                continue
+        message = domain_mismatch(self.coords, coords, self.grid_dims)
+        if message:
             self._warned_domain = True
-            warnings.warn(
-                f"the inputs' {d} coordinates ({given[0]:.4g} ... {given[-1]:.4g}) do not "
-                f"span the training grid's domain ({trained[0]:.4g} ... {trained[-1]:.4g}): "
-                "the model sees grid points, not coordinates, and predicts as on its own "
-                "domain; check the units and the domain of the inputs",
-                stacklevel=_caller_level(),
-            )
-            return
+            warnings.warn(f"the inputs' {message}", stacklevel=_caller_level())
 
     def predict(self, inputs: Any, batch_size: int = 64, resample: bool = False, *,
                 progress: bool = False) -> xr.Dataset:

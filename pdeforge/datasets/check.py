@@ -11,6 +11,7 @@ Used by the CLI, by the runner on every file it assembles, and by the readers' o
 
 from __future__ import annotations
 
+import calendar
 import json
 import re
 from dataclasses import dataclass, field
@@ -80,7 +81,6 @@ _METADATA_ERRORS = (
 )
 
 
-
 _ORDINAL_DATE = re.compile(r"(\d{4})-?(\d{3})(?=$|[T ])")
 
 
@@ -91,7 +91,7 @@ def is_iso8601(text: str) -> bool:
     match = _ORDINAL_DATE.match(text)
     if match:
         year, day = int(match.group(1)), int(match.group(2))
-        if not 1 <= day <= (366 if date(year, 12, 31).timetuple().tm_yday == 366 else 365):
+        if not 1 <= day <= (366 if calendar.isleap(year) else 365):
             return False
         text = (date(year, 1, 1) + timedelta(days=day - 1)).isoformat() + text[match.end():]
     try:
@@ -99,6 +99,7 @@ def is_iso8601(text: str) -> bool:
     except ValueError:
         return False
     return True
+
 
 def metadata_only(error: str) -> bool:
     """True for an error of :func:`check_file` that does not change what the data read

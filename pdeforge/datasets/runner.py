@@ -509,7 +509,8 @@ def generate(
     if nonconverged:
         # samples whose fields overflowed the stored dtype were warned about as they
         # were stored; the solver's hint is for the others
-        solver_failed = [i for i in nonconverged if i not in set(flagged)]
+        overflow = set(flagged)
+        solver_failed = [i for i in nonconverged if i not in overflow]
         overflowed = len(nonconverged) - len(solver_failed)
         warnings.warn(
             f"{len(nonconverged)} of {config['n_samples']} samples did not converge "
@@ -607,7 +608,7 @@ def _run_locked(
     finally:  # Ctrl-C and SIGTERM become Interrupted in generate(), which holds parts
         bar.close()
 
-    nonconverged = _nonconverged_in_shards(parts, ranges)
+    nonconverged, used = _shard_records(parts, ranges)
     if nonconverged and strict:
         raise ConvergenceError(
             f"{len(nonconverged)} sample(s) did not converge (indices "
@@ -634,7 +635,6 @@ def _run_locked(
             f"{free / 2**20:.0f} MiB free in {out.parent}; make room and re-run the same "
             f"command (the shards are kept in {parts})"
         )
-    used = _solvers_used(parts, ranges)
     try:
         _assemble(out, prob, config, blocks(), used)
     except OSError as exc:
@@ -643,19 +643,6 @@ def _run_locked(
             f"and re-run the same command (the shards are kept in {parts})"
         ) from None
     return nonconverged, pending, used, flagged
-
-
-def _solvers_used(parts: Path, ranges: list[tuple[int, int]]) -> list[str]:
-    """The distinct ``SOLVER_USED`` names the shards record, in order of first use."""
-    import h5py
-
-    used: list[str] = []
-    for j in range(len(ranges)):
-        with h5py.File(parts / _SHARD_NAME.format(j), "r") as f:
-            name = attr_value(f.attrs, SOLVER_USED)
-        if isinstance(name, str) and name not in used:
-            used.append(name)
-    return used
 
 
 def _what_was_kept(parts: Path) -> str:
@@ -710,14 +697,20 @@ def _short_list(values: list[int], limit: int = 10) -> str:
     return head + (f", ... ({len(values) - limit} more)" if len(values) > limit else "")
 
 
-def _nonconverged_in_shards(parts: Path, ranges: list[tuple[int, int]]) -> list[int]:
+def _shard_records(parts: Path, ranges: list[tuple[int, int]]) -> tuple[list[int], list[str]]:
+    """The samples the shards mark not converged, and the distinct ``SOLVER_USED`` names
+    they record (in order of first use), in one pass over the shards."""
     import h5py
 
     bad: list[int] = []
+    used: list[str] = []
     for j, (start, _stop) in enumerate(ranges):
         with h5py.File(parts / _SHARD_NAME.format(j), "r") as f:
             bad += (start + np.flatnonzero(f[CONVERGED][:] == 0)).tolist()
-    return bad
+            name = attr_value(f.attrs, SOLVER_USED)
+        if isinstance(name, str) and name not in used:
+            used.append(name)
+    return bad, used
 
 
 def _nonconverged_in_file(path: Path) -> list[int]:

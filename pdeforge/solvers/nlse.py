@@ -526,8 +526,13 @@ def _solve_ip(
     torch.set_num_threads(1)
     try:
         with ThreadPoolExecutor(workers) as pool:
-            futures = [pool.submit(run, i) for i in range(len(bounds))]
+            futures = []
             try:
+                # submitted inside the try: a Ctrl-C while the first chunks already run
+                # and the rest are not yet queued must stop those too (it did not: leaving
+                # the pool ran the started chunks to their end)
+                for i in range(len(bounds)):
+                    futures.append(pool.submit(run, i))
                 pending = set(futures)
                 while pending:
                     # a short wait, not one until the end: Python runs a signal's handler

@@ -152,13 +152,15 @@ def test_results_do_not_depend_on_the_thread_count(n, m, t_end, one_chunk):
 
 
 @pytest.mark.parametrize("how", ["raise in the first thread", "raise in the second thread",
-                                 "signal to a worker thread", "signal to the process"])
+                                 "signal to a worker thread", "signal to the process",
+                                 "signal at the first step"])
 def test_an_interrupt_stops_the_batch_at_once(how):
     """Ctrl-C, SIGTERM or a chunk's error must not wait for the chunks still running or
     queued. A chunk's error is raised whichever chunk fails (the chunk before it may
     still run: the two "raise" cases cover both threads). Python runs a signal's handler
     in the main thread only: a signal the kernel hands to a worker thread must reach it
-    while it waits for the pool, as must one sent to the process (a terminal's Ctrl-C)."""
+    while it waits for the pool, as must one sent to the process (a terminal's Ctrl-C),
+    also at the first step, while the main thread may still be queueing chunks."""
     import os
     import signal
     import threading
@@ -167,6 +169,7 @@ def test_an_interrupt_stops_the_batch_at_once(how):
     x = nlse.grid(m, 20.0)
     batch = np.stack([nlse.soliton(x, 0, eta=1.0 + 0.1 * (i % 8)) for i in range(64)])
     seen, threads_seen = [], []
+    trigger = 1 if how == "signal at the first step" else 5
 
     def progress(fraction):
         seen.append(fraction)
@@ -177,12 +180,12 @@ def test_an_interrupt_stops_the_batch_at_once(how):
             target = 0 if "first" in how else 1
             if len(seen) >= 3 and threads_seen.index(me) == target:
                 raise KeyboardInterrupt
-        elif len(seen) == 5:
+        elif len(seen) == trigger:
             if how == "signal to a worker thread":
                 signal.pthread_kill(me, signal.SIGINT)
             else:
                 os.kill(os.getpid(), signal.SIGINT)
-        if len(seen) >= 5 and not how.startswith("raise") and not gave_up:
+        if len(seen) >= trigger and not how.startswith("raise") and not gave_up:
             # the chunks wait until the main thread has run the handler (which a loaded
             # machine may delay): what is measured is the work done after it (a handler
             # that never runs is waited for once, then fails the assertion below)
