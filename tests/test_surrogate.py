@@ -448,6 +448,58 @@ def test_nlse_predictions_keep_the_time_axis(tmp_path):
     h = 20.0 / 32
     assert err <= h**2 / 8 * 1.1  # linear interpolation's bound (|f''| <= 1)
     assert run_pdeforge("check", path).returncode == 0  # the attribute is in the format
+    _evaluate_checks_the_data_against_the_training_data(ckpt, path, tmp_path)
+
+
+def _evaluate_checks_the_data_against_the_training_data(ckpt, path, tmp_path):
+    """`pdeforge evaluate` on an NLSE checkpoint (t as channels, periodic x): it compared
+    any file with the right channel count, whatever its times, domain or options, and
+    took periodic strides that do not divide the grid."""
+    from pdeforge.datasets.runner import generate
+    from pdeforge.train.evaluate import EvaluationError, evaluate
+
+    base = {"t_end": 0.4, "n_times": 3, "length": 20.0, "eta_max": 1.2}
+    with pytest.warns(UserWarning, match="trained on .*nlse.nc: its samples include the "
+                                         "training split"):
+        evaluate(ckpt, path, progress=False)
+    later = tmp_path / "later.nc"  # the same channel count at other times
+    generate("nlse", 4, later, resolution=32, seed=3, progress=False,
+             options={**base, "t_end": 0.8})
+    with pytest.raises(EvaluationError, match=r"'psi_re' is given at t = \[0, 0.4, 0.8\], "
+                                              r"the model was trained at t = \[0, 0.2, 0.4\]"):
+        evaluate(ckpt, later, progress=False)
+    wider = tmp_path / "wider.nc"  # another domain and amplitudes, same times
+    generate("nlse", 4, wider, resolution=32, seed=3, progress=False,
+             options={**base, "length": 40.0, "eta_max": 1.5, "rtol": 1e-8})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = evaluate(ckpt, wider, progress=False)
+    text = " | ".join(str(w.message) for w in caught)
+    assert "x coordinates (-20 ... 18.75) do not span the training grid's domain" in text
+    # the solver's tolerance is not a change of distribution
+    assert ("other problem options than the checkpoint's training data (eta_max: 1.2 -> "
+            "1.5, length: 20.0 -> 40.0)") in text, text
+    assert np.isfinite(result["rel_l2"])
+    other = tmp_path / "other.nc"  # another seed of the same problem: silent
+    generate("nlse", 4, other, resolution=32, seed=3, progress=False, options=base)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        evaluate(ckpt, other, progress=False)
+    finer = tmp_path / "finer.nc"  # the training's seed and options at another resolution
+    generate("nlse", 4, finer, resolution=64, seed=0, progress=False, options=base)
+    with pytest.warns(UserWarning, match=r"seed \(0\) and problem options of the checkpoint's "
+                                         "training data: its sample i draws"):
+        evaluate(ckpt, finer, progress=False, resolution=32)
+    # periodic x of 32 points: strides 2 and 4 give periodic grids of 16 and 8 points;
+    # stride 3 would keep 11 points that are not one period's grid
+    with pytest.warns(UserWarning, match="zero-shot"):
+        assert evaluate(ckpt, other, resolution=16, progress=False)["resolution"] == [16]
+    with pytest.raises(EvaluationError, match=r"resolution 11 cannot be reached .* 32 "
+                                              r"\(periodic\).*possible: \[32, 16, 8, 4, 2, 1\]"):
+        evaluate(ckpt, other, resolution=11, progress=False)
+    for device in ("cuda:7", "tpu"):  # the device, not the checkpoint, is at fault
+        with pytest.raises(SurrogateInputError, match="device"):
+            evaluate(ckpt, other, device=device, progress=False)
 
 
 def test_thermal_predictions_are_zero_in_the_slot_as_the_data_are(tmp_path):

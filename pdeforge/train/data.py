@@ -40,10 +40,13 @@ class TrainingDataError(PdeforgeError, ValueError):
 
 
 class Subsampled(Dataset):
-    """Every ``stride``-th grid point of each (x, y) item of ``base``."""
+    """Every ``stride``-th grid point of each (x, y) item of ``base``, from the points
+    ``starts`` (one per grid axis; default the first)."""
 
-    def __init__(self, base: Dataset, stride: int, dim: int) -> None:
+    def __init__(self, base: Dataset, stride: int, dim: int,
+                 starts: tuple[int, ...] | None = None) -> None:
         self.base, self.stride, self.dim = base, stride, dim
+        self.starts = tuple(starts) if starts is not None else (0,) * dim
 
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
@@ -52,7 +55,7 @@ class Subsampled(Dataset):
         x, y = self.base[item]
         if self.stride == 1:
             return x, y
-        index = (Ellipsis,) + (slice(None, None, self.stride),) * self.dim
+        index = (Ellipsis,) + tuple(slice(start, None, self.stride) for start in self.starts)
         return x[index].contiguous(), y[index].contiguous()
 
 

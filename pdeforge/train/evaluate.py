@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from pathlib import Path
@@ -13,10 +14,16 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from pdeforge.datasets.check import open_h5
-from pdeforge.datasets.format import ATTR_PROBLEM, attr_value
-from pdeforge.datasets.torch_dataset import TorchDataset
+from pdeforge.datasets.format import ATTR_CONFIG, ATTR_PROBLEM, SPATIAL_DIMS, attr_value
+from pdeforge.datasets.torch_dataset import TorchDataset, decreasing_dims
 from pdeforge.errors import PdeforgeError
-from pdeforge.surrogate import Surrogate, grid_mode, is_cell_centred
+from pdeforge.surrogate import (
+    Surrogate,
+    _check_device,
+    domain_mismatch,
+    grid_mode,
+    is_cell_centred,
+)
 from pdeforge.train.checkpoint import load_module
 from pdeforge.train.data import Subsampled
 from pdeforge.train.metrics import OperatorMetrics
@@ -26,23 +33,129 @@ class EvaluationError(PdeforgeError, ValueError):
     """The data cannot be evaluated with this checkpoint as asked."""
 
 
-def stride_for(shape: tuple[int, ...], resolution: int) -> int:
-    """The subsampling stride that turns ``shape`` into ``resolution`` points per axis."""
+#: how a grid axis is laid out, which decides the strides that subsample it into a grid
+#: of the same kind on the same domain
+PERIODIC, CELL, VERTEX = "periodic", "cell-centred", "vertex"
+
+
+def _subsampled_size(n: int, kind: str | None, stride: int) -> int | None:
+    """Points left of an axis of ``n`` points subsampled by ``stride``, or None where the
+    result is not a grid of the same kind on the same domain: a periodic axis (n points
+    of one period) and a cell-centred one (n cells) need a stride dividing n, a vertex
+    axis (both ends kept) one dividing its n - 1 intervals. An axis of unknown kind
+    (no coordinate variable) keeps every stride-th point."""
+    if kind in (PERIODIC, CELL):
+        return n // stride if n % stride == 0 else None
+    if kind == VERTEX:
+        return (n - 1) // stride + 1 if (n - 1) % stride == 0 else None
+    return -(-n // stride)
+
+
+def stride_for(
+    shape: tuple[int, ...], resolution: int, kinds: list[str | None] | None = None
+) -> int:
+    """The subsampling stride that turns ``shape`` into ``resolution`` points per axis,
+    each axis of ``kinds`` (:data:`PERIODIC`, :data:`CELL`, :data:`VERTEX`, None for
+    unknown) staying a grid of its kind on the same domain."""
+    kinds = list(kinds) if kinds is not None else [None] * len(shape)
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
+        raise EvaluationError(f"--resolution must be a positive integer, got {resolution!r}")
+
+    def sizes(stride: int) -> set[int | None]:
+        return {_subsampled_size(n, k, stride) for n, k in zip(shape, kinds, strict=True)}
+
     for stride in range(1, max(shape) + 1):
-        if all(-(-n // stride) == resolution for n in shape):
+        if sizes(stride) == {resolution}:
             return stride
     possible = sorted(
-        {
-            -(-shape[0] // s)
-            for s in range(1, shape[0] + 1)
-            if len({-(-n // s) for n in shape}) == 1
-        },
+        {next(iter(sizes(s))) for s in range(1, max(shape) + 1)
+         if len(sizes(s)) == 1 and None not in sizes(s)},
         reverse=True,
     )
+    axes = ", ".join(f"{n} ({k or 'unknown kind'})" for n, k in zip(shape, kinds, strict=True))
     raise EvaluationError(
-        f"resolution {resolution} cannot be reached by subsampling the grid {shape}; "
-        f"possible: {possible[:8]}"
+        f"resolution {resolution} cannot be reached by subsampling the grid of {axes} "
+        "points into a grid of the same kind on the same domain (periodic and cell-centred "
+        "axes take a stride that divides their point count, vertex axes one that divides "
+        f"their intervals); possible: {possible[:8]}"
     )
+
+
+def subsample_starts(kinds: list[str | None], stride: int) -> tuple[int, ...]:
+    """The first point kept on each axis: on a cell-centred axis an odd stride s starting
+    at cell (s - 1) / 2 keeps exactly the centres of the coarse cells, (s j + s / 2) h;
+    elsewhere the first point (a periodic axis's origin, a vertex axis's end)."""
+    return tuple((stride - 1) // 2 if k == CELL and stride % 2 == 1 else 0 for k in kinds)
+
+
+def _axis_kind(h5: Any, dim: str) -> str | None:
+    if dim not in h5 or h5[dim].ndim != 1 or h5[dim].shape[0] < 2:
+        return None
+    if int(attr_value(h5[dim].attrs, "periodic") or 0) == 1:
+        return PERIODIC
+    return CELL if is_cell_centred(np.sort(h5[dim][:])) else VERTEX
+
+
+def _extra_axes(h5: Any, dataset: TorchDataset, name: str) -> dict[str, list[float] | None]:
+    """The non-grid dims (an NLSE trajectory's ``t``) of a variable, with coordinates."""
+    dims, shape, _ = dataset._fields[name]
+    return {
+        d: (np.asarray(h5[d][:], dtype=np.float64).tolist()
+            if d in h5 and h5[d].ndim == 1 and h5[d].shape[0] == n else None)
+        for d, n in zip(dims[1:], shape[1:], strict=True)
+        if d not in SPATIAL_DIMS
+    }
+
+
+def _check_channel_axes(h5: Any, dataset: TorchDataset, info: dict, data: Any) -> None:
+    """Refuse data whose channels stand for other points of a non-grid axis (other output
+    times) than the training data's: the model's channel i is the training's time i."""
+    for name in list(info.get("inputs", [])) + list(info.get("outputs", [])):
+        trained = info.get("extra_dims", {}).get(name)
+        given = _extra_axes(h5, dataset, name)
+        if not trained and not given:
+            continue
+        trained_dims = list(trained["dims"]) if trained else []
+        if trained_dims != list(given):
+            raise EvaluationError(
+                f"{data}: variable {name!r} has the dims {list(given)} besides the grid, the "
+                f"model was trained on {trained_dims}; evaluate data with the training data's "
+                "layout"
+            )
+        for d in trained_dims:
+            want, have = trained.get("coords", {}).get(d), given[d]
+            if want is None or have is None:
+                continue
+            want, have = np.asarray(want), np.asarray(have)
+            scale = max(float(np.max(np.abs(want))), 1e-300)
+            if want.shape != have.shape or np.max(np.abs(want - have)) > 1e-6 * scale:
+                raise EvaluationError(
+                    f"{data}: {name!r} is given at {d} = {_few(have)}, the model was trained "
+                    f"at {d} = {_few(want)}; its channels are those {d} values: generate the "
+                    f"data at the training's {d} (e.g. the same --t-end and --n-times)"
+                )
+
+
+def _few(values: np.ndarray) -> str:
+    text = ", ".join(f"{v:.4g}" for v in values[:3])
+    return f"[{text}{', ...' if len(values) > 4 else ''}" + (
+        f", {values[-1]:.4g}]" if len(values) > 3 else "]")
+
+
+def _distribution_changes(trained: dict, config: dict) -> dict[str, tuple[Any, Any]]:
+    """The problem options (not the solver's: :attr:`Option.numerics`) in which a data
+    file's generation ``config`` differs from the training data's, as (trained, data)."""
+    from pdeforge.datasets.problems import PROBLEMS
+
+    family = PROBLEMS.get(str(config.get("problem")))
+    if family is None or trained.get("problem") != config.get("problem"):
+        return {}
+    numerics = {o.name for o in family.options if o.numerics}
+    before, now = trained.get("options") or {}, config.get("options") or {}
+    if not isinstance(before, dict) or not isinstance(now, dict):
+        return {}
+    return {k: (before.get(k), now.get(k)) for k in sorted(set(before) | set(now))
+            if k not in numerics and before.get(k) != now.get(k)}
 
 
 def evaluate(
@@ -62,6 +175,7 @@ def evaluate(
     ``resample``), instead of running the model zero-shot on the data's grid.
     """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    _check_device(device)  # (else torch.load's error blamed the checkpoint file)
     module, saved = load_module(checkpoint, device)
     info = module.data_info
     with open_h5(data):  # a missing or unreadable file: its own message, not the model's
@@ -87,6 +201,18 @@ def evaluate(
         )
     with open_h5(dataset.path) as h5:
         problem = str(attr_value(h5.attrs, ATTR_PROBLEM) or "")
+        _check_channel_axes(h5, dataset, info, data)
+        kinds = [_axis_kind(h5, d) for d in dataset.grid_dims]
+        flipped = decreasing_dims(h5, dataset.grid_dims)
+        coords = {}
+        for d in dataset.grid_dims:
+            if d in h5 and h5[d].ndim == 1:  # increasing, as the items are
+                values = np.asarray(h5[d][:], dtype=np.float64)
+                coords[d] = values[::-1] if d in flipped else values
+        try:
+            config = json.loads(str(attr_value(h5.attrs, ATTR_CONFIG) or "{}"))
+        except ValueError:
+            config = {}
     trained_on = info.get("problem") or ""
     if problem and trained_on and problem != trained_on:
         warnings.warn(
@@ -94,22 +220,57 @@ def evaluate(
             "data: the metrics compare a model with another equation's solutions",
             stacklevel=2,
         )
-    stride = 1 if resolution is None else stride_for(dataset.grid_shape, resolution)
-    if stride > 1 and stride % 2 == 0:
-        with open_h5(dataset.path) as h5:
-            cells = [d for d in dataset.grid_dims if is_cell_centred(np.sort(h5[d][:]))]
-        if cells:
-            # every stride-th cell centre of n cells is not a cell centre of n / stride
-            # cells: (stride j + 1/2) h against (stride j + stride / 2) h
-            warnings.warn(
-                f"subsampling the cell-centred grid of {data} by {stride} keeps points "
-                f"shifted by {(stride - 1) / 2:g} fine spacings from the cell centres of the "
-                f"coarser grid (along {cells}); for the coarse grid's own points generate "
-                "the data at that resolution",
-                stacklevel=2,
-            )
+    generation = info.get("generation_config") or {}
+    config = config if isinstance(config, dict) else {}
+    changed = _distribution_changes(generation, config)
+    if changed:
+        listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+        warnings.warn(
+            f"{data} was generated with other problem options than the checkpoint's "
+            f"training data ({listed}): the metrics measure the model outside the "
+            "distribution it was trained on",
+            stacklevel=2,
+        )
+    trained_files = {str(Path(f).resolve()) for f in info.get("files", [])}
+    if str(Path(data).resolve()) in trained_files:
+        warnings.warn(
+            f"the checkpoint was trained on {data}: its samples include the training "
+            "split, so the metrics are not a test error; evaluate a file generated with "
+            "another --seed (or run `pdeforge train test` on the held-out split)",
+            stacklevel=2,
+        )
+    elif (generation.get("problem") and config.get("problem") == generation.get("problem")
+          and config.get("seed") == generation.get("seed") and not changed):
+        # sample i is a pure function of (seed, i): the same draws at any resolution
+        warnings.warn(
+            f"{data} was generated with the seed ({config.get('seed')}) and problem options "
+            "of the checkpoint's training data: its sample i draws the random inputs of "
+            "training sample i, so the metrics include training samples and are not a test "
+            "error; evaluate a file generated with another --seed",
+            stacklevel=2,
+        )
+    stride = 1 if resolution is None else stride_for(dataset.grid_shape, resolution, kinds)
+    starts = subsample_starts(kinds, stride)
+    cells = [d for d, k in zip(dataset.grid_dims, kinds, strict=True) if k == CELL]
+    if stride > 1 and stride % 2 == 0 and cells:
+        # every stride-th cell centre of n cells is not a cell centre of n / stride
+        # cells: (stride j + 1/2) h against (stride j + stride / 2) h; an odd stride
+        # starts at cell (stride - 1) / 2 and keeps them exactly (subsample_starts)
+        warnings.warn(
+            f"subsampling the cell-centred grid of {data} by {stride} keeps points "
+            f"shifted by {(stride - 1) / 2:g} fine spacings from the cell centres of the "
+            f"coarser grid (along {cells}); for the coarse grid's own points generate "
+            "the data at that resolution or take an odd stride",
+            stacklevel=2,
+        )
+    kept = {d: coords[d][starts[i]::stride] for i, d in enumerate(dataset.grid_dims)
+            if d in coords}
+    message = domain_mismatch(info.get("coords", {}), kept, list(dataset.grid_dims))
+    if message:
+        warnings.warn(f"{data}: its {message}", stacklevel=2)
     trained = [len(v) for v in info.get("coords", {}).values()]
-    grid = [-(-n // stride) for n in dataset.grid_shape]
+    grid = [-(-(n - start) // stride) for n, start in zip(dataset.grid_shape, starts,
+                                                         strict=True)]
     other_grid = bool(trained) and grid != trained
     if other_grid and not resample:  # as Surrogate.predict says
         warnings.warn(
@@ -119,7 +280,7 @@ def evaluate(
             "and the predictions back",
             stacklevel=2,
         )
-    data_set = Subsampled(dataset, stride, module.hparams.dim)
+    data_set = Subsampled(dataset, stride, module.hparams.dim, starts)
     loader = DataLoader(data_set, batch_size=batch_size, shuffle=False)
     metrics = OperatorMetrics(module.hparams.out_channels, module.hparams.dim).to(device)
     model = module

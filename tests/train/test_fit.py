@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import h5py
@@ -14,6 +15,7 @@ import torch
 
 from pdeforge import Surrogate
 from pdeforge.datasets.readers import open_dataset
+from pdeforge.datasets.runner import generate
 from pdeforge.train.checkpoint import load_module
 from pdeforge.train.cli import run_cli
 from pdeforge.train.evaluate import evaluate
@@ -181,6 +183,22 @@ def test_evaluate_reports_every_metric_and_another_resolution(
     proc = run_pdeforge("evaluate", last, "--data", darcy32, "--resolution", "16")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["rel_l2"] == pytest.approx(coarse["rel_l2"], rel=1e-6)
+    # an odd stride keeps the coarse grid's cell centres (it started at the first cell,
+    # one fine cell off them, without a warning): 48 cells by 3 from cell 1
+    darcy48 = tmp_path / "darcy48.nc"
+    generate("darcy", 4, darcy48, resolution=48, seed=12, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        by3 = evaluate(last, darcy48, resolution=16, progress=False)
+    with open_dataset(darcy48) as ds:
+        kept = ds.isel(x=slice(1, None, 3), y=slice(1, None, 3)).load()
+    np.testing.assert_allclose(kept.x.values, (np.arange(16) + 0.5) / 16, atol=1e-12)
+    pred = Surrogate.load(last, device="cpu").predict(kept[["coefficient"]]).solution.values
+    truth = kept.solution.values
+    manual = np.mean([np.linalg.norm(p - t) / np.linalg.norm(t) for p, t in zip(pred, truth,
+                                                                                strict=True)])
+    assert by3["grid_mode"] == "training grid"
+    assert by3["rel_l2"] == pytest.approx(manual, rel=1e-4)
 
 
 def test_a_nan_training_loss_stops_the_fit_and_keeps_the_finite_checkpoints(

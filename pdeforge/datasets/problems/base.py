@@ -34,6 +34,10 @@ class Option:
     help: str
     choices: Sequence[Any] | None = None
     positive: bool = False
+    #: an option of how the reference solution is computed (solver, tolerances), not of
+    #: the problem's distribution: data differing only in these are the same problem
+    #: (``pdeforge evaluate`` warns about the others)
+    numerics: bool = False
 
     @property
     def flag(self) -> str:

@@ -33,15 +33,17 @@ from pdeforge.solvers.krylov import METHODS, PRECONDITIONERS, solve_sequence
 
 SOLVER_OPTIONS = (
     Option("solver", str, "auto", "linear solver: sorted+recycled (skr), recycled (gcrodr), "
-           "independent GMRES, sparse LU, or auto by matrix class and size", METHODS),
+           "independent GMRES, sparse LU, or auto by matrix class and size", METHODS,
+           numerics=True),
     Option("rtol", float, 1e-8, "relative residual target of the iterative solvers", None,
-           True),
+           True, numerics=True),
     Option("preconditioner", str, "auto", "preconditioner of the iterative solvers (auto: "
            "with --solver auto, auto's own choice; with an iterative solver, AMG for SPD "
-           "matrices, ILU otherwise)", ("auto", *PRECONDITIONERS)),
-    Option("restart", int, 40, "GMRES / GCRO-DR cycle length m", None, True),
-    Option("recycle", int, 20, "recycled subspace dimension k", None, True),
-    Option("maxiter", int, 20_000, "matrix-vector products allowed per sample", None, True),
+           "matrices, ILU otherwise)", ("auto", *PRECONDITIONERS), numerics=True),
+    Option("restart", int, 40, "GMRES / GCRO-DR cycle length m", None, True, numerics=True),
+    Option("recycle", int, 20, "recycled subspace dimension k", None, True, numerics=True),
+    Option("maxiter", int, 20_000, "matrix-vector products allowed per sample", None, True,
+           numerics=True),
 )
 
 

@@ -96,21 +96,25 @@ class NLSE(ProblemFamily):
         Option("eta_max", float, 2.0, "largest soliton amplitude / smooth-field peak", None, True),
         Option("v_max", float, 1.0, "largest |velocity|"),
         Option("noise", float, 0.01, "relative amplitude of the complex noise"),
-        Option("rtol", float, 1e-9, "relative tolerance of the integrator", None, True),
-        Option("atol", float, 1e-11, "absolute tolerance of the integrator", None, True),
-        Option("dealias", bool, True, "2/3-rule dealiasing of the nonlinear term"),
+        Option("rtol", float, 1e-9, "relative tolerance of the integrator", None, True,
+               numerics=True),
+        Option("atol", float, 1e-11, "absolute tolerance of the integrator", None, True,
+               numerics=True),
+        Option("dealias", bool, True, "2/3-rule dealiasing of the nonlinear term",
+               numerics=True),
         Option("oversample", str, "auto", "solve on a grid F times finer and store every F-th "
                "point: auto starts at F = 1 and, while the solution's spectrum at the edge of "
                "the solved band exceeds --resolution-tol, goes to the F of 2, 4, 8 (32768 "
                "points at most) that the spectrum's decay predicts",
-               OVERSAMPLE_CHOICES),
+               OVERSAMPLE_CHOICES, numerics=True),
         Option("resolution_tol", float, 1e-8, "largest spectral amplitude, relative to the "
                "peak, allowed at the edge of the solved band, about the stored trajectory's "
                "error (a sample above it at the largest F is stored as not converged)", None,
-               True),
+               True, numerics=True),
         # Off by default here: on noisy fields the filter removes energy near k_max
         # (measured: energy drift 1.7e-2 with it, 6.9e-10 without, M=512, default ICs).
-        Option("filter", bool, False, "exponential filter exp(-36 (k/k_max)^36)"),
+        Option("filter", bool, False, "exponential filter exp(-36 (k/k_max)^36)",
+               numerics=True),
     )
 
     def resolve_options(self, options: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,59 @@
+"""Subsampling a dataset's grid for `pdeforge evaluate --resolution`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pdeforge.surrogate import is_cell_centred
+from pdeforge.train.data import Subsampled
+from pdeforge.train.evaluate import (
+    CELL,
+    PERIODIC,
+    VERTEX,
+    EvaluationError,
+    stride_for,
+    subsample_starts,
+)
+
+
+@pytest.mark.parametrize(
+    ("n", "kind", "resolution", "stride"),
+    [(96, CELL, 32, 3), (96, CELL, 48, 2), (64, PERIODIC, 16, 4), (33, VERTEX, 17, 2),
+     (33, VERTEX, 5, 8), (32, None, 11, 3)],
+)
+def test_stride_keeps_a_grid_of_the_same_kind(n, kind, resolution, stride):
+    assert stride_for((n, n), resolution, [kind, kind]) == stride
+
+
+@pytest.mark.parametrize(
+    ("n", "kind", "resolution"),
+    [(32, PERIODIC, 11), (32, CELL, 11), (32, VERTEX, 16), (96, CELL, 64)],
+)
+def test_a_stride_that_leaves_another_domain_is_refused(n, kind, resolution):
+    # ceil(32 / 3) = 11 points of a periodic or cell grid of 32 are not one of 11 points;
+    # 16 of a 32-point vertex grid would lose its last point
+    with pytest.raises(EvaluationError, match=f"resolution {resolution} cannot be reached"):
+        stride_for((n,), resolution, [kind])
+
+
+@pytest.mark.parametrize("n_coarse", [8, 12, 16])
+@pytest.mark.parametrize("stride", [3, 5])
+def test_an_odd_stride_keeps_the_coarse_cell_centres(n_coarse, stride):
+    n = n_coarse * stride
+    fine = (np.arange(n) + 0.5) / n
+    coarse = (np.arange(n_coarse) + 0.5) / n_coarse
+    assert stride_for((n,), n_coarse, [CELL]) == stride
+    (start,) = subsample_starts([CELL], stride)
+    np.testing.assert_allclose(fine[start::stride], coarse, rtol=0, atol=1e-14)
+    assert is_cell_centred(fine[start::stride])
+    # the items are cut the same way
+    item = torch.as_tensor(fine)[None].repeat(2, 1)
+    x, _ = Subsampled([(item, item)], stride, 1, (start,))[0]
+    np.testing.assert_allclose(x[0].numpy(), coarse, rtol=0, atol=1e-14)
+
+
+def test_even_strides_and_other_axes_start_at_the_first_point():
+    assert subsample_starts([CELL, VERTEX, PERIODIC, None], 2) == (0, 0, 0, 0)
+    assert subsample_starts([CELL, VERTEX, PERIODIC, None], 3) == (1, 0, 0, 0)
