@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -190,7 +191,7 @@ def _cmd_nlse(args: argparse.Namespace) -> int:
                       method=args.method, dealias=args.dealias,
                       filter_strength=args.filter_strength)
     print(json.dumps(report, indent=2))
-    print(f"figures and data in {args.out_dir}/")
+    print(f"figures and data in {Path(args.out_dir)}{os.sep}")
     return 0
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from pdeforge.errors import PdeforgeError
+from pdeforge.errors import PdeforgeError, output_directory
 
 
 def save_figure(path: Path, coefficient, solution, prediction, title: str) -> Path:
@@ -60,16 +60,13 @@ def run_demo(
     epochs: int = 30,
     seed: int = 0,
 ) -> dict[str, Any]:
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise PdeforgeError(f"--out-dir {out} exists and is not a directory")
     from pdeforge.datasets.check import check_file
     from pdeforge.datasets.runner import generate
     from pdeforge.surrogate import Surrogate
     from pdeforge.train.cli import checkpoint_paths, run_cli
     from pdeforge.train.evaluate import evaluate
 
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_directory(out_dir)
     t0 = time.perf_counter()
     train_file, test_file = out / "darcy_train.nc", out / "darcy_test.nc"
     print(

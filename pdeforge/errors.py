@@ -8,9 +8,11 @@ as one line without a traceback; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 
 class PdeforgeError(Exception):
@@ -76,3 +78,23 @@ def sigterm_raises() -> Iterator[None]:
     finally:
         # None: a handler installed from C, which Python cannot restore
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def output_directory(path: str | os.PathLike, flag: str = "--out-dir") -> Path:
+    """``path`` as a directory that exists and can be written (made if needed), or a
+    :class:`PdeforgeError` that says what is wrong with it, before any work is done."""
+    if not str(path).strip():
+        raise PdeforgeError(f"{flag} is empty; give the directory to write to")
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise PdeforgeError(f"{flag} {out} exists and is not a directory; give another path")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file on the way, no permission, a read-only file system
+        raise PdeforgeError(
+            f"{flag} {out} cannot be created ({exc.strerror or exc}); give a directory "
+            "you can write to"
+        ) from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise PdeforgeError(f"{flag} {out} is not writable; give a directory you can write to")
+    return out

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from pdeforge.errors import PdeforgeError
+from pdeforge.errors import PdeforgeError, output_directory
 from pdeforge.solvers import nlse
 
 
@@ -38,10 +38,7 @@ def run_case(
     if name not in nlse.cases.CASES:
         raise PdeforgeError(f"unknown NLSE case {name!r}; available: {', '.join(nlse.cases.CASES)}")
     case = nlse.cases.CASES[name]()
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise PdeforgeError(f"--out-dir {out} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_directory(out_dir)
     start = time.perf_counter()
     psi = nlse.solve(
         case.psi0,

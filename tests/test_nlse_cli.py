@@ -21,6 +21,14 @@ def test_akhmediev_case_writes_figures_and_a_report(tmp_path):
         assert (tmp_path / f"akhmediev_{kind}.png").stat().st_size > 5_000
     bad = run_cli("nlse", "breather", "--out-dir", tmp_path)
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
+    # an output folder that cannot be made is refused before the run, without a traceback
+    # (a file on its path gave NotADirectoryError's traceback; "" printed "/")
+    for out, says in ((tmp_path / "soliton_report.json" / "sub", "cannot be created"),
+                      (tmp_path / "akhmediev_report.json", "is not a directory"),
+                      ("", "--out-dir is empty")):
+        bad = run_cli("nlse", "soliton", "--out-dir", out)
+        assert bad.returncode != 0 and says in bad.stderr, bad.stderr
+        assert "Traceback" not in bad.stderr
 
 
 def test_the_mask_of_the_nonlinear_term_can_be_switched_off(tmp_path):
