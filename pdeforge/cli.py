@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import sys
 import warnings
@@ -187,6 +188,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_nlse(args: argparse.Namespace) -> int:
     from pdeforge.nlse_report import run_case
 
+    strength = args.filter_strength
+    if strength is not None and not (math.isfinite(strength) and strength >= 0):
+        raise PdeforgeError(f"--filter-strength must be a number >= 0 (0: no filter), got "
+                            f"{strength:g}")
     report = run_case(args.case, args.out_dir, rtol=args.rtol, atol=args.atol,
                       method=args.method, dealias=args.dealias,
                       filter_strength=args.filter_strength)

@@ -35,6 +35,7 @@ import threading
 import warnings
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from typing import Any
 
 import numpy as np
 import torch
@@ -338,6 +339,8 @@ def _conserved(conserve, method: str, dealias: bool, filter_strength) -> list[in
         names = ("mass", "energy")
     else:
         names = conserve
+    if isinstance(names, (tuple, list)) and len(names) == 0:
+        return []  # no invariant named: nothing imposed, as conserve=False
     if (
         isinstance(names, str)
         or not isinstance(names, (tuple, list))
@@ -1123,7 +1126,7 @@ def invariants(psi: np.ndarray, *, length: float, focusing: bool = True) -> dict
     """
     length = _check_length(length)
     _check_focusing(focusing)
-    psi = np.asarray(psi)
+    psi = _check_field(psi, "invariants")
     dx = length / psi.shape[-1]
     s = 1.0 if focusing else -1.0
     dpsi = _derivative(psi, length)
@@ -1133,6 +1136,19 @@ def invariants(psi: np.ndarray, *, length: float, focusing: bool = True) -> dict
         "momentum": np.imag(np.conj(psi) * dpsi).sum(-1) * dx,
         "energy": (0.5 * np.abs(dpsi) ** 2 - 0.5 * s * density**2).sum(-1) * dx,
     }
+
+
+def _check_field(psi: Any, what: str) -> np.ndarray:
+    """``psi`` as a finite numeric array (..., M) with M >= 1, or :class:`NLSEInputError`."""
+    given, psi = type(psi).__name__, np.asarray(psi)
+    if psi.dtype.kind not in "iufc" or psi.ndim < 1 or psi.shape[-1] < 1:
+        raise NLSEInputError(f"{what}: psi must be a numeric array of shape (..., M) with "
+                             f"M >= 1 grid points, got {given} of dtype {psi.dtype}, shape "
+                             f"{psi.shape}")
+    if not np.all(np.isfinite(psi)):
+        raise NLSEInputError(f"{what}: psi contains NaN or infinite values; they are not "
+                             "defined for a field that is not finite")
+    return psi
 
 
 def _entropies_of(p: np.ndarray, prefix: str = "") -> dict[str, np.ndarray]:
@@ -1160,13 +1176,7 @@ def entropies(psi: np.ndarray) -> dict[str, np.ndarray]:
     the normalised power spectrum |psi_hat|^2 (``spectral_shannon``). A field that is
     zero at some time has no distribution there: NaN; NaN or inf in psi is refused.
     """
-    given, psi = type(psi).__name__, np.asarray(psi)
-    if psi.dtype.kind not in "iufc" or psi.ndim < 1:
-        raise NLSEInputError(f"psi must be a numeric array of shape (..., M), got "
-                             f"{given} of dtype {psi.dtype}, shape {psi.shape}")
-    if not np.all(np.isfinite(psi)):
-        raise NLSEInputError("psi contains NaN or infinite values: entropies of a field that "
-                             "is not finite are not defined")
+    psi = _check_field(psi, "entropies")
     # the entropies do not depend on the field's scale: |psi|^2 of 1e200 overflowed and of
     # 1e-170 underflowed to zero (a "zero" field) before this division
     peak = np.abs(psi).max(-1, keepdims=True) if psi.size else np.ones(psi.shape[:-1] + (1,))

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pdeforge.solvers.nlse import grid, soliton
+from pdeforge.solvers.nlse import NLSEInputError, grid, soliton
 
 
 @dataclass
@@ -63,6 +63,11 @@ def single_soliton(
 
 def collision_shifts(eta1: float, eta2: float, v1: float, v2: float) -> tuple[float, float]:
     """Position shifts (faster soliton forward, slower backward) after a collision."""
+    if not (eta1 > 0 and eta2 > 0):
+        raise NLSEInputError(f"soliton amplitudes must be > 0, got eta1={eta1}, eta2={eta2}")
+    if eta1 == eta2 and v1 == v2:
+        raise NLSEInputError("two solitons of the same amplitude and velocity do not collide "
+                             "(a bound pair): give them other velocities or amplitudes")
     log = math.log(((eta1 + eta2) ** 2 + (v1 - v2) ** 2) / ((eta1 - eta2) ** 2 + (v1 - v2) ** 2))
     return log / eta1, -log / eta2
 
@@ -89,7 +94,7 @@ def akhmediev(
     a: float = 0.25, t_start: float = -5.0, t_end: float = 5.0, m: int = 256, n_times: int = 101
 ) -> Case:
     if not 0 < a < 0.5:
-        raise ValueError(f"the Akhmediev breather needs 0 < a < 1/2, got {a}")
+        raise NLSEInputError(f"the Akhmediev breather needs 0 < a < 1/2, got {a}")
     w = 2 * math.sqrt(1 - 2 * a)
     b = math.sqrt(8 * a * (1 - 2 * a))
     length = 2 * math.pi / w
@@ -125,7 +130,13 @@ def modulation_instability(
     # t_end: the perturbation grows as e^{sigma t} (sigma = A^2 at K = sqrt(2) A) and
     # reaches the nonlinear stage near t = ln(1/epsilon) / sigma (18 for the defaults);
     # to t = 10 the figure showed a field flat to 1e-4
+    if not amplitude > 0:
+        raise NLSEInputError(f"the plane wave's amplitude must be > 0, got {amplitude}")
+    if isinstance(periods, bool) or not isinstance(periods, int) or periods < 1:
+        raise NLSEInputError(f"periods must be a positive integer, got {periods!r}")
     k = math.sqrt(2) * amplitude if k is None else k
+    if not k > 0:
+        raise NLSEInputError(f"the perturbation's wavenumber k must be > 0, got {k}")
     length = periods * 2 * math.pi / k
     x = grid(m, length)
     psi0 = amplitude * (1 + epsilon * np.cos(k * x)) + 0j

@@ -677,3 +677,33 @@ def test_outputs_denser_than_the_steps_are_interpolated_to_the_step_accuracy(m):
     for name in ("mass", "energy"):
         assert np.abs(inv[name] / inv[name][:, :1] - 1).max() < 1e-12
     assert np.abs(held - exact).max() < 2e-7
+
+
+def test_invariants_entropies_and_cases_refuse_what_they_cannot_take():
+    # invariants took a 0-d array, a string or NaN silently (a numpy error or NaN out);
+    # entropies of M = 0 points raised numpy's error; conserve=() asked for dealias=False;
+    # the cases divided by zero
+    x = nlse.grid(32, 10.0)
+    good = nlse.soliton(x, 0.0)
+    for bad, says in ((np.float64(1.0), "shape"), ("psi", "numeric"),
+                      (np.where(np.arange(32) == 3, np.nan, good), "NaN or infinite"),
+                      (np.zeros((3, 0)), "M >= 1")):
+        with pytest.raises(nlse.NLSEInputError, match=says):
+            nlse.invariants(bad, length=10.0)
+        with pytest.raises(nlse.NLSEInputError, match=says):
+            nlse.entropies(bad)
+    # an empty tuple imposes nothing, as conserve=False (the default solver keeps dealias)
+    np.testing.assert_array_equal(
+        nlse.solve(good, length=10.0, times=[0, 0.1], conserve=()),
+        nlse.solve(good, length=10.0, times=[0, 0.1]))
+    with pytest.raises(nlse.NLSEInputError, match="same amplitude and velocity"):
+        nlse.cases.collision_shifts(1.0, 1.0, 0.5, 0.5)
+    with pytest.raises(nlse.NLSEInputError, match="amplitudes must be > 0"):
+        nlse.cases.collision_shifts(0.0, 1.0, 0.5, -0.5)
+    with pytest.raises(nlse.NLSEInputError, match="amplitude must be > 0"):
+        nlse.cases.modulation_instability(amplitude=0.0)
+    with pytest.raises(nlse.NLSEInputError, match="periods must be a positive integer"):
+        nlse.cases.modulation_instability(periods=0)
+    # a soliton pair's shift formula at a valid input (eta 1, 1.2; v +-1), by hand
+    log = np.log((2.2**2 + 4) / (0.2**2 + 4))
+    assert nlse.cases.collision_shifts(1.0, 1.2, 1.0, -1.0) == pytest.approx((log, -log / 1.2))
