@@ -468,6 +468,12 @@ def _evaluate_checks_the_data_against_the_training_data(ckpt, path, tmp_path):
     with pytest.raises(EvaluationError, match=r"'psi_re' is given at t = \[0, 0.4, 0.8\], "
                                               r"the model was trained at t = \[0, 0.2, 0.4\]"):
         evaluate(ckpt, later, progress=False)
+    more = tmp_path / "more.nc"  # more output times: named, not only a channel count
+    generate("nlse", 2, more, resolution=32, seed=3, progress=False,
+             options={**base, "n_times": 5})
+    with pytest.raises(EvaluationError, match=r"'psi_re' is given at t = \[0, 0.1, 0.2, ..., "
+                                              r"0.4\], the model was trained at t = "):
+        evaluate(ckpt, more, progress=False)
     wider = tmp_path / "wider.nc"  # another domain and amplitudes, same times
     generate("nlse", 4, wider, resolution=32, seed=3, progress=False,
              options={**base, "length": 40.0, "eta_max": 1.5, "rtol": 1e-8})

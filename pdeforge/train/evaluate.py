@@ -187,6 +187,8 @@ def evaluate(
             f"{exc}; the checkpoint was trained on inputs {info.get('inputs')} and outputs "
             f"{info.get('outputs')}"
         ) from None
+    with open_h5(dataset.path) as h5:  # other output times: named before the channel count
+        _check_channel_axes(h5, dataset, info, data)
     if (dataset.in_channels, dataset.out_channels) != (
         module.hparams.in_channels,
         module.hparams.out_channels,
@@ -201,7 +203,6 @@ def evaluate(
         )
     with open_h5(dataset.path) as h5:
         problem = str(attr_value(h5.attrs, ATTR_PROBLEM) or "")
-        _check_channel_axes(h5, dataset, info, data)
         kinds = [_axis_kind(h5, d) for d in dataset.grid_dims]
         flipped = decreasing_dims(h5, dataset.grid_dims)
         coords = {}
