@@ -118,6 +118,24 @@ def is_decreasing(values: Any) -> bool:
     )
 
 
+def coordinate(h5: Any, dim: str, size: int | None = None) -> np.ndarray | None:
+    """The coordinate variable of ``dim`` in an open h5py file as float64 values, or None
+    where the file has none: a netCDF dimension without a variable is stored as an
+    HDF5 dimension scale of zeros whose NAME says so (not coordinates to compare)."""
+    if dim not in h5 or not hasattr(h5[dim], "shape") or h5[dim].ndim != 1:
+        return None
+    if size is not None and h5[dim].shape[0] != size:
+        return None
+    name = h5[dim].attrs.get("NAME", b"")
+    name = name.decode(errors="replace") if isinstance(name, bytes) else str(name)
+    if "not a netCDF variable" in name:
+        return None
+    try:
+        return np.asarray(h5[dim][:], dtype=np.float64)
+    except (TypeError, ValueError):  # text labels, not numbers
+        return None
+
+
 def diagnostic_specs(extra: Sequence[VarSpec] = ()) -> list[VarSpec]:
     """The diagnostics every file has, followed by a solver's own."""
     base = [

@@ -30,6 +30,7 @@ from pdeforge.datasets.format import (
     ATTR_PROBLEM,
     SPATIAL_DIMS,
     attr_value,
+    coordinate,
 )
 from pdeforge.datasets.torch_dataset import TorchDataset, decreasing_dims
 from pdeforge.errors import PdeforgeError
@@ -219,9 +220,8 @@ class OperatorDataModule(pl.LightningDataModule):
                     extra_dims[name] = {
                         "dims": [d for d, _ in other],
                         "sizes": [int(n) for _, n in other],
-                        "coords": {d: np.asarray(h5[d][:], dtype=np.float64).tolist()
-                                   for d, n in other
-                                   if d in h5 and h5[d].ndim == 1 and h5[d].shape[0] == n},
+                        "coords": {d: coordinate(h5, d, n).tolist() for d, n in other
+                                   if coordinate(h5, d, n) is not None},
                     }
             # an output defined only where an input is 1 (thermal: the plate, not the
             # slot): the model's predictions are multiplied by that input (module.py)

@@ -14,7 +14,13 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from pdeforge.datasets.check import open_h5
-from pdeforge.datasets.format import ATTR_CONFIG, ATTR_PROBLEM, SPATIAL_DIMS, attr_value
+from pdeforge.datasets.format import (
+    ATTR_CONFIG,
+    ATTR_PROBLEM,
+    SPATIAL_DIMS,
+    attr_value,
+    coordinate,
+)
 from pdeforge.datasets.torch_dataset import TorchDataset, decreasing_dims
 from pdeforge.errors import PdeforgeError
 from pdeforge.surrogate import (
@@ -89,27 +95,28 @@ def subsample_starts(kinds: list[str | None], stride: int) -> tuple[int, ...]:
 
 
 def _axis_kind(h5: Any, dim: str) -> str | None:
-    if dim not in h5 or h5[dim].ndim != 1 or h5[dim].shape[0] < 2:
+    values = coordinate(h5, dim)
+    if values is None or len(values) < 2:
         return None
     if int(attr_value(h5[dim].attrs, "periodic") or 0) == 1:
         return PERIODIC
-    return CELL if is_cell_centred(np.sort(h5[dim][:])) else VERTEX
+    return CELL if is_cell_centred(np.sort(values)) else VERTEX
 
 
 def _extra_axes(h5: Any, dataset: TorchDataset, name: str) -> dict[str, list[float] | None]:
     """The non-grid dims (an NLSE trajectory's ``t``) of a variable, with coordinates."""
     dims, shape, _ = dataset._fields[name]
-    return {
-        d: (np.asarray(h5[d][:], dtype=np.float64).tolist()
-            if d in h5 and h5[d].ndim == 1 and h5[d].shape[0] == n else None)
-        for d, n in zip(dims[1:], shape[1:], strict=True)
-        if d not in SPATIAL_DIMS
-    }
+    values = {d: coordinate(h5, d, n) for d, n in zip(dims[1:], shape[1:], strict=True)
+              if d not in SPATIAL_DIMS}
+    return {d: None if v is None else v.tolist() for d, v in values.items()}
 
 
 def _check_channel_axes(h5: Any, dataset: TorchDataset, info: dict, data: Any) -> None:
     """Refuse data whose channels stand for other points of a non-grid axis (other output
-    times) than the training data's: the model's channel i is the training's time i."""
+    times) than the training data's: the model's channel i is the training's time i.
+    (Checkpoints from before ``extra_dims`` was recorded are not checked.)"""
+    if "extra_dims" not in info:
+        return
     for name in list(info.get("inputs", [])) + list(info.get("outputs", [])):
         trained = info.get("extra_dims", {}).get(name)
         given = _extra_axes(h5, dataset, name)
@@ -207,8 +214,8 @@ def evaluate(
         flipped = decreasing_dims(h5, dataset.grid_dims)
         coords = {}
         for d in dataset.grid_dims:
-            if d in h5 and h5[d].ndim == 1:  # increasing, as the items are
-                values = np.asarray(h5[d][:], dtype=np.float64)
+            values = coordinate(h5, d)
+            if values is not None:  # increasing, as the items are
                 coords[d] = values[::-1] if d in flipped else values
         try:
             config = json.loads(str(attr_value(h5.attrs, ATTR_CONFIG) or "{}"))

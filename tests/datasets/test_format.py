@@ -397,3 +397,21 @@ def test_a_format_version_stored_as_text_is_named_as_such(darcy_file, tmp_path):
     with pytest.raises(DatasetFormatError, match="pdeforge_format='1' .str.; the attribute is "
                                                  "the integer 1: write it as an integer"):
         open_dataset(bad)
+
+
+def test_coordinate_tells_a_dimension_without_a_variable_from_coordinates(tmp_path):
+    # netCDF stores a dimension that has no variable as a dimension scale of zeros: those
+    # are not coordinates (evaluate compared them with the training's times and domain)
+    import h5netcdf
+
+    from pdeforge.datasets.format import coordinate
+
+    path = tmp_path / "dims.nc"
+    with h5netcdf.File(path, "w") as f:
+        f.dimensions = {"sample": 2, "t": 3, "x": 4}
+        f.create_variable("u", ("sample", "t", "x"), float)[:] = 1.0
+        f.create_variable("x", ("x",), float)[:] = np.linspace(0.0, 1.0, 4)
+    with h5py.File(path, "r") as h5:
+        assert coordinate(h5, "t") is None and coordinate(h5, "missing") is None
+        np.testing.assert_array_equal(coordinate(h5, "x"), np.linspace(0.0, 1.0, 4))
+        assert coordinate(h5, "x", size=5) is None and coordinate(h5, "u") is None
