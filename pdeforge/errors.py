@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,6 +96,12 @@ def output_directory(path: str | os.PathLike, flag: str = "--out-dir") -> Path:
             f"{flag} {out} cannot be created ({exc.strerror or exc}); give a directory "
             "you can write to"
         ) from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise PdeforgeError(f"{flag} {out} is not writable; give a directory you can write to")
+    try:  # a trial file: permissions alone miss /sys, /proc and read-only mounts as root
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise PdeforgeError(
+            f"{flag} {out} is not writable ({exc.strerror or exc}); give a directory you "
+            "can write to"
+        ) from None
     return out

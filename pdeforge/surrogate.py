@@ -94,9 +94,10 @@ def domain_mismatch(trained: dict, given: dict, dims: list[str]) -> str | None:
     """What puts a grid with coordinates ``given`` on another domain than the training
     grid's (``trained``), or None: the model sees grid points, not coordinates, and
     would predict as on its own domain (a change of units, a shifted or scaled domain, a
-    part of it). The ends of each axis are compared, within one training grid step:
-    another resolution, another kind of grid (cell centres or vertices) or a training
-    grid subsampled from a finer one all end within a step of the same domain's ends."""
+    part of it). The ends of each axis are compared, within the coarser grid's step:
+    another resolution, another kind of grid (cell centres or vertices), a periodic grid
+    or a training grid subsampled from a finer one all end within a step of the same
+    domain's ends."""
     for d in dims:
         if d not in trained or d not in given:
             continue
@@ -104,7 +105,10 @@ def domain_mismatch(trained: dict, given: dict, dims: list[str]) -> str | None:
         other = np.asarray(given[d], dtype=np.float64)
         if len(other) < 2 or len(train) < 2:
             continue
-        step = float(np.max(np.abs(np.diff(train))))
+        # each grid's ends lie within one of its own steps of the domain's ends (a cell
+        # grid's first centre at h / 2, a periodic grid's last point at L - h): so do the
+        # two grids' ends within the coarser step
+        step = float(max(np.max(np.abs(np.diff(train))), np.max(np.abs(np.diff(other)))))
         if (abs(other[0] - train[0]) <= 1.01 * step
                 and abs(other[-1] - train[-1]) <= 1.01 * step):
             continue
@@ -154,7 +158,7 @@ class Surrogate:
     def load(cls, ckpt_path: str | os.PathLike, device: str | None = None) -> Surrogate:
         """Rebuild model, normalisers and grid from a checkpoint (no code is unpickled)."""
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        _check_device(device)  # (else torch.load's error blamed the checkpoint file)
+        device = _check_device(device)  # (else torch.load's error blamed the checkpoint)
         module, checkpoint = load_module(ckpt_path, device)
         return cls(module, checkpoint, str(ckpt_path), device)
 
@@ -634,8 +638,10 @@ _COMPLEX_INPUT = ("{what} hold complex numbers; the model's inputs are real fiel
                   "imaginary parts as the surrogate's inputs name them")
 
 
-def _check_device(device: Any) -> None:
-    """A device this machine has, or a :class:`SurrogateInputError` that says so."""
+def _check_device(device: Any) -> str:
+    """A device this machine has, as torch names it for loading (``cpu:0`` is ``cpu``:
+    torch.load cannot map storages to an indexed CPU), or a :class:`SurrogateInputError`
+    that says what is wrong."""
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
@@ -651,6 +657,7 @@ def _check_device(device: Any) -> None:
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise SurrogateInputError(f"device {device!r}: MPS is not available on this machine; "
                                   "use cpu")
+    return "cpu" if dev.type == "cpu" else str(dev)
 
 
 def read_query_inputs(

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+import pytest
 
 from tests.conftest import run_cli
 
@@ -59,3 +62,12 @@ def test_reports_compare_the_cases_with_their_formulas(tmp_path):
                                  report["collision_shift_formula"], strict=True):
         assert abs(measured - formula) < 1e-3  # REFERENCES.md: within 1e-3
     assert run_cli("nlse", "--help").stdout.count("vs") >= 3  # the cases are described
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux's /proc")
+def test_an_output_folder_is_tried_with_a_file_before_the_work():
+    # permissions said yes to root for /proc and /sys: the run ended in a traceback
+    from pdeforge.errors import PdeforgeError, output_directory
+
+    with pytest.raises(PdeforgeError, match="--out-dir /proc/self/fd is not writable"):
+        output_directory("/proc/self/fd")

@@ -496,6 +496,14 @@ def _evaluate_checks_the_data_against_the_training_data(ckpt, path, tmp_path):
     with pytest.warns(UserWarning, match=r"seed \(0\) and problem options of the checkpoint's "
                                          "training data: its sample i draws"):
         evaluate(ckpt, finer, progress=False, resolution=32)
+    # the coarse periodic grid x_0 + i L / 8 spans the same period: no domain warning
+    # (its last point, L - L / 8, was more than a training step from the training's)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert evaluate(ckpt, other, resolution=8, device="cpu:0",  # (torch.load refused
+                        progress=False)["resolution"] == [8]          # to map to cpu:0)
+    assert not [w for w in caught if "span" in str(w.message)], [str(w.message) for w in caught]
+    assert all(Path(f).is_absolute() for f in Surrogate.load(ckpt).data_info["files"])
     # periodic x of 32 points: strides 2 and 4 give periodic grids of 16 and 8 points;
     # stride 3 would keep 11 points that are not one period's grid
     with pytest.warns(UserWarning, match="zero-shot"):

@@ -1127,6 +1127,8 @@ def invariants(psi: np.ndarray, *, length: float, focusing: bool = True) -> dict
     length = _check_length(length)
     _check_focusing(focusing)
     psi = _check_field(psi, "invariants")
+    # in double precision whatever the field's (float16 sums of |psi|^2 overflowed at 256)
+    psi = psi.astype(np.complex128 if np.iscomplexobj(psi) else np.float64, copy=False)
     dx = length / psi.shape[-1]
     s = 1.0 if focusing else -1.0
     dpsi = _derivative(psi, length)

@@ -19,12 +19,53 @@ the exact solution psi(t, x). Formulas (focusing NLSE i psi_t + psi_xx / 2 + |ps
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from pdeforge.solvers.nlse import NLSEInputError, grid, soliton
+
+
+def _real(name: str, value: object, *, positive: bool = False,
+          nonnegative: bool = False) -> float:
+    """``value`` as a finite float (> 0, >= 0 where asked), or :class:`NLSEInputError`."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise NLSEInputError(f"{name} must be a real number, got {value!r}") from None
+    if isinstance(value, (bool, str, bytes)) or not math.isfinite(number):
+        raise NLSEInputError(f"{name} must be a finite real number, got {value!r}")
+    if positive and not number > 0:
+        raise NLSEInputError(f"{name} must be > 0, got {value!r}")
+    if nonnegative and not number >= 0:
+        raise NLSEInputError(f"{name} must be >= 0, got {value!r}")
+    return number
+
+
+def _count(name: str, value: object, minimum: int) -> int:
+    """``value`` as an integer >= ``minimum`` (numpy integers too), or NLSEInputError."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise NLSEInputError(f"{name} must be an integer >= {minimum}, got {value!r}") from None
+    if number < minimum:
+        raise NLSEInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return number
+
+
+def _grid_and_times(length: object, m: object, t_end: object, n_times: object,
+                    t_start: object = 0.0) -> tuple[float, int, np.ndarray]:
+    length = _real("length", length, positive=True)
+    m = _count("m", m, 8)
+    t_start = _real("t_start", t_start)
+    t_end = _real("t_end", t_end)
+    if not t_end > t_start:
+        raise NLSEInputError(f"t_end must be after the start time {t_start:g}, got {t_end:g}")
+    return length, m, np.linspace(t_start, t_end, _count("n_times", n_times, 2))
 
 
 @dataclass
@@ -38,6 +79,12 @@ class Case:
     exact: Callable[[float, np.ndarray], np.ndarray] | None = None
     #: what the case was built from (the report's analytic comparisons use it)
     params: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not np.all(np.isfinite(self.psi0)):
+            raise NLSEInputError(f"case {self.name!r}: its initial field is not finite "
+                                 f"(parameters {self.params or 'as given'} overflow); take "
+                                 "smaller amplitudes")
 
     @property
     def x(self) -> np.ndarray:
@@ -53,22 +100,29 @@ def single_soliton(
     t_end: float = 10.0,
     n_times: int = 101,
 ) -> Case:
+    eta = _real("eta", eta, positive=True)
+    velocity, x0 = _real("velocity", velocity), _real("x0", x0)
+    length, m, times = _grid_and_times(length, m, t_end, n_times)
     x = grid(m, length)
 
     def exact(t: float, xx: np.ndarray) -> np.ndarray:
         return soliton(xx, t, eta, velocity, x0, length=length)  # across the boundary
 
-    return Case("soliton", length, m, np.linspace(0, t_end, n_times), exact(0.0, x), exact=exact)
+    return Case("soliton", length, m, times, exact(0.0, x), exact=exact)
 
 
 def collision_shifts(eta1: float, eta2: float, v1: float, v2: float) -> tuple[float, float]:
     """Position shifts (faster soliton forward, slower backward) after a collision."""
-    if not (eta1 > 0 and eta2 > 0):
-        raise NLSEInputError(f"soliton amplitudes must be > 0, got eta1={eta1}, eta2={eta2}")
-    if eta1 == eta2 and v1 == v2:
-        raise NLSEInputError("two solitons of the same amplitude and velocity do not collide "
-                             "(a bound pair): give them other velocities or amplitudes")
-    log = math.log(((eta1 + eta2) ** 2 + (v1 - v2) ** 2) / ((eta1 - eta2) ** 2 + (v1 - v2) ** 2))
+    eta1, eta2 = _real("eta1", eta1, positive=True), _real("eta2", eta2, positive=True)
+    v1, v2 = _real("v1", v1), _real("v2", v2)
+    if v1 == v2:
+        raise NLSEInputError(f"solitons of equal velocity (v1 = v2 = {v1:g}) do not collide: "
+                             "give them different velocities")
+    den = (eta1 - eta2) ** 2 + (v1 - v2) ** 2
+    if not den > 0:  # (v1 - v2)^2 underflowed
+        raise NLSEInputError(f"velocities v1 = {v1:g} and v2 = {v2:g} too close to tell apart "
+                             "in double precision")
+    log = math.log(((eta1 + eta2) ** 2 + (v1 - v2) ** 2) / den)
     return log / eta1, -log / eta2
 
 
@@ -84,20 +138,29 @@ def two_solitons(
     t_end: float = 40.0,
     n_times: int = 81,
 ) -> Case:
+    eta1, eta2 = _real("eta1", eta1, positive=True), _real("eta2", eta2, positive=True)
+    v1, v2, x1, x2 = (_real(n, v) for n, v in (("v1", v1), ("v2", v2), ("x1", x1), ("x2", x2)))
+    length, m, times = _grid_and_times(length, m, t_end, n_times)
     x = grid(m, length)
     psi0 = soliton(x, 0, eta1, v1, x1) + soliton(x, 0, eta2, v2, x2)
-    return Case("two-solitons", length, m, np.linspace(0, t_end, n_times), psi0,
+    return Case("two-solitons", length, m, times, psi0,
                 params=dict(eta1=eta1, eta2=eta2, v1=v1, v2=v2, x1=x1, x2=x2))
 
 
 def akhmediev(
     a: float = 0.25, t_start: float = -5.0, t_end: float = 5.0, m: int = 256, n_times: int = 101
 ) -> Case:
+    a = _real("a", a)
     if not 0 < a < 0.5:
         raise NLSEInputError(f"the Akhmediev breather needs 0 < a < 1/2, got {a}")
+    _, m, times = _grid_and_times(1.0, m, t_end, n_times, t_start)
     w = 2 * math.sqrt(1 - 2 * a)
     b = math.sqrt(8 * a * (1 - 2 * a))
     length = 2 * math.pi / w
+    reach = 700.0 / b  # cosh(b t) overflows double precision beyond |b t| ~ 710
+    if max(abs(times[0]), abs(times[-1])) > reach:
+        raise NLSEInputError(f"the breather's formula overflows at |t| > {reach:.4g} (cosh(b t), "
+                             f"b = {b:.4g}); take times within it")
 
     def exact(t: float, xx: np.ndarray) -> np.ndarray:
         num = (
@@ -108,8 +171,8 @@ def akhmediev(
         den = math.sqrt(2 * a) * np.cos(w * xx) - math.cosh(b * t)
         return num / den * np.exp(1j * t)
 
-    times = np.linspace(t_start, t_end, n_times)
-    return Case("akhmediev", length, m, times, exact(t_start, grid(m, length)), exact=exact)
+    return Case("akhmediev", length, m, times, exact(float(times[0]), grid(m, length)),
+                exact=exact)
 
 
 def mi_growth_rate(amplitude: float, k: float) -> float:
@@ -130,17 +193,14 @@ def modulation_instability(
     # t_end: the perturbation grows as e^{sigma t} (sigma = A^2 at K = sqrt(2) A) and
     # reaches the nonlinear stage near t = ln(1/epsilon) / sigma (18 for the defaults);
     # to t = 10 the figure showed a field flat to 1e-4
-    if not amplitude > 0:
-        raise NLSEInputError(f"the plane wave's amplitude must be > 0, got {amplitude}")
-    if isinstance(periods, bool) or not isinstance(periods, int) or periods < 1:
-        raise NLSEInputError(f"periods must be a positive integer, got {periods!r}")
-    k = math.sqrt(2) * amplitude if k is None else k
-    if not k > 0:
-        raise NLSEInputError(f"the perturbation's wavenumber k must be > 0, got {k}")
-    length = periods * 2 * math.pi / k
+    amplitude = _real("amplitude", amplitude, positive=True)
+    periods = _count("periods", periods, 1)
+    k = math.sqrt(2) * amplitude if k is None else _real("k", k, positive=True)
+    epsilon = _real("epsilon", epsilon, nonnegative=True)
+    length, m, times = _grid_and_times(periods * 2 * math.pi / k, m, t_end, n_times)
     x = grid(m, length)
     psi0 = amplitude * (1 + epsilon * np.cos(k * x)) + 0j
-    return Case("modulation-instability", length, m, np.linspace(0, t_end, n_times), psi0,
+    return Case("modulation-instability", length, m, times, psi0,
                 params=dict(amplitude=amplitude, k=k, epsilon=epsilon, periods=periods))
 
 
@@ -154,6 +214,11 @@ def gaussian_noise(
     t_end: float = 20.0,
     n_times: int = 201,
 ) -> Case:
+    amplitude = _real("amplitude", amplitude, positive=True)
+    width = _real("width", width, positive=True)
+    noise = _real("noise", noise, nonnegative=True)
+    seed = _count("seed", seed, 0)
+    length, m, times = _grid_and_times(length, m, t_end, n_times)
     x = grid(m, length)
     rng = np.random.default_rng(seed)
     psi0 = (
@@ -161,7 +226,7 @@ def gaussian_noise(
         * np.exp(-(x**2) / (2 * width**2))
         * (1 + noise * (rng.standard_normal(m) + 1j * rng.standard_normal(m)) / math.sqrt(2))
     )
-    return Case("gaussian-noise", length, m, np.linspace(0, t_end, n_times), psi0)
+    return Case("gaussian-noise", length, m, times, psi0)
 
 
 CASES: dict[str, Callable[..., Case]] = {

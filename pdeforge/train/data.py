@@ -247,7 +247,8 @@ class OperatorDataModule(pl.LightningDataModule):
         return {
             "problem": problem,
             "format_version": version,
-            "files": [str(p) for p in self.paths],
+            # absolute: a relative path would name another file from another directory
+            "files": [str(p.absolute()) for p in self.paths],
             "inputs": list(self.inputs),
             "outputs": list(self.outputs),
             "channels": channels,

@@ -158,11 +158,13 @@ def _distribution_changes(trained: dict, config: dict) -> dict[str, tuple[Any, A
     if family is None or trained.get("problem") != config.get("problem"):
         return {}
     numerics = {o.name for o in family.options if o.numerics}
-    before, now = trained.get("options") or {}, config.get("options") or {}
-    if not isinstance(before, dict) or not isinstance(now, dict):
-        return {}
+    # an option a file does not record (written before the option existed) had its
+    # default; one resolved by the problem (default None) is compared only when both have it
+    defaults = {o.name: o.default for o in family.options if o.default is not None}
+    before = {**defaults, **trained.get("options", {})}
+    now = {**defaults, **config.get("options", {})}
     return {k: (before.get(k), now.get(k)) for k in sorted(set(before) | set(now))
-            if k not in numerics and before.get(k) != now.get(k)}
+            if k not in numerics and k in before and k in now and before[k] != now[k]}
 
 
 def evaluate(
@@ -182,7 +184,7 @@ def evaluate(
     ``resample``), instead of running the model zero-shot on the data's grid.
     """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    _check_device(device)  # (else torch.load's error blamed the checkpoint file)
+    device = _check_device(device)  # (else torch.load's error blamed the checkpoint file)
     module, saved = load_module(checkpoint, device)
     info = module.data_info
     with open_h5(data):  # a missing or unreadable file: its own message, not the model's
@@ -229,7 +231,11 @@ def evaluate(
             stacklevel=2,
         )
     generation = info.get("generation_config") or {}
-    config = config if isinstance(config, dict) else {}
+    # configs that do not hold options as a dict (another program's): nothing compared
+    known = [isinstance(c, dict) and isinstance(c.get("options", {}), dict)
+             for c in (generation, config)]
+    generation, config = (c if ok else {} for c, ok in zip((generation, config), known,
+                                                         strict=True))
     changed = _distribution_changes(generation, config)
     if changed:
         listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
@@ -239,7 +245,9 @@ def evaluate(
             "distribution it was trained on",
             stacklevel=2,
         )
-    trained_files = {str(Path(f).resolve()) for f in info.get("files", [])}
+    # (older checkpoints stored the paths as given: a relative one names no file here)
+    trained_files = {str(Path(f).resolve()) for f in info.get("files", [])
+                     if Path(f).is_absolute()}
     if str(Path(data).resolve()) in trained_files:
         warnings.warn(
             f"the checkpoint was trained on {data}: its samples include the training "

@@ -692,18 +692,38 @@ def test_invariants_entropies_and_cases_refuse_what_they_cannot_take():
             nlse.invariants(bad, length=10.0)
         with pytest.raises(nlse.NLSEInputError, match=says):
             nlse.entropies(bad)
+    # sums in double precision: a float16 field's mass 64 x 100^2 / 64 overflowed float16
+    assert nlse.invariants(np.full(64, 100, np.float16), length=1.0)["mass"] == 1e4
     # an empty tuple imposes nothing, as conserve=False (the default solver keeps dealias)
     np.testing.assert_array_equal(
         nlse.solve(good, length=10.0, times=[0, 0.1], conserve=()),
         nlse.solve(good, length=10.0, times=[0, 0.1]))
-    with pytest.raises(nlse.NLSEInputError, match="same amplitude and velocity"):
-        nlse.cases.collision_shifts(1.0, 1.0, 0.5, 0.5)
-    with pytest.raises(nlse.NLSEInputError, match="amplitudes must be > 0"):
-        nlse.cases.collision_shifts(0.0, 1.0, 0.5, -0.5)
-    with pytest.raises(nlse.NLSEInputError, match="amplitude must be > 0"):
-        nlse.cases.modulation_instability(amplitude=0.0)
-    with pytest.raises(nlse.NLSEInputError, match="periods must be a positive integer"):
-        nlse.cases.modulation_instability(periods=0)
+    for args, says in (((1.0, 1.2, 0.5, 0.5), "equal velocity .* do not collide"),
+                       ((0.0, 1.0, 0.5, -0.5), "eta1 must be > 0"),
+                       ((1.0, np.inf, 1.0, -1.0), "eta2 must be a finite"),
+                       ((1.0, 1.0, np.nan, 0.0), "v1 must be a finite"),
+                       ((1.0, 1.0, 1e-300, 0.0), "too close to tell apart")):
+        with pytest.raises(nlse.NLSEInputError, match=says):
+            nlse.cases.collision_shifts(*args)
+    for kwargs, says in (({"amplitude": 0.0}, "amplitude must be > 0"),
+                         ({"amplitude": np.inf}, "amplitude must be a finite"),
+                         ({"amplitude": "1"}, "amplitude must be a finite"),
+                         ({"k": np.inf}, "k must be a finite"),
+                         ({"epsilon": np.nan}, "epsilon must be a finite"),
+                         ({"periods": 0}, "periods must be an integer >= 1"),
+                         ({"periods": 1.5}, "periods must be an integer >= 1"),
+                         ({"m": 0}, "m must be an integer >= 8"),
+                         ({"t_end": 0.0}, "t_end must be after the start time 0"),
+                         ({"n_times": 0}, "n_times must be an integer >= 2")):
+        with pytest.raises(nlse.NLSEInputError, match=says):
+            nlse.cases.modulation_instability(**kwargs)
+    two = nlse.cases.modulation_instability(periods=np.int64(2))  # a numpy integer is one
+    assert two.length == pytest.approx(2 * 2 * np.pi / np.sqrt(2))
+    with pytest.raises(nlse.NLSEInputError, match="formula overflows at"):
+        nlse.cases.akhmediev(t_start=-800.0)
+    with np.errstate(over="ignore"), pytest.raises(nlse.NLSEInputError,
+                                                  match="initial field is not finite"):
+        nlse.cases.gaussian_noise(amplitude=1.7e308, noise=1.0)
     # a soliton pair's shift formula at a valid input (eta 1, 1.2; v +-1), by hand
     log = np.log((2.2**2 + 4) / (0.2**2 + 4))
     assert nlse.cases.collision_shifts(1.0, 1.2, 1.0, -1.0) == pytest.approx((log, -log / 1.2))

@@ -13,6 +13,7 @@ from pdeforge.train.evaluate import (
     PERIODIC,
     VERTEX,
     EvaluationError,
+    _distribution_changes,
     stride_for,
     subsample_starts,
 )
@@ -57,3 +58,18 @@ def test_an_odd_stride_keeps_the_coarse_cell_centres(n_coarse, stride):
 def test_even_strides_and_other_axes_start_at_the_first_point():
     assert subsample_starts([CELL, VERTEX, PERIODIC, None], 2) == (0, 0, 0, 0)
     assert subsample_starts([CELL, VERTEX, PERIODIC, None], 3) == (1, 0, 0, 0)
+
+
+def test_problem_options_are_compared_with_their_defaults_and_without_numerics():
+    trained = {"problem": "darcy", "options": {"forcing": 1.0, "k_high": 12.0,
+                                               "scheme": "cell", "rtol": 1e-8}}
+
+    def changes(**options):
+        return _distribution_changes(trained, {"problem": "darcy", "options": options})
+
+    # a file that does not record forcing (written before it existed) had its default
+    assert changes(k_high=12.0) == {}
+    assert changes(forcing=2.0, k_high=12.0) == {"forcing": (1.0, 2.0)}
+    # the solver's tolerance and the grid scheme are not the problem's distribution
+    assert changes(forcing=1.0, k_high=12.0, scheme="vertex", rtol=1e-4) == {}
+    assert _distribution_changes(trained, {"problem": "poisson", "options": {}}) == {}

@@ -34,9 +34,9 @@ class Option:
     help: str
     choices: Sequence[Any] | None = None
     positive: bool = False
-    #: an option of how the reference solution is computed (solver, tolerances), not of
-    #: the problem's distribution: data differing only in these are the same problem
-    #: (``pdeforge evaluate`` warns about the others)
+    #: an option of how the reference solution is computed or discretised (solver,
+    #: tolerances, grid scheme), not of the problem's distribution: data differing only
+    #: in these are the same problem (``pdeforge evaluate`` warns about the others)
     numerics: bool = False
 
     @property

@@ -65,7 +65,8 @@ class Darcy(LinearFamily):
     spd = True
     options = (
         Option("coefficient", str, "piecewise", "coefficient model", ("piecewise", "lognormal")),
-        Option("scheme", str, "cell", "finite-volume grid: cell centres or vertices", SCHEMES),
+        Option("scheme", str, "cell", "finite-volume grid: cell centres or vertices", SCHEMES,
+               numerics=True),
         *grf_options(),
         Option("k_high", float, 12.0, "piecewise: K where the GRF >= threshold", None, True),
         Option("k_low", float, 3.0, "piecewise: K where the GRF < threshold", None, True),
