@@ -90,14 +90,25 @@ class Comparison:
         }
 
 
-def domain_mismatch(trained: dict, given: dict, dims: list[str]) -> str | None:
+def _extent(values: np.ndarray, periodic: bool) -> tuple[float, float]:
+    """The domain a uniform grid covers: its end points (vertices), half a step beyond
+    them (cell centres, :func:`is_cell_centred`), or one period from the first point."""
+    h = (values[-1] - values[0]) / (len(values) - 1)
+    if periodic:
+        return float(values[0]), float(values[-1] + h)
+    if is_cell_centred(values):
+        return float(values[0] - h / 2), float(values[-1] + h / 2)
+    return float(values[0]), float(values[-1])
+
+
+def domain_mismatch(trained: dict, given: dict, dims: list[str],
+                    periodic: list[str] | tuple[str, ...] = ()) -> str | None:
     """What puts a grid with coordinates ``given`` on another domain than the training
     grid's (``trained``), or None: the model sees grid points, not coordinates, and
     would predict as on its own domain (a change of units, a shifted or scaled domain, a
-    part of it). The ends of each axis are compared, within the coarser grid's step:
-    another resolution, another kind of grid (cell centres or vertices), a periodic grid
-    or a training grid subsampled from a finer one all end within a step of the same
-    domain's ends."""
+    part of it). The domains the two grids cover (:func:`_extent`; ``periodic`` dims
+    cover a period) are compared within one training grid step, which a training grid
+    subsampled from a finer cell grid (no longer centred in its own cells) needs."""
     for d in dims:
         if d not in trained or d not in given:
             continue
@@ -105,12 +116,9 @@ def domain_mismatch(trained: dict, given: dict, dims: list[str]) -> str | None:
         other = np.asarray(given[d], dtype=np.float64)
         if len(other) < 2 or len(train) < 2:
             continue
-        # each grid's ends lie within one of its own steps of the domain's ends (a cell
-        # grid's first centre at h / 2, a periodic grid's last point at L - h): so do the
-        # two grids' ends within the coarser step
-        step = float(max(np.max(np.abs(np.diff(train))), np.max(np.abs(np.diff(other)))))
-        if (abs(other[0] - train[0]) <= 1.01 * step
-                and abs(other[-1] - train[-1]) <= 1.01 * step):
+        step = float(np.max(np.abs(np.diff(train))))
+        (lo_t, hi_t), (lo, hi) = _extent(train, d in periodic), _extent(other, d in periodic)
+        if abs(lo - lo_t) <= 1.01 * step and abs(hi - hi_t) <= 1.01 * step:
             continue
         return (
             f"{d} coordinates ({other[0]:.4g} ... {other[-1]:.4g}) do not span the training "
@@ -452,7 +460,7 @@ class Surrogate:
         training grid's (:func:`domain_mismatch`)."""
         if self._warned_domain:
             return
-        message = domain_mismatch(self.coords, coords, self.grid_dims)
+        message = domain_mismatch(self.coords, coords, self.grid_dims, self.periodic_dims)
         if message:
             self._warned_domain = True
             warnings.warn(f"the inputs' {message}", stacklevel=_caller_level())

@@ -516,6 +516,27 @@ def _evaluate_checks_the_data_against_the_training_data(ckpt, path, tmp_path):
             evaluate(ckpt, other, device=device, progress=False)
 
 
+def test_evaluate_subsamples_as_the_training_did(tmp_path):
+    # a model fitted with --data.subsample 3 (every third point from the first) and
+    # evaluated at n / 3 sees the points it was trained on, not the coarse cell centres
+    from pdeforge.datasets.runner import generate
+
+    path = tmp_path / "d48.nc"
+    generate("darcy", 12, path, resolution=48, seed=4, shard_size=12, progress=False)
+    cli = _fit_tiny_fno(path, tmp_path, "--data.subsample=3", n_modes=6)
+    ckpt = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    s = Surrogate.load(ckpt, device="cpu")
+    with open_dataset(path) as ds:
+        kept = ds.isel(x=slice(0, None, 3), y=slice(0, None, 3)).load()
+    np.testing.assert_array_equal(s.coords["x"], kept.x.values)
+    with pytest.warns(UserWarning, match="trained on"):
+        result = evaluate(ckpt, path, resolution=16, progress=False)
+    pred = s.predict(kept[["coefficient"]]).solution.values
+    manual = np.mean([np.linalg.norm(p - t) / np.linalg.norm(t)
+                      for p, t in zip(pred, kept.solution.values, strict=True)])
+    assert result["rel_l2"] == pytest.approx(manual, rel=1e-4)
+
+
 def test_thermal_predictions_are_zero_in_the_slot_as_the_data_are(tmp_path):
     # the slot's points entered the loss and the metrics, and predictions there were not
     # zero (up to 0.08), while the data store T = 0 there

@@ -31,11 +31,14 @@ from pdeforge.solvers.nlse import NLSEInputError, grid, soliton
 def _real(name: str, value: object, *, positive: bool = False,
           nonnegative: bool = False) -> float:
     """``value`` as a finite float (> 0, >= 0 where asked), or :class:`NLSEInputError`."""
+    if isinstance(value, (bool, str, bytes)):
+        raise NLSEInputError(f"{name} must be a number (not {type(value).__name__}), got "
+                             f"{value!r}")
     try:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise NLSEInputError(f"{name} must be a real number, got {value!r}") from None
-    if isinstance(value, (bool, str, bytes)) or not math.isfinite(number):
+    if not math.isfinite(number):
         raise NLSEInputError(f"{name} must be a finite real number, got {value!r}")
     if positive and not number > 0:
         raise NLSEInputError(f"{name} must be > 0, got {value!r}")

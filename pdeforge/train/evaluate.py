@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import operator
 import os
 import warnings
 from pathlib import Path
@@ -64,8 +65,15 @@ def stride_for(
     each axis of ``kinds`` (:data:`PERIODIC`, :data:`CELL`, :data:`VERTEX`, None for
     unknown) staying a grid of its kind on the same domain."""
     kinds = list(kinds) if kinds is not None else [None] * len(shape)
-    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
+    try:
+        if isinstance(resolution, bool):
+            raise TypeError
+        points = operator.index(resolution)  # numpy integers too
+    except TypeError:
+        points = 0
+    if points < 1:
         raise EvaluationError(f"--resolution must be a positive integer, got {resolution!r}")
+    resolution = points
 
     def sizes(stride: int) -> set[int | None]:
         return {_subsampled_size(n, k, stride) for n, k in zip(shape, kinds, strict=True)}
@@ -94,11 +102,12 @@ def subsample_starts(kinds: list[str | None], stride: int) -> tuple[int, ...]:
     return tuple((stride - 1) // 2 if k == CELL and stride % 2 == 1 else 0 for k in kinds)
 
 
-def _axis_kind(h5: Any, dim: str) -> str | None:
+def _axis_kind(h5: Any, dim: str, trained_periodic: list[str]) -> str | None:
     values = coordinate(h5, dim)
     if values is None or len(values) < 2:
         return None
-    if int(attr_value(h5[dim].attrs, "periodic") or 0) == 1:
+    # (NLSE files written before the attribute existed: the checkpoint knows)
+    if int(attr_value(h5[dim].attrs, "periodic") or 0) == 1 or dim in trained_periodic:
         return PERIODIC
     return CELL if is_cell_centred(np.sort(values)) else VERTEX
 
@@ -212,7 +221,8 @@ def evaluate(
         )
     with open_h5(dataset.path) as h5:
         problem = str(attr_value(h5.attrs, ATTR_PROBLEM) or "")
-        kinds = [_axis_kind(h5, d) for d in dataset.grid_dims]
+        kinds = [_axis_kind(h5, d, list(info.get("periodic_dims", [])))
+                 for d in dataset.grid_dims]
         flipped = decreasing_dims(h5, dataset.grid_dims)
         coords = {}
         for d in dataset.grid_dims:
@@ -246,7 +256,8 @@ def evaluate(
             stacklevel=2,
         )
     # (older checkpoints stored the paths as given: a relative one names no file here)
-    trained_files = {str(Path(f).resolve()) for f in info.get("files", [])
+    trained_files = {str(Path(f).resolve())
+                     for f in [*info.get("files", []), *info.get("earlier_files", [])]
                      if Path(f).is_absolute()}
     if str(Path(data).resolve()) in trained_files:
         warnings.warn(
@@ -256,7 +267,8 @@ def evaluate(
             stacklevel=2,
         )
     elif (generation.get("problem") and config.get("problem") == generation.get("problem")
-          and config.get("seed") == generation.get("seed") and not changed):
+          and config.get("seed") is not None and config.get("seed") == generation.get("seed")
+          and not changed):
         # sample i is a pure function of (seed, i): the same draws at any resolution
         warnings.warn(
             f"{data} was generated with the seed ({config.get('seed')}) and problem options "
@@ -266,7 +278,10 @@ def evaluate(
             stacklevel=2,
         )
     stride = 1 if resolution is None else stride_for(dataset.grid_shape, resolution, kinds)
-    starts = subsample_starts(kinds, stride)
+    # the points the model was trained on where the training subsampled this way (from
+    # the first point: train/data.py), else the coarse cells' centres
+    trained_stride = info.get("subsample", 1) == stride
+    starts = (0,) * len(kinds) if trained_stride else subsample_starts(kinds, stride)
     cells = [d for d, k in zip(dataset.grid_dims, kinds, strict=True) if k == CELL]
     if stride > 1 and stride % 2 == 0 and cells:
         # every stride-th cell centre of n cells is not a cell centre of n / stride
@@ -281,7 +296,8 @@ def evaluate(
         )
     kept = {d: coords[d][starts[i]::stride] for i, d in enumerate(dataset.grid_dims)
             if d in coords}
-    message = domain_mismatch(info.get("coords", {}), kept, list(dataset.grid_dims))
+    periodic = [d for d, k in zip(dataset.grid_dims, kinds, strict=True) if k == PERIODIC]
+    message = domain_mismatch(info.get("coords", {}), kept, list(dataset.grid_dims), periodic)
     if message:
         warnings.warn(f"{data}: its {message}", stacklevel=2)
     trained = [len(v) for v in info.get("coords", {}).values()]

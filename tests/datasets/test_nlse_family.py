@@ -113,6 +113,15 @@ def test_options_that_would_defeat_the_resolution_check_are_refused():
     psi[1, 2, 5] = np.nan
     tail = build_problem("nlse", 64)._spectral_tail(psi)
     assert tail[0] == 0 and np.isnan(tail[1])
+    # and its drifts are NaN while the others' are measured (invariants' own refusal of a
+    # NaN field stopped the whole shard)
+    from pdeforge.datasets.problems.nlse import _drifts
+
+    x = nlse.grid(64, 20.0)
+    psi = np.stack([np.stack([nlse.soliton(x, t, eta=1.0) for t in (0.0, 0.1, 0.2)])] * 2)
+    psi[1, 2, 5] = np.nan
+    drifts = _drifts(psi, 20.0, True)
+    assert all(np.isnan(v[1]) and v[0] < 1e-12 for v in drifts.values()), drifts
 
 
 def test_the_next_factor_follows_the_spectrum_s_decay():

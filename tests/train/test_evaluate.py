@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pdeforge.surrogate import is_cell_centred
+from pdeforge.surrogate import domain_mismatch, is_cell_centred
 from pdeforge.train.data import Subsampled
 from pdeforge.train.evaluate import (
     CELL,
@@ -73,3 +73,22 @@ def test_problem_options_are_compared_with_their_defaults_and_without_numerics()
     # the solver's tolerance and the grid scheme are not the problem's distribution
     assert changes(forcing=1.0, k_high=12.0, scheme="vertex", rtol=1e-4) == {}
     assert _distribution_changes(trained, {"problem": "poisson", "options": {}}) == {}
+
+
+def test_the_same_domain_at_any_resolution_and_kind_is_not_a_mismatch():
+    def cells(n, lo=0.0, hi=1.0):
+        return lo + (np.arange(n) + 0.5) * (hi - lo) / n
+
+    def check(trained, given, periodic=()):
+        return domain_mismatch({"x": trained}, {"x": given}, ["x"], list(periodic))
+
+    trained = cells(32)
+    for given in (cells(3), cells(8), cells(96), np.linspace(0.0, 1.0, 17)):
+        assert check(trained, given) is None, given
+    period = -10.0 + np.arange(32) * 20.0 / 32  # x_0 + i L / n
+    assert check(period, -10.0 + np.arange(8) * 20.0 / 8, ["x"]) is None
+    # another domain, coarse or not: [0, 0.8] against [0, 1]
+    vertices = np.linspace(0.0, 1.0, 64)
+    assert "do not span" in check(vertices, np.linspace(0.0, 0.8, 5))
+    assert "do not span" in check(trained, cells(16, 0.0, 2.0))
+    assert "do not span" in check(period, -20.0 + np.arange(32) * 40.0 / 32, ["x"])

@@ -100,8 +100,7 @@ class NLSE(ProblemFamily):
                numerics=True),
         Option("atol", float, 1e-11, "absolute tolerance of the integrator", None, True,
                numerics=True),
-        Option("dealias", bool, True, "2/3-rule dealiasing of the nonlinear term",
-               numerics=True),
+        Option("dealias", bool, True, "2/3-rule dealiasing of the nonlinear term"),
         Option("oversample", str, "auto", "solve on a grid F times finer and store every F-th "
                "point: auto starts at F = 1 and, while the solution's spectrum at the edge of "
                "the solved band exceeds --resolution-tol, goes to the F of 2, 4, 8 (32768 "
@@ -113,8 +112,7 @@ class NLSE(ProblemFamily):
                True, numerics=True),
         # Off by default here: on noisy fields the filter removes energy near k_max
         # (measured: energy drift 1.7e-2 with it, 6.9e-10 without, M=512, default ICs).
-        Option("filter", bool, False, "exponential filter exp(-36 (k/k_max)^36)",
-               numerics=True),
+        Option("filter", bool, False, "exponential filter exp(-36 (k/k_max)^36)"),
     )
 
     def resolve_options(self, options: dict[str, Any]) -> dict[str, Any]:
@@ -461,8 +459,14 @@ def _band_edge(k: np.ndarray, dealias: bool) -> float:
 
 def _drifts(psi: np.ndarray, length: float, focusing: bool) -> dict[str, np.ndarray]:
     """Largest drifts over the output times of psi (n, T, M): mass and energy relative,
-    momentum absolute."""
-    inv = _solver().invariants(psi, length=length, focusing=focusing)
+    momentum absolute. A sample the integrator could not advance (NaN rows) has NaN
+    drifts: it is stored as not converged, not a reason to stop the shard."""
+    finite = np.isfinite(psi).all(axis=(1, 2))
+    inv = {k: np.full(psi.shape[:2], np.nan) for k in ("mass", "momentum", "energy")}
+    if finite.any():
+        for k, v in _solver().invariants(psi[finite], length=length,
+                                         focusing=focusing).items():
+            inv[k][finite] = v
     with np.errstate(invalid="ignore", divide="ignore"):
         return {
             "mass": np.abs(inv["mass"] - inv["mass"][:, :1]).max(1) / np.abs(inv["mass"][:, 0]),
