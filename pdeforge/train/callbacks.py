@@ -18,10 +18,12 @@ class RunCheckpoint(ModelCheckpoint):
     Lightning's ``ModelCheckpoint`` drops its best score when its folder has changed: the
     resumed run then called its first epoch's model the best even when an earlier epoch
     of the run had scored better. Here the record (scores and paths of the best models)
-    comes back whatever the folder (found from the checkpoint being resumed, which lies
-    in it), limited to the files that still exist and to ``save_top_k``, so "best" is
-    the best of the whole run. Lightning never deletes a file outside the callback's own
-    folder, so the old folder's checkpoints stay where they are.
+    comes back whatever the folder (the files where the record names them, relative to
+    the directory the recording run ran in, or beside the checkpoint being resumed),
+    limited to the files that still exist and to ``save_top_k``, so "best" is the best
+    of the whole run, also across several resumes. Lightning never deletes a file
+    outside the callback's own folder, so the old folders' checkpoints stay where they
+    are.
     """
 
     def _generate_state_key(self, **kwargs: Any) -> str:
@@ -44,11 +46,16 @@ class RunCheckpoint(ModelCheckpoint):
         # names, and a relative name (the default) resumed from another directory names
         # another folder
         folders = self._old_folders(str(old))
+        base = self._old_base(str(old))
         kept = {}
         recorded = state_dict.get("best_k_models") or {}
         for name, score in recorded.items():
-            found = next((f / Path(name).name for f in folders
-                          if (f / Path(name).name).is_file()), None)
+            # where the record says, then beside the checkpoint being resumed (a run
+            # resumed twice keeps its best in the first folders: the record names them)
+            where = [Path(name)] if Path(name).is_absolute() else (
+                [base / name] if base is not None else [])
+            where += [f / Path(name).name for f in folders]
+            found = next((p for p in where if p.is_file()), None)
             if found is not None:
                 kept[_shown(found)] = score
         if not kept:  # gone, or not to be found: the resumed run starts its own record
@@ -56,8 +63,8 @@ class RunCheckpoint(ModelCheckpoint):
                 warnings.warn(
                     f"the best checkpoints the resumed run recorded "
                     f"({', '.join(Path(n).name for n in recorded)}) are neither in {old} nor "
-                    "beside the checkpoint being resumed: the best model is counted from "
-                    "this run's epochs on",
+                    "beside the checkpoint being resumed nor where its record names them: "
+                    "the best model is counted from this run's epochs on",
                     stacklevel=2,
                 )
             self.best_k_models, self.best_model_path, self.best_model_score = {}, "", None
@@ -86,6 +93,22 @@ class RunCheckpoint(ModelCheckpoint):
         if resumed:
             folders.append(Path(resumed).resolve().parent)
         return folders
+
+    def _old_base(self, old: str) -> Path | None:
+        """The working directory of the run that wrote the checkpoint being resumed,
+        where the relative paths of its record start: the checkpoint's folder less the
+        relative ``old`` (its ``dirpath``), or None where they do not end alike (a
+        folder renamed) or ``old`` is absolute."""
+        trainer = getattr(self, "_run_trainer", None)
+        resumed = getattr(trainer, "ckpt_path", None) if trainer is not None else None
+        parts = Path(old).parts
+        if not resumed or Path(old).is_absolute() or not parts or ".." in parts:
+            return None
+        folder = Path(resumed).resolve().parent
+        if folder.parts[-len(parts):] != parts:
+            return None
+        return Path(*folder.parts[: -len(parts)])
+
 
 def _shown(path: Path) -> str:
     """``path`` relative to the working directory where it lies under it (as Lightning

@@ -273,3 +273,50 @@ def test_a_cosine_schedule_resumed_with_more_epochs_anneals_to_the_new_end(
     moved = max(float((p.detach() - before[f"operator.{k}"]).abs().max())
                 for k, p in second.model.operator.named_parameters())
     assert moved > 1e-4
+
+
+def test_a_run_resumed_twice_keeps_the_best_of_its_first_folder(tmp_path, monkeypatch):
+    """version_0 -> version_1 (its best, epoch 2) -> version_6 -> version_7: the record
+    version_6's last.ckpt carries names version_1's file, which lies neither in version_6
+    nor beside its last.ckpt; it was dropped with a warning and a worse epoch became the
+    best. The record's relative paths start where that run ran: the resumed checkpoint's
+    folder less its dirpath."""
+    from types import SimpleNamespace
+
+    from pdeforge.train.callbacks import RunCheckpoint
+
+    work = tmp_path / "work"
+    runs = work / "runs" / "pdeforge"
+    for version in ("version_1", "version_6", "version_7"):
+        (runs / version / "checkpoints").mkdir(parents=True)
+    best = runs / "version_1" / "checkpoints" / "best-epoch=002.ckpt"
+    best.write_bytes(b"weights")
+    resumed = runs / "version_6" / "checkpoints" / "last.ckpt"
+    resumed.write_bytes(b"weights")
+    state = {
+        "monitor": "val/rel_l2", "dirpath": "runs/pdeforge/version_6/checkpoints",
+        "best_model_score": torch.tensor(0.516),
+        "best_model_path": "runs/pdeforge/version_1/checkpoints/best-epoch=002.ckpt",
+        "best_k_models": {"runs/pdeforge/version_1/checkpoints/best-epoch=002.ckpt":
+                          torch.tensor(0.516)},
+        "kth_best_model_path": "runs/pdeforge/version_1/checkpoints/best-epoch=002.ckpt",
+        "kth_value": torch.tensor(0.516), "last_model_path": str(resumed),
+        "current_score": torch.tensor(0.9),
+    }
+    monkeypatch.chdir(tmp_path)  # resumed from another directory than the runs'
+    callback = RunCheckpoint(dirpath=runs / "version_7" / "checkpoints",
+                             monitor="val/rel_l2", mode="min")
+    callback._run_trainer = SimpleNamespace(ckpt_path=str(resumed))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        callback.load_state_dict(state)
+    assert Path(callback.best_model_path).resolve() == best.resolve()
+    assert float(callback.best_model_score) == pytest.approx(0.516)
+    # the record's own folder renamed: not found there nor beside last.ckpt, and said so
+    best.unlink()
+    callback = RunCheckpoint(dirpath=runs / "version_7" / "checkpoints",
+                             monitor="val/rel_l2", mode="min")
+    callback._run_trainer = SimpleNamespace(ckpt_path=str(resumed))
+    with pytest.warns(UserWarning, match="neither in .* nor beside the checkpoint"):
+        callback.load_state_dict(state)
+    assert callback.best_model_path == ""
