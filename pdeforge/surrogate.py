@@ -430,7 +430,8 @@ class Surrogate:
             warnings.warn(
                 f"predicting on a {'x'.join(map(str, x.shape[2:]))} grid with a model trained "
                 f"on {'x'.join(map(str, self.grid_shape))}: this is zero-shot; measure its "
-                "error with Surrogate.compare before trusting it, or pass resample=True",
+                "error with Surrogate.compare before trusting it, or pass resample=True "
+                "(on the command line: --resample)",
                 stacklevel=_caller_level(),
             )
         out = []

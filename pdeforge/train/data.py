@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -58,6 +59,23 @@ class Subsampled(Dataset):
             return x, y
         index = (Ellipsis,) + tuple(slice(start, None, self.stride) for start in self.starts)
         return x[index].contiguous(), y[index].contiguous()
+
+
+def _generate_command(path: Path) -> str:
+    """A command that makes the missing dataset ``path``: the family and resolution its
+    name says (``darcy_64.nc``, as the shipped configs name their data), its folder
+    made first when missing."""
+    from pdeforge.datasets.problems import PROBLEMS
+
+    match = re.fullmatch(r"(.+)_(\d+)\.nc", path.name)
+    if match and match.group(1) in PROBLEMS:
+        command = (f"pdeforge generate {match.group(1)} --n 1200 --resolution "
+                   f"{match.group(2)} --out {path}")
+    else:
+        command = f"pdeforge generate darcy --n 1200 --out {path}"
+    if not path.parent.exists():
+        command = f"mkdir -p {path.parent} && {command}"
+    return command
 
 
 def _parts(data: Dataset) -> list[Dataset]:
@@ -121,7 +139,7 @@ class OperatorDataModule(pl.LightningDataModule):
             if not p.exists():
                 raise TrainingDataError(
                     f"dataset file {str(p)!r} does not exist; generate one with "
-                    f"`pdeforge generate darcy --n 1200 --out {p}` or fix --data.path"
+                    f"`{_generate_command(p)}` or fix --data.path"
                 )
         split = tuple(float(s) for s in split)
         if len(split) != 3 or min(split) < 0 or sum(split) > 1 + 1e-9:

@@ -62,10 +62,22 @@ def test_a_version_given_by_hand_never_replaces_a_run(darcy16, tmp_path):
     assert proc.returncode == 0 and (tmp_path / "runs/pdeforge/mine/metrics.csv").is_file()
 
 
-def test_missing_file_says_how_to_make_one(tmp_path):
+def test_missing_file_says_how_to_make_one(tmp_path, monkeypatch):
     proc = pdeforge_train("--data.path=nowhere.nc", cwd=tmp_path)
     assert proc.returncode == 2
     assert "does not exist" in proc.stderr and "pdeforge generate" in proc.stderr
+    # the configs' own path (data/darcy_64.nc): the suggested command makes that file, at
+    # 64^2 (it gave the default 32^2 and a folder generate refuses to create)
+    from pdeforge.train.data import _generate_command
+
+    monkeypatch.chdir(tmp_path)  # where data/ does not exist
+    assert _generate_command(Path("data/darcy_64.nc")) == (
+        "mkdir -p data && pdeforge generate darcy --n 1200 --resolution 64 --out "
+        "data/darcy_64.nc")
+    assert _generate_command(tmp_path / "helmholtz3d_24.nc").endswith(
+        f"generate helmholtz3d --n 1200 --resolution 24 --out {tmp_path}/helmholtz3d_24.nc")
+    assert _generate_command(tmp_path / "mine.nc") == (
+        f"pdeforge generate darcy --n 1200 --out {tmp_path}/mine.nc")
 
 
 @pytest.mark.parametrize(("option", "message"), [

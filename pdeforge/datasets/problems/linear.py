@@ -197,7 +197,7 @@ class LinearFamily(ProblemFamily):
         """
         raise PdeforgeError(
             f"problem {self.name!r} cannot yet solve inputs given by the user; "
-            "supported: darcy, darcy3d, helmholtz, helmholtz3d"
+            "supported: darcy, darcy3d, helmholtz, helmholtz3d, nlse"
         )
 
     def solve_inputs(
