@@ -142,7 +142,8 @@ def diagnostic_specs(extra: Sequence[VarSpec] = ()) -> list[VarSpec]:
         VarSpec(CONVERGED, (), DIAGNOSTIC, "bool", {"long_name": "solver converged"}),
         VarSpec(
             SOLVE_SECONDS, (), DIAGNOSTIC, "float64",
-            {"units": "s", "long_name": "wall time of the solve"},
+            {"units": "s", "long_name": "wall time of the solve (solvers that solve samples "
+             "together: the batch's time over its samples)"},
         ),
     ]
     return base + list(extra)
