@@ -180,7 +180,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from pdeforge.train.evaluate import evaluate
 
     result = evaluate(args.checkpoint, args.data, resolution=args.resolution,
-                      batch_size=args.batch_size, device=args.device, resample=args.resample)
+                      batch_size=args.batch_size, device=args.device, resample=args.resample,
+                      progress=not args.no_progress)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -205,7 +206,8 @@ def _cmd_query(args: argparse.Namespace) -> int:
 
     out = args.out or str(Path(args.input).with_suffix("")) + "_pred.nc"
     result = query(args.checkpoint, args.input, out, batch_size=args.batch_size,
-                   device=args.device, overwrite=args.overwrite, resample=args.resample)
+                   device=args.device, overwrite=args.overwrite, resample=args.resample,
+                   progress=not args.no_progress)
     mode = result["grid_mode"]
     where = "" if mode == "training grid" else (
         f", {mode} (trained on {result['training_grid']})")
@@ -273,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="on another grid: interpolate the inputs to the training grid, "
                     "predict there and interpolate back (instead of running the model "
                     "zero-shot)")
+    ev.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     ev.set_defaults(func=_cmd_evaluate)
     qu = sub.add_parser("query", help="predict with a trained surrogate into a dataset file")
     qu.add_argument("checkpoint", metavar="CKPT", help="checkpoint from `pdeforge train fit`")
@@ -287,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="on another grid: interpolate to the training grid, predict there, "
                     "interpolate back (instead of running the model zero-shot)")
     qu.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    qu.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     qu.set_defaults(func=_cmd_query)
     nl = sub.add_parser("nlse", help="run a canonical NLSE case and save its figures",
                         formatter_class=argparse.RawDescriptionHelpFormatter,

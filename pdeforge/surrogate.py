@@ -740,10 +740,12 @@ def query(
     device: str | None = None,
     overwrite: bool = False,
     resample: bool = False,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Predict for every sample of ``inputs`` and write a dataset file of predictions.
 
     An existing ``out`` is kept unless ``overwrite``; ``out`` may never be the input file.
+    ``progress``: a bar (stderr) once predicting has taken a second.
     """
     from pdeforge.datasets.predictions import write_predictions
 
@@ -781,7 +783,7 @@ def query(
     surrogate.warm_up(todo.isel({SAMPLE: slice(0, batch_size)}), batch_size, resample)
     t0 = time.perf_counter()
     predictions = surrogate.predict(todo, batch_size=batch_size, resample=resample,
-                                    progress=True)
+                                    progress=progress)
     seconds = (time.perf_counter() - t0) / todo.sizes[SAMPLE]
     if not keep.all():  # every sample of the file, NaN for those not predicted
         predictions = (predictions.assign_coords({SAMPLE: np.flatnonzero(keep)})

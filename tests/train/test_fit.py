@@ -183,6 +183,12 @@ def test_evaluate_reports_every_metric_and_another_resolution(
     proc = run_pdeforge("evaluate", last, "--data", darcy32, "--resolution", "16")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["rel_l2"] == pytest.approx(coarse["rel_l2"], rel=1e-6)
+    assert "evaluate: 100%" in proc.stderr  # the bar, which --no-progress hides
+    quiet = run_pdeforge("evaluate", last, "--data", darcy32, "--no-progress")
+    assert quiet.returncode == 0 and "evaluate:" not in quiet.stderr, quiet.stderr
+    quiet = run_pdeforge("query", last, "--input", darcy32, "--out", tmp_path / "q.nc",
+                         "--no-progress")
+    assert quiet.returncode == 0 and "predict:" not in quiet.stderr, quiet.stderr
     # an odd stride keeps the coarse grid's cell centres (it started at the first cell,
     # one fine cell off them, without a warning): 48 cells by 3 from cell 1
     darcy48 = tmp_path / "darcy48.nc"
