@@ -14,6 +14,7 @@ progress bar, seed 0, glibc's allocator tuned for CPU training (``pdeforge.runti
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,18 @@ from typing import Any
 import yaml
 
 from pdeforge.errors import Interrupted, PdeforgeError, Terminated
+
+
+class _NoAdvert(logging.Filter):
+    """Drops Lightning's advertisement for its cloud logger ("Tip: ... litlogger"), which
+    it prints at every fit: not a message about the run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+for _name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
+    logging.getLogger(_name).addFilter(_NoAdvert())
 
 TINY_MODEL_KWARGS: dict[str, dict[str, Any]] = {
     "mgno": {"channels": 8, "n_layers": 2, "levels": 3},
