@@ -120,8 +120,8 @@ def _analytic_comparison(case, psi: np.ndarray) -> dict[str, float]:
 def _momentum_scale(psi0: np.ndarray, length: float, mass: float) -> float:
     """sqrt(M int |psi_x|^2 dx) at t = 0: |P| <= it (Cauchy-Schwarz), and it is zero only
     for a zero or constant field (then 1: the drift is absolute)."""
-    k = 2 * np.pi * np.fft.fftfreq(len(psi0), d=length / len(psi0))
-    grad2 = float(np.sum(np.abs(k * np.fft.fft(psi0)) ** 2) * length / len(psi0) ** 2)
+    dx = length / len(psi0)
+    grad2 = float(np.sum(np.abs(nlse._derivative(psi0, length)) ** 2) * dx)
     scale = float(np.sqrt(mass * grad2))
     return scale if scale > 0 else 1.0
 

@@ -165,7 +165,6 @@ class Surrogate:
     @classmethod
     def load(cls, ckpt_path: str | os.PathLike, device: str | None = None) -> Surrogate:
         """Rebuild model, normalisers and grid from a checkpoint (no code is unpickled)."""
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         device = _check_device(device)  # (else torch.load's error blamed the checkpoint)
         module, checkpoint = load_module(ckpt_path, device)
         return cls(module, checkpoint, str(ckpt_path), device)
@@ -648,9 +647,10 @@ _COMPLEX_INPUT = ("{what} hold complex numbers; the model's inputs are real fiel
 
 
 def _check_device(device: Any) -> str:
-    """A device this machine has, as torch names it for loading (``cpu:0`` is ``cpu``:
-    torch.load cannot map storages to an indexed CPU), or a :class:`SurrogateInputError`
-    that says what is wrong."""
+    """A device this machine has (None: cuda where available, else cpu), as torch names
+    it for loading (``cpu:0`` is ``cpu``: torch.load cannot map storages to an indexed
+    CPU), or a :class:`SurrogateInputError` that says what is wrong."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:

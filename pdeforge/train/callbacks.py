@@ -88,23 +88,25 @@ class RunCheckpoint(ModelCheckpoint):
         directory of that run) is never read from the working directory, where another
         run's files of the same names may be."""
         folders = [Path(old)] if Path(old).is_absolute() else []
+        resumed = self._resumed_folder()
+        if resumed is not None:
+            folders.append(resumed)
+        return folders
+
+    def _resumed_folder(self) -> Path | None:
+        """The folder of the checkpoint being resumed (None before setup or without)."""
         trainer = getattr(self, "_run_trainer", None)
         resumed = getattr(trainer, "ckpt_path", None) if trainer is not None else None
-        if resumed:
-            folders.append(Path(resumed).resolve().parent)
-        return folders
+        return Path(resumed).resolve().parent if resumed else None
 
     def _old_base(self, old: str) -> Path | None:
         """The working directory of the run that wrote the checkpoint being resumed,
         where the relative paths of its record start: the checkpoint's folder less the
         relative ``old`` (its ``dirpath``), or None where they do not end alike (a
         folder renamed) or ``old`` is absolute."""
-        trainer = getattr(self, "_run_trainer", None)
-        resumed = getattr(trainer, "ckpt_path", None) if trainer is not None else None
-        parts = Path(old).parts
-        if not resumed or Path(old).is_absolute() or not parts or ".." in parts:
+        folder, parts = self._resumed_folder(), Path(old).parts
+        if folder is None or Path(old).is_absolute() or not parts or ".." in parts:
             return None
-        folder = Path(resumed).resolve().parent
         if folder.parts[-len(parts):] != parts:
             return None
         return Path(*folder.parts[: -len(parts)])

@@ -61,6 +61,23 @@ class Subsampled(Dataset):
         return x[index].contiguous(), y[index].contiguous()
 
 
+def extra_dims_record(h5: Any, dataset: TorchDataset, name: str) -> dict[str, Any] | None:
+    """The non-spatial dims of variable ``name`` (an NLSE trajectory's ``t``, which
+    become channels) with their sizes and coordinates, as a checkpoint records them
+    (``data_info["extra_dims"]``), or None for a variable on the grid alone."""
+    dims, shape, _ = dataset._fields[name]
+    other = [(d, int(n)) for d, n in zip(dims[1:], shape[1:], strict=True)
+             if d not in SPATIAL_DIMS]
+    if not other:
+        return None
+    coords = {d: coordinate(h5, d, n) for d, n in other}
+    return {
+        "dims": [d for d, _ in other],
+        "sizes": [n for _, n in other],
+        "coords": {d: v.tolist() for d, v in coords.items() if v is not None},
+    }
+
+
 def _generate_command(path: Path) -> str:
     """A command that makes the missing dataset ``path``: the family and resolution its
     name says (``darcy_64.nc``, as the shipped configs name their data), its folder
@@ -229,18 +246,8 @@ class OperatorDataModule(pl.LightningDataModule):
             }
             # variables with non-spatial dims (an NLSE trajectory's t) become channels;
             # their dims and coordinates let predictions be given those dims back
-            extra_dims = {}
-            for name in list(self.inputs) + list(self.outputs):
-                dims, shape, _ = probe._fields[name]
-                other = [(d, n) for d, n in zip(dims[1:], shape[1:], strict=True)
-                         if d not in SPATIAL_DIMS]
-                if other:
-                    extra_dims[name] = {
-                        "dims": [d for d, _ in other],
-                        "sizes": [int(n) for _, n in other],
-                        "coords": {d: coordinate(h5, d, n).tolist() for d, n in other
-                                   if coordinate(h5, d, n) is not None},
-                    }
+            extra_dims = {name: record for name in list(self.inputs) + list(self.outputs)
+                          if (record := extra_dims_record(h5, probe, name)) is not None}
             # an output defined only where an input is 1 (thermal: the plate, not the
             # slot): the model's predictions are multiplied by that input (module.py)
             masks = {}

@@ -18,7 +18,6 @@ from pdeforge.datasets.check import open_h5
 from pdeforge.datasets.format import (
     ATTR_CONFIG,
     ATTR_PROBLEM,
-    SPATIAL_DIMS,
     attr_value,
     coordinate,
 )
@@ -32,7 +31,7 @@ from pdeforge.surrogate import (
     is_cell_centred,
 )
 from pdeforge.train.checkpoint import load_module
-from pdeforge.train.data import Subsampled
+from pdeforge.train.data import Subsampled, extra_dims_record
 from pdeforge.train.metrics import OperatorMetrics
 
 
@@ -75,17 +74,13 @@ def stride_for(
         raise EvaluationError(f"--resolution must be a positive integer, got {resolution!r}")
     resolution = points
 
-    def sizes(stride: int) -> set[int | None]:
-        return {_subsampled_size(n, k, stride) for n, k in zip(shape, kinds, strict=True)}
-
-    for stride in range(1, max(shape) + 1):
-        if sizes(stride) == {resolution}:
+    sizes = {stride: {_subsampled_size(n, k, stride) for n, k in zip(shape, kinds, strict=True)}
+             for stride in range(1, max(shape) + 1)}
+    for stride, reached in sizes.items():
+        if reached == {resolution}:
             return stride
-    possible = sorted(
-        {next(iter(sizes(s))) for s in range(1, max(shape) + 1)
-         if len(sizes(s)) == 1 and None not in sizes(s)},
-        reverse=True,
-    )
+    possible = sorted({next(iter(r)) for r in sizes.values() if len(r) == 1 and None not in r},
+                      reverse=True)
     axes = ", ".join(f"{n} ({k or 'unknown kind'})" for n, k in zip(shape, kinds, strict=True))
     raise EvaluationError(
         f"resolution {resolution} cannot be reached by subsampling the grid of {axes} "
@@ -102,22 +97,15 @@ def subsample_starts(kinds: list[str | None], stride: int) -> tuple[int, ...]:
     return tuple((stride - 1) // 2 if k == CELL and stride % 2 == 1 else 0 for k in kinds)
 
 
-def _axis_kind(h5: Any, dim: str, trained_periodic: list[str]) -> str | None:
-    values = coordinate(h5, dim)
+def _axis_kind(h5: Any, dim: str, values: np.ndarray | None,
+               trained_periodic: list[str]) -> str | None:
+    """The kind of grid axis ``dim`` with (increasing) coordinates ``values``."""
     if values is None or len(values) < 2:
         return None
     # (NLSE files written before the attribute existed: the checkpoint knows)
     if int(attr_value(h5[dim].attrs, "periodic") or 0) == 1 or dim in trained_periodic:
         return PERIODIC
-    return CELL if is_cell_centred(np.sort(values)) else VERTEX
-
-
-def _extra_axes(h5: Any, dataset: TorchDataset, name: str) -> dict[str, list[float] | None]:
-    """The non-grid dims (an NLSE trajectory's ``t``) of a variable, with coordinates."""
-    dims, shape, _ = dataset._fields[name]
-    values = {d: coordinate(h5, d, n) for d, n in zip(dims[1:], shape[1:], strict=True)
-              if d not in SPATIAL_DIMS}
-    return {d: None if v is None else v.tolist() for d, v in values.items()}
+    return CELL if is_cell_centred(values) else VERTEX
 
 
 def _check_channel_axes(h5: Any, dataset: TorchDataset, info: dict, data: Any) -> None:
@@ -127,19 +115,20 @@ def _check_channel_axes(h5: Any, dataset: TorchDataset, info: dict, data: Any) -
     if "extra_dims" not in info:
         return
     for name in list(info.get("inputs", [])) + list(info.get("outputs", [])):
-        trained = info.get("extra_dims", {}).get(name)
-        given = _extra_axes(h5, dataset, name)
+        trained = info["extra_dims"].get(name)
+        given = extra_dims_record(h5, dataset, name)
         if not trained and not given:
             continue
         trained_dims = list(trained["dims"]) if trained else []
-        if trained_dims != list(given):
+        given_dims = list(given["dims"]) if given else []
+        if trained_dims != given_dims:
             raise EvaluationError(
-                f"{data}: variable {name!r} has the dims {list(given)} besides the grid, the "
+                f"{data}: variable {name!r} has the dims {given_dims} besides the grid, the "
                 f"model was trained on {trained_dims}; evaluate data with the training data's "
                 "layout"
             )
         for d in trained_dims:
-            want, have = trained.get("coords", {}).get(d), given[d]
+            want, have = trained.get("coords", {}).get(d), given["coords"].get(d)
             if want is None or have is None:
                 continue
             want, have = np.asarray(want), np.asarray(have)
@@ -192,7 +181,6 @@ def evaluate(
     training grid, predict there and interpolate back (``Surrogate.predict``'s
     ``resample``), instead of running the model zero-shot on the data's grid.
     """
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     device = _check_device(device)  # (else torch.load's error blamed the checkpoint file)
     module, saved = load_module(checkpoint, device)
     info = module.data_info
@@ -205,30 +193,29 @@ def evaluate(
             f"{exc}; the checkpoint was trained on inputs {info.get('inputs')} and outputs "
             f"{info.get('outputs')}"
         ) from None
-    with open_h5(dataset.path) as h5:  # other output times: named before the channel count
-        _check_channel_axes(h5, dataset, info, data)
-    if (dataset.in_channels, dataset.out_channels) != (
-        module.hparams.in_channels,
-        module.hparams.out_channels,
-    ):
-        raise EvaluationError(
-            f"{data} gives {dataset.in_channels} input / {dataset.out_channels} output channels, "
-            f"the model expects {module.hparams.in_channels} / {module.hparams.out_channels}"
-        )
-    if len(dataset.grid_shape) != module.hparams.dim:
-        raise EvaluationError(
-            f"{data} is on a {len(dataset.grid_shape)}D grid, the model is {module.hparams.dim}D"
-        )
     with open_h5(dataset.path) as h5:
+        _check_channel_axes(h5, dataset, info, data)  # named before the channel count
+        if (dataset.in_channels, dataset.out_channels) != (
+            module.hparams.in_channels,
+            module.hparams.out_channels,
+        ):
+            raise EvaluationError(
+                f"{data} gives {dataset.in_channels} input / {dataset.out_channels} output "
+                f"channels, the model expects {module.hparams.in_channels} / "
+                f"{module.hparams.out_channels}"
+            )
+        if len(dataset.grid_shape) != module.hparams.dim:
+            raise EvaluationError(f"{data} is on a {len(dataset.grid_shape)}D grid, the model "
+                                  f"is {module.hparams.dim}D")
         problem = str(attr_value(h5.attrs, ATTR_PROBLEM) or "")
-        kinds = [_axis_kind(h5, d, list(info.get("periodic_dims", [])))
-                 for d in dataset.grid_dims]
         flipped = decreasing_dims(h5, dataset.grid_dims)
         coords = {}
         for d in dataset.grid_dims:
             values = coordinate(h5, d)
             if values is not None:  # increasing, as the items are
                 coords[d] = values[::-1] if d in flipped else values
+        kinds = [_axis_kind(h5, d, coords.get(d), list(info.get("periodic_dims", [])))
+                 for d in dataset.grid_dims]
         try:
             config = json.loads(str(attr_value(h5.attrs, ATTR_CONFIG) or "{}"))
         except ValueError:
