@@ -479,7 +479,12 @@ def _solve_ip(
     chunk_size,
     state_norm,
     conserved,
+    integrate=None,
 ):
+    """The batch cut into chunks (:func:`_chunking`), each integrated by ``integrate``
+    (default :func:`_solve_ip_chunk`, whose signature another chunk integrator keeps:
+    ``benchmarks/nlse_multistep.py`` passes its own) on a thread of its own."""
+    integrate = _solve_ip_chunk if integrate is None else integrate
     n, m = flat.shape
     chunk, workers = _chunking(n, m, device, chunk_size)
     out = np.empty((n, len(times), m), dtype=np.complex128)
@@ -506,7 +511,7 @@ def _solve_ip(
                 done[i] = fraction * (hi - lo)
                 progress(sum(done) / n)
 
-        out[order[lo:hi]] = _solve_ip_chunk(
+        out[order[lo:hi]] = integrate(
             ctx,
             flat[order[lo:hi]],
             times,

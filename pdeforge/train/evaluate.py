@@ -57,6 +57,10 @@ def _subsampled_size(n: int, kind: str | None, stride: int) -> int | None:
     return -(-n // stride)
 
 
+#: the coarsest grid evaluate subsamples to: one point per axis is not a grid
+MIN_RESOLUTION = 2
+
+
 def stride_for(
     shape: tuple[int, ...], resolution: int, kinds: list[str | None] | None = None
 ) -> int:
@@ -70,8 +74,11 @@ def stride_for(
         points = operator.index(resolution)  # numpy integers too
     except TypeError:
         points = 0
-    if points < 1:
-        raise EvaluationError(f"--resolution must be a positive integer, got {resolution!r}")
+    if points < MIN_RESOLUTION:
+        raise EvaluationError(
+            f"--resolution must be an integer of at least {MIN_RESOLUTION} (points per axis), "
+            f"got {resolution!r}"
+        )
     resolution = points
 
     sizes = {stride: {_subsampled_size(n, k, stride) for n, k in zip(shape, kinds, strict=True)}
@@ -79,7 +86,8 @@ def stride_for(
     for stride, reached in sizes.items():
         if reached == {resolution}:
             return stride
-    possible = sorted({next(iter(r)) for r in sizes.values() if len(r) == 1 and None not in r},
+    possible = sorted({next(iter(r)) for r in sizes.values()
+                       if len(r) == 1 and None not in r and next(iter(r)) >= MIN_RESOLUTION},
                       reverse=True)
     axes = ", ".join(f"{n} ({k or 'unknown kind'})" for n, k in zip(shape, kinds, strict=True))
     raise EvaluationError(

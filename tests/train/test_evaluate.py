@@ -39,6 +39,15 @@ def test_a_stride_that_leaves_another_domain_is_refused(n, kind, resolution):
         stride_for((n,), resolution, [kind])
 
 
+def test_one_point_is_neither_asked_for_nor_offered():
+    with pytest.raises(EvaluationError, match="at least 2"):
+        stride_for((32,), 1, [PERIODIC])
+    with pytest.raises(EvaluationError, match="possible") as info:
+        stride_for((32,), 11, [PERIODIC])
+    # strides 1, 2, 4, 8, 16 give 32, 16, 8, 4, 2 points; 32 would give 1
+    assert str(info.value).endswith("possible: [32, 16, 8, 4, 2]")
+
+
 @pytest.mark.parametrize("n_coarse", [8, 12, 16])
 @pytest.mark.parametrize("stride", [3, 5])
 def test_an_odd_stride_keeps_the_coarse_cell_centres(n_coarse, stride):
