@@ -122,22 +122,26 @@ def _monomial_matrix(nodes: tuple[int, ...]) -> np.ndarray:
     return np.array([[float(c * factorial(m)) for m, c in enumerate(row)] for row in a])
 
 
+def _node_polynomial(nodes) -> list[Fraction]:
+    """prod_j (tau - nodes[j]) as exact coefficients, lowest degree first."""
+    poly = [Fraction(1)]
+    for node in nodes:
+        nxt = [Fraction(0)] * (len(poly) + 1)
+        for d, c in enumerate(poly):
+            nxt[d + 1] += c
+            nxt[d] -= c * node
+        poly = nxt
+    return poly
+
+
 def _lagrange_monomials(nodes: tuple[int, ...]) -> list[list[Fraction]]:
-    """a[j][m]: l_j(tau) = sum_m a[j][m] tau^m for the Lagrange basis of integer nodes."""
-    q = len(nodes)
+    """a[j][m]: l_j(tau) = sum_m a[j][m] tau^m for the Lagrange basis of integer nodes,
+    l_j = prod_(i != j) (tau - n_i) / prod_(i != j) (n_j - n_i)."""
     rows = []
     for j, nj in enumerate(nodes):
-        poly = [Fraction(1)]  # coefficients, lowest degree first
-        for i, ni in enumerate(nodes):
-            if i == j:
-                continue
-            denom = Fraction(nj - ni)
-            nxt = [Fraction(0)] * (len(poly) + 1)
-            for d, c in enumerate(poly):  # poly * (tau - ni) / (nj - ni)
-                nxt[d + 1] += c / denom
-                nxt[d] -= c * ni / denom
-            poly = nxt
-        rows.append(poly + [Fraction(0)] * (q - len(poly)))
+        others = [ni for i, ni in enumerate(nodes) if i != j]
+        denom = math.prod(Fraction(nj - ni) for ni in others)
+        rows.append([c / denom for c in _node_polynomial(others)])
     return rows
 
 
@@ -162,14 +166,7 @@ def error_constant(nodes: tuple[int, ...]) -> float:
     """The classical (z = 0) local error constant C of the Adams method on ``nodes``:
     local error ~ C h^(q+1) N^(q)(t_n) with N^(q) the q-th time derivative,
     C = int_0^1 prod_j (tau - tau_j) dtau / q! (Hairer, Norsett & Wanner I, III.1)."""
-    poly = [Fraction(1)]
-    for node in nodes:  # prod (tau - node), lowest degree first
-        nxt = [Fraction(0)] * (len(poly) + 1)
-        for d, c in enumerate(poly):
-            nxt[d + 1] += c
-            nxt[d] -= c * node
-        poly = nxt
-    integral = sum(c / (d + 1) for d, c in enumerate(poly))
+    integral = sum(c / (d + 1) for d, c in enumerate(_node_polynomial(nodes)))
     return float(integral / factorial(len(nodes)))
 
 
@@ -185,13 +182,7 @@ def correction_weight(q: int, z: np.ndarray) -> np.ndarray:
     corrector then costs one product with g instead of q with the beta_j (the same
     identity as the classical PECE in difference form, Hairer, Norsett & Wanner I, III.1).
     """
-    poly = [Fraction(1)]
-    for node in range(q - 1):  # prod (tau + j), lowest degree first
-        nxt = [Fraction(0)] * (len(poly) + 1)
-        for d, c in enumerate(poly):
-            nxt[d + 1] += c
-            nxt[d] += c * node
-        poly = nxt
+    poly = _node_polynomial(range(0, -(q - 1), -1))  # prod_(j=0)^(q-2) (tau + j)
     z = np.asarray(z, dtype=np.complex128)
     phi = phi_functions(z, q)
     # int_0^1 exp((1 - tau) z) tau^m dtau = m! phi_(m+1)(z)
@@ -502,39 +493,40 @@ CONFIGS = [
 ]
 
 
-def solve(psi0, times, method: str, rtol: float, conserve: bool, **extra) -> np.ndarray:
-    """nlse._solve_ip (chunks, threads, difficulty order) with the chunk integrator of
-    ``method``, after nlse.solve's checks (a call of nlse.solve for ip-dop853)."""
-    settings = dict(OURS, rtol=rtol, atol=rtol / 100, **extra)
+def solve_etd(psi0, *, length: float, times, rtol: float, atol: float, focusing: bool = True,
+              dealias: bool = True, filter_strength: float | None = 36.0,
+              error_norm: str = "componentwise", conserve=False) -> np.ndarray:
+    """etd-abm with nlse.solve's keywords (these of them) and checks: nlse._solve_ip
+    (chunks, threads, difficulty order) with :func:`_solve_etd_chunk` as the chunk
+    integrator."""
+    psi0, length, times = nlse._check(psi0, length, times, rtol, atol)
+    conserved = nlse._conserved(conserve, "ip-dop853", dealias, filter_strength)
+    k = nlse.wavenumbers(psi0.shape[-1], length)
+    mask = nlse.spectral_mask(k, dealias, filter_strength, 36)
+    flat = psi0.reshape(-1, psi0.shape[-1])
+    out = nlse._solve_ip(flat, k, mask, 1.0 if focusing else -1.0, times, rtol, atol,
+                         torch.device("cpu"), 1_000_000, None, None, None,
+                         error_norm == "state", conserved, _solve_etd_chunk)
+    return out.reshape(*psi0.shape[:-1], len(times), psi0.shape[-1])
+
+
+SOLVERS = {"ip-dop853": nlse.solve, "etd-abm": solve_etd}
+
+
+def solve(psi0, times, method: str, rtol: float, conserve: bool) -> np.ndarray:
+    """The benchmark's solitons with ``method`` at the settings of benchmarks/nlse.py
+    (OURS, atol = rtol / 100, CONSERVE when ``conserve``)."""
+    settings = dict(OURS, rtol=rtol, atol=rtol / 100)
     if conserve:
         settings["conserve"] = CONSERVE
-    if method == "ip-dop853":
-        return nlse.solve(psi0, times=times, **settings)
-    psi0 = np.asarray(psi0, dtype=np.complex128)
-    length = settings.pop("length")
-    k = nlse.wavenumbers(psi0.shape[-1], length)
-    mask = nlse.spectral_mask(k, settings["dealias"], settings["filter_strength"], 36)
-    conserved = nlse._conserved(settings.get("conserve", False), "ip-dop853",
-                                settings["dealias"], settings["filter_strength"])
-    s = 1.0 if settings.get("focusing", True) else -1.0
-    flat = psi0.reshape(-1, psi0.shape[-1])
-    out = nlse._solve_ip(flat, k, mask, s, np.asarray(times, dtype=np.float64), rtol,
-                         rtol / 100, torch.device("cpu"), 1_000_000, None, None, None,
-                         settings["error_norm"] == "state", conserved, _solve_etd_chunk)
-    return out.reshape(*psi0.shape[:-1], len(times), psi0.shape[-1])
+    return SOLVERS[method](psi0, length=L, times=times, **settings)
 
 
 def solve_case(case, method: str, rtol: float) -> np.ndarray:
     """One canonical case with nlse.solve's defaults (componentwise norm, dealiased and
     filtered nonlinear term), atol = rtol / 100."""
-    if method == "ip-dop853":
-        return nlse.solve(case.psi0, length=case.length, times=case.times, rtol=rtol,
-                          atol=rtol / 100, focusing=case.focusing)
-    k = nlse.wavenumbers(case.m, case.length)
-    mask = nlse.spectral_mask(k, True, 36.0, 36)
-    return nlse._solve_ip(case.psi0[None], k, mask, 1.0 if case.focusing else -1.0,
-                          case.times, rtol, rtol / 100, torch.device("cpu"), 1_000_000,
-                          None, None, None, False, [], _solve_etd_chunk)[0]
+    return SOLVERS[method](case.psi0, length=case.length, times=case.times, rtol=rtol,
+                           atol=rtol / 100, focusing=case.focusing)
 
 
 def main() -> None:
@@ -585,7 +577,7 @@ def main() -> None:
     for round_ in range(args.rounds):
         for label, method, rtol, conserve in CONFIGS:
             start = time.perf_counter()
-            psi = solve(psi0, times, method, rtol, conserve, length=L)
+            psi = solve(psi0, times, method, rtol, conserve)
             rate = args.n / (time.perf_counter() - start)
             row = rows.setdefault(label, {"method": method, "rtol": rtol, "conserve": conserve,
                                           "trajectories_per_second": []})

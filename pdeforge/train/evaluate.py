@@ -86,8 +86,9 @@ def stride_for(
     for stride, reached in sizes.items():
         if reached == {resolution}:
             return stride
-    possible = sorted({next(iter(r)) for r in sizes.values()
-                       if len(r) == 1 and None not in r and next(iter(r)) >= MIN_RESOLUTION},
+    # the resolutions one stride gives every axis (a stride that leaves an axis's kind: None)
+    possible = sorted({size for reached in sizes.values() if len(reached) == 1
+                       for size in reached if size is not None and size >= MIN_RESOLUTION},
                       reverse=True)
     axes = ", ".join(f"{n} ({k or 'unknown kind'})" for n, k in zip(shape, kinds, strict=True))
     raise EvaluationError(
