@@ -7,6 +7,7 @@ import pytest
 
 from pdeforge.datasets.check import check_file
 from pdeforge.datasets.problems import build_problem
+from pdeforge.datasets.problems.nlse import PROGRESS_PIECE
 from pdeforge.datasets.readers import open_dataset
 from pdeforge.datasets.runner import generate
 from pdeforge.datasets.torch_dataset import TorchDataset
@@ -179,3 +180,7 @@ def test_a_shard_reports_progress_while_its_samples_advance_together():
     assert len(steps) > 10 and all(s > 0 for s in steps)
     assert sum(steps) == pytest.approx(3.0, abs=1e-12)
     assert sum(steps[: len(steps) // 2]) < 3.0  # reported along the way, not at the end
+    # in pieces of at least PROGRESS_PIECE of the shard (the last may be smaller): the
+    # solver's first accepted steps, each a sliver of the work after the start-up, made
+    # tqdm's first estimate read hours
+    assert min(steps[:-1]) >= PROGRESS_PIECE * 3 - 1e-12

@@ -52,6 +52,8 @@ from pdeforge.errors import ConvergenceError, PdeforgeError
 
 IC_KINDS = ("solitons", "smooth", "mixed")
 OVERSAMPLE_CHOICES = ("auto", "1", "2", "4", "8")
+# the smallest part of a shard's work passed on to the progress bar at once
+PROGRESS_PIECE = 0.02
 #: the finest grid ``oversample="auto"`` solves on
 MAX_SOLVED_POINTS = 32768
 #: the noise of the initial condition fills this fraction of the solved band (from k = 0),
@@ -365,9 +367,13 @@ class NLSE(ProblemFamily):
         # minutes): the first pass over every sample fills the first half of the shard's
         # share, each later pass its samples' part of the second half, the end the rest
         reported = [0.0]
+        # the bar hears of the work in pieces of PROGRESS_PIECE of the shard at least:
+        # the solver reports every accepted step, and its first steps (short, after the
+        # start-up) told tqdm a rate that read as hours to go
+        piece = PROGRESS_PIECE * n
 
         def advance(to: float) -> None:
-            if progress is not None and to > reported[0]:
+            if progress is not None and (to - reported[0] >= piece or to >= n > reported[0]):
                 progress(to - reported[0])
                 reported[0] = to
 
