@@ -112,6 +112,26 @@ def test_warm_up_leaves_the_zero_shot_warning_to_the_call_it_prepares(trained):
     assert fresh.predict(np.full((1, 16, 16), 5.0)).attrs["grid_mode"] == "training grid"
 
 
+def test_evaluate_feeds_the_model_its_own_axes_whatever_order_the_file_stores(
+        trained, darcy16, tmp_path):
+    # the format does not fix the order of the spatial dims; a file stored as (y, x) was
+    # fed to the (x, y) model transposed, with no word (square grid: the shapes agree)
+    from pdeforge.datasets.check import check_file
+
+    _, ckpt = trained
+    swapped = tmp_path / "yx.nc"
+    with xr.open_dataset(darcy16, engine="h5netcdf", decode_cf=False) as ds:
+        ds.transpose("sample", "y", "x", ...).to_netcdf(swapped, engine="h5netcdf")
+    assert not check_file(swapped).errors
+    with xr.open_dataset(swapped, engine="h5netcdf") as ds:
+        assert ds.solution.dims == ("sample", "y", "x")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (both hold the training samples: said elsewhere)
+        got, expected = (evaluate(ckpt, p, progress=False) for p in (swapped, darcy16))
+    for key in ("rel_l2", "rel_h1", "max_error", "frmse_low", "frmse_mid"):
+        assert got[key] == pytest.approx(expected[key], rel=1e-6), key
+
+
 def test_compare_agrees_with_pdeforge_evaluate(trained, surrogate, darcy16, data):
     _, ckpt = trained
     comparison = surrogate.compare(data[["coefficient"]])

@@ -79,6 +79,9 @@ class TorchDataset(torch.utils.data.Dataset):
         in_memory: True, False, or ``"auto"`` (load when the selection fits in
             :data:`IN_MEMORY_BYTES`).
         dtype: tensor dtype of the returned items.
+        grid_dims: the order of the items' grid axes (a model's, e.g. ``("x", "y")``);
+            default the first selected variable's order in the file. The file's spatial
+            dims must be these.
     """
 
     def __init__(
@@ -91,6 +94,7 @@ class TorchDataset(torch.utils.data.Dataset):
         skip_nonconverged: bool = True,
         in_memory: bool | str = "auto",
         dtype: torch.dtype = torch.float32,
+        grid_dims: Sequence[str] | None = None,
     ) -> None:
         self.path = Path(path)
         verify_dataset(self.path)
@@ -175,7 +179,7 @@ class TorchDataset(torch.utils.data.Dataset):
             raise DatasetFormatError(
                 f"{self.path}: {both} are both inputs and outputs; a model would learn to "
                 "copy them: name each variable on one side only")
-        self.grid_dims = self._grid_dims(fields)
+        self.grid_dims = self._grid_dims(fields, grid_dims)
         self.grid_shape = self._grid_shape(fields)
         # items are in increasing coordinates: a decreasing grid dim is flipped on read
         self._flip = tuple(1 + k for k, d in enumerate(self.grid_dims) if d in decreasing)
@@ -226,7 +230,7 @@ class TorchDataset(torch.utils.data.Dataset):
     def _by_role(fields: dict, role: str) -> list[str]:
         return [k for k, (dims, _, r) in fields.items() if r == role and len(dims) > 1]
 
-    def _grid_dims(self, fields: dict) -> tuple[str, ...]:
+    def _grid_dims(self, fields: dict, wanted: Sequence[str] | None) -> tuple[str, ...]:
         grids = {
             name: tuple(d for d in fields[name][0] if d in SPATIAL_DIMS)
             for name in self.inputs + self.outputs
@@ -244,7 +248,17 @@ class TorchDataset(torch.utils.data.Dataset):
             raise DatasetFormatError(
                 f"{self.path}: selected variables do not share one spatial grid: {grids}"
             )
-        return next(g for g in grids.values() if g)
+        found = next(g for g in grids.values() if g)
+        if wanted is None:
+            return found
+        # another file's order (a model trained on (x, y) fed a file stored as (y, x)):
+        # the items are transposed to it
+        if isinstance(wanted, str) or sorted(wanted) != sorted(found):
+            raise DatasetFormatError(
+                f"{self.path}: the grid dims are {found}, not {tuple(wanted)} as asked "
+                "(the data of a model trained on other dims); use data on the model's grid"
+            )
+        return tuple(wanted)
 
     def _grid_shape(self, fields: dict) -> tuple[int, ...]:
         sizes: dict[str, dict[str, int]] = {}

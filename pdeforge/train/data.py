@@ -203,6 +203,9 @@ class OperatorDataModule(pl.LightningDataModule):
                 self.inputs,
                 self.outputs,
                 in_memory=self.in_memory if in_memory is None else in_memory,
+                # every file's items on the first training file's axes (the format does
+                # not fix the order of the spatial dims)
+                grid_dims=getattr(self, "grid_dims", None),
             )
         except PdeforgeError as exc:
             # the hint only where the choice of variables is what the error is about (not

@@ -196,7 +196,9 @@ def evaluate(
     with open_h5(data):  # a missing or unreadable file: its own message, not the model's
         pass
     try:
-        dataset = TorchDataset(data, info.get("inputs"), info.get("outputs"))
+        # the items on the model's axes, whatever order the file stores them in
+        dataset = TorchDataset(data, info.get("inputs"), info.get("outputs"),
+                               grid_dims=info.get("grid_dims") or None)
     except PdeforgeError as exc:
         raise EvaluationError(
             f"{exc}; the checkpoint was trained on inputs {info.get('inputs')} and outputs "

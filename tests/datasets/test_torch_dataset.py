@@ -30,6 +30,21 @@ def test_items_match_the_file(darcy_file, in_memory, dtype):
         ds[12]
 
 
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_items_follow_the_grid_dims_asked_for(darcy_file, in_memory):
+    # (evaluate and extra training files ask for the model's axes: the format does not
+    # fix the order of the spatial dims)
+    ref = xr.open_dataset(darcy_file, engine="h5netcdf")
+    ds = TorchDataset(darcy_file, in_memory=in_memory, grid_dims=("y", "x"))
+    assert ds.grid_dims == ("y", "x")
+    x, y = ds[3]
+    np.testing.assert_array_equal(x[0].numpy(), ref.coefficient.values[3].T)
+    np.testing.assert_array_equal(y[0].numpy(), ref.solution.values[3].T)
+    with pytest.raises(DatasetFormatError, match=r"the grid dims are \('x', 'y'\), not "
+                                                 r"\('x', 'z'\)"):
+        TorchDataset(darcy_file, grid_dims=("x", "z"))
+
+
 def test_indices_subset_and_repeat(darcy_file):
     lazy = TorchDataset(darcy_file, indices=[7, 2, 7], in_memory=False)
     mem = TorchDataset(darcy_file, indices=[7, 2, 7], in_memory=True)

@@ -142,6 +142,26 @@ def test_several_training_files_and_the_test_subcommand(darcy16, tmp_path, monke
     assert "test/rel_l2" in tested.trainer.callback_metrics
 
 
+def test_a_validation_file_stored_on_other_axes_is_read_on_the_training_files(
+        darcy16, tmp_path):
+    # it was refused ("on grid ('y', 'x') vs ('x', 'y')") though the format lets files
+    # order their spatial dims as they like
+    import xarray as xr
+
+    from pdeforge.train.data import OperatorDataModule
+
+    swapped = tmp_path / "yx.nc"
+    with xr.open_dataset(darcy16, engine="h5netcdf", decode_cf=False) as ds:
+        ds.transpose("sample", "y", "x", ...).to_netcdf(swapped, engine="h5netcdf")
+    dm = OperatorDataModule(darcy16, val_path=swapped, batch_size=4)
+    dm.setup("fit")
+    assert dm.grid_dims == ("x", "y")
+    with open_dataset(darcy16) as ds:
+        expected = ds.coefficient.values
+    x, _ = dm._val[2]
+    np.testing.assert_array_equal(x[0].numpy(), expected[2].astype(np.float32))
+
+
 def test_evaluate_reports_every_metric_and_another_resolution(
     darcy16, darcy32, tmp_path, monkeypatch
 ):
