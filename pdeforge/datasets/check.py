@@ -36,7 +36,6 @@ from pdeforge.datasets.format import (
     FORMAT_VERSION,
     INPUT,
     OUTPUT,
-    PACKING_ATTRS,
     PARAMETER,
     REQUIRED_DIAGNOSTICS,
     REQUIRED_ROOT_ATTRS,
@@ -46,6 +45,7 @@ from pdeforge.datasets.format import (
     SPATIAL_DIMS,
     STATUS_COMPLETE,
     attr_value,
+    encoding_problem,
     fill_values,
     is_decreasing,
     masked,
@@ -55,6 +55,16 @@ from pdeforge.errors import DatasetFormatError
 #: The fix for an HDF5 file whose axes are not netCDF dimensions.
 DIMENSION_SCALES_HINT = ("write it with h5netcdf or xarray, or attach h5py dimension scales "
                          "(sample, x, y, ...) to every axis")
+
+#: The fix for a variable whose stored numbers are not its values.
+ENCODED_FIX = ("its stored numbers are not its values; the format stores values as they "
+               "are: write them decoded (xarray: drop scale_factor/add_offset/_Unsigned "
+               "from the encoding)")
+
+
+def _listed(values: list[float]) -> str:
+    return ", ".join(f"{v:g}" for v in values)
+
 
 #: Bytes read at a time when scanning data for non-finite values.
 _SCAN_BYTES = 64 * 2**20
@@ -296,7 +306,19 @@ def _check_structure(nc: Any, report: CheckReport) -> None:
         if "units" not in var.attrs and "long_name" not in var.attrs:
             report.warnings.append(f"coordinate {d!r} has neither units nor long_name")
         values = np.asarray(var[:])
-        if not np.issubdtype(values.dtype, np.number) or not np.all(np.isfinite(values)):
+        encoded = encoding_problem(var.attrs, var.dtype)
+        fills = fill_values(var.attrs)
+        if encoded:
+            report.errors.append(f"coordinate {d!r} {encoded}: {ENCODED_FIX}")
+        elif fills and np.isin(values, fills).any():
+            # xarray reads those points as NaN, while the raw numbers look fine
+            report.errors.append(
+                f"coordinate {d!r} holds its own no-data value ({_listed(fills)}, attribute "
+                "_FillValue or missing_value): readers read that point as NaN; drop the "
+                "attribute from the coordinate (xarray: encoding={'" + d + "': "
+                "{'_FillValue': None}})"
+            )
+        elif not np.issubdtype(values.dtype, np.number) or not np.all(np.isfinite(values)):
             report.errors.append(f"coordinate {d!r} must hold finite numbers")
         elif d in SPATIAL_DIMS and is_decreasing(values):
             report.warnings.append(
@@ -321,6 +343,8 @@ def _check_structure(nc: Any, report: CheckReport) -> None:
                 report.errors.append(
                     f"variable {name!r} has length {size} along {d!r}, but dimension {d!r} "
                     f"has length {dims[d]}: attach the dimension of its own length"
+                    + (f" (or give the coordinate {d!r} {size} values)"
+                       if d in COORDINATE_DIMS else "")
                 )
         role = attr_value(var.attrs, "role")
         if role not in ROLES:
@@ -340,13 +364,9 @@ def _check_structure(nc: Any, report: CheckReport) -> None:
             report.errors.append(
                 f"variable {name!r} is complex; store <name>_re/<name>_im or a component dim"
             )
-        packing = [a for a in PACKING_ATTRS if a in var.attrs]
-        if packing and role in (INPUT, OUTPUT, PARAMETER):
-            report.errors.append(
-                f"variable {name!r} is packed (attribute {', '.join(packing)}): its stored "
-                "numbers are not its values; the format stores values as they are: write "
-                "them unpacked (xarray: drop scale_factor/add_offset from the encoding)"
-            )
+        encoded = encoding_problem(var.attrs, var.dtype)
+        if encoded and role in (INPUT, OUTPUT, PARAMETER):
+            report.errors.append(f"variable {name!r} {encoded}: {ENCODED_FIX}")
         if role in (INPUT, OUTPUT, PARAMETER) and not (
             np.issubdtype(var.dtype, np.number) or var.dtype == np.bool_
         ):

@@ -297,6 +297,24 @@ FILL_ATTRS = ("_FillValue", "missing_value")
 PACKING_ATTRS = ("scale_factor", "add_offset")
 
 
+def encoding_problem(attrs: Any, dtype: np.dtype) -> str | None:
+    """What makes a variable's stored numbers other than its values as netCDF readers
+    (xarray) decode them, or None: CF packing (:data:`PACKING_ATTRS`), or netCDF's
+    ``_Unsigned`` read of an integer type of the other signedness (int8 -56 with
+    ``_Unsigned = "true"`` is 200 to xarray)."""
+    packing = [a for a in PACKING_ATTRS if a in attrs]
+    if packing:
+        return f"is packed (attribute {', '.join(packing)})"
+    flag = attrs.get("_Unsigned")
+    if flag is not None and np.issubdtype(dtype, np.integer):
+        text = flag.decode() if isinstance(flag, bytes) else str(flag)
+        unsigned = text.strip().lower() == "true"
+        if unsigned != np.issubdtype(dtype, np.unsignedinteger):
+            return (f"is stored as {dtype} read as {'un' if unsigned else ''}signed "
+                    f"(attribute _Unsigned = {text!r})")
+    return None
+
+
 def fill_values(attrs: Any) -> list[float]:
     """The finite "no data" values a variable declares (``_FillValue``, ``missing_value``;
     a NaN fill needs no masking)."""

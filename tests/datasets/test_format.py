@@ -136,6 +136,37 @@ def _external_file(path, sample_first=True, complex_field=False, dtype=np.float3
     return path
 
 
+def test_numbers_that_readers_decode_otherwise_are_refused(tmp_path):
+    # netCDF's _Unsigned made xarray and open_dataset read int8 -56 as 200 while
+    # TorchDataset read -56; a coordinate holding its own _FillValue read as NaN in
+    # xarray while check passed the raw numbers
+    from pdeforge.datasets import TorchDataset
+
+    path = _external_file(tmp_path / "ext.nc")
+    with xr.open_dataset(path, engine="h5netcdf") as ds:
+        ds = ds.load()
+    for var in ds.variables.values():
+        var.encoding = {}  # (the attributes below say how the numbers read)
+    ds["a"] = ds.a.astype(np.int8)
+    ds["a"].attrs["_Unsigned"] = "true"
+    ds.x.attrs["_FillValue"] = float(ds.x[0])
+    bad = tmp_path / "encoded.nc"
+    ds.to_netcdf(bad, engine="h5netcdf")
+    errors = check_file(bad).errors
+    assert any("variable 'a' is stored as int8 read as unsigned (attribute _Unsigned = "
+               "'true')" in e for e in errors), errors
+    assert any("coordinate 'x' holds its own no-data value (0" in e for e in errors), errors
+    for read in (open_dataset, TorchDataset):
+        with pytest.raises(DatasetFormatError, match="_Unsigned"):
+            read(bad)
+    # the flag that changes nothing (a signed type read as signed) is no problem
+    ds["a"].attrs["_Unsigned"] = "false"
+    del ds.x.attrs["_FillValue"]
+    fine = tmp_path / "fine.nc"
+    ds.to_netcdf(fine, engine="h5netcdf")
+    assert not [e for e in check_file(fine).errors if "_Unsigned" in e or "no-data" in e]
+
+
 def test_file_from_another_program_passes(tmp_path):
     path = _external_file(tmp_path / "ext.nc")
     report = check_file(path)
