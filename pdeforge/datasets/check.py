@@ -433,6 +433,16 @@ def _check_structure(nc: Any, report: CheckReport) -> None:
             nc.variables[SOLVE_SECONDS].dtype, np.floating):
         report.errors.append(f"diagnostic 'solve_seconds' must be floating point, got "
                              f"{nc.variables[SOLVE_SECONDS].dtype}")
+    data = roles[INPUT] + roles[PARAMETER] + roles[OUTPUT]
+    if data and not any(d in SPATIAL_DIMS for n in data for d in nc.variables[n].dimensions):
+        # (what one field without them only warns about: the readers see no grid at all,
+        # and a file that passes check trains)
+        dims = {n: nc.variables[n].dimensions for n in data}
+        report.errors.append(
+            f"no input, parameter or output has a spatial dim {SPATIAL_DIMS} (their dims: "
+            f"{dims}), so the readers see no grid: name the grid dims x, y, z (xarray: "
+            "ds.rename(lon='x', lat='y'))"
+        )
     if not roles[INPUT] and not roles[PARAMETER]:
         report.errors.append("no variable with role 'input' or 'parameter'")
     if not roles[OUTPUT]:

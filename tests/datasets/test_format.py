@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import h5py
@@ -417,8 +418,11 @@ def test_a_grid_with_other_dim_names_gets_the_rename_fix(tmp_path):
     from pdeforge.datasets import TorchDataset
 
     path = _foreign(tmp_path / "lonlat.nc", lambda ds: ds.rename(x="lon"))
-    with pytest.raises(DatasetFormatError, match=r"none of the selected variables has a "
-                       r"spatial dim.*'a': \('sample', 'lon'\).*ds.rename\(lon='x'"):
+    # check refuses it too (it passed with a warning, and training then refused it)
+    expected = (r"no input, parameter or output has a spatial dim.*'a': \('sample', "
+                r"'lon'\).*ds.rename\(lon='x'")
+    assert any(re.search(expected, e) for e in check_file(path).errors)
+    with pytest.raises(DatasetFormatError, match=expected):
         TorchDataset(path)
 
 
