@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from pdeforge.datasets.check import _first_line
+from pdeforge.datasets.check import _first_line, open_h5
 from pdeforge.datasets.format import (
     ATTR_CONFIG,
     CONVERGED,
@@ -16,6 +16,7 @@ from pdeforge.datasets.format import (
     REQUIRED_ROOT_ATTRS,
     SAMPLE,
     attr_value,
+    is_decreasing,
 )
 from pdeforge.datasets.readers import verify_dataset
 from pdeforge.errors import DatasetFormatError
@@ -26,7 +27,15 @@ def describe(path: str | Path) -> dict[str, Any]:
     import h5netcdf
 
     path = Path(path)
-    verify_dataset(path, require_complete=False, rules=False)
+    note = None
+    try:
+        verify_dataset(path, require_complete=False, rules=False)
+    except DatasetFormatError as exc:
+        # a file without (or with a text) format attribute is described all the same,
+        # with what the readers will say about it; one that is no HDF5 file still fails
+        with open_h5(path):
+            pass
+        note = str(exc)
     nc = None
     try:  # a file h5netcdf refuses (no dimension scales, ...) fails on its structure
         nc = h5netcdf.File(path, "r")
@@ -54,7 +63,8 @@ def describe(path: str | Path) -> dict[str, Any]:
                 numeric = values.size and np.issubdtype(values.dtype, np.number)
                 coords[name] = {"size": int(values.size),
                                 "min": float(values.min()) if numeric else None,
-                                "max": float(values.max()) if numeric else None}
+                                "max": float(values.max()) if numeric else None,
+                                "decreasing": bool(numeric and is_decreasing(values))}
                 continue
             role = attr_value(var.attrs, "role")
             is_bool = attr_value(var.attrs, "dtype") == "bool"  # xarray's bool encoding
@@ -88,6 +98,7 @@ def describe(path: str | Path) -> dict[str, Any]:
         "path": str(path), "attrs": attrs, "file_bytes": size,
         "bytes_per_sample": size / n if n else None, "dims": dims, "coords": coords,
         "variables": variables, "diagnostics": diagnostics, "config": config,
+        "format_note": note,
     }
 
 
@@ -97,12 +108,15 @@ def format_description(d: dict[str, Any]) -> str:
         f"file      {d['path']}  ({d['file_bytes'] / 2**20:.2f} MiB, "
         + (f"{d['bytes_per_sample'] / 2**10:.1f} KiB/sample)" if d["bytes_per_sample"] else ")"),
     ]
+    if d.get("format_note"):
+        lines.append(f"note      {d['format_note']}")
     for key in REQUIRED_ROOT_ATTRS:
         if key in a:
             lines.append(f"{key:<18}{a[key]}")
     lines.append("dims      " + ", ".join(f"{k}={v}" for k, v in d["dims"].items()))
     for name, c in d["coords"].items():
         span = f" in [{c['min']:.4g}, {c['max']:.4g}]" if c["min"] is not None else ""
+        span += ", decreasing" if c.get("decreasing") else ""
         lines.append(f"  coord {name:<8} {c['size']} points{span}")
     lines.append("variables")
     for v in d["variables"]:

@@ -316,6 +316,35 @@ def test_a_file_without_dimension_scales_gets_one_clear_error(tmp_path):
         describe(path)
 
 
+@pytest.mark.parametrize(("edit", "note"), [
+    (lambda f: f.attrs.__delitem__("pdeforge_format"), "not a pdeforge dataset"),
+    (lambda f: f.attrs.__setitem__("pdeforge_format", "1"), "the attribute is the integer 1"),
+])
+def test_info_describes_a_file_whose_format_attribute_the_readers_refuse(
+        darcy_file, tmp_path, edit, note):
+    # `pdeforge info` describes any file it can open (it refused these, exit 2)
+    from pdeforge.datasets.info import describe, format_description
+
+    d = describe(_corrupt(darcy_file, tmp_path / "f.nc", edit))
+    assert note in d["format_note"] and d["dims"]["sample"] == 12
+    text = format_description(d)
+    assert text.splitlines()[1].startswith("note") and "coord x" in text
+
+
+def test_info_says_which_coordinates_decrease(darcy_file, tmp_path):
+    from pdeforge.datasets.info import describe, format_description
+
+    def flip(f):
+        f["x"][:] = f["x"][:][::-1]
+
+    d = describe(_corrupt(darcy_file, tmp_path / "flip.nc", flip))
+    assert d["coords"]["x"]["decreasing"] and not d["coords"]["y"]["decreasing"]
+    assert d["format_note"] is None
+    lines = format_description(d).splitlines()
+    assert any(line.strip().startswith("coord x") and line.endswith(", decreasing")
+               for line in lines)
+
+
 def test_nan_in_a_converged_sample_stops_the_torch_reader(tmp_path):
     from pdeforge.datasets import TorchDataset
     from pdeforge.errors import DatasetFormatError
