@@ -296,7 +296,8 @@ def _check_structure(nc: Any, report: CheckReport) -> None:
         if d not in dims:
             continue
         if d not in nc.variables:
-            report.errors.append(f"dimension {d!r} has no coordinate variable {d!r}")
+            report.errors.append(f"dimension {d!r} has no coordinate variable {d!r}: add a "
+                                 f"1-D variable {d!r} over ({d!r},) holding its points")
             continue
         var = nc.variables[d]
         if var.dimensions != (d,):

@@ -379,7 +379,8 @@ def _foreign(path, edit):
     [
         (lambda ds: ds.assign(z=(("sample", "x"), ds.a.values * (1 + 1j),
                                  {"role": "output", "units": "1"})), "'z' is complex"),
-        (lambda ds: ds.drop_vars("x"), "dimension 'x' has no coordinate variable"),
+        (lambda ds: ds.drop_vars("x"),
+         "dimension 'x' has no coordinate variable 'x': add a 1-D variable 'x'"),
         (lambda ds: ds.assign_coords(x=("x", np.r_[np.nan, ds.x.values[1:]])),
          "coordinate 'x' must hold finite numbers"),
         (lambda ds: ds.assign_coords(x=("x", ds.x.values[[1, 0, *range(2, 12)]])),
