@@ -295,7 +295,13 @@ def evaluate(
     kept = {d: coords[d][starts[i]::stride] for i, d in enumerate(dataset.grid_dims)
             if d in coords}
     periodic = [d for d, k in zip(dataset.grid_dims, kinds, strict=True) if k == PERIODIC]
-    message = domain_mismatch(info.get("coords", {}), kept, list(dataset.grid_dims), periodic)
+    # the domain the data's whole grid covers (a cell grid's reaches half a cell past its
+    # points): an even stride's shifted points are the warning above, not another domain
+    # (they were reported as one, "check the units"); with the training's own stride the
+    # points it was trained on
+    spans = kept if trained_stride else {d: v for d, v in coords.items()
+                                         if d in dataset.grid_dims}
+    message = domain_mismatch(info.get("coords", {}), spans, list(dataset.grid_dims), periodic)
     if message:
         warnings.warn(f"{data}: its {message}", stacklevel=2)
     trained = [len(v) for v in info.get("coords", {}).values()]
