@@ -377,6 +377,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except (OSError, KeyError, RuntimeError) as exc:
+        # HDF5 failing to read a file's bytes (a checksum, a header) where the read is
+        # xarray's (query's inputs): the files the command was given, not a traceback
+        from pdeforge.datasets.check import DAMAGED_FIX, _first_line, is_hdf5_damage
+
+        if not is_hdf5_damage(exc):
+            raise
+        given = [str(v) for key in ("file", "files", "data", "input", "checkpoint")
+                 for v in (lambda x: x if isinstance(x, list) else [x])(getattr(args, key, None))
+                 if v is not None]
+        print(f"pdeforge: error: reading {' or '.join(given) or 'a file'} failed: "
+              f"{_first_line(exc, 160)}; {DAMAGED_FIX}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

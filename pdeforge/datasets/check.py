@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import calendar
 import json
+import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -50,7 +53,7 @@ from pdeforge.datasets.format import (
     is_decreasing,
     masked,
 )
-from pdeforge.errors import DatasetFormatError
+from pdeforge.errors import DatasetFormatError, PdeforgeError
 
 #: The fix for an HDF5 file whose axes are not netCDF dimensions.
 DIMENSION_SCALES_HINT = ("write it with h5netcdf or xarray, or attach h5py dimension scales "
@@ -176,13 +179,55 @@ def _first_line(exc: BaseException, limit: int | None = None) -> str:
     return text[0][:limit] if text else type(exc).__name__
 
 
+#: What to do about a file whose bytes no longer read back.
+DAMAGED_FIX = ("the file is damaged (an interrupted copy or write, a bad disk): copy it "
+               "again, or regenerate it with the `pdeforge generate` command that made it")
+
+
+def is_hdf5_damage(exc: BaseException) -> bool:
+    """Whether ``exc`` is HDF5 failing to read bytes it wrote: a chunk's checksum
+    (Fletcher-32) or an object header, B-tree or heap that no longer decodes. h5py raises
+    these as OSError, KeyError or RuntimeError from its own code; pdeforge's errors and
+    other libraries' are not."""
+    if not isinstance(exc, OSError | KeyError | RuntimeError) or isinstance(
+            exc, PdeforgeError):
+        return False
+    tb = exc.__traceback__
+    while tb is not None:
+        if f"{os.sep}h5py{os.sep}" in tb.tb_frame.f_code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def damaged(path: str | Path, exc: BaseException, what: str = "") -> DatasetFormatError:
+    """The error for ``path`` when reading it (``what``: which part) failed with HDF5
+    damage (:func:`is_hdf5_damage`)."""
+    where = f" ({what})" if what else ""
+    return DatasetFormatError(
+        f"{path} cannot be read{where}: {_first_line(exc, 160)}; {DAMAGED_FIX}")
+
+
+@contextmanager
+def reading(path: str | Path, what: str = "") -> Iterator[None]:
+    """Turn HDF5 damage met inside the block into :func:`damaged`'s error."""
+    try:
+        yield
+    except Exception as exc:
+        if is_hdf5_damage(exc):
+            raise damaged(path, exc, what) from None
+        raise
+
+
 def check_file(path: str | Path, scan_data: bool = True) -> CheckReport:
     """Validate ``path`` against format version 1.
 
     Args:
         path: the file.
-        scan_data: also read every input/output field of converged samples and report
-            non-finite values (reads the whole file, block by block).
+        scan_data: also read every per-sample variable and coordinate, so that every
+            chunk's checksum is verified, and report non-finite values in the
+            input/output fields of converged samples (reads the whole file, block by
+            block).
 
     Returns:
         A :class:`CheckReport`; ``report.ok`` is False when the file violates the format.
@@ -194,7 +239,13 @@ def check_file(path: str | Path, scan_data: bool = True) -> CheckReport:
         report.errors.append(str(exc))
         return report
     with h5:
-        _check_root_attrs(h5, report)
+        try:
+            _check_root_attrs(h5, report)
+        except Exception as exc:
+            if not is_hdf5_damage(exc):
+                raise
+            report.errors.append(str(damaged(path, exc, "its root attributes")))
+            return report
     try:
         import h5netcdf
 
@@ -203,6 +254,9 @@ def check_file(path: str | Path, scan_data: bool = True) -> CheckReport:
             if scan_data and not report.errors:
                 _scan_values(nc, report)
     except Exception as exc:  # noqa: BLE001 - any failure here means "not valid netCDF4"
+        if is_hdf5_damage(exc):
+            report.errors.append(str(damaged(path, exc)))
+            return report
         hint = "; " + DIMENSION_SCALES_HINT if "dimension scale" in str(exc) else ""
         report.errors.append(f"not readable as netCDF4 by h5netcdf: {_first_line(exc)}{hint}")
         return report
@@ -499,6 +553,19 @@ def _check_valid_where(nc: Any, name: str, role: Any, where: Any, report: CheckR
 
 
 def _scan_values(nc: Any, report: CheckReport) -> None:
+    unreadable = []
+    for name, var in nc.variables.items():  # every chunk's checksum, fields below
+        if attr_value(var.attrs, "role") in (INPUT, OUTPUT) and len(var.dimensions) > 1:
+            continue
+        try:
+            var[...]
+        except Exception as exc:
+            if not is_hdf5_damage(exc):
+                raise
+            unreadable.append(f"{name!r} ({_first_line(exc, 80)})")
+    if unreadable:
+        report.errors.append(f"cannot read {', '.join(unreadable)}: {DAMAGED_FIX}")
+        return
     converged = np.asarray(nc.variables[CONVERGED][:]).astype(bool)
     if len(converged) and not converged.all():
         failed = np.flatnonzero(~converged)
@@ -515,11 +582,31 @@ def _scan_values(nc: Any, report: CheckReport) -> None:
         step = max(1, _SCAN_BYTES // per_sample)
         bad: list[int] = []
         fills = fill_values(var.attrs)  # "no data" values: NaN, as xarray reads them
+        damaged_samples: list[int] = []
         for start in range(0, var.shape[0], step):
-            block = masked(np.asarray(var[start : start + step]), fills)
+            try:
+                raw = np.asarray(var[start : start + step])
+            except Exception as exc:
+                if not is_hdf5_damage(exc):
+                    raise
+                # sample by sample, to name the damaged ones
+                for i in range(start, min(start + step, var.shape[0])):
+                    try:
+                        var[i]
+                    except Exception as one:
+                        if not is_hdf5_damage(one):
+                            raise
+                        damaged_samples.append(i)
+                continue
+            block = masked(raw, fills)
             finite = np.isfinite(block.reshape(block.shape[0], -1)).all(axis=1)
             idx = start + np.flatnonzero(~finite)
             bad += [int(i) for i in idx if converged[i]]
+        if damaged_samples:
+            report.errors.append(
+                f"field {name!r} cannot be read in {len(damaged_samples)} sample(s) (first: "
+                f"{damaged_samples[:5]}; a checksum or the file's structure fails): "
+                f"{DAMAGED_FIX}")
         if bad:
             nodata = f" or its no-data value(s) {fills}" if fills else ""
             report.errors.append(

@@ -214,6 +214,9 @@ class DatasetWriter:
                     chunks=chunks,
                     compression=comp if shape else None,
                     compression_opts=comp_opts if shape else None,
+                    # a checksum a chunk: a damaged copy fails to read (check, readers)
+                    # instead of passing garbage for numbers (it passed check as OK)
+                    fletcher32=True,
                 )
                 var_attrs = dict(s.attrs)
                 var_attrs["role"] = s.role

@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 import torch
 
-from pdeforge.datasets.check import DIMENSION_SCALES_HINT, open_h5
+from pdeforge.datasets.check import DIMENSION_SCALES_HINT, open_h5, reading
 from pdeforge.datasets.format import (
     CONVERGED,
     DIAGNOSTIC,
@@ -99,7 +99,7 @@ class TorchDataset(torch.utils.data.Dataset):
         self.path = Path(path)
         verify_dataset(self.path)
         self.dtype = dtype
-        with open_h5(self.path) as h5:
+        with reading(self.path), open_h5(self.path) as h5:
             datasets = {
                 name: ds for name, ds in h5.items()
                 if isinstance(ds, h5py.Dataset) and not h5py.h5ds.is_scale(ds.id)
@@ -214,7 +214,7 @@ class TorchDataset(torch.utils.data.Dataset):
             in_memory = per_sample * itemsize * len(idx) <= IN_MEMORY_BYTES
         if in_memory:
             unique, inverse = np.unique(idx, return_inverse=True)
-            with open_h5(self.path) as h5:
+            with reading(self.path, "loading its samples"), open_h5(self.path) as h5:
                 self._memory = {}
                 for v in dict.fromkeys(self.inputs + self.outputs):
                     if len(unique) > n // 2:  # one contiguous read beats a fancy selection
@@ -297,7 +297,9 @@ class TorchDataset(torch.utils.data.Dataset):
     def _read(self, name: str, item: int) -> np.ndarray:
         if self._memory is not None:
             return self._memory[name][item]
-        return masked(self._handle()[name][int(self.indices[item])], self._fills[name])
+        sample = int(self.indices[item])
+        with reading(self.path, f"{name!r} of sample {sample}"):
+            return masked(self._handle()[name][sample], self._fills[name])
 
     def _stack(self, names: list[str], item: int) -> torch.Tensor:
         parts = []

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from pdeforge.datasets.check import open_h5
+from pdeforge.datasets.check import DAMAGED_FIX, open_h5
 from pdeforge.datasets.format import (
     ATTR_CONFIG,
     ATTR_PROBLEM,
@@ -200,6 +200,8 @@ def evaluate(
         dataset = TorchDataset(data, info.get("inputs"), info.get("outputs"),
                                grid_dims=info.get("grid_dims") or None)
     except PdeforgeError as exc:
+        if DAMAGED_FIX in str(exc):  # the file's bytes, not the choice of variables
+            raise
         raise EvaluationError(
             f"{exc}; the checkpoint was trained on inputs {info.get('inputs')} and outputs "
             f"{info.get('outputs')}"
