@@ -305,6 +305,8 @@ class OperatorModule(pl.LightningModule):
         # and would fail once it passed its end; stretch its final (annealing) phase.
         # The same when the steps per epoch changed (another batch size or dataset size):
         # the schedule must reach the steps already taken plus the epochs still to run.
+        from pytorch_lightning.utilities import rank_zero_warn
+
         trainer = self.trainer
         per_epoch = trainer.estimated_stepping_batches / max(1, trainer.max_epochs or 1)
         remaining = max(0, (trainer.max_epochs or 1) - trainer.current_epoch)
@@ -316,6 +318,28 @@ class OperatorModule(pl.LightningModule):
             ):
                 scheduler.total_steps = needed
                 scheduler._schedule_phases[-1]["end_step"] = float(needed - 1)
+            # a smaller max_epochs than the resumed schedule was planned for: the run
+            # ends with the rate mid-schedule (warming up, or not annealed); said, since
+            # the README says a larger max_epochs is the change a resume takes
+            planned = None
+            if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR) and (
+                    scheduler.total_steps > needed + per_epoch):
+                planned = f"{scheduler.total_steps} steps (about " \
+                          f"{scheduler.total_steps / max(per_epoch, 1):.0f} epochs)"
+            if (isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR)
+                    and trainer.max_epochs is not None
+                    and trainer.max_epochs < scheduler.T_max):
+                planned = f"{scheduler.T_max} epochs"
+            if planned and trainer.global_step > 0:
+                rate = scheduler.get_last_lr()[0]
+                rank_zero_warn(
+                    f"resumed with --trainer.max_epochs {trainer.max_epochs}, but the "
+                    f"checkpoint's {type(scheduler).__name__} schedule was planned over "
+                    f"{planned}: the run ends mid-schedule (learning rate now {rate:.3g}, "
+                    "not annealed). To train this long with a finished schedule start a "
+                    "new run with that max_epochs; to finish the planned one resume with "
+                    "its max_epochs"
+                )
             # likewise the cosine schedule (restored with the old run's T_max = max_epochs):
             # past T_max its rate would climb back up, and its recursive form cannot leave
             # a rate of 0 (where a finished run ends): it continues as a schedule planned

@@ -88,6 +88,42 @@ def test_resume_from_last_checkpoint_continues_training(stem, darcy16, tmp_path,
     assert third.trainer.current_epoch == 4
 
 
+@pytest.mark.parametrize("scheduler", ["onecycle", "cosine"])
+def test_resuming_with_fewer_epochs_than_the_schedule_was_planned_for_is_said(scheduler):
+    # a run planned over 200 epochs, stopped at 10 and resumed with max_epochs 13: it
+    # ended at step 169 with OneCycle's rate still warming up, and nothing was said
+    from types import SimpleNamespace
+
+    from pdeforge.train.module import OperatorModule
+
+    module = OperatorModule(model="deeponet", model_kwargs={}, dim=1,
+                            scheduler=scheduler)
+    opt = torch.optim.AdamW(module.parameters(), lr=1e-3)
+    per_epoch, planned = 13, 200
+    sched = (torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3,
+                                                 total_steps=planned * per_epoch)
+             if scheduler == "onecycle" else
+             torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=planned))
+    for _ in range(10 * per_epoch if scheduler == "onecycle" else 10):
+        opt.step()
+        sched.step()
+
+    def trainer(max_epochs):
+        return SimpleNamespace(
+            estimated_stepping_batches=max_epochs * per_epoch, max_epochs=max_epochs,
+            current_epoch=10, global_step=10 * per_epoch,
+            lr_scheduler_configs=[SimpleNamespace(scheduler=sched)])
+
+    module._trainer = trainer(13)
+    with pytest.warns(UserWarning, match=r"resumed with --trainer.max_epochs 13, but .* "
+                                         r"planned over .*ends mid-schedule"):
+        module.on_train_start()
+    module._trainer = trainer(planned)  # the planned length: nothing to say
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        module.on_train_start()
+
+
 def test_last_checkpoint_is_the_last_state_even_after_an_epoch_that_did_not_improve(
     darcy16, tmp_path, monkeypatch
 ):
