@@ -318,10 +318,16 @@ class OperatorDataModule(pl.LightningDataModule):
         val_idx = order[n_train : n_train + n_val]
         test_idx = order[n_train + n_val : n_train + n_val + n_test]
         if n == 0:
+            from pdeforge.datasets.problems import PROBLEMS
+
+            # the advice of the family that made the file (nlse has no --solver)
+            family = PROBLEMS.get(str(self.info.get("problem") or ""))
+            hint = (family.nonconverged_hint if family is not None and
+                    family.nonconverged_hint else "regenerate it with other solver settings")
             raise TrainingDataError(
                 f"no converged sample in {', '.join(map(str, self.paths))}: every sample's solve "
                 "failed when the data were generated (`pdeforge info FILE` shows the "
-                "diagnostics); regenerate with another --solver or a looser --rtol"
+                f"diagnostics). {hint}"
             )
         if len(train_idx) == 0:
             raise TrainingDataError(

@@ -199,13 +199,23 @@ def test_a_file_written_by_another_program_trains_and_evaluates(tmp_path, monkey
     assert '"n_samples": 20' in proc.stdout
 
 
-def test_a_file_with_no_converged_sample_says_so(tmp_path):
+@pytest.mark.parametrize(("problem", "advice"), [
+    ("external", "regenerate it with other solver settings"),
+    ("darcy", "choose another --preconditioner, or --solver direct"),
+    ("nlse", "raise --resolution"),  # it was told of a --solver nlse does not have
+])
+def test_a_file_with_no_converged_sample_says_so(tmp_path, problem, advice):
+    import h5py
+
     from pdeforge.train.data import OperatorDataModule, TrainingDataError
 
     data = tmp_path / "failed.nc"
     write_foreign_file(data, n=4, converged=0)
-    with pytest.raises(TrainingDataError, match="no converged sample in .*failed.nc.*--solver"):
+    with h5py.File(data, "r+") as f:
+        f.attrs["problem"] = problem
+    with pytest.raises(TrainingDataError, match="no converged sample in .*failed.nc") as info:
         OperatorDataModule(path=str(data)).setup()
+    assert advice in str(info.value)
 
 
 @pytest.mark.slow
