@@ -14,6 +14,7 @@ and the generation config that names the reference solver.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import sys
@@ -125,6 +126,29 @@ def domain_mismatch(trained: dict, given: dict, dims: list[str],
             f"grid's domain ({train[0]:.4g} ... {train[-1]:.4g}): the model sees grid "
             "points, not coordinates, and predicts as on its own domain; check the units "
             "and the domain of the inputs"
+        )
+    return None
+
+
+def points_mismatch(trained: dict, given: dict, dims: list[str]) -> str | None:
+    """What puts a grid of as many points as the training grid on other points (a vertex
+    grid for a cell-centred one: 0, 1/15, ... against 1/32, 3/32, ...), or None: the model
+    takes them for its own points. Points within 1 % of a training step are the same."""
+    for d in dims:
+        if d not in trained or d not in given:
+            continue
+        train = np.asarray(trained[d], dtype=np.float64)
+        other = np.asarray(given[d], dtype=np.float64)
+        if len(other) != len(train) or len(train) < 2:
+            continue
+        step = float(np.max(np.abs(np.diff(train))))
+        if np.max(np.abs(other - train)) <= 0.01 * step:
+            continue
+        return (
+            f"{d} points ({other[0]:.4g}, {other[1]:.4g} ... {other[-1]:.4g}) are not the "
+            f"training grid's ({train[0]:.4g}, {train[1]:.4g} ... {train[-1]:.4g}), though as "
+            "many: the model takes them for its own points (another grid scheme, e.g. "
+            "vertices for cell centres); give data on the training grid's points"
         )
     return None
 
@@ -460,7 +484,8 @@ class Surrogate:
         training grid's (:func:`domain_mismatch`)."""
         if self._warned_domain:
             return
-        message = domain_mismatch(self.coords, coords, self.grid_dims, self.periodic_dims)
+        message = (domain_mismatch(self.coords, coords, self.grid_dims, self.periodic_dims)
+                   or points_mismatch(self.coords, coords, self.grid_dims))
         if message:
             self._warned_domain = True
             warnings.warn(f"the inputs' {message}", stacklevel=_caller_level())
@@ -731,6 +756,25 @@ def _samples_to_predict(data: xr.Dataset, converged: np.ndarray | None,
     return finite
 
 
+def _warn_other_distribution(inputs: Any, data: xr.Dataset, surrogate: Surrogate) -> None:
+    """Warn, as ``pdeforge evaluate`` does, when a pdeforge file was generated with other
+    problem options than the training data (another coefficient law, amplitudes, ...)."""
+    from pdeforge.train.evaluate import _distribution_changes, distribution_message
+
+    generation = surrogate.data_info.get("generation_config") or {}
+    try:
+        config = json.loads(str(data.attrs.get("config") or "{}"))
+    except ValueError:
+        return
+    if not all(isinstance(c, dict) and isinstance(c.get("options", {}), dict)
+               for c in (generation, config)):
+        return  # another program's config: nothing to compare
+    changed = _distribution_changes(generation, config)
+    if changed:
+        warnings.warn(distribution_message(inputs, changed, "the predictions are those of"),
+                      UserWarning, stacklevel=3)
+
+
 def query(
     checkpoint: str | os.PathLike,
     inputs: str | os.PathLike,
@@ -768,6 +812,7 @@ def query(
         )
     surrogate = Surrogate.load(checkpoint, device)
     data, converged = read_query_inputs(inputs, surrogate)
+    _warn_other_distribution(inputs, data, surrogate)
     keep = _samples_to_predict(data, converged, inputs)
     if not keep.any():
         raise SurrogateInputError(

@@ -132,6 +132,29 @@ def test_evaluate_feeds_the_model_its_own_axes_whatever_order_the_file_stores(
         assert got[key] == pytest.approx(expected[key], rel=1e-6), key
 
 
+def test_query_and_evaluate_say_when_the_data_are_not_the_trainings(trained, tmp_path):
+    # query was silent where evaluate warned (other problem options), and both took a
+    # vertex grid of as many points as the cell-centred training grid silently
+    from pdeforge.datasets.runner import generate
+    from pdeforge.surrogate import query
+
+    _, ckpt = trained
+    lognormal = tmp_path / "lognormal.nc"
+    generate("darcy", 2, lognormal, resolution=16, seed=9, progress=False,
+             options={"coefficient": "lognormal"})
+    with pytest.warns(UserWarning, match=r"other problem options .*coefficient: 'piecewise' "
+                                         r"-> 'lognormal'.*the predictions are those of"):
+        query(ckpt, lognormal, tmp_path / "p.nc", progress=False)
+    vertex = tmp_path / "vertex.nc"
+    generate("darcy", 2, vertex, resolution=16, seed=9, progress=False,
+             options={"scheme": "vertex"})
+    for call in (lambda: query(ckpt, vertex, tmp_path / "v.nc", progress=False),
+                 lambda: evaluate(ckpt, vertex, progress=False)):
+        with pytest.warns(UserWarning, match=r"x points \(0, 0.06667 ... 1\) are not the "
+                                             r"training grid's \(0.03125, 0.09375 ... 0.9688\)"):
+            call()
+
+
 def test_compare_agrees_with_pdeforge_evaluate(trained, surrogate, darcy16, data):
     _, ckpt = trained
     comparison = surrogate.compare(data[["coefficient"]])

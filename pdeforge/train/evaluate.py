@@ -29,6 +29,7 @@ from pdeforge.surrogate import (
     domain_mismatch,
     grid_mode,
     is_cell_centred,
+    points_mismatch,
 )
 from pdeforge.train.checkpoint import load_module
 from pdeforge.train.data import Subsampled, extra_dims_record
@@ -174,6 +175,16 @@ def _distribution_changes(trained: dict, config: dict) -> dict[str, tuple[Any, A
             if k not in numerics and k in before and k in now and before[k] != now[k]}
 
 
+def distribution_message(data: Any, changed: dict[str, tuple[Any, Any]], what: str) -> str:
+    """The warning about data generated with other problem options (``changed``, from
+    :func:`_distribution_changes`) than the training data; ``what`` names what is then
+    off the training distribution ("the metrics measure", "the predictions are")."""
+    listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+    return (f"{data} was generated with other problem options than the checkpoint's "
+            f"training data ({listed}): {what} the model outside the distribution it was "
+            "trained on")
+
+
 def evaluate(
     checkpoint: str | os.PathLike,
     data: str | os.PathLike,
@@ -248,13 +259,8 @@ def evaluate(
                                                          strict=True))
     changed = _distribution_changes(generation, config)
     if changed:
-        listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
-        warnings.warn(
-            f"{data} was generated with other problem options than the checkpoint's "
-            f"training data ({listed}): the metrics measure the model outside the "
-            "distribution it was trained on",
-            stacklevel=2,
-        )
+        warnings.warn(distribution_message(data, changed, "the metrics measure"),
+                      stacklevel=2)
     # (older checkpoints stored the paths as given: a relative one names no file here)
     trained_files = {str(Path(f).resolve())
                      for f in [*info.get("files", []), *info.get("earlier_files", [])]
@@ -304,6 +310,8 @@ def evaluate(
     spans = kept if trained_stride else {d: v for d, v in coords.items()
                                          if d in dataset.grid_dims}
     message = domain_mismatch(info.get("coords", {}), spans, list(dataset.grid_dims), periodic)
+    if not message and (stride == 1 or trained_stride):  # (an even stride: warned above)
+        message = points_mismatch(info.get("coords", {}), kept, list(dataset.grid_dims))
     if message:
         warnings.warn(f"{data}: its {message}", stacklevel=2)
     trained = [len(v) for v in info.get("coords", {}).values()]
