@@ -756,6 +756,10 @@ def _samples_to_predict(data: xr.Dataset, converged: np.ndarray | None,
     return finite
 
 
+#: file names query writes its predictions to (a netCDF4 / HDF5 dataset)
+PREDICTION_SUFFIXES = (".nc", ".nc4", ".h5", ".hdf5")
+
+
 def _warn_other_distribution(inputs: Any, data: xr.Dataset, surrogate: Surrogate) -> None:
     """Warn, as ``pdeforge evaluate`` does, when a pdeforge file was generated with other
     problem options than the training data (another coefficient law, amplitudes, ...)."""
@@ -794,6 +798,8 @@ def query(
     from pdeforge.datasets.predictions import write_predictions
 
     out_path, in_path = Path(out), Path(inputs)
+    # the checkpoint first (a missing one was named only once --out was fixed)
+    surrogate = Surrogate.load(checkpoint, device)
     # (checked before any prediction is made: a bad --out found at the end lost the work)
     for other, what in ((in_path, "the input file"), (Path(checkpoint), "the checkpoint")):
         if out_path.exists() and other.exists() and out_path.resolve() == other.resolve():
@@ -806,11 +812,17 @@ def query(
         raise SurrogateInputError(
             f"--out {out}: the folder {out_path.parent} does not exist; create it first"
         )
+    if out_path.suffix.lower() not in PREDICTION_SUFFIXES:
+        # (it wrote HDF5 into q.npy, which np.load cannot read)
+        raise SurrogateInputError(
+            f"--out {out}: query writes a netCDF4 (HDF5) dataset file; name it with one of "
+            f"{', '.join(PREDICTION_SUFFIXES)} (read it with xarray or "
+            "pdeforge.datasets.open_dataset)"
+        )
     if out_path.exists() and not overwrite:
         raise SurrogateInputError(
             f"{out} exists; choose another --out or pass --overwrite to replace it"
         )
-    surrogate = Surrogate.load(checkpoint, device)
     data, converged = read_query_inputs(inputs, surrogate)
     _warn_other_distribution(inputs, data, surrogate)
     keep = _samples_to_predict(data, converged, inputs)

@@ -292,11 +292,15 @@ def test_query_never_overwrites_without_asking(trained, darcy16, tmp_path):
     ckpt = tmp_path / "model.ckpt"
     shutil.copy(trained[1], ckpt)
     for bad, message in ((ckpt, "is the checkpoint"), (tmp_path, "is a directory"),
-                         (tmp_path / "nowhere" / "p.nc", "does not exist; create it")):
+                         (tmp_path / "nowhere" / "p.nc", "does not exist; create it"),
+                         (tmp_path / "p.npy", "query writes a netCDF4 (HDF5) dataset file")):
         proc = run_pdeforge("query", ckpt, "--input", victim, "--out", bad, "--overwrite")
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
     assert ckpt.read_bytes() == Path(trained[1]).read_bytes()
+    # a missing checkpoint is named first, whatever --out is
+    proc = run_pdeforge("query", tmp_path / "nope.ckpt", "--input", victim, "--out", victim)
+    assert proc.returncode == 2 and "nope.ckpt" in proc.stderr and "--out" not in proc.stderr
 
 
 def test_more_bad_inputs(surrogate, data):

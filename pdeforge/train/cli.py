@@ -317,6 +317,14 @@ def run_cli(args: Sequence[str]):
     from pdeforge.train.module import OperatorModule
 
     class PdeforgeCLI(LightningCLI):
+        @staticmethod
+        def subcommands() -> dict[str, set[str]]:
+            # not `predict`, which `pdeforge train` refuses (query predicts): `train
+            # --help` listed it among the subcommands
+            subs = dict(LightningCLI.subcommands())
+            subs.pop("predict", None)
+            return subs
+
         def add_arguments_to_parser(self, parser) -> None:
             for key in ("in_channels", "out_channels", "dim"):
                 parser.link_arguments(f"data.{key}", f"model.{key}", apply_on="instantiate")

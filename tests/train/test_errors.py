@@ -425,6 +425,9 @@ def test_train_predict_points_to_query(tmp_path):
     proc = run_pdeforge("train", "predict", "--config", MGNO, cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "pdeforge query CKPT --input FILE --out FILE" in proc.stderr
+    # nor is it listed among the subcommands
+    helped = run_pdeforge("train", "--help", cwd=tmp_path)
+    assert "{fit,validate,test}" in helped.stdout and "predict" not in helped.stdout
 
 
 def test_testing_a_checkpoint_on_another_grid_is_not_taken_for_a_resume(darcy16, darcy32,
