@@ -148,8 +148,10 @@ def _shard_ranges(n: int, size: int) -> list[tuple[int, int]]:
 
 
 def _config_diff(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """The settings that differ, as "key: old -> new"; another problem first (its options
+    all differ then, and it is the one that explains them)."""
     diffs = []
-    for key in sorted(set(old) | set(new)):
+    for key in sorted(set(old) | set(new), key=lambda k: (k != "problem", k)):
         a, b = old.get(key, "<missing>"), new.get(key, "<missing>")
         if isinstance(a, Mapping) and isinstance(b, Mapping):
             diffs += _config_diff(a, b, f"{prefix}{key}.")

@@ -235,6 +235,9 @@ def test_complete_output_is_kept_and_mismatch_refused(tmp_path):
     assert again.already_complete
     with pytest.raises(ConfigMismatchError, match="n_samples: 3 -> 4"):
         generate("darcy", 4, out, resolution=8, progress=False)
+    # another family: the problem is named first (it came after ~30 option changes)
+    with pytest.raises(ConfigMismatchError, match=r"\(problem: 'darcy' -> 'poisson'; "):
+        generate("poisson", 3, out, resolution=8, progress=False)
     res = generate("darcy", 4, out, resolution=8, progress=False, overwrite=True)
     assert res.n_samples == 4
 
