@@ -13,10 +13,17 @@ one is what taking Python out of the loop could win. Also the eager time of each
 of one stage. glibc's allocator is tuned as in benchmarks/nlse.py. JSON in
 benchmarks/results/nlse_dispatch.json.
 
-Needs a C++ compiler and ninja (``pip install ninja``); the C++ build takes about 40 s
-the first time (cached by torch afterwards).
+A third peer (``--inductor``): the same stage loop through ``torch.compile`` (inductor,
+C++ wrapper), written on real views so that inductor fuses each stage's combination with
+its phase product, the cubic, and the way back with the stored stage (three generated
+kernels a stage between the two FFTs, which stay ATen calls): what fusing the passes
+over memory could win without a hand-written kernel. Its stages agree with the solver's
+to rounding (another order of the same operations), checked to 1e-13 of their size.
 
-    python benchmarks/nlse_dispatch.py [--steps 200] [--repeats 3]
+Needs a C++ compiler and ninja (``pip install ninja``); the C++ build takes about 40 s
+the first time (cached by torch afterwards), inductor about 20 s a chunk size.
+
+    python benchmarks/nlse_dispatch.py [--steps 200] [--repeats 3] [--inductor]
 """
 
 from __future__ import annotations
@@ -89,6 +96,10 @@ class Chunk:
         self.staged = torch.empty_like(self.y)
         ph, back = ctx.phases(H)
         self.ph, self.back = list(ph.unbind(0)), list(back.unbind(0))
+        # the inductor peer's operands: real views, h a tensor (a float would be baked in)
+        self.flat = flat
+        self.ph_real, self.back_real = torch.view_as_real(ph), torch.view_as_real(back)
+        self.h = torch.tensor(H, dtype=torch.float64)
 
     def eager(self) -> None:
         """The solver's own stage loop (``nlse._stages``)."""
@@ -98,6 +109,50 @@ class Chunk:
     def compiled(self, ext) -> None:
         ext.stages(self.y_row, self.coefs, self.slots, self.ph, self.back, self.k_rows,
                    self.arg_row, self.staged, H, self.n, self.m)
+
+    def fused(self, loop) -> None:
+        """The stage loop compiled by inductor (:func:`inductor_loop`)."""
+        loop(self.flat, self.y_row, self.ph_real, self.back_real, self.h)
+
+
+def _cmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a b for complex numbers stored as (..., 2) real pairs (inductor generates code for
+    real arithmetic only; complex operands would fall back to ATen, one kernel each)."""
+    ar, ai, br, bi = a[..., 0], a[..., 1], b[..., 0], b[..., 1]
+    return torch.stack([ar * br - ai * bi, ar * bi + ai * br], dim=-1)
+
+
+def inductor_loop(ctx: nlse._IPContext, n: int, m: int):
+    """``nlse._stages`` for a chunk of n trajectories as one ``torch.compile`` graph.
+
+    The tableau's coefficients are Python floats (constants in the generated code); the
+    stages are written into the slots of the chunk's stage buffer in place, as the
+    solver's loop writes them."""
+    stages = [None] + [(lo, hi, c.tolist()) for lo, hi, c in ctx.stages[1:]]
+
+    def loop(flat, y_row, ph, back, h):
+        slots = flat.view(len(flat), n, m, 2)
+        y = y_row.view(n, m, 2)
+        # the new stages by slot (written into the buffer once, at the end: a write into
+        # the input per stage made inductor copy more, measured 0.55-0.76x slower)
+        staged_by_slot = {nlse.STAGE_SLOTS[0]: slots[nlse.STAGE_SLOTS[0]]}
+        for st in range(1, len(stages)):
+            lo, hi, coef = stages[st]
+            arg = y
+            for i, a in enumerate(coef):
+                if a != 0.0:
+                    arg = arg + (h * a) * staged_by_slot[lo + i]
+            staged = _cmul(ph[st], arg)
+            psi = torch.view_as_real(torch.fft.ifft(torch.view_as_complex(staged), dim=-1))
+            cubic = psi * (psi[..., 0] ** 2 + psi[..., 1] ** 2)[..., None]
+            rate = torch.view_as_real(torch.fft.fft(torch.view_as_complex(cubic), dim=-1))
+            staged_by_slot[nlse.STAGE_SLOTS[st]] = _cmul(back[st], rate)
+        slots.copy_(torch.stack([staged_by_slot[i] for i in range(len(slots))]))
+
+    import torch._inductor.config as inductor_config
+
+    inductor_config.cpp_wrapper = True  # the graph's calls made from C++, not Python
+    return torch.compile(loop, dynamic=False, fullgraph=True)
 
 
 def throughput(run, chunks: list[Chunk], steps: int) -> float:
@@ -149,6 +204,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=200, help="stage loops per measurement")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved runs (best kept)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--inductor", action="store_true",
+                    help="add the torch.compile (inductor) peer (about 20 s a chunk size)")
     args = ap.parse_args()
     tuned = tune_cpu_allocator()  # as benchmarks/nlse.py and pdeforge generate run
     if shutil.which("ninja") is None:
@@ -177,6 +234,22 @@ def main() -> None:
     identical = bool(torch.equal(a.K, b.K))
     if not identical:
         raise SystemExit("nlse_dispatch: the C++ loop's stages differ from the solver's")
+    loops: dict[int, object] = {}
+    compile_seconds, inductor_difference = 0.0, None
+    if args.inductor:
+        print("compiling the stage loop with inductor (about 20 s a chunk size)...",
+              flush=True)
+        start = time.perf_counter()
+        for n in CHUNKS:
+            loops[n] = inductor_loop(ctx, n, M)
+            Chunk(ctx, psi0[:n]).fused(loops[n])  # compiled at the first call
+        compile_seconds = time.perf_counter() - start
+        c = Chunk(ctx, psi0[:16])
+        c.fused(loops[16])
+        inductor_difference = float((c.K - a.K).abs().max() / a.K.abs().max())
+        if not inductor_difference <= 1e-13:
+            raise SystemExit(f"nlse_dispatch: the inductor loop's stages differ from the "
+                             f"solver's by {inductor_difference:.1e} of their size")
 
     best: dict[tuple[str, int, int], float] = {}
     for repeat in range(args.repeats):
@@ -184,13 +257,15 @@ def main() -> None:
             for workers in THREADS:
                 chunks = [Chunk(ctx, psi0[i * n:(i + 1) * n]) for i in range(workers)]
                 peers = [("eager", Chunk.eager), ("C++", lambda c: c.compiled(ext))]
+                if args.inductor:
+                    peers.append(("inductor", lambda c: c.fused(loops[c.n])))
                 for label, run in peers[:: 1 if repeat % 2 == 0 else -1]:  # alternate
                     for c in chunks:  # warm every chunk
                         run(c)
                     rate = throughput(run, chunks, args.steps)
                     key = (label, n, workers)
                     best[key] = max(best.get(key, 0.0), rate)
-                    print(f"run {repeat + 1}: {label:5s} chunk {n:2d}, {workers} thread(s): "
+                    print(f"run {repeat + 1}: {label:8s} chunk {n:2d}, {workers} thread(s): "
                           f"{rate:8.0f} trajectory-stage-loops/s", flush=True)
     kernels = {n: kernel_times(Chunk(ctx, psi0[:n]), 500) for n in CHUNKS}
     torch.set_num_threads(threads_before)
@@ -203,6 +278,8 @@ def main() -> None:
     ]
     best_eager = max((r for (lbl, *_), r in best.items() if lbl == "eager"))
     best_cpp = max((r for (lbl, *_), r in best.items() if lbl == "C++"))
+    best_inductor = max((r for (lbl, *_), r in best.items() if lbl == "inductor"),
+                        default=None)
     payload = {
         "workload": {"L": L, "M": M, "h": H, "stages_per_loop": nlse.dop853.N_STAGES - 1,
                      "steps_per_measurement": args.steps, "repeats": args.repeats},
@@ -216,16 +293,25 @@ def main() -> None:
         "best_eager": round(best_eager, 1),
         "best_cpp": round(best_cpp, 1),
         "best_cpp_over_best_eager": round(best_cpp / best_eager, 3),
+        "inductor": None if best_inductor is None else {
+            "compile_seconds": round(compile_seconds, 1),
+            "largest_stage_difference_over_largest_stage": inductor_difference,
+            "best": round(best_inductor, 1),
+            "best_over_best_eager": round(best_inductor / best_eager, 3),
+        },
         "eager_kernel_us_one_stage": {
             str(n): {k: round(v, 1) for k, v in t.items()} for n, t in kernels.items()},
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "nlse_dispatch.json").write_text(json.dumps(payload, indent=2) + "\n")
     for r in rows:
-        print(f"{r['method']:5s} chunk {r['chunk']:2d} threads {r['threads']}: "
+        print(f"{r['method']:8s} chunk {r['chunk']:2d} threads {r['threads']}: "
               f"{r['trajectory_stage_loops_per_s']:8.0f}/s "
               f"({r['vs_eager_same_config']:.2f}x eager)")
     print(f"best C++ / best eager: {best_cpp / best_eager:.2f}x")
+    if best_inductor is not None:
+        print(f"best inductor / best eager: {best_inductor / best_eager:.2f}x "
+              f"(compiled in {compile_seconds:.0f} s)")
     for n, t in kernels.items():
         print(f"chunk {n}: " + ", ".join(f"{k} {v:.0f} us" for k, v in t.items()))
 
