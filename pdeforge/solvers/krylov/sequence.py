@@ -550,9 +550,13 @@ def solve_sequence(
         B = np.repeat(B, N, axis=0)
     if len(mats) != B.shape[0]:
         raise SolverInputError(f"{len(mats)} matrices but {B.shape[0]} right-hand sides")
-    if np.iscomplexobj(B) and not all(np.iscomplexobj(A.data) for A in mats):
-        # a real operator with complex data: solved in complex arithmetic (sparse LU and the
-        # Krylov solvers work in the matrices' field; the recycled CG is real, so such
+    complex_mats = [np.iscomplexobj(A.data) for A in mats]
+    if (np.iscomplexobj(B) or any(complex_mats)) and not all(complex_mats):
+        # a real operator with complex data, or real matrices in a sequence with complex
+        # ones: all solved in complex arithmetic (sparse LU and the Krylov solvers work in
+        # the matrices' field, and the solutions share one array: a real first matrix
+        # made it real, cutting the complex systems' solutions to their real parts while
+        # their residuals were reported converged; the recycled CG is real, so such
         # sequences go to GCRO-DR). A matrix shared by several systems stays shared.
         mats = _as_sparse(mats, np.complex128)
         spd = False

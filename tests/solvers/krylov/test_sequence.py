@@ -136,6 +136,25 @@ def test_complex_right_hand_sides_with_real_matrices(darcy_sequence, method):
         np.testing.assert_allclose(x, exact, rtol=0, atol=1e-6 * np.abs(exact).max())
 
 
+@pytest.mark.parametrize("method", ["skr", "gcrodr", "gmres", "direct", "auto"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_real_and_complex_matrices_in_one_sequence(method, dtype):
+    # a real matrix first made the solutions real: the complex systems' solutions lost
+    # their imaginary parts (true residual 0.51) and were reported converged
+    n = 10
+    A = sp.diags([-1.0, 4.0, -1.5], [-1, 0, 1], shape=(n, n), format="csr", dtype=dtype)
+    S = sp.diags([-1.0, 4.0, -1.0], [-1, 0, 1], shape=(n, n), format="csr", dtype=dtype)
+    mats = [A, (A + 1j * sp.eye(n)).tocsr(), S, (S + 0.5j * sp.eye(n)).tocsr()]
+    b = np.ones((len(mats), n))
+    res = solve_sequence(mats, b, method=method, rtol=1e-10)
+    assert np.iscomplexobj(res.solutions) and res.converged.all()
+    for M, x, rb in zip(mats, res.solutions, res.residuals, strict=True):
+        true = np.linalg.norm(1.0 - M.astype(np.complex128) @ x) / np.sqrt(n)
+        assert true <= 1e-10 * 1.0001 and true == pytest.approx(rb, rel=1e-3, abs=1e-15)
+        np.testing.assert_allclose(x, spla.spsolve(M.astype(np.complex128).tocsc(), b[0]),
+                                   rtol=1e-8)
+
+
 def test_recycling_switch_off_is_reported(darcy_sequence):
     """The adaptive policy never changes a method silently: the result says so."""
     _, mats = darcy_sequence
