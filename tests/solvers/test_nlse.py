@@ -39,6 +39,12 @@ def test_reference_entropies_of_the_single_soliton():
     assert round(float(e["renyi_2"]), 3) == 2.732
     assert round(float(e["tsallis_2"]), 3) == 0.935
     assert e["renyi_0"] >= e["shannon"] >= e["renyi_2"] >= e["renyi_inf"]
+    # a half-precision field: computed in double, as invariants are (float16 arithmetic
+    # dropped the tails: renyi_0 4.32 against 5.04 for |psi| of the same soliton)
+    low = nlse.entropies(np.abs(psi).astype(np.float16))
+    high = nlse.entropies(np.abs(psi).astype(np.float16).astype(np.float64))
+    for key, value in high.items():
+        assert low[key] == pytest.approx(value, rel=1e-12), key
 
 
 @pytest.mark.parametrize("m", [64, 128])
@@ -762,3 +768,45 @@ def test_invariants_entropies_and_cases_refuse_what_they_cannot_take():
     # a soliton pair's shift formula at a valid input (eta 1, 1.2; v +-1), by hand
     log = np.log((2.2**2 + 4) / (0.2**2 + 4))
     assert nlse.cases.collision_shifts(1.0, 1.2, 1.0, -1.0) == pytest.approx((log, -log / 1.2))
+
+
+@pytest.mark.parametrize("method", ["ip-dop853", "scipy-dop853"])
+def test_max_steps_bounds_either_method(method):
+    # scipy-dop853 ignored max_steps (solve_ivp has no such limit) and ran to the end
+    from pdeforge.errors import ConvergenceError
+
+    x = nlse.grid(64, 40.0)
+    psi0 = nlse.soliton(x, 0, eta=1.0)
+    times = np.linspace(0.0, 1.0, 41)
+    kw = dict(length=40.0, times=times, rtol=1e-10, atol=1e-12, method=method,
+              dealias=False, filter_strength=None)
+    with pytest.raises(ConvergenceError, match="3 steps reached at t="):
+        nlse.solve(psi0, max_steps=3, **kw)
+    full = nlse.solve(psi0, **kw)
+
+    def passes(limit: int) -> bool:
+        try:
+            np.testing.assert_array_equal(nlse.solve(psi0, max_steps=limit, **kw), full)
+        except ConvergenceError:
+            return False
+        return True
+
+    lo, hi = 3, 256  # the fewest steps that suffice, by bisection
+    assert passes(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if passes(mid) else (mid, hi)
+    if method == "scipy-dop853":
+        # the outputs' dense evaluations (3 a step with outputs) are not steps: the
+        # bound is below what counting solve_ivp's evaluations 12 a step would give
+        from scipy.integrate import solve_ivp
+
+        k = nlse.wavenumbers(64, 40.0)
+
+        def rate(_t, y):
+            psi = np.fft.ifft(y)
+            return -0.5j * k**2 * y + np.fft.fft(1j * np.abs(psi) ** 2 * psi)
+
+        sol = solve_ivp(rate, (0.0, 1.0), np.fft.fft(psi0), method="DOP853", rtol=1e-10,
+                        atol=1e-12, t_eval=times)
+        assert 12 * hi + 2 < sol.nfev

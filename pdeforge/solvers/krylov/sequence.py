@@ -596,7 +596,15 @@ def solve_sequence(
 
     def run(strategy: _Strategy, i: int) -> None:
         t = time.perf_counter()
-        X[i], its[i], res[i], conv[i] = strategy.solve(mats[i], B[i])
+        try:
+            X[i], its[i], res[i], conv[i] = strategy.solve(mats[i], B[i])
+        except (ValueError, RuntimeError) as exc:
+            # a preconditioner that cannot be built for this matrix (ILU(0)'s zero pivot,
+            # spilu's singular factor, AMG on an indefinite one): which system, as the
+            # input checks say it (only exc.partial told)
+            if isinstance(exc, RuntimeError) and "singular" not in str(exc):
+                raise
+            raise SolverInputError(f"system {i}: {exc}") from exc
         secs[i] = time.perf_counter() - t
         solved[i] = True
         if progress is not None:

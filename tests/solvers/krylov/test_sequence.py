@@ -155,6 +155,19 @@ def test_real_and_complex_matrices_in_one_sequence(method, dtype):
                                    rtol=1e-8)
 
 
+def test_a_preconditioner_that_cannot_be_built_names_its_system():
+    # ILU(0)'s zero pivot on the third system raised a plain ValueError without saying
+    # which system (only exc.partial told)
+    from pdeforge.errors import SolverInputError
+
+    n = 20
+    S = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(n, n), format="csr")
+    mats = [S, 1.1 * S, (S - 3 * sp.eye(n)).tocsr()]
+    with pytest.raises(SolverInputError, match="system 2: ilu0 broke down") as info:
+        solve_sequence(mats, np.ones((3, n)), method="gmres", preconditioner="ilu0")
+    assert info.value.partial.solved.tolist() == [True, True, False]
+
+
 def test_recycling_switch_off_is_reported(darcy_sequence):
     """The adaptive policy never changes a method silently: the result says so."""
     _, mats = darcy_sequence
