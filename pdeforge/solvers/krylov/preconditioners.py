@@ -174,8 +174,9 @@ def build_preconditioner(kind: str | None, A) -> Preconditioner:
             # measured: convection-diffusion 40^2 at cell Peclet 5, the V-cycle amplified
             # vectors by 2e14 and GCRO-DR ended further from b than x = 0
             raise SolverInputError(
-                f"amg (smoothed aggregation) is for symmetric (Hermitian) positive definite "
-                f"matrices; this one is not (max |A - A^H| = {asym:.2g}): use 'ilu' or 'ilu0'"
+                f"amg (smoothed aggregation) needs a symmetric (Hermitian) matrix (it is made "
+                f"for positive definite ones); this one is not symmetric (max |A - A^H| = "
+                f"{asym:.2g}): use 'ilu' or 'ilu0'"
             )
         with _seeded_numpy_rng():
             ml = pyamg.smoothed_aggregation_solver(
