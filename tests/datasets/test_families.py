@@ -237,6 +237,14 @@ def test_poisson_of_degree_zero_has_constant_data_and_a_negative_degree_is_refus
         assert np.ptp(field, axis=(1, 2)).max() == 0 and np.abs(field).min() > 0
     with pytest.raises(PdeforgeError, match="--degree must be >= 0, got -1"):
         build_problem("poisson", 16, degree=-1)
+    # nor a series the grid cannot resolve (degree 100000 ran out of memory, a traceback)
+    build_problem("poisson", 16, degree=15)
+    with pytest.raises(PdeforgeError, match="--degree 16 at resolution 16: the grid "
+                                            "resolves series of degree up to 15"):
+        build_problem("poisson", 16, degree=16)
+    build_problem("thermal", 10, temperature_degree=9)
+    with pytest.raises(PdeforgeError, match="--temperature-degree 10 at resolution 10"):
+        build_problem("thermal", 10, temperature_degree=10)
 
 
 @pytest.mark.parametrize(("name", "n"), [("helmholtz", 32), ("helmholtz3d", 16)])

@@ -106,6 +106,14 @@ def test_options_that_would_defeat_the_resolution_check_are_refused():
         build_problem("nlse", 64, filter=True)
     with pytest.raises(PdeforgeError, match="above 32768: choose a smaller"):
         build_problem("nlse", 8192, oversample="8")
+    # lengths no grid resolves, or double precision cannot square (an OverflowError
+    # traceback at --length 1e300)
+    with pytest.raises(PdeforgeError, match=r"--length 1e\+06: even the finest grid "
+                                            r"\(32768 points.*1 / --eta-min = 2"):
+        build_problem("nlse", 64, length=1e6, eta_min=0.5)
+    build_problem("nlse", 64, length=1e6, initial="smooth")  # smooth fields: any scale
+    with pytest.raises(PdeforgeError, match="beyond what double precision squares"):
+        build_problem("nlse", 64, length=1e300, initial="smooth")
     problem = build_problem("nlse", 64, filter=True, oversample="2", t_end=0.2, n_times=3)
     out = problem.generate(0, [0, 1])
     assert np.isnan(out["spectral_tail"]).all() and (out["oversample"] == 2).all()

@@ -255,6 +255,13 @@ class Poisson(LinearFamily):
     def resolve_options(self, options: dict[str, Any]) -> dict[str, Any]:
         if options["degree"] < 0:
             raise PdeforgeError(f"--degree must be >= 0, got {options['degree']}")
+        if options["degree"] >= self.resolution:
+            # (degree 100000 ran out of memory in a traceback): a series of n or more
+            # Chebyshev terms is not resolved by n points a side
+            raise PdeforgeError(
+                f"--degree {options['degree']} at resolution {self.resolution}: the grid "
+                f"resolves series of degree up to {self.resolution - 1}; lower --degree or "
+                "raise --resolution")
         return super().resolve_options(options)
 
     def field_specs(self) -> list[VarSpec]:
@@ -308,6 +315,15 @@ class Thermal(LinearFamily):
                True),
         *SOLVER_OPTIONS,
     )
+
+    def resolve_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        if options["temperature_degree"] >= self.resolution:
+            # as poisson's --degree: n points along an edge resolve degree n - 1
+            raise PdeforgeError(
+                f"--temperature-degree {options['temperature_degree']} at resolution "
+                f"{self.resolution}: the edges resolve series of degree up to "
+                f"{self.resolution - 1}; lower --temperature-degree or raise --resolution")
+        return super().resolve_options(options)
 
     def plate(self) -> np.ndarray:
         """True on the plate's cells, False in the slot: on each axis the run of

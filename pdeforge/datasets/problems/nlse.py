@@ -52,6 +52,9 @@ from pdeforge.errors import ConvergenceError, PdeforgeError
 
 IC_KINDS = ("solitons", "smooth", "mixed")
 OVERSAMPLE_CHOICES = ("auto", "1", "2", "4", "8")
+# the largest domain length whose square (the smooth fields' envelope) double precision
+# holds with room: 2 (L / 8)^2 and x^2 stay far below 1.8e308
+MAX_LENGTH = 1e150
 # the smallest part of a shard's work passed on to the progress bar at once
 PROGRESS_PIECE = 0.02
 #: the finest grid ``oversample="auto"`` solves on
@@ -132,6 +135,20 @@ class NLSE(ProblemFamily):
                 "where auto measures whether a sample is resolved; drop --filter, or fix the "
                 "grid with --oversample 1, 2, 4 or 8 (then spectral_tail is not measured)"
             )
+        if options["length"] > MAX_LENGTH:
+            # the smooth fields' envelope exp(-x^2 / (2 (L / 8)^2)) squares L
+            raise PdeforgeError(
+                f"--length {options['length']:g} is beyond what double precision squares "
+                "(the smooth fields' Gaussian envelope); choose a physical domain length")
+        widest = 1.0 / options["eta_min"]  # a soliton's width, 1 / eta
+        finest = options["length"] / MAX_SOLVED_POINTS  # the step of the finest grid
+        if options["initial"] != "smooth" and finest > widest:
+            # (--length 1e300 ended in an OverflowError traceback): no soliton of the
+            # distribution is resolved even on the finest grid oversampling reaches
+            raise PdeforgeError(
+                f"--length {options['length']:g}: even the finest grid ({MAX_SOLVED_POINTS} "
+                f"points, step {finest:.3g}) is coarser than the widest soliton (1 / "
+                f"--eta-min = {widest:.3g}); choose a shorter --length or a smaller --eta-min")
         if options["oversample"] != "auto":
             points = int(options["oversample"]) * self.resolution
             if points > MAX_SOLVED_POINTS:
