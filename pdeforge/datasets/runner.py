@@ -519,7 +519,7 @@ def generate(
             f"(indices {_short_list(nonconverged)}); they are stored with converged=false"
             + (f" ({overflowed} for NaN/inf fields in {config['dtype']}, see above)"
                if overflowed else "")
-            + (f". {prob.nonconverged_hint}" if prob.nonconverged_hint and solver_failed
+            + (f". {advice}" if (advice := prob.nonconverged_advice(used)) and solver_failed
                else ""),
             stacklevel=2,
         )

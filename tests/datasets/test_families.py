@@ -247,6 +247,16 @@ def test_poisson_of_degree_zero_has_constant_data_and_a_negative_degree_is_refus
         build_problem("thermal", 10, temperature_degree=10)
 
 
+def test_too_few_points_per_wavelength_names_both_wave_number_options():
+    # --k-sigma 50 was reported as "--k0 5 leaves 0.0 grid points ... use a smaller --k0"
+    with pytest.raises(PdeforgeError, match=r"--k0 5 with --k-sigma 50 \(wave numbers up to "
+                                            r"about k0 exp\(2 k_sigma\) = .*a smaller --k-sigma"):
+        build_problem("helmholtz", 24, k0=5.0, k_sigma=50.0)
+    with pytest.raises(PdeforgeError, match="leaves 3.0 grid points per wavelength"):
+        build_problem("helmholtz", 24, k0=16 * np.pi, k_sigma=0.0)  # 2 pi / k0 * 24 = 3
+    build_problem("helmholtz", 24, k0=7.9 * np.pi, k_sigma=0.0)  # 6.1 points: accepted
+
+
 @pytest.mark.parametrize(("name", "n"), [("helmholtz", 32), ("helmholtz3d", 16)])
 def test_a_source_narrower_than_the_grid_resolves_is_refused(name, n):
     with pytest.raises(PdeforgeError, match=r"--source-width 0.001 is below half the cell"):
@@ -254,3 +264,16 @@ def test_a_source_narrower_than_the_grid_resolves_is_refused(name, n):
     # at half a cell the nearest cell centre always sees the source
     out = build_problem(name, n, source_width=0.5 / n, solver="direct").generate(0, range(4))
     assert (np.abs(out["source"]).reshape(4, -1).max(axis=1) > 0).all()
+
+
+def test_unconverged_samples_of_a_direct_solve_are_not_told_to_raise_maxiter(tmp_path):
+    # after a direct solve the advice was "raise --maxiter, choose another
+    # --preconditioner, or --solver direct"
+    with pytest.warns(UserWarning, match="2 of 2 samples did not converge") as said:
+        generate("advection-diffusion", 2, tmp_path / "a.nc", resolution=12, progress=False,
+                 options={"velocity": 1e30})
+    text = " ".join(str(w.message) for w in said)
+    assert "The sparse direct solve left a residual above --rtol" in text
+    assert "--maxiter" not in text
+    problem = build_problem("advection-diffusion", 12)
+    assert "--maxiter" in problem.nonconverged_advice(["skr(gcrodr)"])

@@ -95,6 +95,11 @@ class ProblemFamily(ABC):
     #: the warning of `pdeforge generate`)
     nonconverged_hint: str = ""
 
+    def nonconverged_advice(self, solvers_used: Sequence[str] = ()) -> str:
+        """What to change when samples did not converge, given the solvers that ran
+        (``SOLVER_USED`` of the shards); by default :attr:`nonconverged_hint`."""
+        return self.nonconverged_hint
+
     def __init__(self, resolution: int | None = None, **options: Any) -> None:
         resolution = self.default_resolution if resolution is None else resolution
         if int(resolution) != resolution:

@@ -57,11 +57,17 @@ class Helmholtz(LinearFamily):
             options["k0"] = self.default_k0
         if options["k_sigma"] < 0:
             raise PdeforgeError(f"--k-sigma must be >= 0, got {options['k_sigma']}")
-        ppw = 2 * np.pi / (options["k0"] * np.exp(2 * options["k_sigma"])) * self.resolution
+        # the wave number two standard deviations up (k0 exp(k_sigma g), g a unit GRF;
+        # samples reach beyond it now and then: an estimate, not a bound)
+        k_high = options["k0"] * np.exp(2 * options["k_sigma"])
+        ppw = 2 * np.pi / k_high * self.resolution
         if ppw < 6:
+            # (it named --k0 alone, also when --k-sigma made the wave numbers large)
             raise PdeforgeError(
-                f"--k0 {options['k0']:g} leaves {ppw:.1f} grid points per wavelength at "
-                f"resolution {self.resolution}: use a finer --resolution or a smaller --k0"
+                f"--k0 {options['k0']:g} with --k-sigma {options['k_sigma']:g} (wave numbers "
+                f"up to about k0 exp(2 k_sigma) = {k_high:.3g}) leaves {ppw:.1f} grid points "
+                f"per wavelength at resolution {self.resolution}: use a finer --resolution, "
+                "a smaller --k0 or a smaller --k-sigma"
             )
         h = 1.0 / self.resolution
         if options["source_width"] < h / 2:

@@ -70,6 +70,19 @@ class LinearSample:
 class LinearFamily(ProblemFamily):
     """A family solved by one sparse linear system per sample on a d-dimensional grid."""
 
+    def nonconverged_advice(self, solvers_used: Sequence[str] = ()) -> str:
+        if solvers_used and all(name == "direct" for name in solvers_used):
+            # no iteration to raise, no preconditioner to change (the advice was
+            # "raise --maxiter ... or --solver direct" after a direct solve)
+            return (
+                "The sparse direct solve left a residual above --rtol: the systems are too "
+                "ill-conditioned for double precision with these inputs (extreme "
+                "coefficients: narrow the options' range, e.g. a velocity against the "
+                "smallest diffusivity, or the ratio of the coefficient's values); "
+                "`pdeforge info` shows the residuals"
+            )
+        return self.nonconverged_hint
+
     nonconverged_hint = (
         "The iterative solver did not reach --rtol within --maxiter (`pdeforge info` shows "
         "the residuals): raise --maxiter, choose another --preconditioner, or --solver "
