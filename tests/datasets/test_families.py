@@ -277,3 +277,27 @@ def test_unconverged_samples_of_a_direct_solve_are_not_told_to_raise_maxiter(tmp
     assert "--maxiter" not in text
     problem = build_problem("advection-diffusion", 12)
     assert "--maxiter" in problem.nonconverged_advice(["skr(gcrodr)"])
+
+
+@pytest.mark.parametrize("solver", ["direct", "gmres", "skr"])
+def test_a_sample_without_a_solution_is_stored_not_converged_and_the_others_solved(
+        solver, tmp_path):
+    # extreme but accepted options (--velocity 1e37, --k-low 1e-300) made singular
+    # matrices that aborted the whole run: "system 0: matrix is singular ... check the
+    # assembly"
+    import scipy.sparse as sp
+
+    prob = build_problem("darcy", 12, solver=solver)
+    samples = [prob.build(0, i) for i in range(4)]
+    singular = sp.lil_matrix(samples[1].A)
+    singular[5, :] = 0.0
+    samples[1].A = sp.csr_matrix(singular)
+    samples[2].A = sp.csr_matrix(samples[2].A * 0.0 + sp.eye(samples[2].A.shape[0]) * 0.0)
+    steps: list[int] = []
+    out = prob._solve(samples, steps.append)
+    assert out["converged"].tolist() == [True, False, False, True]
+    assert np.isnan(out["solution"][[1, 2]]).all() and np.isfinite(out["solution"][[0, 3]]).all()
+    assert sum(steps) == 4  # each sample once on the bar, though the sequence ran again
+    with pytest.warns(UserWarning, match="3 of 3 samples did not converge"):
+        generate("advection-diffusion", 3, tmp_path / "a.nc", resolution=12, progress=False,
+                 options={"velocity": 1e37, "solver": solver})

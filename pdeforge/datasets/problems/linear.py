@@ -30,6 +30,7 @@ from pdeforge.datasets.problems.base import SOLVER_USED, Option, ProblemFamily
 from pdeforge.errors import PdeforgeError
 from pdeforge.solvers.diffusion import grid_points
 from pdeforge.solvers.krylov import METHODS, PRECONDITIONERS, solve_sequence
+from pdeforge.solvers.krylov.base import UnsolvableSystemError
 
 SOLVER_OPTIONS = (
     Option("solver", str, "auto", "linear solver: sorted+recycled (skr), recycled (gcrodr), "
@@ -249,14 +250,36 @@ class LinearFamily(ProblemFamily):
         residuals = np.full(n, np.nan)
         solutions: dict[int, np.ndarray] = {}
         used = None
-        if valid:
-            res = solve_sequence(
-                [samples[k].A for k in valid], np.stack([samples[k].b for k in valid]),
-                features=np.stack([samples[k].features for k in valid]), method=c["solver"],
-                rtol=c["rtol"], restart=c["restart"], recycle=c["recycle"],
-                preconditioner=c["preconditioner"],  # "auto": solve_sequence resolves it
-                maxiter=c["maxiter"], spd=self.spd, progress=progress, dim=self.dim,
-            )
+        res = None
+        # the bar hears of each sample once, also when a sequence is solved again
+        reported = [0]
+
+        def advance(k: int) -> None:
+            step = min(k, n - reported[0])
+            if progress is not None and step > 0:
+                progress(step)
+                reported[0] += step
+
+        while valid:
+            try:
+                res = solve_sequence(
+                    [samples[k].A for k in valid], np.stack([samples[k].b for k in valid]),
+                    features=np.stack([samples[k].features for k in valid]),
+                    method=c["solver"], rtol=c["rtol"], restart=c["restart"],
+                    recycle=c["recycle"],
+                    preconditioner=c["preconditioner"],  # "auto": solve_sequence resolves it
+                    maxiter=c["maxiter"], spd=self.spd, progress=advance, dim=self.dim,
+                )
+                break
+            except UnsolvableSystemError as exc:
+                # inputs whose system has no solution in double precision (a zero row or
+                # a singular factor from extreme coefficients: --velocity 1e37, --k-low
+                # 1e-300): that sample is stored not converged with NaN outputs and the
+                # others solved again (it aborted the whole run, blaming the assembly)
+                if exc.system is None:
+                    raise
+                valid = [k for j, k in enumerate(valid) if j != exc.system]
+        if res is not None:
             converged[valid] = res.converged
             seconds[valid] = res.seconds + res.sort_seconds / len(valid)
             iterations[valid] = res.iterations
@@ -264,8 +287,7 @@ class LinearFamily(ProblemFamily):
             solutions = dict(zip(valid, res.solutions, strict=True))
             used = (res.method if res.method == "direct" or res.preconditioner == "none"
                     else f"{res.method}/{res.preconditioner}")
-        if progress is not None and len(valid) < n:
-            progress(n - len(valid))
+        advance(n - reported[0])  # the samples without a system, or not solved again
         out: dict[str, list] = {}
         for k, s in enumerate(samples):
             # a non-converged solution is kept as computed, flagged by converged=false and

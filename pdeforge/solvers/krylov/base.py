@@ -114,6 +114,14 @@ def relative_residual(A, x: np.ndarray, b: np.ndarray) -> float:
     return vector_norm(b - A @ x) / (bnorm if bnorm > 0 else 1.0)
 
 
+class UnsolvableSystemError(SolverInputError):
+    """A system that has no solution to compute: NaN or inf in it, a zero row, a singular
+    factorisation. ``system`` is its index in a sequence (set by ``solve_sequence``), so
+    that a dataset can store that sample as not converged and solve the others."""
+
+    system: int | None = None
+
+
 def check_system(A, b: np.ndarray, check_matrix: bool = True) -> np.ndarray:
     """Validate one system; returns b as a 1-D array. Raises ValueError with the fix.
 
@@ -127,18 +135,19 @@ def check_system(A, b: np.ndarray, check_matrix: bool = True) -> np.ndarray:
             f"right-hand side has shape {b.shape}, expected ({A.shape[0]},) to match the matrix"
         )
     if not np.all(np.isfinite(b)):
-        raise SolverInputError("right-hand side contains NaN or inf; fix the data that produced it")
+        raise UnsolvableSystemError(
+            "right-hand side contains NaN or inf; fix the data that produced it")
     if sp.issparse(A) and check_matrix:
         csr = A.tocsr()
         if not np.all(np.isfinite(csr.data)):
-            raise SolverInputError("matrix contains NaN or inf entries")
+            raise UnsolvableSystemError("matrix contains NaN or inf entries")
         empty = np.diff(csr.indptr) == 0
         if empty.any():
             zero_rows = np.flatnonzero(empty)
         else:  # rows whose stored entries are all zero (one pass over the data)
             zero_rows = np.flatnonzero(np.add.reduceat(np.abs(csr.data), csr.indptr[:-1]) == 0)
         if zero_rows.size:
-            raise SolverInputError(
+            raise UnsolvableSystemError(
                 f"matrix is singular: row(s) {zero_rows[:5].tolist()} are zero; "
                 "check the assembly (boundary conditions, masks)"
             )

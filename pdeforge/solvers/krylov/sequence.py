@@ -29,8 +29,13 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from pdeforge.errors import SolverInputError
-from pdeforge.solvers.krylov.base import KrylovResult, check_system, relative_residual
+from pdeforge.errors import PdeforgeError, SolverInputError
+from pdeforge.solvers.krylov.base import (
+    KrylovResult,
+    UnsolvableSystemError,
+    check_system,
+    relative_residual,
+)
 from pdeforge.solvers.krylov.gcrodr import GCRODR
 from pdeforge.solvers.krylov.gmres import gmres
 from pdeforge.solvers.krylov.ilu0 import applies as ilu0_applies
@@ -288,7 +293,8 @@ class _Strategy:
             try:
                 lu = spla.splu(csc, **lu_options(csc, self.spd))
             except RuntimeError as exc:
-                raise SolverInputError(f"matrix is singular ({exc}); check the assembly") from None
+                raise UnsolvableSystemError(
+                    f"matrix is singular ({exc}); check the assembly") from None
             self._factored_matrix, self._lu = A, lu
 
     def solve_many(self, A, B: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -564,7 +570,7 @@ def solve_sequence(
         try:  # a matrix shared by many systems (one PDE, many sources) is checked once
             check_system(A, B[i], check_matrix=A is not mats[i - 1] or i == 0)
         except ValueError as exc:
-            raise SolverInputError(f"system {i}: {exc}") from None
+            raise _for_system(exc, i) from None
     if spd and np.iscomplexobj(mats[0].data):
         raise SolverInputError("spd=True with complex matrices: the recycled CG works in real "
                                "arithmetic; leave spd unset (complex Hermitian systems are solved "
@@ -598,13 +604,25 @@ def solve_sequence(
         t = time.perf_counter()
         try:
             X[i], its[i], res[i], conv[i] = strategy.solve(mats[i], B[i])
-        except (ValueError, RuntimeError) as exc:
+        except ValueError as exc:
             # a preconditioner that cannot be built for this matrix (ILU(0)'s zero pivot,
-            # spilu's singular factor, AMG on an indefinite one): which system, as the
-            # input checks say it (only exc.partial told)
-            if isinstance(exc, RuntimeError) and "singular" not in str(exc):
+            # AMG on a nonsymmetric one) or a singular factor: which system, as the input
+            # checks say it (only exc.partial told)
+            if isinstance(exc, PdeforgeError) or "infs or NaNs" not in str(exc):
+                raise _for_system(exc, i) from exc
+            # the iteration overflowed (scipy refused the NaN/inf it made: a matrix of
+            # extreme entries, --velocity 1e37): this system is reported not converged,
+            # its residual NaN, and the recycled space and a kept preconditioner, which
+            # may hold the overflow, are dropped for the next systems
+            if getattr(strategy.solver, "reset", None) is not None:
+                strategy.solver.reset()
+            if strategy.cache is not None:
+                strategy.cache = PreconditionerCache(strategy.kind)
+            X[i], its[i], res[i], conv[i] = np.nan, 0, np.nan, False
+        except RuntimeError as exc:  # spilu's singular factor, as above
+            if "singular" not in str(exc):
                 raise
-            raise SolverInputError(f"system {i}: {exc}") from exc
+            raise _for_system(exc, i) from exc
         secs[i] = time.perf_counter() - t
         solved[i] = True
         if progress is not None:
@@ -654,6 +672,17 @@ def solve_sequence(
         exc.partial = result()
         raise
     return result()
+
+
+def _for_system(exc: Exception, i: int) -> SolverInputError:
+    """``exc`` about system ``i`` as the error to raise: "system i: ...", an
+    :class:`UnsolvableSystemError` (with ``system = i``) where the system has no solution
+    to compute, else a :class:`SolverInputError`."""
+    if isinstance(exc, UnsolvableSystemError):
+        err = UnsolvableSystemError(f"system {i}: {exc}")
+        err.system = i
+        return err
+    return SolverInputError(f"system {i}: {exc}")
 
 
 def auto_preconditioner(spd: bool, A) -> str:
@@ -802,7 +831,7 @@ def _solve_all(strategy, order, mats, B, X, res, conv, secs, solved, run, progre
                 try:
                     res[sl], conv[sl] = strategy.solve_many(mats[pos], B[sl], X[sl])
                 except SolverInputError as exc:  # an exactly singular matrix
-                    raise SolverInputError(f"system {pos}: {exc}") from None
+                    raise _for_system(exc, pos) from None
                 secs[sl] = (time.perf_counter() - t) / (sl.stop - sl.start)
                 solved[sl] = True
                 if progress is not None:
