@@ -14,7 +14,6 @@ and the generation config that names the reference solver.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import sys
@@ -763,17 +762,15 @@ PREDICTION_SUFFIXES = (".nc", ".nc4", ".h5", ".hdf5")
 def _warn_other_distribution(inputs: Any, data: xr.Dataset, surrogate: Surrogate) -> None:
     """Warn, as ``pdeforge evaluate`` does, when a pdeforge file was generated with other
     problem options than the training data (another coefficient law, amplitudes, ...)."""
-    from pdeforge.train.evaluate import _distribution_changes, distribution_message
+    from pdeforge.train.evaluate import (
+        _distribution_changes,
+        comparable_config,
+        distribution_message,
+    )
 
-    generation = surrogate.data_info.get("generation_config") or {}
-    try:
-        config = json.loads(str(data.attrs.get("config") or "{}"))
-    except ValueError:
-        return
-    if not all(isinstance(c, dict) and isinstance(c.get("options", {}), dict)
-               for c in (generation, config)):
-        return  # another program's config: nothing to compare
-    changed = _distribution_changes(generation, config)
+    changed = _distribution_changes(
+        comparable_config(surrogate.data_info.get("generation_config")),
+        comparable_config(data.attrs.get("config")))
     if changed:
         warnings.warn(distribution_message(inputs, changed, "the predictions are those of"),
                       UserWarning, stacklevel=3)

@@ -238,14 +238,12 @@ def check_file(path: str | Path, scan_data: bool = True) -> CheckReport:
     except DatasetFormatError as exc:
         report.errors.append(str(exc))
         return report
-    with h5:
-        try:
+    try:
+        with h5, reading(path, "its root attributes"):
             _check_root_attrs(h5, report)
-        except Exception as exc:
-            if not is_hdf5_damage(exc):
-                raise
-            report.errors.append(str(damaged(path, exc, "its root attributes")))
-            return report
+    except DatasetFormatError as exc:  # root attributes that no longer decode
+        report.errors.append(str(exc))
+        return report
     try:
         import h5netcdf
 

@@ -14,10 +14,9 @@ from typing import Any
 
 from pdeforge.datasets.check import (
     check_file,
-    damaged,
-    is_hdf5_damage,
     metadata_only,
     open_h5,
+    reading,
 )
 from pdeforge.datasets.format import (
     ATTR_FORMAT,
@@ -40,44 +39,40 @@ def verify_dataset(path: str | Path, require_complete: bool = True, rules: bool 
     wrongly (a complex field cut to its real part, a missing or non-finite coordinate);
     ``rules=False`` skips them (``pdeforge info`` describes any file it can open).
     """
-    try:
-        with open_h5(path) as h5:
-            fmt = attr_value(h5.attrs, ATTR_FORMAT)
-            if fmt is None:
-                raise DatasetFormatError(
-                    f"{path} is an HDF5 file but not a pdeforge dataset (no root attribute "
-                    f"{ATTR_FORMAT!r}); see DESIGN.md for the format, `pdeforge check` lists "
-                    "what is missing"
-                )
-            if isinstance(fmt, bool) or not isinstance(fmt, int):
-                raise DatasetFormatError(
-                    f"{path} has {ATTR_FORMAT}={fmt!r} ({type(fmt).__name__}); the attribute is "
-                    f"the integer {FORMAT_VERSION}: write it as an integer (h5py: "
-                    f"attrs[{ATTR_FORMAT!r}] = {FORMAT_VERSION})"
-                )
-            if fmt != FORMAT_VERSION:
-                raise DatasetFormatError(
-                    f"{path} has {ATTR_FORMAT}={fmt!r}; this pdeforge reads format "
-                    f"{FORMAT_VERSION}: upgrade pdeforge or regenerate the file"
-                )
-            status = attr_value(h5.attrs, ATTR_STATUS)
-            if require_complete and status is None:
-                raise DatasetFormatError(
-                    f"{path} has no root attribute {ATTR_STATUS!r}: a finished dataset says "
-                    f"{ATTR_STATUS}={STATUS_COMPLETE!r} (DESIGN.md; `pdeforge check` lists what "
-                    "else is missing)"
-                )
-            if require_complete and status != STATUS_COMPLETE:
-                raise DatasetFormatError(
-                    f"{path} is incomplete (status={status!r}); re-run the `pdeforge generate` "
-                    "command that made it, which resumes and finishes it (a file written by "
-                    f"another program: set {ATTR_STATUS}={STATUS_COMPLETE!r} once every sample "
-                    "is in)"
-                )
-    except Exception as exc:
-        if is_hdf5_damage(exc):  # its root attributes no longer decode
-            raise damaged(path, exc) from None
-        raise
+    # (root attributes that no longer decode: the damaged file's error)
+    with reading(path), open_h5(path) as h5:
+        fmt = attr_value(h5.attrs, ATTR_FORMAT)
+        if fmt is None:
+            raise DatasetFormatError(
+                f"{path} is an HDF5 file but not a pdeforge dataset (no root attribute "
+                f"{ATTR_FORMAT!r}); see DESIGN.md for the format, `pdeforge check` lists "
+                "what is missing"
+            )
+        if isinstance(fmt, bool) or not isinstance(fmt, int):
+            raise DatasetFormatError(
+                f"{path} has {ATTR_FORMAT}={fmt!r} ({type(fmt).__name__}); the attribute is "
+                f"the integer {FORMAT_VERSION}: write it as an integer (h5py: "
+                f"attrs[{ATTR_FORMAT!r}] = {FORMAT_VERSION})"
+            )
+        if fmt != FORMAT_VERSION:
+            raise DatasetFormatError(
+                f"{path} has {ATTR_FORMAT}={fmt!r}; this pdeforge reads format "
+                f"{FORMAT_VERSION}: upgrade pdeforge or regenerate the file"
+            )
+        status = attr_value(h5.attrs, ATTR_STATUS)
+        if require_complete and status is None:
+            raise DatasetFormatError(
+                f"{path} has no root attribute {ATTR_STATUS!r}: a finished dataset says "
+                f"{ATTR_STATUS}={STATUS_COMPLETE!r} (DESIGN.md; `pdeforge check` lists what "
+                "else is missing)"
+            )
+        if require_complete and status != STATUS_COMPLETE:
+            raise DatasetFormatError(
+                f"{path} is incomplete (status={status!r}); re-run the `pdeforge generate` "
+                "command that made it, which resumes and finishes it (a file written by "
+                f"another program: set {ATTR_STATUS}={STATUS_COMPLETE!r} once every sample "
+                "is in)"
+            )
     if not rules:
         return
     errors = check_file(path, scan_data=False).errors

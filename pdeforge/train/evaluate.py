@@ -157,6 +157,20 @@ def _few(values: np.ndarray) -> str:
         f", {values[-1]:.4g}]" if len(values) > 3 else "]")
 
 
+def comparable_config(config: Any) -> dict:
+    """A generation config (a dict, or the JSON text of a file's ``config`` attribute) as
+    a dict to compare, or {} where there is nothing to compare: no or invalid JSON, or
+    another program's config, which does not hold its options as a dict."""
+    if isinstance(config, str | bytes):
+        try:
+            config = json.loads(config or "{}")
+        except ValueError:
+            return {}
+    if not isinstance(config, dict) or not isinstance(config.get("options", {}), dict):
+        return {}
+    return config
+
+
 def _distribution_changes(trained: dict, config: dict) -> dict[str, tuple[Any, Any]]:
     """The problem options (not the solver's: :attr:`Option.numerics`) in which a data
     file's generation ``config`` differs from the training data's, as (trained, data)."""
@@ -240,10 +254,7 @@ def evaluate(
                 coords[d] = values[::-1] if d in flipped else values
         kinds = [_axis_kind(h5, d, coords.get(d), list(info.get("periodic_dims", [])))
                  for d in dataset.grid_dims]
-        try:
-            config = json.loads(str(attr_value(h5.attrs, ATTR_CONFIG) or "{}"))
-        except ValueError:
-            config = {}
+        config = comparable_config(attr_value(h5.attrs, ATTR_CONFIG))
     trained_on = info.get("problem") or ""
     if problem and trained_on and problem != trained_on:
         warnings.warn(
@@ -251,12 +262,7 @@ def evaluate(
             "data: the metrics compare a model with another equation's solutions",
             stacklevel=2,
         )
-    generation = info.get("generation_config") or {}
-    # configs that do not hold options as a dict (another program's): nothing compared
-    known = [isinstance(c, dict) and isinstance(c.get("options", {}), dict)
-             for c in (generation, config)]
-    generation, config = (c if ok else {} for c, ok in zip((generation, config), known,
-                                                         strict=True))
+    generation = comparable_config(info.get("generation_config"))
     changed = _distribution_changes(generation, config)
     if changed:
         warnings.warn(distribution_message(data, changed, "the metrics measure"),

@@ -245,6 +245,19 @@ def _chebyshev_2d(coef: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return chebyshev.chebgrid2d(2 * x - 1, 2 * y - 1, coef)
 
 
+def _check_resolved_degree(family: LinearFamily, name: str, options: dict[str, Any],
+                           resolving: str) -> None:
+    """Refuse a Chebyshev series degree (option ``name``) above what the family's grid
+    resolves (``resolving``: "the grid resolves"): n points a side resolve degree n - 1
+    (poisson's --degree 100000 ran out of memory in a traceback)."""
+    degree, n = options[name], family.resolution
+    if degree >= n:
+        flag = next(o.flag for o in family.options if o.name == name)
+        raise PdeforgeError(
+            f"{flag} {degree} at resolution {n}: {resolving} series of degree up to "
+            f"{n - 1}; lower {flag} or raise --resolution")
+
+
 class Poisson(LinearFamily):
     """-Lap u = f on the unit square, u = g on the walls, Chebyshev-series f and g."""
 
@@ -261,13 +274,7 @@ class Poisson(LinearFamily):
     def resolve_options(self, options: dict[str, Any]) -> dict[str, Any]:
         if options["degree"] < 0:
             raise PdeforgeError(f"--degree must be >= 0, got {options['degree']}")
-        if options["degree"] >= self.resolution:
-            # (degree 100000 ran out of memory in a traceback): a series of n or more
-            # Chebyshev terms is not resolved by n points a side
-            raise PdeforgeError(
-                f"--degree {options['degree']} at resolution {self.resolution}: the grid "
-                f"resolves series of degree up to {self.resolution - 1}; lower --degree or "
-                "raise --resolution")
+        _check_resolved_degree(self, "degree", options, "the grid resolves")
         return super().resolve_options(options)
 
     def field_specs(self) -> list[VarSpec]:
@@ -323,12 +330,7 @@ class Thermal(LinearFamily):
     )
 
     def resolve_options(self, options: dict[str, Any]) -> dict[str, Any]:
-        if options["temperature_degree"] >= self.resolution:
-            # as poisson's --degree: n points along an edge resolve degree n - 1
-            raise PdeforgeError(
-                f"--temperature-degree {options['temperature_degree']} at resolution "
-                f"{self.resolution}: the edges resolve series of degree up to "
-                f"{self.resolution - 1}; lower --temperature-degree or raise --resolution")
+        _check_resolved_degree(self, "temperature_degree", options, "the edges resolve")
         return super().resolve_options(options)
 
     def plate(self) -> np.ndarray:

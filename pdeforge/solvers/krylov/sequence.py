@@ -258,6 +258,14 @@ class _Strategy:
         else:
             self.solver = None
 
+    def forget(self) -> None:
+        """Drop what the solves so far left for the next ones: the recycled space and a
+        kept preconditioner (after an iteration that overflowed, they may hold it)."""
+        if self.solver is not None:
+            self.solver.reset()
+        if self.cache is not None:
+            self.cache = PreconditionerCache(self.kind)
+
     @property
     def label(self) -> str:
         if self.method == "skr":
@@ -612,12 +620,8 @@ def solve_sequence(
                 raise _for_system(exc, i) from exc
             # the iteration overflowed (scipy refused the NaN/inf it made: a matrix of
             # extreme entries, --velocity 1e37): this system is reported not converged,
-            # its residual NaN, and the recycled space and a kept preconditioner, which
-            # may hold the overflow, are dropped for the next systems
-            if getattr(strategy.solver, "reset", None) is not None:
-                strategy.solver.reset()
-            if strategy.cache is not None:
-                strategy.cache = PreconditionerCache(strategy.kind)
+            # its residual NaN, and what the next systems would reuse dropped
+            strategy.forget()
             X[i], its[i], res[i], conv[i] = np.nan, 0, np.nan, False
         except RuntimeError as exc:  # spilu's singular factor, as above
             if "singular" not in str(exc):
