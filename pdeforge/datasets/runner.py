@@ -447,6 +447,7 @@ def generate(
         raise PdeforgeError(f"output directory {out.parent} is not writable; choose another "
                             "--out")
     text = config_json(config)
+    _check_room(prob, config, out)
     ranges = _shard_ranges(config["n_samples"], config["shard_size"])
 
     parts = Path(f"{out}.parts")
@@ -509,7 +510,7 @@ def generate(
             raise
     shutil.rmtree(parts)
     if nonconverged:
-        # samples whose fields overflowed the stored dtype were warned about as they
+        # samples whose fields the stored dtype cannot hold were warned about as they
         # were stored; the solver's hint is for the others
         overflow = set(flagged)
         solver_failed = [i for i in nonconverged if i not in overflow]
@@ -517,7 +518,7 @@ def generate(
         warnings.warn(
             f"{len(nonconverged)} of {config['n_samples']} samples did not converge "
             f"(indices {_short_list(nonconverged)}); they are stored with converged=false"
-            + (f" ({overflowed} for NaN/inf fields in {config['dtype']}, see above)"
+            + (f" ({overflowed} for fields {config['dtype']} cannot hold, see above)"
                if overflowed else "")
             + (f". {advice}" if (advice := prob.nonconverged_advice(used)) and solver_failed
                else ""),
@@ -535,7 +536,7 @@ def _run_locked(
 ) -> tuple[list[int], list[int], list[str], list[int]]:
     """Compute the missing shards and assemble ``out`` (the output's lock is held);
     returns the samples not converged, the shards computed, what the solver ran and the
-    samples this run marked not converged for NaN/inf in the stored dtype."""
+    samples this run marked not converged for fields the stored dtype cannot hold."""
     manifest = parts / MANIFEST
     old, source = _partial_config(parts)
     if old is not None and old != config:
@@ -576,7 +577,7 @@ def _run_locked(
     try:
         def store(j: int, block: Mapping[str, np.ndarray]) -> None:
             start = ranges[j][0]
-            block = _flag_nonfinite(prob, config, block, start, flagged)
+            block = _flag_unstorable(prob, config, block, start, flagged)
             try:
                 _write_shard(parts / _SHARD_NAME.format(j), prob, config, text, start, block)
             except OSError as exc:  # a full disk, a folder made read-only, ...
@@ -647,6 +648,54 @@ def _run_locked(
     return nonconverged, pending, used, flagged
 
 
+def bytes_per_sample(prob: ProblemFamily, config: Mapping[str, Any]) -> int:
+    """Bytes one sample takes in the output, uncompressed (every per-sample variable in
+    its stored dtype)."""
+    sizes = {c.name: len(c.values) for c in prob.coordinates()}
+    return sum(
+        int(np.prod([sizes[d] for d in spec.dims], dtype=np.int64))
+        * spec.resolved_dtype(config["dtype"]).itemsize
+        for spec in prob.variables()
+    )
+
+
+def _check_room(prob: ProblemFamily, config: Mapping[str, Any], out: Path) -> None:
+    """Refuse a run whose data cannot fit on the output's disk before computing any of it.
+
+    A run holds its shards and then, while they are assembled, the output beside them:
+    about twice the data. Without this check a mistyped ``--n 1e12`` spent minutes
+    listing its shards and ended in a MemoryError, and a run too big for the disk
+    computed for hours before the disk filled up. Finished shards of a resumed run are
+    on the disk already. Compressed output may be smaller than this estimate, so it is
+    then only warned about.
+    """
+    total = config["n_samples"] * bytes_per_sample(prob, config)
+    parts = Path(f"{out}.parts")
+    kept = sum(p.stat().st_size for p in parts.glob("shard-*.nc")) if parts.is_dir() else 0
+    need = max(0, total - kept) + total
+    free = shutil.disk_usage(out.parent).free
+    if need <= free:
+        return
+    message = (
+        f"--n {config['n_samples']} samples of {prob.name} at this resolution take about "
+        f"{_size(total)} ({_size(need)} with the shards during assembly), but "
+        f"{out.parent.resolve()} has {_size(free)} free"
+    )
+    if config["compression"] == "none":
+        raise PdeforgeError(f"{message}; lower --n or --resolution, or choose an --out on "
+                            "a larger disk")
+    warnings.warn(f"{message} (uncompressed; --compression {config['compression']} may "
+                  "shrink it): the run may stop when the disk is full", stacklevel=3)
+
+
+def _size(n_bytes: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n_bytes < 1024 or unit == "PiB":
+            return f"{n_bytes:.0f} {unit}" if unit == "bytes" else f"{n_bytes:.1f} {unit}"
+        n_bytes /= 1024
+    raise AssertionError  # unreachable: the loop returns at PiB
+
+
 def _what_was_kept(parts: Path) -> str:
     """The end of an error that stops a run: where its finished shards are, if any."""
     if any(parts.glob("shard-*.nc")):
@@ -665,33 +714,62 @@ def _interrupted(exc: BaseException, parts: Path) -> Interrupted:
     )
 
 
-def _flag_nonfinite(
+def _flag_unstorable(
     prob: ProblemFamily, config: Mapping[str, Any], block: Mapping[str, np.ndarray], start: int,
     flagged_out: list[int] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Mark samples whose fields are not finite in the stored dtype as not converged
-    (their indices appended to ``flagged_out``).
+    """Mark samples whose fields the stored dtype cannot hold as not converged (their
+    indices appended to ``flagged_out``).
 
-    A value can be finite in float64 and overflow in float32 (e.g. exp of a large GRF):
-    such a sample must not be stored as converged.
+    A value can be finite in float64 and overflow in float32 (e.g. exp of a large GRF),
+    or a whole field lie below float32's normal range and be stored as zeros: such a
+    sample must not be stored as converged.
     """
     out = dict(block)
-    bad = np.zeros(len(out["converged"]), dtype=bool)
+    converged = np.asarray(out["converged"], dtype=bool)
+    bad = np.zeros(len(converged), dtype=bool)
+    lost = np.zeros(len(converged), dtype=bool)
     for spec in prob.variables():
         if spec.role in (INPUT, OUTPUT) and spec.dims:
-            arr = np.asarray(out[spec.name]).astype(spec.resolved_dtype(config["dtype"]))
+            computed = np.asarray(out[spec.name])
+            arr = computed.astype(spec.resolved_dtype(config["dtype"]))
             bad |= ~np.isfinite(arr.reshape(arr.shape[0], -1)).all(axis=1)
+            if arr.dtype.itemsize < computed.dtype.itemsize:
+                lost |= _lost_in_narrowing(computed, arr)
             out[spec.name] = arr
-    flagged = bad & np.asarray(out["converged"], dtype=bool)
+    lost &= ~bad
+    flagged = (bad | lost) & converged
+    for what, mask in (("NaN/inf fields", bad), ("fields below the smallest normal number "
+                        f"of {config['dtype']} ({np.finfo(config['dtype']).tiny:.1e}), "
+                        "which it rounds to subnormals or zero", lost)):
+        if (mask & converged).any():
+            first = start + int(np.argmax(mask & converged))
+            warnings.warn(
+                f"{int((mask & converged).sum())} sample(s) (first index {first}) have {what} "
+                f"in {config['dtype']}; recorded as not converged (narrow the input "
+                "distribution or use --dtype float64)", stacklevel=2)
     if flagged.any():
-        warnings.warn(
-            f"{int(flagged.sum())} sample(s) (first index {start + int(np.argmax(flagged))}) "
-            f"have NaN/inf fields in {config['dtype']}; recorded as not converged "
-            "(narrow the input distribution or use --dtype float64)", stacklevel=2)
-        out["converged"] = np.asarray(out["converged"], dtype=bool) & ~bad
+        out["converged"] = converged & ~flagged
         if flagged_out is not None:
             flagged_out.extend(int(i) + start for i in np.flatnonzero(flagged))
     return out
+
+
+def _lost_in_narrowing(computed: np.ndarray, stored: np.ndarray) -> np.ndarray:
+    """Samples whose stored values are off the computed ones by more than the stored
+    dtype's rounding of the sample's largest value.
+
+    Rounding to float32 moves a value by at most 2^-24 of itself, so every sample passes
+    but one whose whole field lies below float32's normal range (1.2e-38): a Darcy
+    coefficient of 1e-50 was stored as 0, a field whose solution is not 0. A tiny tail
+    next to values of order one (a soliton's far field) rounds to zero harmlessly.
+    """
+    n = computed.shape[0]
+    with np.errstate(invalid="ignore", over="ignore"):
+        error = np.abs(stored.astype(computed.dtype) - computed).reshape(n, -1)
+        scale = np.abs(computed).reshape(n, -1)
+        tol = 2.0 * np.finfo(stored.dtype).eps * np.nanmax(scale, axis=1, initial=0.0)
+        return np.nanmax(error, axis=1, initial=0.0) > tol
 
 
 def _short_list(values: list[int], limit: int = 10) -> str:

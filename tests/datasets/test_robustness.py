@@ -39,14 +39,19 @@ def test_float32_overflow_is_recorded_not_stored_as_converged(tmp_path):
     assert check_file(res.path).ok
 
 
-def test_samples_lost_to_float32_only_do_not_get_the_solver_s_hint(tmp_path, monkeypatch):
+@pytest.mark.parametrize("scale", [1e300, 1e-50])
+def test_samples_lost_to_float32_only_do_not_get_the_solver_s_hint(tmp_path, monkeypatch,
+                                                                   scale):
+    """Beyond float32's range (inf) or wholly below its normal numbers (zeros, subnormals:
+    a coefficient of 1e-50 was stored as 0 and marked converged)."""
     from pdeforge.datasets.problems.darcy import Darcy
 
     real = Darcy.generate
 
-    def huge(self, seed, indices, progress=None):  # solved, but beyond float32's range
+    def huge(self, seed, indices, progress=None):  # solved, but not storable in float32
         out = real(self, seed, indices, progress)
-        out["solution"][[row for row, i in enumerate(indices) if i == 2]] = 1e300
+        rows = [row for row, i in enumerate(indices) if i == 2]
+        out["solution"][rows] *= scale
         return out
 
     monkeypatch.setattr(Darcy, "generate", huge)
@@ -55,7 +60,10 @@ def test_samples_lost_to_float32_only_do_not_get_the_solver_s_hint(tmp_path, mon
         res = generate("darcy", 4, tmp_path / "h.nc", resolution=8, progress=False)
     assert res.nonconverged == [2]
     (final,) = [str(w.message) for w in caught if "did not converge" in str(w.message)]
-    assert "(1 for NaN/inf fields in float32, see above)" in final
+    assert "(1 for fields float32 cannot hold, see above)" in final
+    (why,) = [str(w.message) for w in caught if "recorded as not converged" in str(w.message)]
+    assert ("NaN/inf fields" if scale > 1 else "below the smallest normal number of float32 "
+            "(1.2e-38)") in why
     assert "raise --maxiter" not in final  # the solver converged: its hint does not apply
 
 
@@ -324,3 +332,13 @@ def test_damaged_bytes_are_never_read_as_data_nor_a_traceback(darcy_file, tmp_pa
     out = capsys.readouterr()
     assert "Traceback" not in out.out + out.err
     assert outcomes["refused"] >= 20, outcomes  # most of a small file is data and headers
+
+
+def test_only_a_field_wholly_below_float32_s_normal_range_is_lost_in_storing_it():
+    field = np.ones((4, 64))
+    field[0, :8] = 1e-50  # a far tail next to values of order one: harmless zeros
+    field[1] *= 1e-50  # the whole field: zeros for a field that is not zero
+    field[2] = 0.0  # zero is zero
+    field[3] *= 1e-30  # small, but float32 holds it to its precision
+    assert runner._lost_in_narrowing(field, field.astype(np.float32)).tolist() == [
+        False, True, False, False]

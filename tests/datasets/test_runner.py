@@ -513,3 +513,36 @@ def test_a_script_without_the_main_guard_is_told_to_add_it(tmp_path):
     assert "Dask could not start 2 local worker processes" in last
     assert 'if __name__ == "__main__":' in last
     assert "another `pdeforge generate` is writing" not in proc.stderr
+
+
+@pytest.mark.parametrize("problem, resolution, dtype, options", [
+    ("darcy", 12, "float32", {}),
+    ("nlse", 32, "float64", {"t_end": 0.1, "n_times": 3, "eta_max": 1.0}),
+])
+def test_the_room_a_run_asks_for_is_the_data_it_writes(tmp_path, problem, resolution, dtype,
+                                                       options):
+    out = generate(problem, 3, tmp_path / "d.nc", resolution=resolution, dtype=dtype,
+                   options=options, progress=False).path
+    prob, config = runner.resolve_config(problem, 3, resolution=resolution, dtype=dtype,
+                                         options=options)
+    with h5py.File(out, "r") as f:
+        stored = sum(f[s.name].size * f[s.name].dtype.itemsize for s in prob.variables())
+    assert runner.bytes_per_sample(prob, config) * 3 == stored
+
+
+def test_a_run_bigger_than_the_disk_is_refused_before_computing(tmp_path, monkeypatch):
+    out = tmp_path / "d.nc"
+    with pytest.raises(PdeforgeError, match=r"--n 1000000000000 samples of darcy .* take about "
+                       r"[0-9.]+ TiB .* has [0-9.]+ \w+ free; lower --n"):
+        generate("darcy", 10**12, out, resolution=8, progress=False)
+    assert not out.exists() and not (tmp_path / "d.nc.parts").exists()
+    real_usage = runner.shutil.disk_usage
+    monkeypatch.setattr(runner.shutil, "disk_usage",
+                        lambda p: real_usage(p)._replace(free=4096))
+    with pytest.raises(PdeforgeError, match=r"take about [0-9.]+ KiB .* has 4.0 KiB free"):
+        generate("darcy", 4, out, resolution=8, progress=False)
+    # compressed output may fit where the estimate does not: a warning, and the run goes
+    # on to the assembly's own check of the shards it wrote
+    with pytest.warns(UserWarning, match="uncompressed; --compression gzip may shrink it"), \
+            pytest.raises(PdeforgeError, match="not enough free space to assemble"):
+        generate("darcy", 4, out, resolution=8, compression="gzip", progress=False)
