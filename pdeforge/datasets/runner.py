@@ -447,6 +447,12 @@ def generate(
         raise PdeforgeError(f"output directory {out.parent} is not writable; choose another "
                             "--out")
     text = config_json(config)
+    for name, why in prob.unused_options().items():
+        if name in (options or {}):
+            warnings.warn(f"--{name.replace('_', '-')} is not used {why}; it is kept in the "
+                          "config", stacklevel=2)
+    for caveat in prob.caveats():
+        warnings.warn(caveat, stacklevel=2)
     _check_room(prob, config, out)
     ranges = _shard_ranges(config["n_samples"], config["shard_size"])
 

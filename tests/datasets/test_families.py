@@ -301,3 +301,37 @@ def test_a_sample_without_a_solution_is_stored_not_converged_and_the_others_solv
     with pytest.warns(UserWarning, match="3 of 3 samples did not converge"):
         generate("advection-diffusion", 3, tmp_path / "a.nc", resolution=12, progress=False,
                  options={"velocity": 1e37, "solver": solver})
+
+
+@pytest.mark.parametrize("problem, options, unused", [
+    ("darcy", {"solver": "direct", "restart": 30, "maxiter": 50}, ["restart", "maxiter"]),
+    ("poisson", {"solver": "gmres", "recycle": 5, "restart": 30}, ["recycle"]),
+    ("darcy", {"coefficient": "lognormal", "k_high": 5.0}, ["k-high"]),
+    ("darcy", {"coefficient": "piecewise", "k_high": 5.0, "solver": "skr"}, []),
+    ("nlse", {"initial": "smooth", "eta_min": 0.7, "t_end": 0.05, "n_times": 2},
+     ["eta-min"]),
+])
+def test_options_these_options_ignore_are_named_when_given(tmp_path, problem, options,
+                                                           unused):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        generate(problem, 2, tmp_path / "d.nc", resolution=16, options=options,
+                 progress=False)
+    said = [str(w.message) for w in caught if "is not used" in str(w.message)]
+    assert [m.split()[0] for m in said] == [f"--{name}" for name in unused], said
+    assert all("it is kept in the config" in m for m in said)
+
+
+def test_a_filtered_nlse_run_says_its_resolution_is_not_measured(tmp_path):
+    from pdeforge.datasets import open_dataset
+
+    with pytest.warns(UserWarning, match=r"--filter: whether a sample is resolved on the grid "
+                      r"\(--oversample 2\) is not measured"):
+        out = generate("nlse", 2, tmp_path / "f.nc", resolution=32, progress=False,
+                       options={"filter": True, "oversample": "2", "t_end": 0.05,
+                                "n_times": 2}).path
+    with open_dataset(out) as ds:
+        assert "resolution not measured" in ds.attrs["solver"]
+        assert "spectral tail <=" not in ds.attrs["solver"]

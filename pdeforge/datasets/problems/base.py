@@ -130,6 +130,17 @@ class ProblemFamily(ABC):
         """Fill options left at None with their resolved values; validate combinations."""
         return options
 
+    def unused_options(self) -> dict[str, str]:
+        """Options that the other options make this config ignore, each with why (e.g.
+        ``{"restart": "with --solver direct"}``); ``generate`` warns about those the user
+        gave. By default none."""
+        return {}
+
+    def caveats(self) -> list[str]:
+        """What these options leave unchecked in the data, for ``generate`` to warn about
+        once before a run (by default nothing)."""
+        return []
+
     def check_first_sample(self, seed: int) -> None:
         """Refuse, before any work, options that sample 0 shows cannot work (a family
         with such options overrides this; by default nothing to check)."""

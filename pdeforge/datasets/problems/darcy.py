@@ -79,6 +79,13 @@ class Darcy(LinearFamily):
         resolve_grf(options, self.dim, *GRF_DEFAULTS[options["coefficient"]])
         return super().resolve_options(options)
 
+    def unused_options(self) -> dict[str, str]:
+        unused = super().unused_options()
+        if self.config["coefficient"] == "lognormal":  # K = exp(GRF): no two levels
+            unused.update(dict.fromkeys(("k_high", "k_low", "threshold"),
+                                        "with --coefficient lognormal (piecewise only)"))
+        return unused
+
     def points(self) -> np.ndarray:
         return grid_points(self.resolution, self.config["scheme"])
 

@@ -113,6 +113,14 @@ class LinearFamily(ProblemFamily):
                 "out, or pick an iterative --solver (skr, gcrodr, gmres)")
         return options
 
+    def unused_options(self) -> dict[str, str]:
+        solver = self.config["solver"]
+        if solver == "direct":  # a sparse LU: no iterations (the preconditioner is refused)
+            return dict.fromkeys(("restart", "recycle", "maxiter"), "with --solver direct")
+        if solver == "gmres":
+            return {"recycle": "with --solver gmres (it recycles nothing)"}
+        return {}
+
     def check_first_sample(self, seed: int) -> None:
         """Refuse ``--preconditioner amg`` before any work when sample 0's matrix is not
         Hermitian (amg is for SPD systems): the first solve found it, under Dask after

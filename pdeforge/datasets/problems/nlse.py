@@ -159,13 +159,35 @@ class NLSE(ProblemFamily):
                 )
         return options
 
+    def unused_options(self) -> dict[str, str]:
+        unused = {}
+        if self.config["initial"] == "smooth":
+            unused.update(dict.fromkeys(("max_solitons", "eta_min", "v_max"),
+                                        "with --initial smooth (it sets solitons)"))
+        if self.config["filter"]:
+            unused["resolution_tol"] = ("with --filter (the filter empties the band's edge, "
+                                        "where the resolution is measured)")
+        return unused
+
+    def caveats(self) -> list[str]:
+        if not self.config["filter"]:
+            return []
+        return [f"--filter: whether a sample is resolved on the grid (--oversample "
+                f"{self.config['oversample']}) is not measured, since the filter empties the "
+                "band's edge; 'converged' says only that the integrator reached --t-end "
+                "within --rtol (spectral_tail is NaN). Without --filter each sample's "
+                "resolution is checked"]
+
     @property
     def solver_name(self) -> str:
         c = self.config
+        grid = (f"grid oversampled {c['oversample']}, resolution not measured (filter)"
+                if c["filter"] else
+                f"grid oversampled {c['oversample']} to a spectral tail <= "
+                f"{c['resolution_tol']:g}")
         return (
             f"pdeforge.solvers.nlse.solve(method=ip-dop853, rtol={c['rtol']:g}, "
-            f"atol={c['atol']:g}, dealias={c['dealias']}, filter={c['filter']}), grid "
-            f"oversampled {c['oversample']} to a spectral tail <= {c['resolution_tol']:g}"
+            f"atol={c['atol']:g}, dealias={c['dealias']}, filter={c['filter']}), {grid}"
         )
 
     def x(self) -> np.ndarray:
