@@ -281,7 +281,7 @@ def test_unconverged_samples_of_a_direct_solve_are_not_told_to_raise_maxiter(tmp
 
 @pytest.mark.parametrize("solver", ["direct", "gmres", "skr"])
 def test_a_sample_without_a_solution_is_stored_not_converged_and_the_others_solved(
-        solver, tmp_path):
+        solver, tmp_path, monkeypatch):
     # extreme but accepted options (--velocity 1e37, --k-low 1e-300) made singular
     # matrices that aborted the whole run: "system 0: matrix is singular ... check the
     # assembly"
@@ -293,11 +293,38 @@ def test_a_sample_without_a_solution_is_stored_not_converged_and_the_others_solv
     singular[5, :] = 0.0
     samples[1].A = sp.csr_matrix(singular)
     samples[2].A = sp.csr_matrix(samples[2].A * 0.0 + sp.eye(samples[2].A.shape[0]) * 0.0)
+    from pdeforge.datasets.problems import linear
+
+    solves: list[int] = []
+    real = linear.solve_sequence
+
+    def counted(*args, progress=None, **kwargs):  # systems solved, failed attempts too
+        def count(k):
+            solves.append(k)
+            progress(k)
+        return real(*args, progress=count, **kwargs)
+
+    monkeypatch.setattr(linear, "solve_sequence", counted)
     steps: list[int] = []
     out = prob._solve(samples, steps.append)
     assert out["converged"].tolist() == [True, False, False, True]
     assert np.isnan(out["solution"][[1, 2]]).all() and np.isfinite(out["solution"][[0, 3]]).all()
-    assert sum(steps) == 4  # each sample once on the bar, though the sequence ran again
+    direct = sp.linalg.spsolve(sp.csc_matrix(samples[3].A), samples[3].b)
+    assert np.allclose(out["solution"][3].ravel(), direct, rtol=1e-6, atol=1e-9 * abs(direct).max())
+    assert sum(steps) == 4  # each sample once on the bar
+    assert sum(solves) == 2  # the zero rows are found before any solve
+    # a singular matrix without a zero row is found by its factorisation, after the
+    # systems before it were solved: those are kept, not solved again
+    if solver == "direct":
+        samples = [prob.build(0, i) for i in range(4)]
+        twin = sp.lil_matrix(samples[2].A)
+        twin[5, :] = twin[6, :]
+        samples[2].A = sp.csr_matrix(twin)
+        solves.clear()
+        out = prob._solve(samples, None)
+        assert out["converged"].tolist() == [True, True, False, True]
+        assert sum(solves) == 3
+    monkeypatch.undo()
     with pytest.warns(UserWarning, match="3 of 3 samples did not converge"):
         generate("advection-diffusion", 3, tmp_path / "a.nc", resolution=12, progress=False,
                  options={"velocity": 1e37, "solver": solver})

@@ -29,7 +29,7 @@ from pdeforge.datasets.format import (
 from pdeforge.datasets.problems.base import SOLVER_USED, Option, ProblemFamily
 from pdeforge.errors import PdeforgeError
 from pdeforge.solvers.diffusion import grid_points
-from pdeforge.solvers.krylov import METHODS, PRECONDITIONERS, solve_sequence
+from pdeforge.solvers.krylov import METHODS, PRECONDITIONERS, SequenceResult, solve_sequence
 from pdeforge.solvers.krylov.base import UnsolvableSystemError
 
 SOLVER_OPTIONS = (
@@ -258,8 +258,6 @@ class LinearFamily(ProblemFamily):
         residuals = np.full(n, np.nan)
         solutions: dict[int, np.ndarray] = {}
         used = None
-        res = None
-        # the bar hears of each sample once, also when a sequence is solved again
         reported = [0]
 
         def advance(k: int) -> None:
@@ -267,6 +265,18 @@ class LinearFamily(ProblemFamily):
             if progress is not None and step > 0:
                 progress(step)
                 reported[0] += step
+
+        def keep(res: SequenceResult, rows: list[int]) -> None:
+            """Store what ``res`` solved of the samples ``valid`` (its systems, in order)."""
+            nonlocal used
+            mine = [valid[j] for j in rows]
+            converged[mine] = res.converged[rows]
+            seconds[mine] = res.seconds[rows] + res.sort_seconds / len(valid)
+            iterations[mine] = res.iterations[rows]
+            residuals[mine] = res.residuals[rows]
+            solutions.update({valid[j]: res.solutions[j] for j in rows})
+            used = (res.method if res.method == "direct" or res.preconditioner == "none"
+                    else f"{res.method}/{res.preconditioner}")
 
         while valid:
             try:
@@ -278,23 +288,23 @@ class LinearFamily(ProblemFamily):
                     preconditioner=c["preconditioner"],  # "auto": solve_sequence resolves it
                     maxiter=c["maxiter"], spd=self.spd, progress=advance, dim=self.dim,
                 )
-                break
             except UnsolvableSystemError as exc:
                 # inputs whose system has no solution in double precision (a zero row or
                 # a singular factor from extreme coefficients: --velocity 1e37, --k-low
-                # 1e-300): that sample is stored not converged with NaN outputs and the
-                # others solved again (it aborted the whole run, blaming the assembly)
+                # 1e-300): that sample is stored not converged with NaN outputs (it
+                # aborted the whole run, blaming the assembly); the systems solved before
+                # it are kept and the rest solved as a sequence of their own
                 if exc.system is None:
                     raise
-                valid = [k for j, k in enumerate(valid) if j != exc.system]
-        if res is not None:
-            converged[valid] = res.converged
-            seconds[valid] = res.seconds + res.sort_seconds / len(valid)
-            iterations[valid] = res.iterations
-            residuals[valid] = res.residuals
-            solutions = dict(zip(valid, res.solutions, strict=True))
-            used = (res.method if res.method == "direct" or res.preconditioner == "none"
-                    else f"{res.method}/{res.preconditioner}")
+                part = getattr(exc, "partial", None)
+                done = [] if part is None else np.flatnonzero(part.solved).tolist()
+                if done:
+                    keep(part, done)
+                drop = {exc.system, *done}
+                valid = [k for j, k in enumerate(valid) if j not in drop]
+                continue
+            keep(res, list(range(len(valid))))
+            break
         advance(n - reported[0])  # the samples without a system, or not solved again
         out: dict[str, list] = {}
         for k, s in enumerate(samples):
