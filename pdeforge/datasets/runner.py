@@ -53,7 +53,7 @@ from pdeforge.datasets.format import (
     config_json,
 )
 from pdeforge.datasets.problems import ProblemFamily, build_problem
-from pdeforge.datasets.problems.base import SOLVER_USED
+from pdeforge.datasets.problems.base import SOLVER_USED, SOLVERS_RAN
 from pdeforge.errors import (
     ConfigMismatchError,
     ConvergenceError,
@@ -232,7 +232,7 @@ def _root_attrs(problem: ProblemFamily, config: Mapping[str, Any],
 
     solver = problem.solver_name
     if solver_used:
-        solver += f"; ran: {', '.join(solver_used)}"
+        solver += f"{SOLVERS_RAN}{', '.join(solver_used)}"
     return {
         ATTR_PROBLEM: problem.name,
         ATTR_SOLVER: solver,

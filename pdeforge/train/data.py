@@ -29,6 +29,7 @@ from pdeforge.datasets.format import (
     ATTR_CONFIG,
     ATTR_FORMAT,
     ATTR_PROBLEM,
+    ATTR_SOLVER,
     SPATIAL_DIMS,
     attr_value,
     coordinate,
@@ -320,10 +321,15 @@ class OperatorDataModule(pl.LightningDataModule):
         if n == 0:
             from pdeforge.datasets.problems import PROBLEMS
 
-            # the advice of the family that made the file (nlse has no --solver)
+            # the advice of the family that made the file (nlse has no --solver), for
+            # the solvers that ran (a direct solve has no --maxiter to raise)
+            from pdeforge.datasets.problems.base import solvers_ran
+
             family = PROBLEMS.get(str(self.info.get("problem") or ""))
-            hint = (family.nonconverged_hint if family is not None and
-                    family.nonconverged_hint else "regenerate it with other solver settings")
+            with open_h5(self.paths[0]) as f:
+                ran = solvers_ran(attr_value(f.attrs, ATTR_SOLVER))
+            hint = ((family.nonconverged_advice(ran) if family is not None else "")
+                    or "regenerate it with other solver settings")
             raise TrainingDataError(
                 f"no converged sample in {', '.join(map(str, self.paths))}: every sample's solve "
                 "failed when the data were generated (`pdeforge info FILE` shows the "

@@ -199,12 +199,14 @@ def test_a_file_written_by_another_program_trains_and_evaluates(tmp_path, monkey
     assert '"n_samples": 20' in proc.stdout
 
 
-@pytest.mark.parametrize(("problem", "advice"), [
-    ("external", "regenerate it with other solver settings"),
-    ("darcy", "choose another --preconditioner, or --solver direct"),
-    ("nlse", "raise --resolution"),  # it was told of a --solver nlse does not have
+@pytest.mark.parametrize(("problem", "solver", "advice"), [
+    ("external", None, "regenerate it with other solver settings"),
+    ("darcy", "x; ran: skr-rcg/amg", "choose another --preconditioner, or --solver direct"),
+    # a direct solve: no --maxiter to raise (generate's own advice, now training's too)
+    ("darcy", "x; ran: direct", "too ill-conditioned for double precision"),
+    ("nlse", None, "raise --resolution"),  # it was told of a --solver nlse does not have
 ])
-def test_a_file_with_no_converged_sample_says_so(tmp_path, problem, advice):
+def test_a_file_with_no_converged_sample_says_so(tmp_path, problem, solver, advice):
     import h5py
 
     from pdeforge.train.data import OperatorDataModule, TrainingDataError
@@ -213,6 +215,8 @@ def test_a_file_with_no_converged_sample_says_so(tmp_path, problem, advice):
     write_foreign_file(data, n=4, converged=0)
     with h5py.File(data, "r+") as f:
         f.attrs["problem"] = problem
+        if solver is not None:
+            f.attrs["solver"] = solver
     with pytest.raises(TrainingDataError, match="no converged sample in .*failed.nc") as info:
         OperatorDataModule(path=str(data)).setup()
     assert advice in str(info.value)

@@ -71,6 +71,17 @@ def sample_rng(seed: int, index: int) -> np.random.Generator:
 #: ran on these samples (e.g. what ``--solver auto`` picked for them); the runner records
 #: it in each shard and joins the shards' names into the file's ``solver`` attribute
 SOLVER_USED = "solver_used"
+#: between the family's solver name and the shards' ``SOLVER_USED`` names in the file's
+#: ``solver`` attribute
+SOLVERS_RAN = "; ran: "
+
+
+def solvers_ran(solver_attribute: Any) -> list[str]:
+    """The ``SOLVER_USED`` names a file's ``solver`` attribute lists (none for a file of
+    another program, or without them)."""
+    if not isinstance(solver_attribute, str) or SOLVERS_RAN not in solver_attribute:
+        return []
+    return solver_attribute.rsplit(SOLVERS_RAN, 1)[1].split(", ")
 
 
 class ProblemFamily(ABC):
@@ -95,10 +106,12 @@ class ProblemFamily(ABC):
     #: the warning of `pdeforge generate`)
     nonconverged_hint: str = ""
 
-    def nonconverged_advice(self, solvers_used: Sequence[str] = ()) -> str:
+    @classmethod
+    def nonconverged_advice(cls, solvers_used: Sequence[str] = ()) -> str:
         """What to change when samples did not converge, given the solvers that ran
-        (``SOLVER_USED`` of the shards); by default :attr:`nonconverged_hint`."""
-        return self.nonconverged_hint
+        (``SOLVER_USED`` of the shards, or :func:`solvers_ran` of a file); by default
+        :attr:`nonconverged_hint`. A class method: training gives it for a file."""
+        return cls.nonconverged_hint
 
     def __init__(self, resolution: int | None = None, **options: Any) -> None:
         resolution = self.default_resolution if resolution is None else resolution

@@ -71,7 +71,8 @@ class LinearSample:
 class LinearFamily(ProblemFamily):
     """A family solved by one sparse linear system per sample on a d-dimensional grid."""
 
-    def nonconverged_advice(self, solvers_used: Sequence[str] = ()) -> str:
+    @classmethod
+    def nonconverged_advice(cls, solvers_used: Sequence[str] = ()) -> str:
         if solvers_used and all(name == "direct" for name in solvers_used):
             # no iteration to raise, no preconditioner to change (the advice was
             # "raise --maxiter ... or --solver direct" after a direct solve)
@@ -82,7 +83,7 @@ class LinearFamily(ProblemFamily):
                 "smallest diffusivity, or the ratio of the coefficient's values); "
                 "`pdeforge info` shows the residuals"
             )
-        return self.nonconverged_hint
+        return cls.nonconverged_hint
 
     nonconverged_hint = (
         "The iterative solver did not reach --rtol within --maxiter (`pdeforge info` shows "
