@@ -218,8 +218,11 @@ class Surrogate:
         own = self._meta.get("validation")  # these weights' scores (older checkpoints: none)
         monitor = validation.get("monitor", "val/rel_l2")
         if isinstance(own, dict) and monitor in own:
-            validation.update(monitor=monitor, score=float(own[monitor]),
-                              epoch=int(own.get("epoch", -1)) + 1)
+            # epoch: Lightning's index, as in the checkpoints' names (best-epoch=004.ckpt)
+            # and its progress bar; after_epochs: how many epochs had trained (5 there)
+            epoch = int(own.get("epoch", -1))
+            validation.update(monitor=monitor, score=float(own[monitor]), epoch=epoch,
+                              after_epochs=epoch + 1)
         elif validation and validation["best_checkpoint"] == Path(self.path).name:
             validation["score"] = validation["best_score"]
         return {

@@ -189,10 +189,13 @@ def test_each_checkpoint_reports_its_own_validation_score(trained):
     scores = trained[0].trainer.checkpoint_callback.best_k_models
     assert best.info()["validation"]["score"] == pytest.approx(float(scores[str(best_path)]))
     best_epoch = torch.load(best_path, weights_only=True)["epoch"]
-    assert best.info()["validation"]["epoch"] == best_epoch + 1
+    # the index the file is named by (best-epoch=NNN), and how many epochs had trained
+    assert best.info()["validation"]["epoch"] == best_epoch
+    assert best_path.name == f"best-epoch={best_epoch:03d}.ckpt"
+    assert best.info()["validation"]["after_epochs"] == best_epoch + 1
     final = float(trained[0].trainer.callback_metrics["val/rel_l2"])  # the last epoch's
     v = last.info()["validation"]
-    assert v["score"] == pytest.approx(final) and v["epoch"] == 3
+    assert v["score"] == pytest.approx(final) and v["after_epochs"] == 3 and v["epoch"] == 2
     assert v["best_score"] == pytest.approx(best.info()["validation"]["score"])
     assert v["best_checkpoint"] == best_path.name
     assert ("run's best" in repr(last)) == (v["score"] != pytest.approx(v["best_score"]))
