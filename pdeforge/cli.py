@@ -341,6 +341,15 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # while the parser imports the families (scipy, ...):
+        # a 20-line traceback of importlib for a Ctrl-C in the first second
+        print("pdeforge: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     if argv[:1] == ["train"]:  # everything after `train` belongs to LightningCLI (--help too)

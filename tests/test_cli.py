@@ -171,3 +171,16 @@ def test_commands_outside_nlse_and_training_do_not_import_torch(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_ctrl_c_while_the_parser_imports_is_one_line(monkeypatch, capsys):
+    """A Ctrl-C in the first second (the families' imports, scipy's) printed importlib's
+    traceback."""
+    from pdeforge import cli
+
+    def importing():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", importing)
+    assert cli.main(["info", "x.nc"]) == 130
+    assert capsys.readouterr().err == "pdeforge: interrupted\n"
