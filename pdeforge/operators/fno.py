@@ -24,6 +24,7 @@ from pdeforge.operators.base import (
     real_numel,
     records_config,
 )
+from pdeforge.operators.spectral_conv import SpectralConv
 
 
 def neuralop_fno(
@@ -61,7 +62,8 @@ def neuralop_fno(
             f"domain_padding must be None (no padding) or a fraction >= 0 of the grid, got "
             f"{domain_padding!r}"
         )
-    kwargs: dict[str, Any] = {}
+    # the spectral layers' forward corrected (odd grids, float64): spectral_conv.py
+    kwargs: dict[str, Any] = {"conv_module": SpectralConv}
     if factorization is not None:
         kwargs.update(factorization=factorization, rank=rank, implementation="factorized")
     return _NeuralopFNO(

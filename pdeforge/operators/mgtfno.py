@@ -3,8 +3,12 @@
 Kossaifi et al., "Multi-Grid Tensorized Fourier Neural Operator for High-Resolution PDEs"
 (TMLR 2024). Two ideas, both taken from neuraloperator:
 
-* TFNO: the spectral weights of every layer form one tensor, Tucker-factorised to a
-  fraction ``rank`` of its size (``neuralop.models.FNO(factorization="tucker")``);
+* TFNO: each layer's spectral weights are one tensor, Tucker-factorised to a fraction
+  ``rank`` of its size (``neuralop.models.FNO(factorization="tucker")``). The paper
+  factorises the weights of all layers jointly; neuraloperator 2.0 builds one
+  factorisation a layer (its ``joint_factorization`` is documented but unused), so this
+  model does too: at rank 0.1 the spectral weights shrink about 9x, not the paper's
+  joint compression;
 * multigrid patching (``neuralop.training.patching.MultigridPatching2D``): the grid is
   split into 2^L x 2^L patches (with a circular margin of ``padding_fraction``), and each
   patch also receives L coarser, wider views of its surroundings (the field subsampled by
@@ -12,7 +16,8 @@ Kossaifi et al., "Multi-Grid Tensorized Fourier Neural Operator for High-Resolut
   2^L times smaller per axis. Outputs of the patches are cropped and stitched back.
 
 The wrapper always stitches (grid in, grid out, like every pdeforge operator), pads grids
-whose size is not a multiple of 2^L and crops the result. neuraloperator's patching is
+whose size is not a multiple of 2^L (repeating the edge: a periodic field gets a seam
+where the circular margins wrap) and crops the result. neuraloperator's patching is
 2D only; the 1D patching here is written by hand to the same recipe.
 """
 
