@@ -33,7 +33,7 @@ from pdeforge.surrogate import (
 )
 from pdeforge.train.checkpoint import load_module
 from pdeforge.train.data import Subsampled, extra_dims_record
-from pdeforge.train.metrics import OperatorMetrics
+from pdeforge.train.metrics import OperatorMetrics, grid_steps
 
 
 class EvaluationError(PdeforgeError, ValueError):
@@ -335,6 +335,9 @@ def evaluate(
     data_set = Subsampled(dataset, stride, module.hparams.dim, starts)
     loader = DataLoader(data_set, batch_size=batch_size, shuffle=False)
     metrics = OperatorMetrics(module.hparams.out_channels, module.hparams.dim).to(device)
+    # rel_h1 on the evaluated points' physical steps (a unit domain where they have none)
+    metrics.set_grid(grid_steps(kept, list(dataset.grid_dims)),
+                     [d in periodic for d in dataset.grid_dims])
     model = module
     if resample and other_grid:
         surrogate = Surrogate(module, saved, str(checkpoint), device)

@@ -21,7 +21,7 @@ from neuralop.losses import H1Loss, LpLoss
 
 from pdeforge import __version__, operators
 from pdeforge.errors import PdeforgeError
-from pdeforge.train.metrics import OperatorMetrics
+from pdeforge.train.metrics import OperatorMetrics, grid_steps
 from pdeforge.train.normalizer import ChannelNormalizer
 
 LOSSES = ("l2", "h1")
@@ -158,6 +158,7 @@ class OperatorModule(pl.LightningModule):
             return
         self._check_data(datamodule)
         self.data_info = dict(datamodule.info)
+        self._metrics_grid()
         normalize = (
             stage == "fit"
             and self.hparams.normalize == "gaussian"
@@ -445,7 +446,18 @@ class OperatorModule(pl.LightningModule):
                 "checkpoint was trained with, or start without --ckpt_path"
             )
         self.data_info = before
+        self._metrics_grid()
         self._check_state(checkpoint.get("state_dict"))
+
+    def _metrics_grid(self) -> None:
+        """Give the metrics the data's physical grid steps and periodic axes (rel_h1)."""
+        info = self.data_info
+        dims = list(info.get("grid_dims", []))
+        steps = grid_steps(info.get("coords", {}), dims)
+        periodic = [d in info.get("periodic_dims", []) for d in dims]
+        if steps is not None and len(steps) == self.hparams.dim and all(h > 0 for h in steps):
+            for metrics in (self.val_metrics, self.test_metrics):
+                metrics.set_grid(steps, periodic)
 
     def _check_state(self, state: Any) -> None:
         """Raise a :class:`~pdeforge.train.checkpoint.CheckpointError` naming the tensors of
