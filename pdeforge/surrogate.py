@@ -14,7 +14,6 @@ and the generation config that names the reference solver.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import sys
 import time
@@ -29,6 +28,15 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from pdeforge.datasets.format import CONVERGED, SAMPLE, SPATIAL_DIMS
+from pdeforge.datasets.grid import (
+    CELL,
+    GRID_ATTR,
+    PERIODIC,
+    axis_extent,
+    axis_kind,
+    axis_points,
+    is_cell_centred,  # noqa: F401  (re-exported: pdeforge.surrogate.is_cell_centred)
+)
 from pdeforge.datasets.readers import increasing, open_dataset
 from pdeforge.errors import PdeforgeError
 from pdeforge.operators.base import OperatorInputError
@@ -39,31 +47,29 @@ class SurrogateInputError(PdeforgeError, ValueError):
     """Inputs given to a surrogate have the wrong names, shape or values."""
 
 
-def is_cell_centred(values: np.ndarray) -> bool:
-    """Whether a uniform grid's first point sits half a spacing past a multiple of the
-    spacing (cell centres, e.g. (i + 1/2) / n on [0, 1]); otherwise it is a vertex grid."""
-    values = np.asarray(values, dtype=np.float64)
-    if len(values) < 2:
-        return False
-    h = (values[-1] - values[0]) / (len(values) - 1)
-    return bool(h) and abs(values[0] / h - math.floor(values[0] / h) - 0.5) < 1e-6
+def _kind(values: np.ndarray, kind: str | bool | None) -> str | None:
+    """``kind`` as a grid kind: True is periodic (the older flag), None or False the
+    guess from the points (:func:`pdeforge.datasets.grid.axis_kind`)."""
+    if kind is True:
+        return PERIODIC
+    return kind or axis_kind(values)
 
 
-def resample_coordinate(values: np.ndarray, size: int, periodic: bool = False) -> np.ndarray:
-    """Coordinates of the same uniform grid type (:func:`is_cell_centred`) with ``size``
-    points: cell centres of the same domain, the same end points (vertices), or, on a
-    ``periodic`` grid x_0 + i L / n, the points x_0 + i L / size of the same period."""
+def resample_coordinate(values: np.ndarray, size: int, kind: str | bool | None = None
+                        ) -> np.ndarray:
+    """Coordinates of the grid of kind ``kind`` (:mod:`pdeforge.datasets.grid`; guessed
+    from the points when None) with ``size`` points on the same domain: cell centres of
+    the same cells' span, the same end points (vertices), or, on a periodic grid
+    x_0 + i L / n, the points x_0 + i L / size of the same period."""
     values = np.asarray(values, dtype=np.float64)
     if len(values) < 2:
         return np.linspace(values[0], values[0], size)
-    if periodic:
-        period = (values[-1] - values[0]) * len(values) / (len(values) - 1)
-        return values[0] + np.arange(size) * (period / size)
-    if is_cell_centred(values):
-        h = (values[-1] - values[0]) / (len(values) - 1)
-        lo, hi = values[0] - h / 2, values[-1] + h / 2
-        return lo + (np.arange(size) + 0.5) * (hi - lo) / size
-    return np.linspace(values[0], values[-1], size)
+    return axis_points(_kind(values, kind), *_extent(values, kind), size)
+
+
+def _extent(values: np.ndarray, kind: str | bool | None) -> tuple[float, float]:
+    """The domain a uniform grid of kind ``kind`` covers (see :func:`_kind`)."""
+    return axis_extent(values, _kind(values, kind))
 
 
 @dataclass
@@ -90,25 +96,18 @@ class Comparison:
         }
 
 
-def _extent(values: np.ndarray, periodic: bool) -> tuple[float, float]:
-    """The domain a uniform grid covers: its end points (vertices), half a step beyond
-    them (cell centres, :func:`is_cell_centred`), or one period from the first point."""
-    h = (values[-1] - values[0]) / (len(values) - 1)
-    if periodic:
-        return float(values[0]), float(values[-1] + h)
-    if is_cell_centred(values):
-        return float(values[0] - h / 2), float(values[-1] + h / 2)
-    return float(values[0]), float(values[-1])
-
-
 def domain_mismatch(trained: dict, given: dict, dims: list[str],
-                    periodic: list[str] | tuple[str, ...] = ()) -> str | None:
+                    periodic: list[str] | tuple[str, ...] = (),
+                    kinds: dict[str, tuple[str | None, str | None]] | None = None
+                    ) -> str | None:
     """What puts a grid with coordinates ``given`` on another domain than the training
     grid's (``trained``), or None: the model sees grid points, not coordinates, and
     would predict as on its own domain (a change of units, a shifted or scaled domain, a
-    part of it). The domains the two grids cover (:func:`_extent`; ``periodic`` dims
-    cover a period) are compared within one training grid step, which a training grid
-    subsampled from a finer cell grid (no longer centred in its own cells) needs."""
+    part of it). The domains the two grids cover (:func:`_extent`: ``kinds`` maps a dim
+    to the kinds of the training grid and of the given one, ``periodic`` dims cover a
+    period, others are guessed) are compared within one training grid step, which a
+    training grid subsampled from a finer cell grid by an even stride (no longer centred
+    in its own cells) needs."""
     for d in dims:
         if d not in trained or d not in given:
             continue
@@ -117,7 +116,12 @@ def domain_mismatch(trained: dict, given: dict, dims: list[str],
         if len(other) < 2 or len(train) < 2:
             continue
         step = float(np.max(np.abs(np.diff(train))))
-        (lo_t, hi_t), (lo, hi) = _extent(train, d in periodic), _extent(other, d in periodic)
+        # each grid's kind: given (the training's recorded, the file's declared), else
+        # periodic as listed, else guessed from its points
+        kind_t, kind = (kinds or {}).get(d) or (None, None)
+        if d in periodic:
+            kind_t, kind = kind_t or PERIODIC, kind or PERIODIC
+        (lo_t, hi_t), (lo, hi) = _extent(train, kind_t), _extent(other, kind)
         if abs(lo - lo_t) <= 1.01 * step and abs(hi - hi_t) <= 1.01 * step:
             continue
         return (
@@ -174,6 +178,22 @@ class Surrogate:
         self.grid_dims: list[str] = list(self.data_info.get("grid_dims", []))
         self.coords = {d: np.asarray(v) for d, v in self.data_info.get("coords", {}).items()}
         self.periodic_dims = list(self.data_info.get("periodic_dims", []))
+        # each axis's kind as training recorded it from the file's attributes (older
+        # checkpoints: periodic as listed, else guessed from the points)
+        recorded = dict(self.data_info.get("grid_kinds") or {})
+        self.grid_kinds: dict[str, str | None] = {
+            d: recorded.get(d) or (PERIODIC if d in self.periodic_dims
+                                   else axis_kind(self.coords.get(d)))
+            for d in self.grid_dims
+        }
+        # the domain of each axis: the training file's (a grid subsampled by an even
+        # stride is off its cells' centres, so its own points misplace it); older
+        # checkpoints: from the training points
+        extents = dict(self.data_info.get("grid_extents") or {})
+        self.grid_extents: dict[str, tuple[float, float]] = {
+            d: tuple(extents[d]) if d in extents else _extent(self.coords[d], self.grid_kinds[d])
+            for d in self.grid_dims if d in self.coords and len(self.coords[d]) > 1
+        }
         self.channels: dict[str, int] = dict(self.data_info.get("channels", {}))
         self._metrics = {k: v for k, v in checkpoint.get("callbacks", {}).items()}
         self._epochs = checkpoint.get("epoch")
@@ -402,27 +422,32 @@ class Surrogate:
 
     # -- prediction -----------------------------------------------------------------------
     def _resampler(self, grid: tuple[int, ...]):
-        """Interpolation between ``grid`` and the training grid (same grid kind)."""
-        cell = is_cell_centred(self.coords[self.grid_dims[0]])
-        mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(grid)]
-        periodic = set(self.data_info.get("periodic_dims", []))
-        if periodic and periodic != set(self.grid_dims):
-            raise SurrogateInputError(
-                f"resampling a grid periodic in {sorted(periodic)} only is not supported; "
-                "predict on the training grid"
-            )
+        """Interpolation between ``grid`` and the training grid, both of the training
+        grid's kinds on its domain: linear along each axis in turn (bilinear, trilinear),
+        cell axes through their centres, vertex axes through their ends, periodic axes
+        over one period."""
+        kinds = [self.grid_kinds.get(d) for d in self.grid_dims]
+
+        def along(t: torch.Tensor, axis: int, n: int, kind: str | None) -> torch.Tensor:
+            if t.shape[axis] == n:
+                return t
+            moved = t.movedim(axis, -1)
+            flat = moved.reshape(-1, 1, moved.shape[-1])
+            if kind == PERIODIC:
+                # the first point again after the last (x_0 + L): vertex interpolation
+                # over [x_0, x_0 + L], then that point dropped
+                flat = torch.cat([flat, flat[..., :1]], dim=-1)
+                out = torch.nn.functional.interpolate(
+                    flat, size=n + 1, mode="linear", align_corners=True)[..., :n]
+            else:
+                out = torch.nn.functional.interpolate(
+                    flat, size=n, mode="linear", align_corners=kind != CELL)
+            return out.reshape(*moved.shape[:-1], n).movedim(-1, axis)
 
         def resample(t: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
-            if not periodic:
-                return torch.nn.functional.interpolate(
-                    t, size=size, mode=mode, align_corners=not cell)
-            # periodic: the first point again after the last (x_0 + L), vertices
-            # interpolation over [x_0, x_0 + L], then that point dropped
-            for axis in range(2, t.ndim):
-                t = torch.cat([t, t.narrow(axis, 0, 1)], dim=axis)
-            t = torch.nn.functional.interpolate(
-                t, size=tuple(n + 1 for n in size), mode=mode, align_corners=True)
-            return t[(..., *[slice(0, n) for n in size])]
+            for offset, (n, kind) in enumerate(zip(size, kinds, strict=True)):
+                t = along(t, 2 + offset, n, kind)
+            return t
 
         return resample
 
@@ -486,7 +511,11 @@ class Surrogate:
         training grid's (:func:`domain_mismatch`)."""
         if self._warned_domain:
             return
-        message = (domain_mismatch(self.coords, coords, self.grid_dims, self.periodic_dims)
+        # the inputs' grid is taken as of the training grid's kinds (as the resampler
+        # takes it)
+        kinds = {d: (k, k) for d, k in self.grid_kinds.items()}
+        message = (domain_mismatch(self.coords, coords, self.grid_dims, self.periodic_dims,
+                                   kinds)
                    or points_mismatch(self.coords, coords, self.grid_dims))
         if message:
             self._warned_domain = True
@@ -540,7 +569,7 @@ class Surrogate:
         return {
             d: self.coords[d]
             if len(self.coords[d]) == n
-            else resample_coordinate(self.coords[d], n, d in self.periodic_dims)
+            else axis_points(self.grid_kinds.get(d), *self.grid_extents[d], n)
             for d, n in zip(self.grid_dims, grid, strict=True)
         }
 
@@ -568,6 +597,12 @@ class Surrogate:
             )
         grid = {d: coords[d] for d in self.grid_dims}
         ds = xr.Dataset(variables, coords={**extra_coords, **grid})
+        for d in self.grid_dims:  # the kind of grid, as the format says it
+            kind = self.grid_kinds.get(d)
+            if kind == PERIODIC:
+                ds[d].attrs["periodic"] = 1
+            elif kind is not None:
+                ds[d].attrs[GRID_ATTR] = kind
         ds.attrs.update(
             problem=self.problem, surrogate=self.module.operator.name, checkpoint=self.path
         )

@@ -567,8 +567,8 @@ def _evaluate_checks_the_data_against_the_training_data(ckpt, path, tmp_path):
 
 
 def test_evaluate_subsamples_as_the_training_did(tmp_path):
-    # a model fitted with --data.subsample 3 (every third point from the first) and
-    # evaluated at n / 3 sees the points it was trained on, not the coarse cell centres
+    # a model fitted with --data.subsample 3 (every third point from cell 1: the coarse
+    # cells' centres) and evaluated at n / 3 sees the points it was trained on
     from pdeforge.datasets.runner import generate
 
     path = tmp_path / "d48.nc"
@@ -577,8 +577,18 @@ def test_evaluate_subsamples_as_the_training_did(tmp_path):
     ckpt = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
     s = Surrogate.load(ckpt, device="cpu")
     with open_dataset(path) as ds:
-        kept = ds.isel(x=slice(0, None, 3), y=slice(0, None, 3)).load()
+        kept = ds.isel(x=slice(1, None, 3), y=slice(1, None, 3)).load()
     np.testing.assert_array_equal(s.coords["x"], kept.x.values)
+    np.testing.assert_allclose(kept.x.values, (np.arange(16) + 0.5) / 16, rtol=0, atol=1e-12)
+    # resampled from the file's own grid, the model sees exactly the points it was
+    # trained on, and its predictions there are the direct ones (a subsampled grid was
+    # taken for a vertex grid: 7.9 % off)
+    with open_dataset(path) as ds:
+        full = ds.load()
+    np.testing.assert_allclose(s.grid_coords((48, 48))["x"], full.x.values, rtol=0, atol=1e-12)
+    fine = s.predict(full[["coefficient"]], resample=True).solution.values[:, 1::3, 1::3]
+    direct = s.predict(kept[["coefficient"]]).solution.values
+    np.testing.assert_allclose(fine, direct, rtol=1e-5, atol=1e-6 * np.abs(direct).max())
     with pytest.warns(UserWarning, match="trained on"):
         result = evaluate(ckpt, path, resolution=16, progress=False)
     pred = s.predict(kept[["coefficient"]]).solution.values

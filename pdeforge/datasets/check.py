@@ -53,6 +53,7 @@ from pdeforge.datasets.format import (
     is_decreasing,
     masked,
 )
+from pdeforge.datasets.grid import GRID_ATTR, GRID_KINDS, PERIODIC, axis_kind, declared_kind
 from pdeforge.errors import DatasetFormatError, PdeforgeError
 
 #: The fix for an HDF5 file whose axes are not netCDF dimensions.
@@ -384,6 +385,7 @@ def _check_structure(nc: Any, report: CheckReport) -> None:
                 + ("increasing or decreasing" if d in SPATIAL_DIMS else "increasing")
             )
         _check_periodic(d, var.attrs, values, report)
+        _check_grid_kind(d, var.attrs, values, report)
     roles: dict[str, list[str]] = {r: [] for r in ROLES}
     for name, var in nc.variables.items():
         if name in dims:
@@ -527,6 +529,37 @@ def _check_periodic(d: str, attrs: Any, values: np.ndarray, report: CheckReport)
                 f"coordinate {d!r} has periodic = 1 but its points are not evenly spaced "
                 f"(steps {step.min():.6g} to {step.max():.6g}); a periodic grid is "
                 "x_0 + i L / n: store evenly spaced points or remove the attribute")
+
+
+def _check_grid_kind(d: str, attrs: Any, values: np.ndarray, report: CheckReport) -> None:
+    """``grid`` on a spatial coordinate: ``cell`` or ``vertex``, not with ``periodic = 1``;
+    a spatial axis that says neither is guessed (``grid.axis_kind``), which is warned
+    about: the kind sets the domain that other resolutions of the grid cover."""
+    periodic = attr_value(attrs, "periodic") if "periodic" in attrs else None
+    if GRID_ATTR in attrs:
+        kind = attr_value(attrs, GRID_ATTR)
+        if d not in SPATIAL_DIMS:
+            report.errors.append(f"coordinate {d!r} has attribute {GRID_ATTR}, but only a "
+                                 f"spatial coordinate {SPATIAL_DIMS} has a grid kind; remove it")
+        elif kind not in GRID_KINDS:
+            report.errors.append(
+                f"coordinate {d!r}: attribute {GRID_ATTR} is {kind!r}; it is 'cell' (the "
+                "points are the centres of equal cells) or 'vertex' (the first and last "
+                "points are the domain's ends)")
+        elif periodic is not None and declared_kind({"periodic": periodic}) == PERIODIC:
+            report.errors.append(
+                f"coordinate {d!r} has both periodic = 1 and {GRID_ATTR} = {kind!r}; a "
+                f"periodic axis (x_0 + i L / n) takes no {GRID_ATTR} attribute: remove one")
+        return
+    if (d not in SPATIAL_DIMS or values.size < 2 or not np.issubdtype(values.dtype, np.number)
+            or declared_kind({"periodic": periodic}) == PERIODIC):
+        return
+    guess = axis_kind(np.sort(values.astype(np.float64)))
+    report.warnings.append(
+        f"coordinate {d!r} does not say its grid kind: taken as {guess} points from its "
+        f"first point (cell: half a step past a multiple of the step), which sets the domain "
+        f"of other resolutions and the interpolation between them; add the attribute "
+        f"{GRID_ATTR} = 'cell' or 'vertex' (or periodic = 1)")
 
 
 def _check_valid_where(nc: Any, name: str, role: Any, where: Any, report: CheckReport) -> None:

@@ -15,7 +15,7 @@ import json
 import os
 import re
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,13 @@ from pdeforge.datasets.format import (
     SPATIAL_DIMS,
     attr_value,
     coordinate,
+)
+from pdeforge.datasets.grid import (
+    CELL,
+    PERIODIC,
+    axis_extent,
+    axis_kind,
+    subsample_starts,
 )
 from pdeforge.datasets.torch_dataset import TorchDataset, decreasing_dims
 from pdeforge.errors import PdeforgeError
@@ -234,16 +241,33 @@ class OperatorDataModule(pl.LightningDataModule):
         """What a checkpoint needs to know about the data (JSON values only)."""
         channels = {n: probe._channels(probe._fields, n) for n in probe.inputs + probe.outputs}
         with open_h5(probe.path) as h5:
-            coords, periodic = {}, []
+            coords, periodic, kinds, extents = {}, [], {}, {}
             decreasing = decreasing_dims(h5, self.grid_dims)
             for d in self.grid_dims:
                 values = np.asarray(h5[d][:], dtype=np.float64)
                 if d in decreasing:  # the items are flipped to increasing d
                     values = values[::-1]
-                values = values[:: self.subsample]
-                coords[d] = values.tolist()
-                if int(attr_value(h5[d].attrs, "periodic") or 0) == 1:
+                attrs = {key: attr_value(h5[d].attrs, key) for key in h5[d].attrs}
+                kinds[d] = axis_kind(values, attrs)
+                if kinds[d] is not None:  # the file's domain, whatever the subsample
+                    extents[d] = list(axis_extent(values, kinds[d]))
+                if kinds[d] == PERIODIC:
                     periodic.append(d)
+            starts = self.subsample_starts(kinds)
+            for i, d in enumerate(self.grid_dims):
+                values = np.asarray(h5[d][:], dtype=np.float64)
+                if d in decreasing:
+                    values = values[::-1]
+                coords[d] = values[starts[i]:: self.subsample].tolist()
+            cells = [d for d in self.grid_dims if kinds[d] == CELL]
+            if self.subsample % 2 == 0 and cells:
+                warnings.warn(
+                    f"--data.subsample {self.subsample} of the cell-centred grid of "
+                    f"{probe.path} keeps points shifted by {(self.subsample - 1) / 2:g} fine "
+                    f"spacings from the centres of the coarser grid's cells (along {cells}): "
+                    "another resolution and resampling place the model's points at those "
+                    "centres; an odd subsample keeps them exactly, or generate the data at "
+                    "the coarse resolution", stacklevel=2)
             units = {
                 name: str(attr_value(h5[name].attrs, "units") or "")
                 for name in list(self.inputs) + list(self.outputs)
@@ -287,7 +311,12 @@ class OperatorDataModule(pl.LightningDataModule):
             "grid_dims": list(self.grid_dims),
             "coords": coords,
             "periodic_dims": periodic,
+            # each axis's kind (the file's periodic/grid attributes, else guessed) and the
+            # domain it covers: another resolution of the model's grid is placed by them
+            "grid_kinds": kinds,
+            "grid_extents": extents,
             "subsample": self.subsample,
+            "subsample_starts": list(starts),
             "generation_config": generation if isinstance(generation, dict) else {},
             # inputs that are one number per sample: a surrogate of only those is queried
             # with the numbers, on the training grid
@@ -295,6 +324,11 @@ class OperatorDataModule(pl.LightningDataModule):
             "split": list(self.split),
             "split_seed": self.split_seed,
         }
+
+    def subsample_starts(self, kinds: Mapping[str, str | None]) -> tuple[int, ...]:
+        """The first point training keeps on each axis (``grid.subsample_starts``: an odd
+        subsample of a cell axis keeps the coarse cells' centres)."""
+        return subsample_starts([kinds.get(d) for d in self.grid_dims], self.subsample)
 
     # -- splits ---------------------------------------------------------------------------
     def _concat(self, paths: list[Path]) -> Dataset:
@@ -354,11 +388,14 @@ class OperatorDataModule(pl.LightningDataModule):
                 )
             warnings.warn(f"no validation samples ({because}): no best checkpoint will be "
                           "chosen, only last.ckpt written", stacklevel=2)
-        self._train = Subsampled(Subset(full, train_idx.tolist()), self.subsample, self.dim)
+        starts = tuple(self.info["subsample_starts"])
+        self._train = Subsampled(Subset(full, train_idx.tolist()), self.subsample, self.dim,
+                                 starts)
         val = self._concat(self.val_paths) if self.val_paths else Subset(full, val_idx.tolist())
         test = self._concat(self.test_paths) if self.test_paths else Subset(full, test_idx.tolist())
-        self._val = Subsampled(val, self.subsample, self.dim)
-        self._test = Subsampled(test, self.test_subsample, self.dim)
+        self._val = Subsampled(val, self.subsample, self.dim, starts)
+        self._test = Subsampled(test, self.test_subsample, self.dim, subsample_starts(
+            [self.info["grid_kinds"].get(d) for d in self.grid_dims], self.test_subsample))
         self.split_sizes = {
             "train": len(self._train),
             "val": len(self._val),

@@ -21,6 +21,7 @@ from pdeforge.datasets.format import (
     attr_value,
     coordinate,
 )
+from pdeforge.datasets.grid import CELL, PERIODIC, VERTEX, axis_kind, subsample_starts
 from pdeforge.datasets.torch_dataset import TorchDataset, decreasing_dims
 from pdeforge.errors import PdeforgeError
 from pdeforge.surrogate import (
@@ -28,7 +29,6 @@ from pdeforge.surrogate import (
     _check_device,
     domain_mismatch,
     grid_mode,
-    is_cell_centred,
     points_mismatch,
 )
 from pdeforge.train.checkpoint import load_module
@@ -40,9 +40,8 @@ class EvaluationError(PdeforgeError, ValueError):
     """The data cannot be evaluated with this checkpoint as asked."""
 
 
-#: how a grid axis is laid out, which decides the strides that subsample it into a grid
-#: of the same kind on the same domain
-PERIODIC, CELL, VERTEX = "periodic", "cell-centred", "vertex"
+# how a grid axis is laid out (pdeforge.datasets.grid: PERIODIC, CELL, VERTEX) decides
+# the strides that subsample it into a grid of the same kind on the same domain
 
 
 def _subsampled_size(n: int, kind: str | None, stride: int) -> int | None:
@@ -100,22 +99,16 @@ def stride_for(
     )
 
 
-def subsample_starts(kinds: list[str | None], stride: int) -> tuple[int, ...]:
-    """The first point kept on each axis: on a cell-centred axis an odd stride s starting
-    at cell (s - 1) / 2 keeps exactly the centres of the coarse cells, (s j + s / 2) h;
-    elsewhere the first point (a periodic axis's origin, a vertex axis's end)."""
-    return tuple((stride - 1) // 2 if k == CELL and stride % 2 == 1 else 0 for k in kinds)
-
-
 def _axis_kind(h5: Any, dim: str, values: np.ndarray | None,
                trained_periodic: list[str]) -> str | None:
-    """The kind of grid axis ``dim`` with (increasing) coordinates ``values``."""
+    """The kind of grid axis ``dim`` with (increasing) coordinates ``values``: its
+    attributes', else guessed (``grid.axis_kind``)."""
     if values is None or len(values) < 2:
         return None
     # (NLSE files written before the attribute existed: the checkpoint knows)
-    if int(attr_value(h5[dim].attrs, "periodic") or 0) == 1 or dim in trained_periodic:
+    if dim in trained_periodic:
         return PERIODIC
-    return CELL if is_cell_centred(values) else VERTEX
+    return axis_kind(values, {key: attr_value(h5[dim].attrs, key) for key in h5[dim].attrs})
 
 
 def _check_channel_axes(h5: Any, dataset: TorchDataset, info: dict, data: Any) -> None:
@@ -290,12 +283,15 @@ def evaluate(
             stacklevel=2,
         )
     stride = 1 if resolution is None else stride_for(dataset.grid_shape, resolution, kinds)
-    # the points the model was trained on where the training subsampled this way (from
-    # the first point: train/data.py), else the coarse cells' centres
+    # the points the model was trained on where the training subsampled this way (as
+    # recorded; checkpoints from before the record took the first point), else the
+    # coarse cells' centres
     trained_stride = info.get("subsample", 1) == stride
-    starts = (0,) * len(kinds) if trained_stride else subsample_starts(kinds, stride)
+    starts = (tuple(info.get("subsample_starts") or (0,) * len(kinds)) if trained_stride
+              else subsample_starts(kinds, stride))
     cells = [d for d, k in zip(dataset.grid_dims, kinds, strict=True) if k == CELL]
-    if stride > 1 and stride % 2 == 0 and cells:
+    # (the training's own points are not warned about: they are what the model knows)
+    if stride > 1 and stride % 2 == 0 and cells and not trained_stride:
         # every stride-th cell centre of n cells is not a cell centre of n / stride
         # cells: (stride j + 1/2) h against (stride j + stride / 2) h; an odd stride
         # starts at cell (stride - 1) / 2 and keeps them exactly (subsample_starts)
@@ -315,7 +311,10 @@ def evaluate(
     # points it was trained on
     spans = kept if trained_stride else {d: v for d, v in coords.items()
                                          if d in dataset.grid_dims}
-    message = domain_mismatch(info.get("coords", {}), spans, list(dataset.grid_dims), periodic)
+    trained_kinds = info.get("grid_kinds") or {}
+    message = domain_mismatch(
+        info.get("coords", {}), spans, list(dataset.grid_dims), periodic,
+        {d: (trained_kinds.get(d), k) for d, k in zip(dataset.grid_dims, kinds, strict=True)})
     if not message and (stride == 1 or trained_stride):  # (an even stride: warned above)
         message = points_mismatch(info.get("coords", {}), kept, list(dataset.grid_dims))
     if message:

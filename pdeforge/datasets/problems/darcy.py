@@ -16,6 +16,7 @@ import numpy as np
 
 from pdeforge.datasets.format import INPUT, OUTPUT, Coordinate, VarSpec
 from pdeforge.datasets.grf import BOUNDARIES, GaussianRandomField
+from pdeforge.datasets.grid import CELL, GRID_ATTR, VERTEX
 from pdeforge.datasets.problems.base import Option, sample_rng
 from pdeforge.datasets.problems.linear import SOLVER_OPTIONS, LinearFamily, LinearSample
 from pdeforge.errors import PdeforgeError
@@ -90,8 +91,10 @@ class Darcy(LinearFamily):
         return grid_points(self.resolution, self.config["scheme"])
 
     def coordinates(self) -> list[Coordinate]:
-        kind = "cell centre" if self.config["scheme"] == "cell" else "grid vertex"
-        return [Coordinate(d, self.points(), {"units": "1", "long_name": f"{d} ({kind}) on [0, 1]"})
+        cell = self.config["scheme"] == "cell"
+        kind = "cell centre" if cell else "grid vertex"
+        return [Coordinate(d, self.points(), {"units": "1", "long_name": f"{d} ({kind}) on [0, 1]",
+                                              GRID_ATTR: CELL if cell else VERTEX})
                 for d in self.dims]
 
     def field_specs(self) -> list[VarSpec]:

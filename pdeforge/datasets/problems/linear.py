@@ -26,6 +26,7 @@ from pdeforge.datasets.format import (
     VarSpec,
     diagnostic_specs,
 )
+from pdeforge.datasets.grid import CELL, GRID_ATTR
 from pdeforge.datasets.problems.base import SOLVER_USED, Option, ProblemFamily
 from pdeforge.errors import PdeforgeError
 from pdeforge.solvers.diffusion import grid_points
@@ -162,7 +163,8 @@ class LinearFamily(ProblemFamily):
 
     def coordinates(self) -> list[Coordinate]:
         pts = self.points()
-        return [Coordinate(d, pts, {"units": "1", "long_name": f"{d} (cell centre) on [0, 1]"})
+        return [Coordinate(d, pts, {"units": "1", "long_name": f"{d} (cell centre) on [0, 1]",
+                                    GRID_ATTR: CELL})
                 for d in self.dims]
 
     @abstractmethod
