@@ -14,6 +14,7 @@ and the generation config that names the reference solver.
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 import sys
 import time
@@ -357,6 +358,8 @@ class Surrogate:
         coords = {} if numbers_only else {
             d: np.asarray(data[d].values) for d in self.grid_dims if d in data.coords
         }
+        if batched and SAMPLE in data.coords:  # the samples' labels come back with them
+            coords[SAMPLE] = np.asarray(data[SAMPLE].values)
         return (x if batched else x[None]), batched, coords
 
     def _as_batch(self, inputs: Any) -> tuple[np.ndarray, bool, dict]:
@@ -458,8 +461,15 @@ class Surrogate:
     ) -> tuple[np.ndarray, bool, dict]:
         """Predictions as an array (batch, C_out, *grid) in physical units; ``progress``
         shows a bar (on stderr) once predicting has taken a second."""
-        if not isinstance(batch_size, int) or batch_size < 1:
+        try:  # numpy integers too (np.int64(4) was refused), never a bool or a float
+            if isinstance(batch_size, bool):
+                raise TypeError
+            size = operator.index(batch_size)
+        except TypeError:
+            size = 0
+        if size < 1:
             raise SurrogateInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        batch_size = size
         x, batched, coords = self._as_batch(inputs)
         _refuse_empty(x, "predict")
         if not np.all(np.isfinite(x)):
@@ -596,7 +606,9 @@ class Surrogate:
                 attrs={"units": units.get(name, ""), "long_name": f"{name} ({label})"},
             )
         grid = {d: coords[d] for d in self.grid_dims}
-        ds = xr.Dataset(variables, coords={**extra_coords, **grid})
+        labels = ({SAMPLE: coords[SAMPLE]} if batched and SAMPLE in coords
+                  and len(coords[SAMPLE]) == len(y) else {})
+        ds = xr.Dataset(variables, coords={**extra_coords, **grid, **labels})
         for d in self.grid_dims:  # the kind of grid, as the format says it
             kind = self.grid_kinds.get(d)
             if kind == PERIODIC:
@@ -649,6 +661,9 @@ class Surrogate:
         """
         x, batched, coords = self._as_batch(inputs)
         _refuse_empty(x, "compare")
+        # (the solver, too, solves on the family's domain whatever the coordinates say:
+        # their agreement would not make the inputs' domain the one they model)
+        self._check_domain(coords)
         sizes = set(x.shape[2:])
         if len(sizes) != 1:
             raise SurrogateInputError(f"compare needs a square grid, got {x.shape[2:]}")

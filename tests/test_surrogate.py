@@ -807,3 +807,20 @@ def test_samples_to_predict_takes_a_value_shared_by_every_sample():
     data["nu"] = ((), np.nan)
     with pytest.raises(SurrogateInputError, match="inputs of 3 sample"):
         _samples_to_predict(data, None, "f.nc")
+
+
+def test_sample_labels_batch_sizes_and_domains_as_a_user_gives_them(trained, data):
+    """A numpy integer batch size was refused, predictions dropped the inputs' sample
+    labels, and compare took inputs on another domain without the warning predict gives
+    (found by a training review)."""
+    s = Surrogate.load(trained[1], device="cpu")
+    inputs = data[["coefficient"]].isel(sample=slice(0, 4)).assign_coords(
+        sample=[10, 20, 30, 40])
+    out = s.predict(inputs, batch_size=np.int64(3))
+    assert out.sample.values.tolist() == [10, 20, 30, 40]
+    assert s.compare(inputs).prediction.sample.values.tolist() == [10, 20, 30, 40]
+    with pytest.raises(SurrogateInputError, match="batch_size"):
+        s.predict(inputs, batch_size=True)
+    moved = inputs.assign_coords(x=inputs.x * 100, y=inputs.y * 100)
+    with pytest.warns(UserWarning, match="do not span the training grid's domain"):
+        Surrogate.load(trained[1], device="cpu").compare(moved)
