@@ -17,8 +17,9 @@ For predictions p and targets y of shape (B, C, *grid), per sample:
 * ``frmse_low|mid|high``: PDEBench's Fourier-band RMSE. The squared amplitudes of the
   error's Fourier coefficients are summed over shells floor(|k|) of the non-negative
   wavenumbers (|k| < n/2 for the smallest grid size n), averaged over samples, square
-  rooted and divided by the number of grid points (domain of unit size); the bands are
-  the means over shells [0, 4), [4, 12) and [12, n/2).
+  rooted, divided by the number of grid points and multiplied by the domain's size
+  (prod n_d h_d with the steps of ``set_grid``; 1 until then), as PDEBench's
+  ``metric_func``; the bands are the means over shells [0, 4), [4, 12) and [12, n/2).
 
 Every metric but ``max_error`` is averaged over samples. The state is a torchmetrics
 ``Metric``, so Lightning synchronises it across processes.
@@ -168,7 +169,11 @@ class OperatorMetrics(Metric):
             "max_error": self.max_error,
         }
         n_shells = int(self.n_shells)
-        amplitude = torch.sqrt(self.shells[:, :n_shells] / n) / self.points.clamp_min(1)
+        # PDEBench's normalisation: / (number of points) x (domain size), the domain
+        # n_d h_d along each axis (a unit domain until set_grid gives the steps)
+        scale = (math.prod(self.steps) if self.steps is not None
+                 else 1.0 / self.points.clamp_min(1))
+        amplitude = torch.sqrt(self.shells[:, :n_shells] / n) * scale
         for name, lo, hi in BANDS:
             band = amplitude[:, lo:hi]
             out[name] = (

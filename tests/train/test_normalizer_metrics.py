@@ -109,3 +109,19 @@ def test_rel_h1_pools_channels_as_rel_l2_and_does_not_depend_on_units():
         # channels' ratios said 0.25); in any unit (0.27 -> 0.009 at 1e-9 before)
         assert float(out["rel_l2"]) < 1e-4 and float(out["rel_h1"]) < 1e-4
         assert float(out["rel_h1"]) == pytest.approx(float(values[0]["rel_h1"]), rel=1e-9)
+
+
+def test_frmse_scales_with_the_domain_as_pdebench_s():
+    """PDEBench's fRMSE is multiplied by the domain's size (Lx Ly): on a domain of
+    2 x 3 the bands are 6 times the unit domain's."""
+    g = torch.Generator().manual_seed(5)
+    y = torch.randn(3, 1, 32, 48, generator=g, dtype=torch.float64)
+    pred = y + 0.1 * torch.randn(3, 1, 32, 48, generator=g, dtype=torch.float64)
+    unit, scaled = OperatorMetrics(1, 2), OperatorMetrics(1, 2)
+    scaled.set_grid([2.0 / 32, 3.0 / 48])
+    for metrics in (unit, scaled):
+        metrics.update(pred, y)
+    a, b = unit.compute(), scaled.compute()
+    for band in ("frmse_low", "frmse_mid", "frmse_high"):
+        assert float(b[band]) == pytest.approx(6.0 * float(a[band]), rel=1e-12)
+    assert float(b["rel_l2"]) == float(a["rel_l2"])
