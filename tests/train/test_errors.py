@@ -503,3 +503,19 @@ def test_a_mistyped_config_gets_one_line_naming_the_recipes(tmp_path):
     assert proc.returncode != 0
     assert "config file 'configs/darcy_mgon.yaml' does not exist" in proc.stderr
     assert "configs/darcy_mgno.yaml" in proc.stderr and len(proc.stderr.splitlines()) <= 3
+
+
+def test_outputs_too_small_for_the_relative_loss_are_warned_about(tmp_path, monkeypatch):
+    """neuraloperator's relative loss adds 1e-8 to the target's norm: outputs stored in
+    units that make their norms 1e-10 are weighed by it (the metrics are not)."""
+    import h5py
+
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "tiny_units.nc"
+    write_foreign_file(data)
+    with h5py.File(data, "r+") as f:
+        f["u"][...] = f["u"][...] * 1e-11
+    with pytest.warns(UserWarning, match=r"outputs' norms over the grid are about [0-9.e-]+, "
+                      r"near the 1e-08 the relative l2 loss adds"):
+        run_cli(["fit", "--config", str(FNO), "--preset", "tiny", *QUIET,
+                 f"--data.path={data}", "--trainer.max_epochs=1"])
