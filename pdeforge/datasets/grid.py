@@ -85,6 +85,19 @@ def axis_points(kind: str | None, lo: float, hi: float, n: int) -> np.ndarray:
     return np.linspace(lo, hi, n)
 
 
+def subsampled_size(n: int, kind: str | None, stride: int) -> int | None:
+    """Points left of an axis of ``n`` points subsampled by ``stride``, or None where the
+    result is not a grid of the same kind on the same domain: a periodic axis (n points
+    of one period) and a cell-centred one (n cells) need a stride dividing n, a vertex
+    axis (both ends kept) one dividing its n - 1 intervals. An axis of unknown kind
+    (no coordinate variable) keeps every stride-th point."""
+    if kind in (PERIODIC, CELL):
+        return n // stride if n % stride == 0 else None
+    if kind == VERTEX:
+        return (n - 1) // stride + 1 if (n - 1) % stride == 0 else None
+    return -(-n // stride)
+
+
 def subsample_starts(kinds: Sequence[str | None], stride: int) -> tuple[int, ...]:
     """The first point kept on each axis: on a cell axis an odd stride s starting at cell
     (s - 1) / 2 keeps exactly the centres of the coarse cells, (s j + s / 2) h;

@@ -687,7 +687,9 @@ def _check_room(prob: ProblemFamily, config: Mapping[str, Any], out: Path) -> No
         f"{_size(total)} ({_size(need)} with the shards during assembly), but "
         f"{out.parent.resolve()} has {_size(free)} free"
     )
-    if config["compression"] == "none":
+    # deflate shrinks data 1032:1 at best (lzf less): beyond that no compression fits it
+    # (--n 1e12 with --compression listed its shards and died of memory)
+    if config["compression"] == "none" or total / 1000 > free:
         raise PdeforgeError(f"{message}; lower --n or --resolution, or choose an --out on "
                             "a larger disk")
     warnings.warn(f"{message} (uncompressed; --compression {config['compression']} may "

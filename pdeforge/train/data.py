@@ -37,9 +37,11 @@ from pdeforge.datasets.format import (
 from pdeforge.datasets.grid import (
     CELL,
     PERIODIC,
+    VERTEX,
     axis_extent,
     axis_kind,
     subsample_starts,
+    subsampled_size,
 )
 from pdeforge.datasets.torch_dataset import TorchDataset, decreasing_dims
 from pdeforge.errors import PdeforgeError
@@ -258,7 +260,29 @@ class OperatorDataModule(pl.LightningDataModule):
                 values = np.asarray(h5[d][:], dtype=np.float64)
                 if d in decreasing:
                     values = values[::-1]
-                coords[d] = values[starts[i]:: self.subsample].tolist()
+                kept = values[starts[i]:: self.subsample]
+                coords[d] = kept.tolist()
+                if kinds[d] is None or subsampled_size(len(values), kinds[d],
+                                                        self.subsample) is not None:
+                    continue
+                # the stride does not divide the axis into a grid of its kind on its
+                # domain: the kept points cover part of it (the model's domain is theirs),
+                # or, periodic, no period at all
+                if kinds[d] == PERIODIC:
+                    raise TrainingDataError(
+                        f"--data.subsample {self.subsample} does not divide the {len(values)} "
+                        f"points of the periodic axis {d!r} of {probe.path}: the kept points "
+                        "would not be one period of a periodic grid; choose a subsample that "
+                        f"divides {len(values)}")
+                extents[d] = list(axis_extent(kept, kinds[d]))
+                warnings.warn(
+                    f"--data.subsample {self.subsample} does not divide the "
+                    f"{'intervals' if kinds[d] == VERTEX else 'cells'} of the {kinds[d]} axis "
+                    f"{d!r} of {probe.path} ({len(values)} points): the model's grid covers "
+                    f"[{extents[d][0]:.6g}, {extents[d][1]:.6g}], part of the file's "
+                    f"[{axis_extent(values, kinds[d])[0]:.6g}, "
+                    f"{axis_extent(values, kinds[d])[1]:.6g}]; a subsample that divides it "
+                    "keeps the whole domain", stacklevel=2)
             cells = [d for d in self.grid_dims if kinds[d] == CELL]
             if self.subsample % 2 == 0 and cells:
                 warnings.warn(

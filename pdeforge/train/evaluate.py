@@ -21,7 +21,14 @@ from pdeforge.datasets.format import (
     attr_value,
     coordinate,
 )
-from pdeforge.datasets.grid import CELL, PERIODIC, VERTEX, axis_kind, subsample_starts
+from pdeforge.datasets.grid import (
+    CELL,
+    PERIODIC,
+    VERTEX,
+    axis_kind,
+    subsample_starts,
+    subsampled_size,
+)
 from pdeforge.datasets.torch_dataset import TorchDataset, decreasing_dims
 from pdeforge.errors import PdeforgeError
 from pdeforge.surrogate import (
@@ -42,19 +49,6 @@ class EvaluationError(PdeforgeError, ValueError):
 
 # how a grid axis is laid out (pdeforge.datasets.grid: PERIODIC, CELL, VERTEX) decides
 # the strides that subsample it into a grid of the same kind on the same domain
-
-
-def _subsampled_size(n: int, kind: str | None, stride: int) -> int | None:
-    """Points left of an axis of ``n`` points subsampled by ``stride``, or None where the
-    result is not a grid of the same kind on the same domain: a periodic axis (n points
-    of one period) and a cell-centred one (n cells) need a stride dividing n, a vertex
-    axis (both ends kept) one dividing its n - 1 intervals. An axis of unknown kind
-    (no coordinate variable) keeps every stride-th point."""
-    if kind in (PERIODIC, CELL):
-        return n // stride if n % stride == 0 else None
-    if kind == VERTEX:
-        return (n - 1) // stride + 1 if (n - 1) % stride == 0 else None
-    return -(-n // stride)
 
 
 #: the coarsest grid evaluate subsamples to: one point per axis is not a grid
@@ -81,7 +75,7 @@ def stride_for(
         )
     resolution = points
 
-    sizes = {stride: {_subsampled_size(n, k, stride) for n, k in zip(shape, kinds, strict=True)}
+    sizes = {stride: {subsampled_size(n, k, stride) for n, k in zip(shape, kinds, strict=True)}
              for stride in range(1, max(shape) + 1)}
     for stride, reached in sizes.items():
         if reached == {resolution}:
@@ -282,7 +276,16 @@ def evaluate(
             "error; evaluate a file generated with another --seed",
             stacklevel=2,
         )
-    stride = 1 if resolution is None else stride_for(dataset.grid_shape, resolution, kinds)
+    # the training's own stride reaches its grid even where it does not divide the axes
+    # (the model then covers part of the domain, recorded with it)
+    own, own_starts = info.get("subsample", 1), info.get("subsample_starts") or (0,) * len(kinds)
+    own_grid = [-(-(n - start) // own) for n, start in zip(dataset.grid_shape, own_starts,
+                                                          strict=True)]
+    if resolution is not None and own > 1 and own_grid == [resolution] * len(kinds) == [
+            len(info.get("coords", {}).get(d, ())) for d in dataset.grid_dims]:
+        stride = own
+    else:
+        stride = 1 if resolution is None else stride_for(dataset.grid_shape, resolution, kinds)
     # the points the model was trained on where the training subsampled this way (as
     # recorded; checkpoints from before the record took the first point), else the
     # coarse cells' centres
@@ -336,7 +339,8 @@ def evaluate(
     metrics = OperatorMetrics(module.hparams.out_channels, module.hparams.dim).to(device)
     # rel_h1 on the evaluated points' physical steps (a unit domain where they have none)
     metrics.set_grid(grid_steps(kept, list(dataset.grid_dims)),
-                     [d in periodic for d in dataset.grid_dims])
+                     [d in periodic for d in dataset.grid_dims],
+                     [k == VERTEX for k in kinds])
     model = module
     if resample and other_grid:
         surrogate = Surrogate(module, saved, str(checkpoint), device)
@@ -350,6 +354,13 @@ def evaluate(
             metrics.update(model(x.to(device)), y.to(device))
     if metrics.update_count == 0:
         raise EvaluationError(f"{data} has no converged samples to evaluate")
+    zero = int(metrics.zero_targets)
+    if zero:
+        warnings.warn(
+            f"{zero} of {len(dataset)} sample(s) of {data} have targets that are zero at "
+            "every evaluated point: their relative errors (rel_l2, rel_h1, nrmse) divide by "
+            "zero and swamp the means; evaluate on a finer --resolution or leave such "
+            "samples out (rmse, max_error and fRMSE are not affected)", stacklevel=2)
     # a Fourier band the grid does not resolve (high band below 24 points) is null
     result: dict[str, Any] = {
         k: (None if torch.isnan(v) else float(v)) for k, v in metrics.compute().items()

@@ -18,7 +18,8 @@ For predictions p and targets y of shape (B, C, *grid), per sample:
   error's Fourier coefficients are summed over shells floor(|k|) of the non-negative
   wavenumbers (|k| < n/2 for the smallest grid size n), averaged over samples, square
   rooted, divided by the number of grid points and multiplied by the domain's size
-  (prod n_d h_d with the steps of ``set_grid``; 1 until then), as PDEBench's
+  (prod L_d, L_d = n_d h_d, (n_d - 1) h_d on a vertex axis, with the steps of
+  ``set_grid``; 1 until then), as PDEBench's
   ``metric_func``; the bands are the means over shells [0, 4), [4, 12) and [12, n/2).
 
 Every metric but ``max_error`` is averaged over samples. The state is a torchmetrics
@@ -106,7 +107,9 @@ class OperatorMetrics(Metric):
         self.channels, self.dim = channels, dim
         self.steps: list[float] | None = None  # None: a unit domain, 1 / n per axis
         self.periodic = [False] * dim
-        for name in ("rel_l2", "rel_h1", "rmse", "nrmse", "n"):
+        self.vertex = [False] * dim
+        self.sizes: list[int] = []
+        for name in ("rel_l2", "rel_h1", "rmse", "nrmse", "n", "zero_targets"):
             self.add_state(name, default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state(
             "max_error", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="max"
@@ -121,14 +124,17 @@ class OperatorMetrics(Metric):
         )
         self.add_state("points", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="max")
 
-    def set_grid(self, steps: Sequence[float] | None, periodic: Sequence[bool] = ()) -> None:
-        """The physical step of each grid axis (None: a unit domain) and which axes are
-        periodic, for ``rel_h1``."""
+    def set_grid(self, steps: Sequence[float] | None, periodic: Sequence[bool] = (),
+                 vertex: Sequence[bool] = ()) -> None:
+        """The physical step of each grid axis (None: a unit domain), which axes are
+        periodic (``rel_h1`` wraps them) and which are vertex grids (fRMSE's domain is
+        (n - 1) h there, n h on the others)."""
         if steps is not None and (len(steps) != self.dim or not all(
                 math.isfinite(h) and h > 0 for h in steps)):
             raise ValueError(f"steps must be {self.dim} positive numbers, got {steps!r}")
         self.steps = None if steps is None else [float(h) for h in steps]
         self.periodic = [bool(p) for p in periodic] or [False] * self.dim
+        self.vertex = [bool(v) for v in vertex] or [False] * self.dim
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         if pred.shape != target.shape or pred.shape[1] != self.channels:
@@ -140,6 +146,9 @@ class OperatorMetrics(Metric):
         b = pred.shape[0]
         err = pred - target
         self.rel_l2 += relative_l2_per_sample(pred, target).sum()
+        # samples whose target is zero everywhere: their relative errors are not defined
+        # (divided by the smallest float, they swamp the mean); evaluate warns about them
+        self.zero_targets += (target.flatten(1).abs().amax(1) == 0).sum()
         steps = self.steps or [1.0 / n for n in pred.shape[-self.dim:]]
         self.rel_h1 += relative_h1_per_sample(pred, target, steps, self.periodic).sum()
         self.rmse += err.flatten(1).pow(2).mean(1).sqrt().sum()
@@ -157,6 +166,7 @@ class OperatorMetrics(Metric):
             torch.tensor(float(n_shells), dtype=torch.float64, device=self.n_shells.device),
         )
         self.points = torch.tensor(points, dtype=torch.float64, device=self.points.device)
+        self.sizes = list(err.shape[-self.dim:])
         self.n += b
 
     def compute(self) -> dict[str, torch.Tensor]:
@@ -171,8 +181,12 @@ class OperatorMetrics(Metric):
         n_shells = int(self.n_shells)
         # PDEBench's normalisation: / (number of points) x (domain size), the domain
         # n_d h_d along each axis (a unit domain until set_grid gives the steps)
-        scale = (math.prod(self.steps) if self.steps is not None
-                 else 1.0 / self.points.clamp_min(1))
+        if self.steps is not None and len(self.sizes) == self.dim:
+            lengths = [(n - 1 if v else n) * h
+                       for n, h, v in zip(self.sizes, self.steps, self.vertex, strict=True)]
+            scale = math.prod(lengths) / self.points.clamp_min(1)
+        else:
+            scale = 1.0 / self.points.clamp_min(1)
         amplitude = torch.sqrt(self.shells[:, :n_shells] / n) * scale
         for name, lo, hi in BANDS:
             band = amplitude[:, lo:hi]

@@ -20,6 +20,7 @@ import torch
 from neuralop.losses import H1Loss, LpLoss
 
 from pdeforge import __version__, operators
+from pdeforge.datasets.grid import VERTEX
 from pdeforge.errors import PdeforgeError
 from pdeforge.train.metrics import OperatorMetrics, grid_steps
 from pdeforge.train.normalizer import ChannelNormalizer
@@ -158,7 +159,10 @@ class OperatorModule(pl.LightningModule):
             return
         self._check_data(datamodule)
         self.data_info = dict(datamodule.info)
-        self._metrics_grid()
+        # the test split's own subsample: its steps are the training grid's times the ratio
+        ratio = (getattr(datamodule, "test_subsample", None) or self.data_info.get(
+            "subsample", 1)) / (self.data_info.get("subsample", 1) or 1)
+        self._metrics_grid(test_ratio=ratio)
         normalize = (
             stage == "fit"
             and self.hparams.normalize == "gaussian"
@@ -466,15 +470,19 @@ class OperatorModule(pl.LightningModule):
         self._metrics_grid()
         self._check_state(checkpoint.get("state_dict"))
 
-    def _metrics_grid(self) -> None:
-        """Give the metrics the data's physical grid steps and periodic axes (rel_h1)."""
+    def _metrics_grid(self, test_ratio: float = 1.0) -> None:
+        """Give the metrics the data's physical grid steps, periodic and vertex axes
+        (rel_h1, fRMSE); the test split's steps are ``test_ratio`` times the others'
+        (``test_subsample`` / ``subsample``)."""
         info = self.data_info
         dims = list(info.get("grid_dims", []))
         steps = grid_steps(info.get("coords", {}), dims)
+        kinds = info.get("grid_kinds") or {}
         periodic = [d in info.get("periodic_dims", []) for d in dims]
+        vertex = [kinds.get(d) == VERTEX for d in dims]
         if steps is not None and len(steps) == self.hparams.dim and all(h > 0 for h in steps):
-            for metrics in (self.val_metrics, self.test_metrics):
-                metrics.set_grid(steps, periodic)
+            self.val_metrics.set_grid(steps, periodic, vertex)
+            self.test_metrics.set_grid([h * test_ratio for h in steps], periodic, vertex)
 
     def _check_state(self, state: Any) -> None:
         """Raise a :class:`~pdeforge.train.checkpoint.CheckpointError` naming the tensors of

@@ -362,3 +362,16 @@ def test_a_filtered_nlse_run_says_its_resolution_is_not_measured(tmp_path):
     with open_dataset(out) as ds:
         assert "resolution not measured" in ds.attrs["solver"]
         assert "spectral tail <=" not in ds.attrs["solver"]
+
+
+def test_samples_no_solver_could_start_on_get_advice_that_fits(tmp_path):
+    """Zero rows in every system: no solve ran, and the advice was to raise --maxiter."""
+    with pytest.warns(UserWarning, match="did not converge.*No solver ran: the samples' "
+                      "systems admit no solve") as caught:
+        generate("darcy", 2, tmp_path / "z.nc", resolution=16, progress=False,
+                 options={"k_low": 1e-300, "k_high": 1e-300})
+    assert not any("--maxiter" in str(w.message) for w in caught)
+    # a direct solve takes any --restart (both are unused there, and warned about)
+    with pytest.warns(UserWarning, match="--restart is not used with --solver direct"):
+        generate("darcy", 2, tmp_path / "d.nc", resolution=8, progress=False,
+                 options={"solver": "direct", "restart": 10})

@@ -102,3 +102,48 @@ def test_training_records_the_declared_kind_and_the_file_s_domain(tmp_path):
         info = OperatorDataModule(path=str(data), subsample=2).info
     assert info["grid_extents"]["x"] == pytest.approx([0.0, 1.0])
     assert info["coords"]["x"] == pytest.approx(cells[::2].tolist())
+
+
+def test_a_subsample_that_does_not_divide_an_axis_keeps_the_part_it_covers(tmp_path):
+    """Vertices of 24 points by 2 keep points 0 ... 22 (the recorded domain was the
+    file's [0, 1], so resampling misplaced them by a step); a periodic axis whose point
+    count the stride does not divide has no period to keep."""
+    from pdeforge.train.data import OperatorDataModule, TrainingDataError
+
+    data = tmp_path / "v.nc"
+    write_foreign_file(data, size=24)
+    vertices = np.linspace(0.0, 1.0, 24)
+    with h5py.File(data, "r+") as f:
+        for d in ("x", "y"):
+            f[d][:] = vertices
+            f[d].attrs["grid"] = "vertex"
+    with pytest.warns(UserWarning, match=r"--data.subsample 2 does not divide the intervals "
+                      r"of the vertex axis 'x'.*covers \[0, 0.956522\]"):
+        info = OperatorDataModule(path=str(data), subsample=2).info
+    assert info["grid_extents"]["x"] == pytest.approx([0.0, vertices[22]])
+    assert OperatorDataModule(path=str(data), subsample=23).info["grid_extents"]["x"] == [0, 1]
+    with h5py.File(data, "r+") as f:
+        for d in ("x", "y"):
+            f[d][:] = np.arange(24) * (2 * np.pi / 24)
+            del f[d].attrs["grid"]
+            f[d].attrs["periodic"] = 1
+    with pytest.raises(TrainingDataError, match="does not divide the 24 points of the periodic"):
+        OperatorDataModule(path=str(data), subsample=5)
+    assert OperatorDataModule(path=str(data), subsample=3).info["grid_extents"]["x"] == \
+        pytest.approx([0.0, 2 * np.pi])
+
+
+def test_the_test_split_s_metrics_use_its_own_grid_steps():
+    """--data.test_subsample other than --data.subsample: the test metrics took the
+    training grid's steps (rel_h1 0.89 against 0.98, fRMSE 9x off)."""
+    from pdeforge.train.module import OperatorModule
+
+    module = OperatorModule(model="fno", model_kwargs={"n_modes": 4, "hidden_channels": 4,
+                                                       "n_layers": 1})
+    module.data_info = {"grid_dims": ["x", "y"], "coords": {
+        "x": ((np.arange(8) + 0.5) / 8).tolist(), "y": np.linspace(0, 2, 5).tolist()},
+        "grid_kinds": {"x": CELL, "y": VERTEX}}
+    module._metrics_grid(test_ratio=1 / 3)
+    assert module.val_metrics.steps == pytest.approx([1 / 8, 0.5])
+    assert module.test_metrics.steps == pytest.approx([1 / 24, 0.5 / 3])
+    assert module.test_metrics.vertex == [False, True]

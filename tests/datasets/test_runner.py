@@ -535,6 +535,9 @@ def test_a_run_bigger_than_the_disk_is_refused_before_computing(tmp_path, monkey
     with pytest.raises(PdeforgeError, match=r"--n 1000000000000 samples of darcy .* take about "
                        r"[0-9.]+ TiB .* has [0-9.]+ \w+ free; lower --n"):
         generate("darcy", 10**12, out, resolution=8, progress=False)
+    # beyond what any compression reaches (deflate: about 1000:1) as well
+    with pytest.raises(PdeforgeError, match="TiB"):
+        generate("darcy", 10**12, out, resolution=8, compression="gzip", progress=False)
     assert not out.exists() and not (tmp_path / "d.nc.parts").exists()
     real_usage = runner.shutil.disk_usage
     monkeypatch.setattr(runner.shutil, "disk_usage",

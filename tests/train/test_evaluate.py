@@ -6,17 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from pdeforge.surrogate import domain_mismatch, is_cell_centred
+from pdeforge.datasets.grid import CELL, PERIODIC, VERTEX, is_cell_centred, subsample_starts
+from pdeforge.surrogate import domain_mismatch
 from pdeforge.train.data import Subsampled
-from pdeforge.train.evaluate import (
-    CELL,
-    PERIODIC,
-    VERTEX,
-    EvaluationError,
-    _distribution_changes,
-    stride_for,
-    subsample_starts,
-)
+from pdeforge.train.evaluate import EvaluationError, _distribution_changes, stride_for
 
 
 @pytest.mark.parametrize(

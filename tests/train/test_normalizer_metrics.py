@@ -125,3 +125,12 @@ def test_frmse_scales_with_the_domain_as_pdebench_s():
     for band in ("frmse_low", "frmse_mid", "frmse_high"):
         assert float(b[band]) == pytest.approx(6.0 * float(a[band]), rel=1e-12)
     assert float(b["rel_l2"]) == float(a["rel_l2"])
+
+
+def test_samples_with_a_zero_target_are_counted():
+    y = torch.ones(3, 1, 8, 8, dtype=torch.float64)
+    y[1] = 0.0  # e.g. a vertex grid's boundary points only, where u = 0
+    metrics = OperatorMetrics(1, 2)
+    metrics.update(y + 0.1, y)
+    assert int(metrics.zero_targets) == 1
+    assert float(metrics.compute()["rel_l2"]) > 1e100  # what evaluate now warns about

@@ -76,11 +76,11 @@ SOLVER_USED = "solver_used"
 SOLVERS_RAN = "; ran: "
 
 
-def solvers_ran(solver_attribute: Any) -> list[str]:
-    """The ``SOLVER_USED`` names a file's ``solver`` attribute lists (none for a file of
-    another program, or without them)."""
+def solvers_ran(solver_attribute: Any) -> list[str] | None:
+    """The ``SOLVER_USED`` names a file's ``solver`` attribute lists, or None where it
+    lists none (a file of another program, an older one, or one where no solve ran)."""
     if not isinstance(solver_attribute, str) or SOLVERS_RAN not in solver_attribute:
-        return []
+        return None
     return solver_attribute.rsplit(SOLVERS_RAN, 1)[1].split(", ")
 
 
@@ -107,10 +107,11 @@ class ProblemFamily(ABC):
     nonconverged_hint: str = ""
 
     @classmethod
-    def nonconverged_advice(cls, solvers_used: Sequence[str] = ()) -> str:
+    def nonconverged_advice(cls, solvers_used: Sequence[str] | None = None) -> str:
         """What to change when samples did not converge, given the solvers that ran
-        (``SOLVER_USED`` of the shards, or :func:`solvers_ran` of a file); by default
-        :attr:`nonconverged_hint`. A class method: training gives it for a file."""
+        (``SOLVER_USED`` of the shards, or :func:`solvers_ran` of a file; an empty list:
+        none ran, None: not known); by default :attr:`nonconverged_hint`. A class method:
+        training gives it for a file."""
         return cls.nonconverged_hint
 
     def __init__(self, resolution: int | None = None, **options: Any) -> None:

@@ -73,7 +73,15 @@ class LinearFamily(ProblemFamily):
     """A family solved by one sparse linear system per sample on a d-dimensional grid."""
 
     @classmethod
-    def nonconverged_advice(cls, solvers_used: Sequence[str] = ()) -> str:
+    def nonconverged_advice(cls, solvers_used: Sequence[str] | None = None) -> str:
+        if solvers_used is not None and not solvers_used:
+            # no solve ran at all: every sample's system had nothing to solve (a zero row
+            # from extreme coefficients), so raising --maxiter cannot help
+            return (
+                "No solver ran: the samples' systems admit no solve (a zero row or a "
+                "singular matrix from extreme inputs, e.g. --k-low 1e-300); narrow the "
+                "options' range. Their outputs are stored as NaN"
+            )
         if solvers_used and all(name == "direct" for name in solvers_used):
             # no iteration to raise, no preconditioner to change (the advice was
             # "raise --maxiter ... or --solver direct" after a direct solve)
@@ -101,7 +109,8 @@ class LinearFamily(ProblemFamily):
     max_resolution = 4096
 
     def resolve_options(self, options: dict[str, Any]) -> dict[str, Any]:
-        if options["recycle"] >= options["restart"]:
+        if options["recycle"] >= options["restart"] and options["solver"] != "direct":
+            # (a direct solve uses neither: generate warns that they are unused)
             raise PdeforgeError(
                 f"--recycle {options['recycle']} must be smaller than --restart "
                 f"{options['restart']}"
