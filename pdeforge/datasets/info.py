@@ -15,9 +15,11 @@ from pdeforge.datasets.format import (
     DIAGNOSTIC,
     REQUIRED_ROOT_ATTRS,
     SAMPLE,
+    SPATIAL_DIMS,
     attr_value,
     is_decreasing,
 )
+from pdeforge.datasets.grid import axis_kind, declared_kind
 from pdeforge.datasets.readers import verify_dataset
 from pdeforge.errors import DatasetFormatError
 
@@ -65,6 +67,12 @@ def describe(path: str | Path) -> dict[str, Any]:
                                 "min": float(values.min()) if numeric else None,
                                 "max": float(values.max()) if numeric else None,
                                 "decreasing": bool(numeric and is_decreasing(values))}
+                if numeric and name in SPATIAL_DIMS and values.size > 1:
+                    # the kind, and whether the file says it or it is guessed
+                    attrs = {k: attr_value(var.attrs, k) for k in var.attrs}
+                    declared = declared_kind(attrs)
+                    kind = declared or axis_kind(np.sort(values.astype(np.float64)))
+                    coords[name]["grid"] = kind if declared else f"{kind} (guessed)"
                 continue
             role = attr_value(var.attrs, "role")
             is_bool = attr_value(var.attrs, "dtype") == "bool"  # xarray's bool encoding
@@ -117,6 +125,7 @@ def format_description(d: dict[str, Any]) -> str:
     for name, c in d["coords"].items():
         span = f" in [{c['min']:.4g}, {c['max']:.4g}]" if c["min"] is not None else ""
         span += ", decreasing" if c.get("decreasing") else ""
+        span += f", {c['grid']}" if c.get("grid") else ""
         lines.append(f"  coord {name:<8} {c['size']} points{span}")
     lines.append("variables")
     for v in d["variables"]:

@@ -341,8 +341,14 @@ def test_info_says_which_coordinates_decrease(darcy_file, tmp_path):
     assert d["coords"]["x"]["decreasing"] and not d["coords"]["y"]["decreasing"]
     assert d["format_note"] is None
     lines = format_description(d).splitlines()
-    assert any(line.strip().startswith("coord x") and line.endswith(", decreasing")
+    assert any(line.strip().startswith("coord x") and line.endswith(", decreasing, cell")
                for line in lines)
+    # the grid kind, as declared, or marked as guessed where the file does not say it
+    def undeclared(f):
+        del f["y"].attrs["grid"]
+
+    d = describe(_corrupt(darcy_file, tmp_path / "guess.nc", undeclared))
+    assert (d["coords"]["x"]["grid"], d["coords"]["y"]["grid"]) == ("cell", "cell (guessed)")
 
 
 def test_nan_in_a_converged_sample_stops_the_torch_reader(tmp_path):
