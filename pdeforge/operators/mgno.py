@@ -53,7 +53,11 @@ class Prolong(nn.Module):
     unpadded transposed convolution applied, and the 2n points aligned with the plain
     version kept (offset 3). With circular padding, a grid divisible by 2^(levels-1) and
     shifts by multiples of it, the model is then translation-equivariant (the reference
-    code always zero-pads here).
+    code always zero-pads here). On a fine level of odd size the reference Darcy model
+    prolongs with a 3-point kernel (n -> 2n - 1); here the 4-point one is cropped to the
+    fine grid, which holds the 3-point kernel as the case of a zero fourth tap (a
+    review found the two equal, max difference 0.0, with that tap zeroed on 85^2 and
+    211^2), with (4^d - 3^d) c^2 more weights a level.
     """
 
     def __init__(self, channels: int, dim: int, padding_mode: str) -> None:
