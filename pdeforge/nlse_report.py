@@ -7,7 +7,8 @@ for cases with an exact solution, the largest error against it.
 
 Every drift is relative: max_t |I(t) - I(0)| over |I(0)| for mass and energy, and for the
 momentum, which is zero in the symmetric cases, over its Cauchy-Schwarz bound
-|P| <= sqrt(M int |psi_x|^2 dx) at t = 0 (``momentum_scale``).
+|P| <= sqrt(M int |psi_x|^2 dx), its largest value over the trajectory
+(``momentum_scale``; ``momentum_drift_absolute`` is the drift itself).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def run_case(
     )
     seconds = time.perf_counter() - start
     inv = nlse.invariants(psi, length=case.length, focusing=case.focusing)
-    p_scale = _momentum_scale(psi[0], case.length, float(inv["mass"][0]))
+    p_scale = _momentum_scale(psi, case.length, float(inv["mass"][0]))
     ent = nlse.entropies(psi)
     report: dict[str, Any] = {
         "case": name,
@@ -75,6 +76,7 @@ def run_case(
             np.abs(inv["energy"] - inv["energy"][0]).max() / max(abs(inv["energy"][0]), 1e-300)
         ),
         "momentum_drift": float(np.abs(inv["momentum"] - inv["momentum"][0]).max() / p_scale),
+        "momentum_drift_absolute": float(np.abs(inv["momentum"] - inv["momentum"][0]).max()),
         "momentum_scale": p_scale,
     }
     report.update(_analytic_comparison(case, psi))
@@ -117,12 +119,14 @@ def _analytic_comparison(case, psi: np.ndarray) -> dict[str, float]:
     return {}
 
 
-def _momentum_scale(psi0: np.ndarray, length: float, mass: float) -> float:
-    """sqrt(M int |psi_x|^2 dx) at t = 0: |P| <= it (Cauchy-Schwarz), and it is zero only
-    for a zero or constant field (then 1: the drift is absolute)."""
-    dx = length / len(psi0)
-    grad2 = float(np.sum(np.abs(nlse._derivative(psi0, length)) ** 2) * dx)
-    scale = float(np.sqrt(mass * grad2))
+def _momentum_scale(psi: np.ndarray, length: float, mass: float) -> float:
+    """The largest sqrt(M int |psi_x|^2 dx) over the trajectory ``psi`` (T, M): |P(t)| is
+    at most it (Cauchy-Schwarz) at every t, and it is zero only for a zero or constant
+    field (then 1: the drift is absolute). Taken at t = 0 alone it was the 1e-8
+    perturbation's for modulation instability, which made a drift of 2e-14 read 4.6e-7."""
+    dx = length / psi.shape[-1]
+    grad2 = np.sum(np.abs(nlse._derivative(psi, length)) ** 2, axis=-1) * dx
+    scale = float(np.sqrt(mass * float(np.max(grad2))))
     return scale if scale > 0 else 1.0
 
 

@@ -609,7 +609,9 @@ class Surrogate:
         labels = ({SAMPLE: coords[SAMPLE]} if batched and SAMPLE in coords
                   and len(coords[SAMPLE]) == len(y) else {})
         ds = xr.Dataset(variables, coords={**extra_coords, **grid, **labels})
-        for d in self.grid_dims:  # the kind of grid, as the format says it
+        recorded = self.data_info.get("coord_attrs") or {}
+        for d in self.grid_dims:  # units and name as training read them, the kind of grid
+            ds[d].attrs.update(recorded.get(d) or {"long_name": d})
             kind = self.grid_kinds.get(d)
             if kind == PERIODIC:
                 ds[d].attrs["periodic"] = 1

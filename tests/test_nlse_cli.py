@@ -71,3 +71,13 @@ def test_an_output_folder_is_tried_with_a_file_before_the_work():
 
     with pytest.raises(PdeforgeError, match="--out-dir /proc/self/fd is not writable"):
         output_directory("/proc/self/fd")
+
+
+def test_the_momentum_drift_of_modulation_instability_is_read_against_its_growth(tmp_path):
+    """Its field at t = 0 is a plane wave with a 1e-8 perturbation: scaled by t = 0's
+    gradient alone, a drift of 2e-14 read 4.6e-7 (a new user's review)."""
+    proc = run_cli("nlse", "modulation-instability", "--out-dir", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "modulation-instability_report.json").read_text())
+    assert report["momentum_drift_absolute"] < 1e-10
+    assert report["momentum_drift"] < 10 * report["mass_drift"] + 1e-12

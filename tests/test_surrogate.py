@@ -818,6 +818,11 @@ def test_sample_labels_batch_sizes_and_domains_as_a_user_gives_them(trained, dat
         sample=[10, 20, 30, 40])
     out = s.predict(inputs, batch_size=np.int64(3))
     assert out.sample.values.tolist() == [10, 20, 30, 40]
+    # the coordinates' units and kind as training read them (a query from .npy wrote x
+    # without units, which check warned about)
+    numpy_out = s.predict(inputs.coefficient.values)
+    for got in (out, numpy_out):
+        assert got.x.attrs["units"] == data.x.attrs["units"] and got.x.attrs["grid"] == "cell"
     assert s.compare(inputs).prediction.sample.values.tolist() == [10, 20, 30, 40]
     with pytest.raises(SurrogateInputError, match="batch_size"):
         s.predict(inputs, batch_size=True)

@@ -243,13 +243,16 @@ class OperatorDataModule(pl.LightningDataModule):
         """What a checkpoint needs to know about the data (JSON values only)."""
         channels = {n: probe._channels(probe._fields, n) for n in probe.inputs + probe.outputs}
         with open_h5(probe.path) as h5:
-            coords, periodic, kinds, extents = {}, [], {}, {}
+            coords, periodic, kinds, extents, coord_attrs = {}, [], {}, {}, {}
             decreasing = decreasing_dims(h5, self.grid_dims)
             for d in self.grid_dims:
                 values = np.asarray(h5[d][:], dtype=np.float64)
                 if d in decreasing:  # the items are flipped to increasing d
                     values = values[::-1]
                 attrs = {key: attr_value(h5[d].attrs, key) for key in h5[d].attrs}
+                # the coordinate's units and name, for the predictions' coordinates
+                coord_attrs[d] = {key: str(attrs[key]) for key in ("units", "long_name")
+                                  if isinstance(attrs.get(key), str)}
                 kinds[d] = axis_kind(values, attrs)
                 if kinds[d] is not None:  # the file's domain, whatever the subsample
                     extents[d] = list(axis_extent(values, kinds[d]))
@@ -338,6 +341,7 @@ class OperatorDataModule(pl.LightningDataModule):
             # each axis's kind (the file's periodic/grid attributes, else guessed) and the
             # domain it covers: another resolution of the model's grid is placed by them
             "grid_kinds": kinds,
+            "coord_attrs": coord_attrs,
             "grid_extents": extents,
             "subsample": self.subsample,
             "subsample_starts": list(starts),
