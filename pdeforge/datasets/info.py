@@ -69,8 +69,8 @@ def describe(path: str | Path) -> dict[str, Any]:
                                 "decreasing": bool(numeric and is_decreasing(values))}
                 if numeric and name in SPATIAL_DIMS and values.size > 1:
                     # the kind, and whether the file says it or it is guessed
-                    attrs = {k: attr_value(var.attrs, k) for k in var.attrs}
-                    declared = declared_kind(attrs)
+                    own = {k: attr_value(var.attrs, k) for k in var.attrs}
+                    declared = declared_kind(own)
                     kind = declared or axis_kind(np.sort(values.astype(np.float64)))
                     coords[name]["grid"] = kind if declared else f"{kind} (guessed)"
                 continue
