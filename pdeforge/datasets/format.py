@@ -292,6 +292,11 @@ def attr_value(attrs: Any, key: str) -> Any:
     return value
 
 
+def attr_values(attrs: Any) -> dict[str, Any]:
+    """Every attribute of ``attrs`` as :func:`attr_value` reads it."""
+    return {key: attr_value(attrs, key) for key in attrs}
+
+
 #: netCDF (CF) attributes that mark stored values as "no data"; xarray reads such values
 #: as NaN, so every pdeforge reader does too (:func:`fill_values`, :func:`masked`)
 FILL_ATTRS = ("_FillValue", "missing_value")

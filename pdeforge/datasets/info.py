@@ -17,6 +17,7 @@ from pdeforge.datasets.format import (
     SAMPLE,
     SPATIAL_DIMS,
     attr_value,
+    attr_values,
     is_decreasing,
 )
 from pdeforge.datasets.grid import axis_kind, declared_kind
@@ -69,8 +70,7 @@ def describe(path: str | Path) -> dict[str, Any]:
                                 "decreasing": bool(numeric and is_decreasing(values))}
                 if numeric and name in SPATIAL_DIMS and values.size > 1:
                     # the kind, and whether the file says it or it is guessed
-                    own = {k: attr_value(var.attrs, k) for k in var.attrs}
-                    declared = declared_kind(own)
+                    declared = declared_kind(attr_values(var.attrs))
                     kind = declared or axis_kind(np.sort(values.astype(np.float64)))
                     coords[name]["grid"] = kind if declared else f"{kind} (guessed)"
                 continue

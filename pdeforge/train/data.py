@@ -32,6 +32,7 @@ from pdeforge.datasets.format import (
     ATTR_SOLVER,
     SPATIAL_DIMS,
     attr_value,
+    attr_values,
     coordinate,
 )
 from pdeforge.datasets.grid import (
@@ -243,13 +244,14 @@ class OperatorDataModule(pl.LightningDataModule):
         """What a checkpoint needs to know about the data (JSON values only)."""
         channels = {n: probe._channels(probe._fields, n) for n in probe.inputs + probe.outputs}
         with open_h5(probe.path) as h5:
-            coords, periodic, kinds, extents, coord_attrs = {}, [], {}, {}, {}
+            coords, periodic, kinds, extents, coord_attrs, full = {}, [], {}, {}, {}, {}
             decreasing = decreasing_dims(h5, self.grid_dims)
             for d in self.grid_dims:
                 values = np.asarray(h5[d][:], dtype=np.float64)
                 if d in decreasing:  # the items are flipped to increasing d
                     values = values[::-1]
-                attrs = {key: attr_value(h5[d].attrs, key) for key in h5[d].attrs}
+                full[d] = values
+                attrs = attr_values(h5[d].attrs)
                 # the coordinate's units and name, for the predictions' coordinates
                 coord_attrs[d] = {key: str(attrs[key]) for key in ("units", "long_name")
                                   if isinstance(attrs.get(key), str)}
@@ -260,9 +262,7 @@ class OperatorDataModule(pl.LightningDataModule):
                     periodic.append(d)
             starts = self.subsample_starts(kinds)
             for i, d in enumerate(self.grid_dims):
-                values = np.asarray(h5[d][:], dtype=np.float64)
-                if d in decreasing:
-                    values = values[::-1]
+                values = full[d]
                 kept = values[starts[i]:: self.subsample]
                 coords[d] = kept.tolist()
                 if kinds[d] is None or subsampled_size(len(values), kinds[d],
@@ -277,14 +277,14 @@ class OperatorDataModule(pl.LightningDataModule):
                         f"points of the periodic axis {d!r} of {probe.path}: the kept points "
                         "would not be one period of a periodic grid; choose a subsample that "
                         f"divides {len(values)}")
+                whole = extents[d]
                 extents[d] = list(axis_extent(kept, kinds[d]))
                 warnings.warn(
                     f"--data.subsample {self.subsample} does not divide the "
                     f"{'intervals' if kinds[d] == VERTEX else 'cells'} of the {kinds[d]} axis "
                     f"{d!r} of {probe.path} ({len(values)} points): the model's grid covers "
                     f"[{extents[d][0]:.6g}, {extents[d][1]:.6g}], part of the file's "
-                    f"[{axis_extent(values, kinds[d])[0]:.6g}, "
-                    f"{axis_extent(values, kinds[d])[1]:.6g}]; a subsample that divides it "
+                    f"[{whole[0]:.6g}, {whole[1]:.6g}]; a subsample that divides it "
                     "keeps the whole domain", stacklevel=2)
             cells = [d for d in self.grid_dims if kinds[d] == CELL]
             if self.subsample % 2 == 0 and cells:

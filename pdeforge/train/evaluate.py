@@ -19,6 +19,7 @@ from pdeforge.datasets.format import (
     ATTR_CONFIG,
     ATTR_PROBLEM,
     attr_value,
+    attr_values,
     coordinate,
 )
 from pdeforge.datasets.grid import (
@@ -102,7 +103,7 @@ def _axis_kind(h5: Any, dim: str, values: np.ndarray | None,
     # (NLSE files written before the attribute existed: the checkpoint knows)
     if dim in trained_periodic:
         return PERIODIC
-    return axis_kind(values, {key: attr_value(h5[dim].attrs, key) for key in h5[dim].attrs})
+    return axis_kind(values, attr_values(h5[dim].attrs))
 
 
 def _check_channel_axes(h5: Any, dataset: TorchDataset, info: dict, data: Any) -> None:
