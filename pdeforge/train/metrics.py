@@ -45,27 +45,37 @@ def relative_l2_per_sample(pred: torch.Tensor, target: torch.Tensor) -> torch.Te
     return diff / target.flatten(1).norm(dim=1).clamp_min(torch.finfo(target.dtype).tiny)
 
 
+def h1_squared(u: torch.Tensor, steps: Sequence[float], periodic: Sequence[bool],
+               start: int = 1) -> torch.Tensor:
+    """The discrete squared H1 norm ||u||^2 + sum_d ||D_d u||^2 over the axes from
+    ``start`` on (see the module's docstring); ``steps`` and ``periodic`` for the last
+    ``len(steps)`` axes. ``start=2`` gives one norm per sample and channel."""
+    first = u.ndim - len(steps)
+    total = u.flatten(start).pow(2).sum(-1)
+    for offset, (h, wraps) in enumerate(zip(steps, periodic, strict=True)):
+        axis = first + offset
+        if u.shape[axis] < 2:
+            continue  # one point: no difference along the axis
+        if wraps:
+            du = (torch.roll(u, -1, axis) - torch.roll(u, 1, axis)) / (2.0 * h)
+        else:
+            du = torch.gradient(u, spacing=float(h), dim=axis)[0]
+        total = total + du.flatten(start).pow(2).sum(-1)
+    return total
+
+
 def relative_h1_per_sample(pred: torch.Tensor, target: torch.Tensor, steps: Sequence[float],
                            periodic: Sequence[bool]) -> torch.Tensor:
     """||p - y||_H1 / ||y||_H1 per sample (see the module's docstring); ``steps`` and
     ``periodic`` for the last ``len(steps)`` axes."""
-    first = pred.ndim - len(steps)
+    return (h1_squared(pred - target, steps, periodic).sqrt()
+            / h1_squared(target, steps, periodic).sqrt().clamp_min(
+                torch.finfo(target.dtype).tiny))
 
-    def squared(u: torch.Tensor) -> torch.Tensor:
-        total = u.flatten(1).pow(2).sum(1)
-        for offset, (h, wraps) in enumerate(zip(steps, periodic, strict=True)):
-            axis = first + offset
-            if u.shape[axis] < 2:
-                continue  # one point: no difference along the axis
-            if wraps:
-                du = (torch.roll(u, -1, axis) - torch.roll(u, 1, axis)) / (2.0 * h)
-            else:
-                du = torch.gradient(u, spacing=float(h), dim=axis)[0]
-            total = total + du.flatten(1).pow(2).sum(1)
-        return total
 
-    return (squared(pred - target).sqrt()
-            / squared(target).sqrt().clamp_min(torch.finfo(target.dtype).tiny))
+def unit_steps(sizes: Sequence[int]) -> list[float]:
+    """The steps of a unit domain, 1 / n per axis: the grid assumed before ``set_grid``."""
+    return [1.0 / n for n in sizes]
 
 
 def grid_steps(coords: Mapping[str, Any], grid_dims: Sequence[str]) -> list[float] | None:
@@ -149,7 +159,7 @@ class OperatorMetrics(Metric):
         # samples whose target is zero everywhere: their relative errors are not defined
         # (divided by the smallest float, they swamp the mean); evaluate warns about them
         self.zero_targets += (target.flatten(1).abs().amax(1) == 0).sum()
-        steps = self.steps or [1.0 / n for n in pred.shape[-self.dim:]]
+        steps = self.steps or unit_steps(pred.shape[-self.dim:])
         self.rel_h1 += relative_h1_per_sample(pred, target, steps, self.periodic).sum()
         self.rmse += err.flatten(1).pow(2).mean(1).sqrt().sum()
         per_channel = err.flatten(2).norm(dim=2) / target.flatten(2).norm(dim=2).clamp_min(1e-300)

@@ -17,15 +17,14 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from neuralop.losses import H1Loss, LpLoss
 
 from pdeforge import __version__, operators
 from pdeforge.datasets.grid import VERTEX
 from pdeforge.errors import PdeforgeError
+from pdeforge.train.losses import LOSSES, RelativeLoss
 from pdeforge.train.metrics import OperatorMetrics, grid_steps
 from pdeforge.train.normalizer import ChannelNormalizer
 
-LOSSES = ("l2", "h1")
 SCHEDULERS = ("onecycle", "step", "cosine", "none")
 
 
@@ -44,8 +43,8 @@ class OperatorModule(pl.LightningModule):
         model: registry name (``pdeforge.operators.available()``).
         model_kwargs: constructor arguments of the operator besides channels and dim.
         in_channels, out_channels, dim: set from the data module by ``pdeforge train``.
-        loss: "l2" (relative L2) or "h1" (relative H1), neuraloperator's LpLoss/H1Loss
-            with d = dim, mean over the batch.
+        loss: "l2" (relative L2) or "h1" (relative H1 on the data's physical grid), per
+            sample and output channel, mean over both (:mod:`pdeforge.train.losses`).
         normalize: "gaussian" (per-channel unit Gaussian, inputs and outputs) or "none".
         lr, weight_decay: AdamW.
         scheduler: "onecycle" (over all training steps), "step" (every ``step_size``
@@ -99,11 +98,7 @@ class OperatorModule(pl.LightningModule):
         self.in_norm = ChannelNormalizer(in_channels)
         self.out_norm = ChannelNormalizer(out_channels)
         self.data_info: dict[str, Any] = {}
-        self._loss = (
-            LpLoss(d=dim, p=2, reduction="mean")
-            if loss == "l2"
-            else H1Loss(d=dim, reduction="mean")
-        )
+        self._loss = RelativeLoss(loss, dim)
         self.val_metrics = OperatorMetrics(out_channels, dim)
         self.test_metrics = OperatorMetrics(out_channels, dim)
         self._last_validation: dict[str, float] | None = None  # see on_validation_epoch_end
@@ -205,9 +200,7 @@ class OperatorModule(pl.LightningModule):
     # -- steps ----------------------------------------------------------------------------
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         x, y = batch
-        if batch_idx == 0 and self.current_epoch == 0:
-            self._warn_if_below_the_loss_epsilon(y)
-        loss = self._loss(self(x), y)
+        loss = self._loss(self(x), y, self._output_scale())
         finite = torch.isfinite(loss.detach())
         self._loss_finite = finite if self._loss_finite is None else self._loss_finite & finite
         self.log(
@@ -215,20 +208,12 @@ class OperatorModule(pl.LightningModule):
         )
         return loss
 
-    def _warn_if_below_the_loss_epsilon(self, y: torch.Tensor) -> None:
-        """neuraloperator's relative losses divide by the target's norm plus ``eps``
-        (1e-8) in the data's units: targets whose norms come near it are weighed by that
-        constant instead (a field of 1e-9 on 64^2 points: norm 6e-8, the loss off 15 %)."""
-        eps = float(getattr(self._loss, "eps", 0.0) or 0.0)
-        norms = y.detach().flatten(2).norm(dim=2)  # (batch, channel), as the loss takes them
-        typical = float(norms.double().median()) if norms.numel() else 0.0
-        if eps and 0.0 < typical < 100.0 * eps:
-            warnings.warn(
-                f"the training outputs' norms over the grid are about {typical:.2g}, near "
-                f"the {eps:g} the relative {self.hparams.loss} loss adds to them "
-                "(neuraloperator's): the loss then weighs samples by that constant; store the "
-                "outputs in units where they are of order one (the metrics are not affected)",
-                stacklevel=2)
+    def _output_scale(self) -> torch.Tensor | None:
+        """Each output channel's root-mean-square value over the training data (the
+        loss's floor for near-zero targets), None before the normaliser is fitted."""
+        if not bool(self.out_norm.fitted):
+            return None
+        return torch.sqrt(self.out_norm.mean**2 + self.out_norm.std**2)
 
     def _stop_if_diverged(self) -> None:
         """Raise before the epoch's checkpoints are written (they are saved after validation
@@ -252,7 +237,8 @@ class OperatorModule(pl.LightningModule):
         x, y = batch
         pred = self(x)
         self.log(
-            "val/loss", self._loss(pred, y), prog_bar=True, batch_size=x.shape[0], sync_dist=True
+            "val/loss", self._loss(pred, y, self._output_scale()), prog_bar=True,
+            batch_size=x.shape[0], sync_dist=True,
         )
         self.val_metrics.update(pred, y)
 
@@ -481,6 +467,7 @@ class OperatorModule(pl.LightningModule):
         periodic = [d in info.get("periodic_dims", []) for d in dims]
         vertex = [kinds.get(d) == VERTEX for d in dims]
         if steps is not None and len(steps) == self.hparams.dim and all(h > 0 for h in steps):
+            self._loss.set_grid(steps, periodic)
             self.val_metrics.set_grid(steps, periodic, vertex)
             self.test_metrics.set_grid([h * test_ratio for h in steps], periodic, vertex)
 

@@ -147,3 +147,6 @@ def test_the_test_split_s_metrics_use_its_own_grid_steps():
     assert module.val_metrics.steps == pytest.approx([1 / 8, 0.5])
     assert module.test_metrics.steps == pytest.approx([1 / 24, 0.5 / 3])
     assert module.test_metrics.vertex == [False, True]
+    # the training loss ("h1") differences on the training grid's physical steps
+    assert module._loss.steps == pytest.approx([1 / 8, 0.5])
+    assert module._loss.periodic == [False, False]

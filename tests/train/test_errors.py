@@ -15,7 +15,7 @@ from pdeforge.train.cli import run_cli
 from tests.conftest import run_cli as run_pdeforge
 from tests.conftest import run_clis
 from tests.train.conftest import CONFIGS
-from tests.train.test_fit import QUIET, fit
+from tests.train.test_fit import QUIET, epoch_losses, fit
 
 MGNO = next(c for c in CONFIGS if c.stem == "darcy_mgno")
 FNO = next(c for c in CONFIGS if c.stem == "darcy_fno")
@@ -505,17 +505,24 @@ def test_a_mistyped_config_gets_one_line_naming_the_recipes(tmp_path):
     assert "configs/darcy_mgno.yaml" in proc.stderr and len(proc.stderr.splitlines()) <= 3
 
 
-def test_outputs_too_small_for_the_relative_loss_are_warned_about(tmp_path, monkeypatch):
-    """neuraloperator's relative loss adds 1e-8 to the target's norm: outputs stored in
-    units that make their norms 1e-10 are weighed by it (the metrics are not)."""
+@pytest.mark.parametrize("loss", ["l2", "h1"])
+def test_the_loss_is_the_same_for_outputs_stored_in_any_units(tmp_path, monkeypatch, loss):
+    """neuraloperator's relative losses added 1e-8 to the target's norm in the data's
+    units: outputs stored x 1e-11 (norms about 1e-10) trained on a loss about 100x
+    smaller than the same data's. The losses are now the same to rounding."""
     import h5py
 
     monkeypatch.chdir(tmp_path)
-    data = tmp_path / "tiny_units.nc"
-    write_foreign_file(data)
-    with h5py.File(data, "r+") as f:
+    plain, tiny = tmp_path / "plain.nc", tmp_path / "tiny_units.nc"
+    write_foreign_file(plain)
+    shutil.copy(plain, tiny)
+    with h5py.File(tiny, "r+") as f:
         f["u"][...] = f["u"][...] * 1e-11
-    with pytest.warns(UserWarning, match=r"outputs' norms over the grid are about [0-9.e-]+, "
-                      r"near the 1e-08 the relative l2 loss adds"):
-        run_cli(["fit", "--config", str(FNO), "--preset", "tiny", *QUIET,
-                 f"--data.path={data}", "--trainer.max_epochs=1"])
+    runs = []
+    for data in (plain, tiny):
+        cli = run_cli(["fit", "--config", str(FNO), "--preset", "tiny", *QUIET,
+                       f"--data.path={data}", "--trainer.max_epochs=2",
+                       f"--model.loss={loss}", "--seed_everything=3"])
+        runs.append(epoch_losses(Path(cli.trainer.log_dir)))
+    assert len(runs[0]) == 2 and runs[0][0] > 1e-3
+    np.testing.assert_allclose(runs[1], runs[0], rtol=1e-3)
