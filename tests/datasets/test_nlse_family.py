@@ -192,3 +192,23 @@ def test_a_shard_reports_progress_while_its_samples_advance_together():
     # solver's first accepted steps, each a sliver of the work after the start-up, made
     # tqdm's first estimate read hours
     assert min(steps[:-1]) >= PROGRESS_PIECE * 3 - 1e-12
+
+
+@pytest.mark.parametrize("m", [32, 96])
+def test_the_scipy_method_generates_the_same_trajectories(tmp_path, m):
+    """--method scipy-dop853 (the reference approach, one trajectory at a time) against
+    the default batched integrator: the same samples to the tolerances' accuracy, the
+    same grid factors, and the file names the integrator that made it."""
+    opts = dict(OPTIONS, rtol=1e-10, atol=1e-12)
+    fast = build_problem("nlse", m, **opts).generate(1, range(3))
+    ref_problem = build_problem("nlse", m, method="scipy-dop853", **opts)
+    ref = ref_problem.generate(1, range(3))
+    assert fast["converged"].any()
+    for name in ("converged", "oversample"):
+        np.testing.assert_array_equal(ref[name], fast[name], err_msg=name)
+    peak = np.abs(fast["psi_re"] + 1j * fast["psi_im"]).max()
+    for name in ("psi_re", "psi_im"):
+        np.testing.assert_allclose(ref[name], fast[name], rtol=0, atol=1e-7 * peak)
+    assert "method=scipy-dop853" in ref_problem.solver_name
+    with pytest.raises(PdeforgeError, match="ip-dop853"):
+        build_problem("nlse", m, method="rk4", **opts)

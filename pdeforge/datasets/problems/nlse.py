@@ -52,6 +52,7 @@ from pdeforge.errors import ConvergenceError, PdeforgeError
 
 IC_KINDS = ("solitons", "smooth", "mixed")
 OVERSAMPLE_CHOICES = ("auto", "1", "2", "4", "8")
+METHODS = ("ip-dop853", "scipy-dop853")
 # the largest domain length whose square (the smooth fields' envelope) double precision
 # holds with room: 2 (L / 8)^2 and x^2 stay far below 1.8e308
 MAX_LENGTH = 1e150
@@ -106,6 +107,10 @@ class NLSE(ProblemFamily):
                "steps)", None, True, numerics=True),
         Option("atol", float, 1e-11, "absolute tolerance of the integrator", None, True,
                numerics=True),
+        Option("method", str, "ip-dop853", "the integrator: ip-dop853 (batched, interaction "
+               "picture) or scipy-dop853 (scipy's DOP853 on the Fourier coefficients, one "
+               "trajectory at a time: the reference approach, for cross-checks; slower)",
+               METHODS, numerics=True),
         Option("dealias", bool, True, "2/3-rule dealiasing of the nonlinear term"),
         Option("oversample", str, "auto", "solve on a grid F times finer and store every F-th "
                "point: auto starts at F = 1 and, while the solution's spectrum at the edge of "
@@ -187,7 +192,7 @@ class NLSE(ProblemFamily):
                 f"grid oversampled {c['oversample']} to a spectral tail <= "
                 f"{c['resolution_tol']:g}")
         return (
-            f"pdeforge.solvers.nlse.solve(method=ip-dop853, rtol={c['rtol']:g}, "
+            f"pdeforge.solvers.nlse.solve(method={c['method']}, rtol={c['rtol']:g}, "
             f"atol={c['atol']:g}, dealias={c['dealias']}, filter={c['filter']}), {grid}"
         )
 
@@ -300,6 +305,7 @@ class NLSE(ProblemFamily):
             progress=progress,
             length=c["length"],
             times=self.times(),
+            method=c["method"],
             rtol=c["rtol"],
             atol=c["atol"],
             focusing=c["focusing"],
