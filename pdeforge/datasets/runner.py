@@ -640,8 +640,8 @@ def _run_locked(
     free = shutil.disk_usage(out.parent).free
     if free < 1.1 * need + (16 << 20):
         raise PdeforgeError(
-            f"not enough free space to assemble {out}: about {need / 2**20:.0f} MiB needed, "
-            f"{free / 2**20:.0f} MiB free in {out.parent}; make room and re-run the same "
+            f"not enough free space to assemble {out}: about {_size(need)} needed, "
+            f"{_size(free)} free in {out.parent}; make room and re-run the same "
             f"command (the shards are kept in {parts})"
         )
     try:
