@@ -30,7 +30,6 @@ from tqdm.auto import tqdm
 
 from pdeforge.datasets.format import CONVERGED, SAMPLE, SPATIAL_DIMS
 from pdeforge.datasets.grid import (
-    CELL,
     GRID_ATTR,
     PERIODIC,
     axis_extent,
@@ -71,6 +70,38 @@ def resample_coordinate(values: np.ndarray, size: int, kind: str | bool | None =
 def _extent(values: np.ndarray, kind: str | bool | None) -> tuple[float, float]:
     """The domain a uniform grid of kind ``kind`` covers (see :func:`_kind`)."""
     return axis_extent(values, _kind(values, kind))
+
+
+def _linear_weights(source: np.ndarray, target: np.ndarray, period: float | None = None):
+    """Linear interpolation from increasing points ``source`` to ``target``, as
+    (lower index, upper index, weight of the upper) per target point, or (None, None,
+    None) where the points are the same. ``period``: the axis is periodic with that period
+    (the interval after the last point wraps to the first); else targets beyond the ends
+    take the end values. Weights within 1e-9 of 0 or 1 are snapped, so that target points
+    at source points copy their values exactly."""
+    source, target = np.asarray(source, np.float64), np.asarray(target, np.float64)
+    if len(source) == len(target) and np.array_equal(source, target):
+        return None, None, None
+    n = len(source)
+    if n == 1:
+        zero = np.zeros(len(target), dtype=np.int64)
+        return zero, zero, np.zeros(len(target))
+    if period is not None:
+        offsets = source - source[0]
+        position = np.mod(target - source[0], period)
+        lower = np.clip(np.searchsorted(offsets, position, side="right") - 1, 0, n - 1)
+        right = np.where(lower + 1 < n, offsets[np.minimum(lower + 1, n - 1)], period)
+        weight = (position - offsets[lower]) / (right - offsets[lower])
+        upper = (lower + 1) % n
+    else:
+        position = np.clip(target, source[0], source[-1])
+        lower = np.clip(np.searchsorted(source, position, side="right") - 1, 0, n - 2)
+        upper = lower + 1
+        weight = (position - source[lower]) / (source[upper] - source[lower])
+    weight = np.clip(weight, 0.0, 1.0)
+    weight[weight < 1e-9] = 0.0
+    weight[weight > 1 - 1e-9] = 1.0
+    return lower.astype(np.int64), upper.astype(np.int64), weight
 
 
 @dataclass
@@ -194,6 +225,13 @@ class Surrogate:
         self.grid_extents: dict[str, tuple[float, float]] = {
             d: tuple(extents[d]) if d in extents else _extent(self.coords[d], self.grid_kinds[d])
             for d in self.grid_dims if d in self.coords and len(self.coords[d]) > 1
+        }
+        # the domain of inputs of other sizes that bring no coordinates: the training
+        # file's (older checkpoints: the model's, as above)
+        whole = dict(self.data_info.get("file_extents") or {})
+        self.data_extents: dict[str, tuple[float, float]] = {
+            d: tuple(whole[d]) if d in whole else extent
+            for d, extent in self.grid_extents.items()
         }
         self.channels: dict[str, int] = dict(self.data_info.get("channels", {}))
         self._metrics = {k: v for k, v in checkpoint.get("callbacks", {}).items()}
@@ -424,35 +462,41 @@ class Surrogate:
         )
 
     # -- prediction -----------------------------------------------------------------------
-    def _resampler(self, grid: tuple[int, ...]):
-        """Interpolation between ``grid`` and the training grid, both of the training
-        grid's kinds on its domain: linear along each axis in turn (bilinear, trilinear),
-        cell axes through their centres, vertex axes through their ends, periodic axes
-        over one period."""
-        kinds = [self.grid_kinds.get(d) for d in self.grid_dims]
+    def _resampler(self, grid: tuple[int, ...], coords: dict[str, np.ndarray]):
+        """Linear interpolation (along each axis in turn: bilinear, trilinear) in physical
+        coordinates between the inputs' grid (its coordinates where given, else
+        :meth:`grid_coords`) and the training grid's points, periodic axes over one
+        period, values beyond the end points of other axes held constant. Returns
+        (to the training grid, back to the inputs' grid)."""
+        given = self.grid_coords(grid)
+        source = {d: np.asarray(coords[d], dtype=np.float64)
+                  if d in coords and len(coords[d]) == n else given[d]
+                  for d, n in zip(self.grid_dims, grid, strict=True)}
+        forward, back = [], []
+        for d in self.grid_dims:
+            model = np.asarray(self.coords[d], dtype=np.float64)
+            period = None
+            if self.grid_kinds.get(d) == PERIODIC:
+                lo, hi = self.grid_extents.get(d, _extent(model, PERIODIC))
+                period = hi - lo
+            forward.append(_linear_weights(source[d], model, period))
+            back.append(_linear_weights(model, source[d], period))
 
-        def along(t: torch.Tensor, axis: int, n: int, kind: str | None) -> torch.Tensor:
-            if t.shape[axis] == n:
-                return t
-            moved = t.movedim(axis, -1)
-            flat = moved.reshape(-1, 1, moved.shape[-1])
-            if kind == PERIODIC:
-                # the first point again after the last (x_0 + L): vertex interpolation
-                # over [x_0, x_0 + L], then that point dropped
-                flat = torch.cat([flat, flat[..., :1]], dim=-1)
-                out = torch.nn.functional.interpolate(
-                    flat, size=n + 1, mode="linear", align_corners=True)[..., :n]
-            else:
-                out = torch.nn.functional.interpolate(
-                    flat, size=n, mode="linear", align_corners=kind != CELL)
-            return out.reshape(*moved.shape[:-1], n).movedim(-1, axis)
-
-        def resample(t: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
-            for offset, (n, kind) in enumerate(zip(size, kinds, strict=True)):
-                t = along(t, 2 + offset, n, kind)
+        def apply(t: torch.Tensor, weights: list) -> torch.Tensor:
+            for offset, (lower, upper, w) in enumerate(weights):
+                if lower is None:
+                    continue  # the same points
+                axis = 2 + offset
+                shape = [1] * t.ndim
+                shape[axis] = len(w)
+                w = torch.as_tensor(w, dtype=t.dtype, device=t.device).reshape(shape)
+                index = (torch.as_tensor(lower, device=t.device),
+                         torch.as_tensor(upper, device=t.device))
+                t = (t.index_select(axis, index[0]) * (1 - w)
+                     + t.index_select(axis, index[1]) * w)
             return t
 
-        return resample
+        return (lambda t: apply(t, forward)), (lambda t: apply(t, back))
 
     @torch.no_grad()
     def predict_array(
@@ -501,8 +545,8 @@ class Surrogate:
             chunk = torch.as_tensor(x[start : start + batch_size], dtype=dtype, device=self.device)
             try:
                 if resample:
-                    interp = self._resampler(grid)
-                    y = interp(self.module(interp(chunk, self.grid_shape)), grid)
+                    to_model, back = self._resampler(grid, coords)
+                    y = back(self.module(to_model(chunk)))
                     y = self.module.apply_masks(chunk, y)  # on the grid asked for
                 else:
                     y = self.module(chunk)
@@ -575,11 +619,12 @@ class Surrogate:
         return out
 
     def grid_coords(self, grid: tuple[int, ...]) -> dict[str, np.ndarray]:
-        """Coordinates of a grid of the training grid's kind with the given sizes."""
+        """Coordinates of a grid of the training grid's kind with the given sizes: the
+        training points at the training size, else on the training file's domain."""
         return {
             d: self.coords[d]
             if len(self.coords[d]) == n
-            else axis_points(self.grid_kinds.get(d), *self.grid_extents[d], n)
+            else axis_points(self.grid_kinds.get(d), *self.data_extents[d], n)
             for d, n in zip(self.grid_dims, grid, strict=True)
         }
 

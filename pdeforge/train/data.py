@@ -245,6 +245,7 @@ class OperatorDataModule(pl.LightningDataModule):
         channels = {n: probe._channels(probe._fields, n) for n in probe.inputs + probe.outputs}
         with open_h5(probe.path) as h5:
             coords, periodic, kinds, extents, coord_attrs, full = {}, [], {}, {}, {}, {}
+            file_extents: dict[str, list[float]] = {}
             decreasing = decreasing_dims(h5, self.grid_dims)
             for d in self.grid_dims:
                 values = np.asarray(h5[d][:], dtype=np.float64)
@@ -258,6 +259,7 @@ class OperatorDataModule(pl.LightningDataModule):
                 kinds[d] = axis_kind(values, attrs)
                 if kinds[d] is not None:  # the file's domain, whatever the subsample
                     extents[d] = list(axis_extent(values, kinds[d]))
+                    file_extents[d] = list(extents[d])
                 if kinds[d] == PERIODIC:
                     periodic.append(d)
             starts = self.subsample_starts(kinds)
@@ -343,6 +345,9 @@ class OperatorDataModule(pl.LightningDataModule):
             "grid_kinds": kinds,
             "coord_attrs": coord_attrs,
             "grid_extents": extents,
+            # the file's domain (the model's above is part of it where the subsample does
+            # not divide an axis): inputs of other sizes without coordinates are placed on it
+            "file_extents": file_extents,
             "subsample": self.subsample,
             "subsample_starts": list(starts),
             "generation_config": generation if isinstance(generation, dict) else {},
