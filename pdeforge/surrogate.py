@@ -468,10 +468,7 @@ class Surrogate:
         :meth:`grid_coords`) and the training grid's points, periodic axes over one
         period, values beyond the end points of other axes held constant. Returns
         (to the training grid, back to the inputs' grid)."""
-        given = self.grid_coords(grid)
-        source = {d: np.asarray(coords[d], dtype=np.float64)
-                  if d in coords and len(coords[d]) == n else given[d]
-                  for d, n in zip(self.grid_dims, grid, strict=True)}
+        source = self._input_points(grid, coords)
         forward, back = [], []
         for d in self.grid_dims:
             model = np.asarray(self.coords[d], dtype=np.float64)
@@ -497,6 +494,60 @@ class Surrogate:
             return t
 
         return (lambda t: apply(t, forward)), (lambda t: apply(t, back))
+
+    def _input_points(self, grid: tuple[int, ...], coords: dict[str, np.ndarray]
+                      ) -> dict[str, np.ndarray]:
+        """The inputs' grid points per axis: their own coordinates where given, else
+        :meth:`grid_coords`."""
+        given = self.grid_coords(grid)
+        return {d: np.asarray(coords[d], dtype=np.float64)
+                if d in coords and len(coords[d]) == n else given[d]
+                for d, n in zip(self.grid_dims, grid, strict=True)}
+
+    def _unit_points(self, grid: tuple[int, ...], coords: dict[str, np.ndarray]
+                     ) -> list[np.ndarray]:
+        """The inputs' grid points per axis in the operators' unit convention
+        (:func:`pdeforge.operators.base.unit_grid`: the training points at 0, ..., 1),
+        placed by their physical coordinates."""
+        source = self._input_points(grid, coords)
+        out = []
+        for d in self.grid_dims:
+            model = np.asarray(self.coords[d], dtype=np.float64)
+            span = model[-1] - model[0] if len(model) > 1 else 0.0
+            out.append((source[d] - model[0]) / span if span else np.zeros(len(source[d])))
+        return out
+
+    def _zero_shot(self, chunk: torch.Tensor, grid: tuple[int, ...],
+                   coords: dict[str, np.ndarray]) -> torch.Tensor:
+        """The model on another grid than its training grid. Operators that read
+        positions get the inputs' points placed as in training (their unit convention
+        stretches any grid over the training points' span, which misplaces cell and
+        periodic grids of other sizes: a DeepONet given an NLSE grid's every other point
+        was 13 % off its own predictions there): DeepONet's trunk is evaluated at the
+        points, its branch reads the inputs resampled to the training grid (its sensors
+        are fixed positions of that grid); POD-DeepONet's basis lives on the training
+        grid, so its outputs are resampled from there (linear interpolation of the basis,
+        as its evaluation at points is); LSM appends the points' positions. The others
+        (convolutions and spectral layers) take the grid as it is."""
+        operator_ = self.module.operator
+        name = getattr(operator_, "name", "")
+        if name == "deeponet":
+            to_model, back = self._resampler(grid, coords)
+            if operator_.pod:
+                y = back(self.module(to_model(chunk)))
+            else:
+                axes = [torch.as_tensor(u, dtype=chunk.dtype) for u in
+                        self._unit_points(grid, coords)]
+                points = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
+                y = self.module(to_model(chunk), points=points.reshape(-1, len(axes)))
+                y = y.reshape(*y.shape[:2], *grid)
+        elif name == "lsm" and operator_.positional_embedding:
+            axes = [torch.as_tensor(u, dtype=chunk.dtype, device=chunk.device)
+                    for u in self._unit_points(grid, coords)]
+            y = self.module(chunk, coordinates=axes)
+        else:
+            return self.module(chunk)
+        return self.module.apply_masks(chunk, y)  # on the grid asked for
 
     @torch.no_grad()
     def predict_array(
@@ -548,6 +599,8 @@ class Surrogate:
                     to_model, back = self._resampler(grid, coords)
                     y = back(self.module(to_model(chunk)))
                     y = self.module.apply_masks(chunk, y)  # on the grid asked for
+                elif grid != self.grid_shape:
+                    y = self._zero_shot(chunk, grid, coords)
                 else:
                     y = self.module(chunk)
                 out.append(y.float().cpu().numpy())
@@ -713,7 +766,9 @@ class Surrogate:
         self._check_domain(coords)
         sizes = set(x.shape[2:])
         if len(sizes) != 1:
-            raise SurrogateInputError(f"compare needs a square grid, got {x.shape[2:]}")
+            raise SurrogateInputError(
+                f"compare needs as many points along every axis (the reference solver's "
+                f"families take one resolution), got a {'x'.join(map(str, x.shape[2:]))} grid")
         problem = self.reference_problem(sizes.pop())
         reference = problem.solve_inputs(self._split_channels(x, self.inputs))
         target = np.concatenate(

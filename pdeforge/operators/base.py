@@ -199,8 +199,29 @@ def real_numel(tensor: torch.Tensor) -> int:
 
 def unit_grid(shape: Sequence[int], *, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """Coordinates of a tensor grid on [0, 1]^d (endpoints included), shape (d, *shape)."""
-    axes = [torch.linspace(0.0, 1.0, n, device=device, dtype=dtype) for n in shape]
+    return axes_grid([torch.linspace(0.0, 1.0, n, device=device, dtype=dtype) for n in shape])
+
+
+def axes_grid(axes: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The tensor grid of per-axis coordinates (1D tensors), shape (d, *sizes)."""
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=0)
+
+
+def check_coordinates(model: str, coordinates: Sequence[torch.Tensor], x: torch.Tensor
+                      ) -> torch.Tensor:
+    """``coordinates`` (one 1D tensor per grid axis of ``x``, in the unit convention of
+    :func:`unit_grid`: the training grid's points at 0, ..., 1) as a grid (d, *x's grid);
+    :class:`OperatorInputError` when they do not fit ``x``."""
+    shape = tuple(x.shape[2:])
+    sizes = tuple(len(c) if isinstance(c, torch.Tensor) and c.ndim == 1 else -1
+                  for c in coordinates)
+    if sizes != shape:
+        raise OperatorInputError(
+            f"{model}: coordinates must be one 1D tensor per grid axis with the input's "
+            f"sizes {shape}, got sizes {sizes}")
+    if not all(torch.isfinite(c).all() for c in coordinates):
+        raise OperatorInputError(f"{model}: coordinates contain NaN or infinite values")
+    return axes_grid([c.to(device=x.device, dtype=x.dtype) for c in coordinates])
 
 
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "tanh": nn.Tanh, "silu": nn.SiLU}

@@ -25,6 +25,7 @@ implementation.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -33,6 +34,7 @@ from pdeforge.operators.base import (
     Operator,
     OperatorConfigError,
     OperatorInputError,
+    check_coordinates,
     crop,
     layer_for,
     pad_to_multiple,
@@ -221,7 +223,12 @@ class LSM(Operator):
     def min_size(self) -> int:
         return 2**self.n_stages
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor,
+                coordinates: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """(B, C_in, *grid) -> (B, C_out, *grid). ``coordinates``: the appended positions
+        of the grid's points, one 1D tensor per axis (default: 0, ..., 1 along each axis,
+        as in training; another resolution of the training domain passes its points'
+        positions in that convention)."""
         self.check_input(x)
         if min(x.shape[2:]) < self.min_size:
             raise OperatorInputError(
@@ -231,7 +238,8 @@ class LSM(Operator):
         if x.shape[0] == 0:
             return self.empty_output(x)
         if self.positional_embedding:
-            grid = unit_grid(x.shape[2:], device=x.device, dtype=x.dtype)
+            grid = (unit_grid(x.shape[2:], device=x.device, dtype=x.dtype)
+                    if coordinates is None else check_coordinates("lsm", coordinates, x))
             x = torch.cat([x, grid.expand(x.shape[0], *grid.shape)], dim=1)
         skips = [self.inc(self.lift(x))]
         for down in self.down:

@@ -328,6 +328,7 @@ def run_cli(args: Sequence[str]):
         def add_arguments_to_parser(self, parser) -> None:
             for key in ("in_channels", "out_channels", "dim"):
                 parser.link_arguments(f"data.{key}", f"model.{key}", apply_on="instantiate")
+            parser.link_arguments("data.model_grid", "model.grid_shape", apply_on="instantiate")
             # Always checkpoint the best model (by validation relative L2) and the last one;
             # every setting stays an option: --checkpoint.monitor, --checkpoint.save_top_k ...
             parser.add_lightning_class_args(RunCheckpoint, "checkpoint")

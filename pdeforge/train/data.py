@@ -202,6 +202,8 @@ class OperatorDataModule(pl.LightningDataModule):
         for other in self.paths[1:] + self.val_paths + self.test_paths:
             self._check_compatible(probe, self._open(other, in_memory=False), other)
         self.info = self._describe(probe)
+        # the grid the model sees (the file's, subsampled)
+        self.model_grid = [len(self.info["coords"][d]) for d in self.grid_dims]
         self._train: Dataset | None = None
         self._val: Dataset | None = None
         self._test: Dataset | None = None

@@ -3,18 +3,15 @@
 For predictions p and targets y of shape (B, C, *grid),
 
     loss = mean over b, c of ||p_bc - y_bc||_X / max(||y_bc||_X, floor_c),
-    floor_c = RELATIVE_FLOOR * max(max over the batch of ||y_b'c||_X, s_c sqrt(N)),
-
-with s_c the channel's root-mean-square value over the training data when known (the
-output normaliser's sqrt(mean^2 + std^2)) and N the number of grid points; where both are
-zero (a channel zero in the whole batch, no statistics) the error is taken absolutely,
-divided by 1 in the data's units,
+    floor_c = RELATIVE_FLOOR * max over the batch of ||y_b'c||_X,
 
 with X the discrete L2 norm (``"l2"``) or the discrete H1 norm of
 :mod:`pdeforge.train.metrics` (``"h1"``: ||u||^2 + sum_d ||D_d u||^2, central differences
 with the data's physical steps, wrapped on periodic axes only). Each channel is its own
 relative error, so outputs in different units weigh alike (as neuraloperator's LpLoss and
-H1Loss do; the ``rel_l2``/``rel_h1`` metrics pool the channels instead).
+H1Loss do; the ``rel_l2``/``rel_h1`` metrics pool the channels instead). A channel that
+is zero in the whole batch has no relative error: its floor is 1, and its error counts
+absolutely, in the data's units.
 
 Written here rather than taken from neuraloperator because its losses (2.0) add an
 absolute 1e-8 to the target's norm in the data's units (a field of 1e-9 on 64^2 points
@@ -65,22 +62,27 @@ class RelativeLoss(torch.nn.Module):
     def norms(self, u: torch.Tensor) -> torch.Tensor:
         """||u_bc||_X per sample and channel, shape (B, C)."""
         if self.kind == "l2":
-            return u.flatten(2).norm(dim=2)
-        steps = self.steps or unit_steps(u.shape[-self.dim:])
-        return h1_squared(u, steps, self.periodic, start=2).sqrt()
+            squared = u.flatten(2).pow(2).sum(2)
+        else:
+            squared = h1_squared(u, self.steps or unit_steps(u.shape[-self.dim:]),
+                                 self.periodic, start=2)
+        # sqrt's derivative at 0 is infinite: where p = y exactly it gave NaN gradients
+        return squared.clamp_min(torch.finfo(u.dtype).tiny).sqrt()
 
-    def forward(self, pred: torch.Tensor, target: torch.Tensor,
-                scale: torch.Tensor | None = None) -> torch.Tensor:
-        """The loss; ``scale``: each output channel's root-mean-square value over the
-        training data (C,), for the floor of near-zero targets (module docstring)."""
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if pred.shape != target.shape or pred.ndim != self.dim + 2:
             raise ValueError(
                 f"the loss expects predictions and targets of the same shape (B, C, "
                 f"{self.dim} grid axes), got {tuple(pred.shape)} and {tuple(target.shape)}")
+        # each channel divided by its largest |target| in the batch first: the ratios are
+        # the same, and squares of fields stored in very small or large units neither
+        # underflow nor overflow (float32: 1e-25 and 1e18 read 0 and NaN)
+        axes = (0, *range(2, target.ndim))
+        largest = target.detach().abs().amax(dim=axes, keepdim=True)
+        unit = torch.where(largest > 0, largest, torch.ones_like(largest))
+        pred, target = pred / unit, target / unit
         denominator = self.norms(target)
         typical = denominator.detach().amax(0)
-        if scale is not None:
-            points = target[0, 0].numel()
-            typical = torch.maximum(typical, scale.to(typical) * points**0.5)
-        floor = torch.where(typical > 0, RELATIVE_FLOOR * typical, torch.ones_like(typical))
+        zero = largest.flatten() == 0  # a channel zero in the whole batch
+        floor = torch.where(zero, torch.ones_like(typical), RELATIVE_FLOOR * typical)
         return (self.norms(pred - target) / torch.maximum(denominator, floor)).mean()

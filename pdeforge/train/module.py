@@ -50,6 +50,8 @@ class OperatorModule(pl.LightningModule):
         scheduler: "onecycle" (over all training steps), "step" (every ``step_size``
             epochs times ``gamma``), "cosine" (to zero over max_epochs) or "none".
         step_size, gamma: StepLR settings.
+        grid_shape: the training grid (set from the data module by ``pdeforge train``);
+            POD-DeepONet's ``pod_shape`` defaults to it.
     """
 
     def __init__(
@@ -66,6 +68,7 @@ class OperatorModule(pl.LightningModule):
         scheduler: str = "onecycle",
         step_size: int = 100,
         gamma: float = 0.5,
+        grid_shape: list[int] | None = None,
     ) -> None:
         super().__init__()
         if loss not in LOSSES:
@@ -92,6 +95,9 @@ class OperatorModule(pl.LightningModule):
                     f"model.model_kwargs must not set {reserved!r}: it comes from the data"
                 )
         self.save_hyperparameters()
+        if (model == "deeponet" and model_kwargs.get("pod_modes") is not None
+                and model_kwargs.get("pod_shape") is None and grid_shape):
+            model_kwargs["pod_shape"] = [int(n) for n in grid_shape]  # the outputs' grid
         self.operator = operators.build(
             model, in_channels=in_channels, out_channels=out_channels, dim=dim, **model_kwargs
         )
@@ -200,20 +206,13 @@ class OperatorModule(pl.LightningModule):
     # -- steps ----------------------------------------------------------------------------
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         x, y = batch
-        loss = self._loss(self(x), y, self._output_scale())
+        loss = self._loss(self(x), y)
         finite = torch.isfinite(loss.detach())
         self._loss_finite = finite if self._loss_finite is None else self._loss_finite & finite
         self.log(
             "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=x.shape[0]
         )
         return loss
-
-    def _output_scale(self) -> torch.Tensor | None:
-        """Each output channel's root-mean-square value over the training data (the
-        loss's floor for near-zero targets), None before the normaliser is fitted."""
-        if not bool(self.out_norm.fitted):
-            return None
-        return torch.sqrt(self.out_norm.mean**2 + self.out_norm.std**2)
 
     def _stop_if_diverged(self) -> None:
         """Raise before the epoch's checkpoints are written (they are saved after validation
@@ -237,7 +236,7 @@ class OperatorModule(pl.LightningModule):
         x, y = batch
         pred = self(x)
         self.log(
-            "val/loss", self._loss(pred, y, self._output_scale()), prog_bar=True,
+            "val/loss", self._loss(pred, y), prog_bar=True,
             batch_size=x.shape[0], sync_dist=True,
         )
         self.val_metrics.update(pred, y)

@@ -18,8 +18,8 @@ from torch import nn
 class ChannelNormalizer(nn.Module):
     """Unit-Gaussian statistics per channel of (B, C, *grid) tensors.
 
-    A channel with zero variance (e.g. a constant parameter) gets std 1, so that it passes
-    through shifted but never divided by zero.
+    A channel with zero variance (e.g. a constant parameter) gets std |mean| (1 where it
+    is zero), so that it passes through shifted but never divided by zero.
     """
 
     def __init__(self, channels: int) -> None:
@@ -62,7 +62,11 @@ class ChannelNormalizer(nn.Module):
             raise ValueError("cannot fit a normaliser on no data (the training split is empty)")
         del self._running
         std = torch.sqrt(m2 / count)
-        std = torch.where(std > 1e-12 * torch.clamp(mean.abs(), min=1.0), std, torch.ones_like(std))
+        # a constant channel (std within rounding of its mean) gets its own size, |mean|,
+        # an all-zero one 1: relative to the data, so the same in any units (a floor of
+        # 1e-12 in the data's units left outputs stored x 1e-13 undivided)
+        std = torch.where(std > 1e-12 * mean.abs(), std,
+                          torch.where(mean != 0, mean.abs(), torch.ones_like(std)))
         self.mean.copy_(mean.to(self.mean.dtype))
         self.std.copy_(std.to(self.std.dtype))
         self.fitted.fill_(True)

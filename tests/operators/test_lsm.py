@@ -41,3 +41,20 @@ def test_bad_options():
     model = operators.build("lsm", n_stages=4)
     with pytest.raises(OperatorInputError, match="at least 16 points"):
         model(torch.randn(1, 1, 12, 12))
+
+
+@pytest.mark.parametrize("shape", [(16, 16), (17, 20)])
+def test_coordinates_given_as_the_default_change_nothing_and_others_do(shape):
+    torch.manual_seed(0)
+    model = operators.build("lsm", width=8, n_stages=2, heads=2, patch_size=2).eval()
+    x = torch.randn(2, 1, *shape)
+    axes = [torch.linspace(0, 1, n) for n in shape]
+    with torch.no_grad():
+        plain = model(x)
+        assert torch.equal(model(x, coordinates=axes), plain)
+        shifted = model(x, coordinates=[axes[0] + 0.1, axes[1]])
+    assert (shifted - plain).abs().max() > 1e-4
+    with pytest.raises(OperatorInputError, match=r"sizes \(16, 16\)|sizes \(17, 20\)"):
+        model(x, coordinates=axes[:1])
+    with pytest.raises(OperatorInputError, match="NaN"):
+        model(x, coordinates=[axes[0] * float("nan"), axes[1]])

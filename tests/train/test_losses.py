@@ -75,7 +75,7 @@ def test_h1_of_one_channel_equals_the_rel_h1_metric():
 def test_a_zero_target_is_divided_by_the_floor_not_by_itself(kind):
     """A sample whose target is zero has no relative error: it is divided by
     RELATIVE_FLOOR times the batch's largest norm of the channel, so that it neither
-    swamps the loss nor is left out."""
+    swamps the loss nor is left out; a channel zero in the whole batch counts absolutely."""
     y = torch.ones(3, 1, 8, 8, dtype=torch.float64)
     y[1] = 0.0
     pred = y + 1e-9
@@ -84,15 +84,36 @@ def test_a_zero_target_is_divided_by_the_floor_not_by_itself(kind):
     big = loss.norms(y)[:, 0].max()
     want = (norms[0] / big + norms[1] / (RELATIVE_FLOOR * big) + norms[2] / big) / 3
     assert float(loss(pred, y)) == pytest.approx(float(want), rel=1e-12)
-    # a batch whose targets are all zero: divided by the floor of the training data's
-    # scale when given, by 1 (an absolute error) when nothing gives a scale
     zero = torch.zeros_like(y)
     absolute = loss.norms(pred - zero)[:, 0].mean()
     assert float(loss(pred, zero)) == pytest.approx(float(absolute), rel=1e-12)
-    scale = torch.tensor([0.5], dtype=torch.float64)  # RMS 0.5 at each of 64 points
-    assert float(loss(pred, zero, scale)) == pytest.approx(
-        float(absolute / (RELATIVE_FLOOR * 0.5 * 8)), rel=1e-12)
+    # a second channel in other units changes neither channel's part
+    two = torch.cat([y, 1e-13 * y], dim=1)
+    assert float(loss(torch.cat([pred, 1e-13 * pred], dim=1), two)) == pytest.approx(
+        float(want), rel=1e-9)
 
+
+@pytest.mark.parametrize("kind", ["l2", "h1"])
+@pytest.mark.parametrize("unit", [1e-25, 1e-13, 1e18])
+def test_float32_fields_in_extreme_units_neither_underflow_nor_overflow(kind, unit):
+    """Squares of float32 fields x 1e-25 underflowed (loss 0) and x 1e18 overflowed
+    (l2 0, h1 NaN): each channel is divided by its largest |target| first."""
+    g = torch.Generator().manual_seed(2)
+    y = torch.randn(3, 2, 12, 12, generator=g, dtype=torch.float64)
+    pred = y + 0.03 * torch.randn(3, 2, 12, 12, generator=g, dtype=torch.float64)
+    loss = RelativeLoss(kind, 2)
+    want = float(loss(pred, y))
+    got = float(loss((pred * unit).float(), (y * unit).float()))
+    assert got == pytest.approx(want, rel=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["l2", "h1"])
+def test_a_prediction_equal_to_its_target_has_finite_gradients(kind):
+    """sqrt at 0: where p = y exactly in a sample, h1 gave NaN gradients (256 of 512)."""
+    y = torch.randn(2, 1, 16, 16, dtype=torch.float64)
+    pred = torch.cat([y[:1], y[1:] + 0.1]).requires_grad_(True)
+    RelativeLoss(kind, 2)(pred, y).backward()
+    assert torch.isfinite(pred.grad).all() and pred.grad[1].abs().max() > 0
 
 
 def test_the_loss_has_gradients_and_refuses_mismatched_shapes():

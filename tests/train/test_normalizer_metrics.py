@@ -35,6 +35,21 @@ def test_constant_channel_is_not_divided_by_zero():
         ChannelNormalizer(1).fit([])
 
 
+def test_the_normaliser_scales_fields_in_any_units():
+    """A floor of 1e-12 in the data's units took the std of fields stored x 1e-13 for
+    zero and left them undivided (std 1): now it is relative to the mean."""
+    g = torch.Generator().manual_seed(0)
+    data = torch.randn(4, 3, 8, 8, generator=g, dtype=torch.float64)
+    data[:, 1] = 7.0  # constant: divided by its own size
+    data[:, 2] = 0.0  # zero everywhere: std 1
+    plain = ChannelNormalizer(3).fit([data])
+    for unit in (1e-13, 1e-30, 1e20):
+        scaled = ChannelNormalizer(3).fit([data * unit])
+        torch.testing.assert_close(scaled.encode((data * unit).float()),
+                                   plain.encode(data.float()), rtol=1e-5, atol=1e-6)
+    assert float(plain.std[1]) == 7.0 and float(plain.std[2]) == 1.0
+
+
 def test_metrics_match_direct_formulas():
     g = torch.Generator().manual_seed(1)
     y = torch.randn(6, 2, 32, 32, generator=g, dtype=torch.float64)
