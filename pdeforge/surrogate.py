@@ -504,46 +504,50 @@ class Surrogate:
                 if d in coords and len(coords[d]) == n else given[d]
                 for d, n in zip(self.grid_dims, grid, strict=True)}
 
-    def _unit_points(self, grid: tuple[int, ...], coords: dict[str, np.ndarray]
-                     ) -> list[np.ndarray]:
-        """The inputs' grid points per axis in the operators' unit convention
-        (:func:`pdeforge.operators.base.unit_grid`: the training points at 0, ..., 1),
-        placed by their physical coordinates."""
+    def _unit_points(self, grid: tuple[int, ...], coords: dict[str, np.ndarray],
+                     convention: str = "endpoints") -> list[np.ndarray]:
+        """The inputs' grid points per axis in an operator's convention of positions
+        (:attr:`pdeforge.operators.base.Operator.positions`), placed by their physical
+        coordinates: the training points at 0, ..., 1 ("endpoints") or at i / n
+        ("periodic")."""
         source = self._input_points(grid, coords)
         out = []
         for d in self.grid_dims:
             model = np.asarray(self.coords[d], dtype=np.float64)
-            span = model[-1] - model[0] if len(model) > 1 else 0.0
+            n = len(model)
+            span = (model[-1] - model[0] if convention == "endpoints"
+                    else (model[1] - model[0]) * n) if n > 1 else 0.0
             out.append((source[d] - model[0]) / span if span else np.zeros(len(source[d])))
         return out
 
     def _zero_shot(self, chunk: torch.Tensor, grid: tuple[int, ...],
                    coords: dict[str, np.ndarray]) -> torch.Tensor:
         """The model on another grid than its training grid. Operators that read
-        positions get the inputs' points placed as in training (their unit convention
-        stretches any grid over the training points' span, which misplaces cell and
-        periodic grids of other sizes: a DeepONet given an NLSE grid's every other point
-        was 13 % off its own predictions there): DeepONet's trunk is evaluated at the
-        points, its branch reads the inputs resampled to the training grid (its sensors
-        are fixed positions of that grid); POD-DeepONet's basis lives on the training
-        grid, so its outputs are resampled from there (linear interpolation of the basis,
-        as its evaluation at points is); LSM appends the points' positions. The others
-        (convolutions and spectral layers) take the grid as it is."""
+        positions (:attr:`~pdeforge.operators.base.Operator.positions`) get the inputs'
+        points placed as in training: their conventions (0 ... 1 from the first point to
+        the last, or i / n) misplace cell and periodic grids of other sizes (a DeepONet
+        given an NLSE grid's every other point was 13 % off its own predictions there).
+        DeepONet's trunk is evaluated at the points and its branch reads the inputs
+        resampled to the training grid (its sensors are fixed positions of that grid);
+        POD-DeepONet's basis lives on the training grid, so its outputs are resampled
+        from there (linear interpolation of the basis, as its evaluation at points is);
+        FNO and LSM are given the positions they append. The convolutions and spectral
+        layers take the grid as it is."""
         operator_ = self.module.operator
-        name = getattr(operator_, "name", "")
-        if name == "deeponet":
+        convention = operator_.positions
+        if getattr(operator_, "name", "") == "deeponet":
             to_model, back = self._resampler(grid, coords)
-            if operator_.pod:
+            if convention is None:  # POD
                 y = back(self.module(to_model(chunk)))
             else:
                 axes = [torch.as_tensor(u, dtype=chunk.dtype) for u in
-                        self._unit_points(grid, coords)]
+                        self._unit_points(grid, coords, convention)]
                 points = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
                 y = self.module(to_model(chunk), points=points.reshape(-1, len(axes)))
                 y = y.reshape(*y.shape[:2], *grid)
-        elif name == "lsm" and operator_.positional_embedding:
+        elif convention is not None:
             axes = [torch.as_tensor(u, dtype=chunk.dtype, device=chunk.device)
-                    for u in self._unit_points(grid, coords)]
+                    for u in self._unit_points(grid, coords, convention)]
             y = self.module(chunk, coordinates=axes)
         else:
             return self.module(chunk)

@@ -881,6 +881,7 @@ def _fit_tiny(path: Path, work: Path, model: str, kwargs: str, *extra: str):
                     '"num_tokens": 2, "patch_size": 2}'),
     ("darcy", "deeponet", '{"basis": 8, "sensors": 8, "trunk_layers": [16], '
                           '"branch_layers": [16], "cnn_channels": [4]}'),
+    ("darcy", "fno", '{"n_modes": 4, "hidden_channels": 4, "n_layers": 1}'),
 ])
 def test_zero_shot_places_the_grid_s_points_where_training_had_them(
         tmp_path, family, model, kwargs):
@@ -911,10 +912,11 @@ def test_zero_shot_places_the_grid_s_points_where_training_had_them(
     s.module.operator.forward = lambda x, **kw: seen.append(kw) or forward(x, **kw)
     with pytest.warns(UserWarning, match="zero-shot"):
         fine = s.predict(full[inputs])[output].values
-    if model == "lsm":  # its convolutions see another grid: its positions must agree
+    if model in ("lsm", "fno"):  # they convolve another grid: their positions must agree
         n = len(kept[s.grid_dims[0]])
-        positions = seen[0]["coordinates"][0].numpy()
-        np.testing.assert_allclose(positions[first::stride], np.linspace(0, 1, n), atol=1e-12)
+        trained = np.linspace(0, 1, n) if model == "lsm" else np.arange(n) / n
+        for positions in seen[0]["coordinates"]:
+            np.testing.assert_allclose(positions.numpy()[first::stride], trained, atol=1e-6)
         return
     at_training_points = fine[(Ellipsis, *[slice(first, None, stride)] * len(s.grid_dims))]
     np.testing.assert_allclose(at_training_points, direct, rtol=0,

@@ -115,6 +115,13 @@ class Operator(nn.Module):
     half_weights: ClassVar[bool] = True
     config: dict[str, Any]
 
+    #: the positions the operator reads of a grid's points, which ``forward(x,
+    #: coordinates=...)`` can replace: "endpoints" (0, ..., 1 from the first point to
+    #: the last, :func:`unit_grid`), "periodic" (i / n) or None (it reads none)
+    @property
+    def positions(self) -> str | None:
+        return None
+
     def _init_io(self, in_channels: int, out_channels: int, dim: int) -> None:
         if dim not in self.dims:
             from pdeforge.operators import registry  # the registry imports this module

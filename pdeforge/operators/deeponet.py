@@ -175,6 +175,12 @@ class DeepONet(Operator):
             self.trunk = mlp([dim, *trunk_layers, n_out], activation, last_activation=True)
             self.bias = nn.Parameter(torch.zeros(out_channels))
 
+    @property
+    def positions(self) -> str | None:
+        """The trunk's query points (``forward(x, points=...)``); POD's basis is fixed on
+        the training grid."""
+        return None if self.pod else "endpoints"
+
     # -- POD ------------------------------------------------------------------------------
     @torch.no_grad()
     def fit_pod(self, outputs: torch.Tensor) -> torch.Tensor:

@@ -10,16 +10,20 @@ counts ``n_modes`` per dimension centred on zero: the FNO paper's modes=12 is n_
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import torch
+from neuralop.layers.embeddings import GridEmbeddingND
 from neuralop.models import FNO as _NeuralopFNO
 from torch import nn
 
 from pdeforge.operators.base import (
     Operator,
     OperatorConfigError,
+    OperatorInputError,
     as_tuple,
+    check_coordinates,
     is_finite_number,
     real_numel,
     records_config,
@@ -66,7 +70,7 @@ def neuralop_fno(
     kwargs: dict[str, Any] = {"conv_module": SpectralConv}
     if factorization is not None:
         kwargs.update(factorization=factorization, rank=rank, implementation="factorized")
-    return _NeuralopFNO(
+    model = _NeuralopFNO(
         n_modes=as_tuple(n_modes, dim, "n_modes"),
         in_channels=in_channels,
         out_channels=out_channels,
@@ -78,6 +82,25 @@ def neuralop_fno(
         domain_padding=domain_padding,
         **kwargs,
     )
+    if isinstance(model.positional_embedding, GridEmbeddingND):
+        embedding = model.positional_embedding
+        model.positional_embedding = PlacedGridEmbedding(
+            embedding.in_channels, embedding.dim, embedding.grid_boundaries)
+    return model
+
+
+class PlacedGridEmbedding(GridEmbeddingND):
+    """neuraloperator's grid embedding (the coordinates i / n_d of [0, 1) appended as
+    channels) whose positions :meth:`FNO.forward` can give for one pass (``placed``, a
+    (d, *grid) tensor): another resolution of a cell or vertex grid is not i / n' at the
+    training points' positions."""
+
+    placed: torch.Tensor | None = None
+
+    def grid(self, spatial_dims, device, dtype):
+        if self.placed is None:
+            return super().grid(spatial_dims, device, dtype)
+        return [axis.to(device=device, dtype=dtype)[None, None] for axis in self.placed]
 
 
 _COMPLEX_OF = {
@@ -185,8 +208,28 @@ class FNO(NeuralopWrapper, Operator):
     def spectral_parameters(self) -> int:
         return spectral_parameter_count(self.model)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def positions(self) -> str | None:
+        embedding = self.model.positional_embedding
+        return "periodic" if isinstance(embedding, PlacedGridEmbedding) else None
+
+    def forward(self, x: torch.Tensor,
+                coordinates: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """(B, C_in, *grid) -> (B, C_out, *grid). ``coordinates``: the appended positions
+        of the grid's points, one 1D tensor per axis (default i / n along each axis, as
+        in training; another resolution of the training domain passes its points'
+        positions in that convention)."""
         self.check_input(x, min_size=2)
         if x.shape[0] == 0:
             return self.empty_output(x)
-        return self.model(x)
+        if coordinates is None:
+            return self.model(x)
+        if self.positions is None:
+            raise OperatorInputError(
+                "fno: coordinates were given to a model built without positional_embedding")
+        embedding = self.model.positional_embedding
+        embedding.placed = check_coordinates("fno", coordinates, x)
+        try:
+            return self.model(x)
+        finally:
+            embedding.placed = None

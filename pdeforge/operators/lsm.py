@@ -220,6 +220,10 @@ class LSM(Operator):
         self._mode = "linear" if dim == 1 else "bilinear"
 
     @property
+    def positions(self) -> str | None:
+        return "endpoints" if self.positional_embedding else None
+
+    @property
     def min_size(self) -> int:
         return 2**self.n_stages
 

@@ -233,3 +233,40 @@ def test_state_dict_loads_with_weights_only(name, tmp_path):
     saved = torch.load(path, weights_only=True)
     rebuilt = operators.build(name, **saved["config"])
     rebuilt.load_state_dict(saved["state_dict"])
+
+
+@pytest.mark.parametrize("name, kwargs, convention", [
+    ("fno", {"n_modes": 4, "hidden_channels": 4, "n_layers": 1}, "periodic"),
+    ("lsm", {"width": 8, "n_stages": 2, "heads": 2, "patch_size": 2}, "endpoints"),
+    ("fno", {"n_modes": 4, "hidden_channels": 4, "n_layers": 1,
+             "positional_embedding": None}, None),
+    ("mgtfno", {"n_modes": 4, "hidden_channels": 4, "n_layers": 1}, None),
+    ("mgno", {}, None),
+])
+@pytest.mark.parametrize("shape", [(16, 16), (13, 20)])
+def test_positions_given_as_the_default_change_nothing(name, kwargs, convention, shape):
+    """``positions`` names the convention of the positions an operator appends; given
+    in that convention they reproduce its own output, and other positions change it."""
+    torch.manual_seed(0)
+    model = operators.build(name, **kwargs).eval()
+    assert model.positions == convention
+    if convention is None:
+        return
+    x = torch.randn(2, 1, *shape)
+    axes = [torch.linspace(0, 1, n) if convention == "endpoints" else torch.arange(n) / n
+            for n in shape]
+    with torch.no_grad():
+        plain = model(x)
+        torch.testing.assert_close(model(x, coordinates=axes), plain, rtol=0, atol=1e-6)
+        moved = model(x, coordinates=[axes[0] + 0.05, axes[1]])
+        assert torch.equal(model(x), plain)  # nothing kept from the call before
+    assert (moved - plain).abs().max() > 1e-5
+    with pytest.raises(OperatorInputError, match="sizes"):
+        model(x, coordinates=axes[:1])
+
+
+def test_coordinates_for_an_fno_without_positions_are_refused():
+    model = operators.build("fno", n_modes=4, hidden_channels=4, n_layers=1,
+                            positional_embedding=None)
+    with pytest.raises(OperatorInputError, match="without positional_embedding"):
+        model(torch.randn(1, 1, 8, 8), coordinates=[torch.zeros(8), torch.zeros(8)])
