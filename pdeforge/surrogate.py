@@ -332,6 +332,14 @@ class Surrogate:
                 f"the data has {sorted(map(str, data.data_vars))}"
             )
         data = increasing(data, self.grid_dims)  # as in training (TorchDataset)
+        for d in self.grid_dims:
+            values = np.asarray(data[d].values) if d in data.coords else None
+            if values is not None and values.ndim == 1 and len(values) > 1 and not (
+                    np.issubdtype(values.dtype, np.number) and np.all(np.diff(values) > 0)):
+                raise SurrogateInputError(
+                    f"the inputs' coordinate {d!r} is neither increasing nor decreasing "
+                    "(rolled, e.g. fftshift-ed, unsorted or repeated points): the model reads "
+                    f"the grid in order; sort the inputs first (data.sortby({d!r}))")
         batched = SAMPLE in data.dims
         parts = []
         # the grid of the inputs, or the training grid when every input is one number per
@@ -529,22 +537,18 @@ class Surrogate:
         given an NLSE grid's every other point was 13 % off its own predictions there).
         DeepONet's trunk is evaluated at the points and its branch reads the inputs
         resampled to the training grid (its sensors are fixed positions of that grid);
-        POD-DeepONet's basis lives on the training grid, so its outputs are resampled
-        from there (linear interpolation of the basis, as its evaluation at points is);
-        FNO and LSM are given the positions they append. The convolutions and spectral
+        FNO and LSM are given the positions they append (POD-DeepONet never comes here:
+        :attr:`always_resampled`). The convolutions and spectral
         layers take the grid as it is."""
         operator_ = self.module.operator
         convention = operator_.positions
-        if getattr(operator_, "name", "") == "deeponet":
-            to_model, back = self._resampler(grid, coords)
-            if convention is None:  # POD
-                y = back(self.module(to_model(chunk)))
-            else:
-                axes = [torch.as_tensor(u, dtype=chunk.dtype) for u in
-                        self._unit_points(grid, coords, convention)]
-                points = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
-                y = self.module(to_model(chunk), points=points.reshape(-1, len(axes)))
-                y = y.reshape(*y.shape[:2], *grid)
+        if getattr(operator_, "name", "") == "deeponet" and convention is not None:
+            to_model, _ = self._resampler(grid, coords)
+            axes = [torch.as_tensor(u, dtype=chunk.dtype) for u in
+                    self._unit_points(grid, coords, convention)]
+            points = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
+            y = self.module(to_model(chunk), points=points.reshape(-1, len(axes)))
+            y = y.reshape(*y.shape[:2], *grid)
         elif convention is not None:
             axes = [torch.as_tensor(u, dtype=chunk.dtype, device=chunk.device)
                     for u in self._unit_points(grid, coords, convention)]
@@ -583,7 +587,7 @@ class Surrogate:
             )
         self._check_domain(coords)
         grid = tuple(x.shape[2:])
-        resample = resample and grid != self.grid_shape
+        resample = (resample or self.always_resampled) and grid != self.grid_shape
         if grid != self.grid_shape and not resample and not self._warned_resolution:
             self._warned_resolution = True
             warnings.warn(
@@ -643,16 +647,20 @@ class Surrogate:
                 sample of a C > 1 channel model, (batch, *grid) for a batch of 1-channel
                 samples, (batch, C, *grid) for a batch.
             batch_size: samples per forward pass (bounds memory for large batches).
-            resample: on another grid, interpolate the inputs to the training grid,
-                predict there and interpolate the outputs back (linear interpolation on
-                the same kind of grid), instead of running the model zero-shot on the new
-                grid. Models that are not discretisation invariant (MgNO, LSM: 3x3
+            resample: on another grid, interpolate the inputs to the training grid's
+                points, predict there and interpolate the outputs back (linear in the
+                physical coordinates, axis by axis, periodic axes over one period),
+                instead of running the model zero-shot on the new grid (where models that
+                read positions get the new points' positions in the training's
+                convention). Models that are not discretisation invariant (MgNO, LSM: 3x3
                 kernels in grid units) do much better this way; FNO does well either way.
+                POD-DeepONet is always resampled (its basis lives on the training grid).
             progress: show a progress bar (stderr) once predicting has taken a second.
 
         The grid may differ from the training grid where the architecture allows; its
-        coordinates come from the xarray input, or are the training grid's kind (cell
-        centres or vertices of the same domain) at the new size.
+        coordinates come from the xarray input (increasing or decreasing along each
+        axis), or are the training grid's kind (cell centres or vertices, or the same
+        period) at the new size on the training file's domain.
         """
         y, batched, coords = self.predict_array(inputs, batch_size, resample,
                                                 progress=progress)
@@ -663,7 +671,15 @@ class Surrogate:
 
     def grid_mode(self, grid: tuple[int, ...], resample: bool = False) -> str:
         """How predictions on ``grid`` are made (:func:`grid_mode`)."""
-        return grid_mode(grid, self.grid_shape, resample)
+        return grid_mode(grid, self.grid_shape, resample or self.always_resampled)
+
+    @property
+    def always_resampled(self) -> bool:
+        """Whether other grids are always resampled: POD-DeepONet's outputs are its basis,
+        fixed on the training grid (evaluated elsewhere by interpolating it, which is
+        interpolating the outputs)."""
+        operator_ = self.module.operator
+        return getattr(operator_, "name", "") == "deeponet" and bool(operator_.pod)
 
     def _split_channels(self, x: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
         """(batch, C, *grid) -> {variable: (batch, *grid) or (batch, c, *grid)}."""

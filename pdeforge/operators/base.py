@@ -115,9 +115,10 @@ class Operator(nn.Module):
     half_weights: ClassVar[bool] = True
     config: dict[str, Any]
 
-    #: the positions the operator reads of a grid's points, which ``forward(x,
-    #: coordinates=...)`` can replace: "endpoints" (0, ..., 1 from the first point to
-    #: the last, :func:`unit_grid`), "periodic" (i / n) or None (it reads none)
+    #: the convention of the positions the operator reads of a grid's points, which its
+    #: ``forward`` can be given (FNO and LSM: ``coordinates=``, one tensor per axis;
+    #: DeepONet: ``points=``, its trunk's query points): "endpoints" (0, ..., 1 from the
+    #: first point to the last, :func:`unit_grid`), "periodic" (i / n) or None (none)
     @property
     def positions(self) -> str | None:
         return None

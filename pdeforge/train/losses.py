@@ -33,8 +33,11 @@ from pdeforge.train.metrics import h1_squared, unit_steps
 LOSSES = ("l2", "h1")
 # a target channel under this fraction of the batch's largest norm of that channel is
 # divided by that floor: the relative error of a zero (or nearly zero) field is not
-# defined, and dividing by its own norm would let it swamp the batch's loss
-RELATIVE_FLOOR = 1e-6
+# defined, and dividing by its own norm would weigh it without bound. Such a sample still
+# weighs up to 1 / RELATIVE_FLOOR times an ordinary one (a zero target predicted 10 % of
+# the typical norm off: 100 against 0.1) until its prediction is that close to zero, as
+# a relative loss asks; at 1e-6 that took predictions to float32's rounding level.
+RELATIVE_FLOOR = 1e-3
 
 
 class RelativeLoss(torch.nn.Module):
