@@ -111,6 +111,11 @@ def open_dataset(path: str | Path, *, require_complete: bool = True, **kwargs: A
 
     Raises:
         DatasetFormatError: missing, non-HDF5, truncated or non-pdeforge file.
+
+    The values are read lazily, by xarray, when used (``.load()``, ``.values``): a chunk
+    damaged after writing (its Fletcher-32 checksum fails) then raises h5py's ``OSError``
+    there, not an error of pdeforge's; ``pdeforge check FILE`` reads every chunk and names
+    the damaged variables and samples, and :class:`TorchDataset` names them when it reads.
     """
     import xarray as xr
 
