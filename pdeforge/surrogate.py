@@ -528,6 +528,21 @@ class Surrogate:
             out.append((source[d] - model[0]) / span if span else np.zeros(len(source[d])))
         return out
 
+    def forward(self, chunk: torch.Tensor, coords: dict[str, np.ndarray],
+                resample: bool = False) -> torch.Tensor:
+        """The model on a batch (B, C_in, *grid) in physical units whose grid has the
+        points ``coords`` (per grid dim; missing ones: :meth:`grid_coords`): on the
+        training grid as it is, on another one resampled (``resample``, or
+        :attr:`always_resampled`) or zero-shot (:meth:`_zero_shot`)."""
+        grid = tuple(chunk.shape[2:])
+        if grid == self.grid_shape:
+            return self.module(chunk)
+        if resample or self.always_resampled:
+            to_model, back = self._resampler(grid, coords)
+            y = back(self.module(to_model(chunk)))
+            return self.module.apply_masks(chunk, y)  # on the grid asked for
+        return self._zero_shot(chunk, grid, coords)
+
     def _zero_shot(self, chunk: torch.Tensor, grid: tuple[int, ...],
                    coords: dict[str, np.ndarray]) -> torch.Tensor:
         """The model on another grid than its training grid. Operators that read
@@ -603,14 +618,7 @@ class Surrogate:
         for start in range(0, len(x), batch_size):
             chunk = torch.as_tensor(x[start : start + batch_size], dtype=dtype, device=self.device)
             try:
-                if resample:
-                    to_model, back = self._resampler(grid, coords)
-                    y = back(self.module(to_model(chunk)))
-                    y = self.module.apply_masks(chunk, y)  # on the grid asked for
-                elif grid != self.grid_shape:
-                    y = self._zero_shot(chunk, grid, coords)
-                else:
-                    y = self.module(chunk)
+                y = self.forward(chunk, coords, resample)
                 out.append(y.float().cpu().numpy())
                 bar.update(len(out[-1]))
             except OperatorInputError as exc:

@@ -327,6 +327,8 @@ def evaluate(
     grid = [-(-(n - start) // stride) for n, start in zip(dataset.grid_shape, starts,
                                                          strict=True)]
     other_grid = bool(trained) and grid != trained
+    surrogate = Surrogate(module, saved, str(checkpoint), device) if other_grid else None
+    resample = resample or bool(surrogate and surrogate.always_resampled)
     if other_grid and not resample:  # as Surrogate.predict says
         warnings.warn(
             f"evaluating on a {'x'.join(map(str, grid))} grid a model trained on "
@@ -343,12 +345,13 @@ def evaluate(
                      [d in periodic for d in dataset.grid_dims],
                      [k == VERTEX for k in kinds])
     model = module
-    if resample and other_grid:
-        surrogate = Surrogate(module, saved, str(checkpoint), device)
+    if surrogate is not None:
+        # on another grid the surrogate places the evaluated points as training placed
+        # its own (resampled, or zero-shot with the positions the model reads)
+        at = {d: np.asarray(v, dtype=np.float64) for d, v in kept.items()}
 
         def model(x: torch.Tensor) -> torch.Tensor:
-            y, _, _ = surrogate.predict_array(x, len(x), resample=True)
-            return torch.as_tensor(y, device=device)
+            return surrogate.forward(x, at, resample)
 
     with torch.no_grad():
         for x, y in tqdm(loader, desc="evaluate", unit="batch", disable=not progress):
