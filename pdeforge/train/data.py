@@ -360,10 +360,13 @@ class OperatorDataModule(pl.LightningDataModule):
             "split_seed": self.split_seed,
         }
 
-    def subsample_starts(self, kinds: Mapping[str, str | None]) -> tuple[int, ...]:
-        """The first point training keeps on each axis (``grid.subsample_starts``: an odd
-        subsample of a cell axis keeps the coarse cells' centres)."""
-        return subsample_starts([kinds.get(d) for d in self.grid_dims], self.subsample)
+    def subsample_starts(self, kinds: Mapping[str, str | None],
+                         stride: int | None = None) -> tuple[int, ...]:
+        """The first point kept on each axis by ``stride`` (default: the training's
+        subsample; ``grid.subsample_starts``: an odd stride of a cell axis keeps the
+        coarse cells' centres)."""
+        return subsample_starts([kinds.get(d) for d in self.grid_dims],
+                                self.subsample if stride is None else stride)
 
     # -- splits ---------------------------------------------------------------------------
     def _concat(self, paths: list[Path]) -> Dataset:
@@ -429,8 +432,8 @@ class OperatorDataModule(pl.LightningDataModule):
         val = self._concat(self.val_paths) if self.val_paths else Subset(full, val_idx.tolist())
         test = self._concat(self.test_paths) if self.test_paths else Subset(full, test_idx.tolist())
         self._val = Subsampled(val, self.subsample, self.dim, starts)
-        self._test = Subsampled(test, self.test_subsample, self.dim, subsample_starts(
-            [self.info["grid_kinds"].get(d) for d in self.grid_dims], self.test_subsample))
+        self._test = Subsampled(test, self.test_subsample, self.dim, self.subsample_starts(
+            self.info["grid_kinds"], self.test_subsample))
         self.split_sizes = {
             "train": len(self._train),
             "val": len(self._val),

@@ -48,10 +48,6 @@ class EvaluationError(PdeforgeError, ValueError):
     """The data cannot be evaluated with this checkpoint as asked."""
 
 
-# how a grid axis is laid out (pdeforge.datasets.grid: PERIODIC, CELL, VERTEX) decides
-# the strides that subsample it into a grid of the same kind on the same domain
-
-
 #: the coarsest grid evaluate subsamples to: one point per axis is not a grid
 MIN_RESOLUTION = 2
 
