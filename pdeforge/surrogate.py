@@ -557,7 +557,7 @@ class Surrogate:
         layers take the grid as it is."""
         operator_ = self.module.operator
         convention = operator_.positions
-        if getattr(operator_, "name", "") == "deeponet" and convention is not None:
+        if operator_.queries_points and convention is not None:
             to_model, _ = self._resampler(grid, coords)
             axes = [torch.as_tensor(u, dtype=chunk.dtype) for u in
                     self._unit_points(grid, coords, convention)]
@@ -686,8 +686,7 @@ class Surrogate:
         """Whether other grids are always resampled: POD-DeepONet's outputs are its basis,
         fixed on the training grid (evaluated elsewhere by interpolating it, which is
         interpolating the outputs)."""
-        operator_ = self.module.operator
-        return getattr(operator_, "name", "") == "deeponet" and bool(operator_.pod)
+        return self.module.operator.fixed_grid
 
     def _split_channels(self, x: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
         """(batch, C, *grid) -> {variable: (batch, *grid) or (batch, c, *grid)}."""

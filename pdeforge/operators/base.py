@@ -123,6 +123,17 @@ class Operator(nn.Module):
     def positions(self) -> str | None:
         return None
 
+    #: whether ``forward(x, points=...)`` evaluates the outputs at query points (given in
+    #: the :attr:`positions` convention) from inputs on the training grid (DeepONet: its
+    #: branch reads fixed sensor positions of that grid); the others take ``coordinates=``
+    queries_points: ClassVar[bool] = False
+
+    @property
+    def fixed_grid(self) -> bool:
+        """Whether the outputs live on the training grid only (POD-DeepONet: its basis),
+        so another grid is always resampled."""
+        return False
+
     def _init_io(self, in_channels: int, out_channels: int, dim: int) -> None:
         if dim not in self.dims:
             from pdeforge.operators import registry  # the registry imports this module

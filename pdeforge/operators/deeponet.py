@@ -175,6 +175,12 @@ class DeepONet(Operator):
             self.trunk = mlp([dim, *trunk_layers, n_out], activation, last_activation=True)
             self.bias = nn.Parameter(torch.zeros(out_channels))
 
+    queries_points = True
+
+    @property
+    def fixed_grid(self) -> bool:
+        return self.pod
+
     @property
     def positions(self) -> str | None:
         """The trunk's query points (``forward(x, points=...)``); POD's basis is fixed on
