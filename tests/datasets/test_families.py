@@ -375,3 +375,16 @@ def test_samples_no_solver_could_start_on_get_advice_that_fits(tmp_path):
     with pytest.warns(UserWarning, match="--restart is not used with --solver direct"):
         generate("darcy", 2, tmp_path / "d.nc", resolution=8, progress=False,
                  options={"solver": "direct", "restart": 10})
+
+
+def test_recycle_zero_turns_recycling_off_as_in_the_api(tmp_path):
+    """--recycle 0 was refused ("must be > 0") while solve_sequence takes recycle=0."""
+    from pdeforge.datasets import open_dataset
+
+    generate("darcy", 3, tmp_path / "r.nc", resolution=12, progress=False,
+             options={"solver": "gcrodr", "recycle": 0, "rtol": 1e-9})
+    with open_dataset(tmp_path / "r.nc") as ds:
+        assert bool(ds["converged"].all()) and float(ds["residual"].max()) <= 1e-9
+    with pytest.raises(PdeforgeError, match=r"--recycle must be >= 0 \(0: no recycling\)"):
+        generate("darcy", 3, tmp_path / "n.nc", resolution=12, progress=False,
+                 options={"recycle": -1})

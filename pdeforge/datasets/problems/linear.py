@@ -43,7 +43,8 @@ SOLVER_OPTIONS = (
            "with --solver auto, auto's own choice; with an iterative solver, AMG for SPD "
            "matrices, ILU otherwise)", ("auto", *PRECONDITIONERS), numerics=True),
     Option("restart", int, 40, "GMRES / GCRO-DR cycle length m", None, True, numerics=True),
-    Option("recycle", int, 20, "recycled subspace dimension k", None, True, numerics=True),
+    Option("recycle", int, 20, "recycled subspace dimension k (0: no recycling)", None,
+           numerics=True),
     Option("maxiter", int, 20_000, "matrix-vector products allowed per sample", None, True,
            numerics=True),
 )
@@ -109,6 +110,9 @@ class LinearFamily(ProblemFamily):
     max_resolution = 4096
 
     def resolve_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        if options["recycle"] < 0:
+            raise PdeforgeError(f"--recycle must be >= 0 (0: no recycling), got "
+                                f"{options['recycle']}")
         if options["recycle"] >= options["restart"] and options["solver"] != "direct":
             # (a direct solve uses neither: generate warns that they are unused)
             raise PdeforgeError(
@@ -193,7 +197,8 @@ class LinearFamily(ProblemFamily):
             VarSpec("iterations", (), DIAGNOSTIC, "int64",
                     {"long_name": "matrix-vector products of the iterative solver (0: direct)"}),
             VarSpec("residual", (), DIAGNOSTIC, "float64",
-                    {"long_name": "relative residual ||b - A x|| / ||b||"}),
+                    {"long_name": "relative residual ||b - A x|| / ||b|| of the float64 "
+                     "solution (before the fields are stored in the file's dtype)"}),
         ])
 
     def to_grid(self, sample: LinearSample, x: np.ndarray, fill: float = 0.0) -> np.ndarray:

@@ -60,6 +60,11 @@ AUTO_DIRECT_2D_PATTERN = 300_000
 AUTO_JACOBI_SPD_3D = 100_000
 #: direct solves of systems sharing one matrix go in blocks of this many bytes of solutions
 DIRECT_BLOCK_BYTES = 16 << 20
+#: the preconditioners that keep CG's: SPD for an SPD matrix (ILU(0) of a symmetric
+#: matrix is its incomplete Cholesky; the threshold ILU, with its pivoting, is not)
+SPD_PRECONDITIONERS = ("none", "jacobi", "amg", "ilu0")
+#: most steps of iterative refinement of a direct solve whose residual is above rtol
+REFINEMENT_STEPS = 3
 
 
 @dataclass
@@ -175,11 +180,11 @@ def _canonical_patterns(matrices: Sequence) -> list:
     copy where the matrix has stored zeros: the caller's matrix is not changed)."""
     out = []
     for A in matrices:
-        A = sp.csr_matrix(A)
-        A.sum_duplicates()
-        A.sort_indices()
-        if A.nnz and not A.data.all():
+        A = sp.csr_matrix(A)  # shares a CSR matrix's arrays: sorting them in place
+        # re-sorted the caller's indices
+        if not A.has_canonical_format or (A.nnz and not A.data.all()):
             A = A.copy()
+            A.sum_duplicates()
             A.eliminate_zeros()
         out.append(A)
     return out
@@ -251,8 +256,7 @@ class _Strategy:
         self.builds = 0
         self._factored_matrix = self._lu = None
         if method in ("skr", "gcrodr"):
-            # CG needs an SPD preconditioner too: ILU (an LU, not a Cholesky) is not
-            symmetric_pre = self.kind in ("none", "jacobi", "amg", "ilu0")
+            symmetric_pre = self.kind in SPD_PRECONDITIONERS
             self.solver = (RecycledCG(recycle) if (spd and symmetric_pre and method == "skr")
                            else GCRODR(restart, recycle))
         else:
@@ -318,7 +322,27 @@ class _Strategy:
         for j, b in enumerate(B):
             X[j] = self._lu.solve(b)
             res[j] = relative_residual(A, X[j], b)
-        return res, np.isfinite(res) & (res <= max(self.rtol, 1e-10))
+            if not res[j] <= self.rtol:
+                res[j] = self._refine(A, X[j], b, res[j])
+        # judged against rtol itself: a floor of 1e-10 here reported residuals of 2e-12
+        # as converged at rtol 1e-12
+        return res, np.isfinite(res) & (res <= self.rtol)
+
+    def _refine(self, A, x: np.ndarray, b: np.ndarray, res: float) -> float:
+        """Iterative refinement of the LU solution ``x`` (in place) with the same
+        factors while its residual is above rtol and still falling (at most
+        ``REFINEMENT_STEPS``); returns the final relative residual. One step usually
+        takes a residual near the rounding floor of an ill-conditioned solve down to
+        machine precision times the growth of the factors."""
+        for _ in range(REFINEMENT_STEPS):
+            trial = x + self._lu.solve(b - A @ x)
+            new = relative_residual(A, trial, b)
+            if not new < res:
+                break
+            x[:], res = trial, new
+            if res <= self.rtol:
+                break
+        return res
 
     def solve(self, A, b) -> tuple[np.ndarray, int, float, bool]:
         """One iterative solve (direct solves go through :meth:`solve_many`)."""
@@ -422,8 +446,9 @@ def auto_choice(spd: bool, n: int, nnz_per_row: float, preconditioner: str | Non
         if not three_d:
             return ("direct", None) if n <= AUTO_DIRECT_SPD_2D else ("skr",
                                                                        preconditioner or "amg")
-        if n <= AUTO_JACOBI_SPD_3D:
-            return ("cg", preconditioner or "jacobi")
+        if n <= AUTO_JACOBI_SPD_3D and (preconditioner or "jacobi") in SPD_PRECONDITIONERS:
+            return ("cg", preconditioner or "jacobi")  # (skr takes a threshold ILU to
+            # GCRO-DR)
         return ("skr", preconditioner or "amg")
     if not three_d:
         if symmetric or n <= AUTO_DIRECT_2D or (symmetric_pattern and
@@ -516,11 +541,15 @@ def solve_sequence(
             )
     if method not in METHODS:
         raise SolverInputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    if preconditioner is not None and preconditioner not in (*KINDS, "auto"):
-        raise SolverInputError(f"unknown preconditioner {preconditioner!r}; choose one of "
-                               f"{', '.join(KINDS)} or auto")
-    if not 0 < rtol < 1:
-        raise SolverInputError(f"rtol must lie in (0, 1), got {rtol}")
+    if preconditioner is not None and (not isinstance(preconditioner, str)
+                                       or preconditioner not in (*KINDS, "auto")):
+        given = (f"unknown preconditioner {preconditioner!r}" if isinstance(preconditioner, str)
+                 else f"preconditioner must be a name, got a {type(preconditioner).__name__} "
+                 "(objects are not taken: the sequence builds and reuses its own)")
+        raise SolverInputError(f"{given}; choose one of {', '.join(KINDS)} or auto")
+    if (isinstance(rtol, bool) or not isinstance(rtol, int | float | np.floating)
+            or not 0 < rtol < 1):
+        raise SolverInputError(f"rtol must be a number in (0, 1), got {rtol!r}")
     if dim is not None and (isinstance(dim, bool) or dim not in (1, 2, 3)):
         raise SolverInputError(f"dim must be 1, 2 or 3 (or None), got {dim!r}")
     for name, value, low in (("restart", restart, 1), ("recycle", recycle, 0),
@@ -541,7 +570,8 @@ def solve_sequence(
             raise SolverInputError(f"matrix {i} has shape {A.shape} but matrix 0 has {(n, n)}: the "
                                    "systems of one sequence must have one size; solve sequences of "
                                    "different sizes in separate calls")
-    if isinstance(rhs, list | tuple):
+    if isinstance(rhs, list | tuple) and not all(np.ndim(r) == 0 for r in rhs):
+        # a sequence of vectors (a list of numbers is one vector, shared by all systems)
         for i, r in enumerate(rhs):
             if np.shape(r) != (n,):
                 raise SolverInputError(f"system {i}: right-hand side has shape {np.shape(r)}, "
@@ -594,6 +624,7 @@ def solve_sequence(
     F = None if features is None else _check_features(features, N)
     if preconditioner == "auto":
         preconditioner = None if method == "auto" else auto_preconditioner(spd, mats[0])
+    given = (mats, B)  # the systems as given, to judge the scaled-back solutions on
     B, scales = _scaled(B)
     matrix_scales = None
 
@@ -659,10 +690,24 @@ def solve_sequence(
     sort_seconds = time.perf_counter() - t0
 
     def result() -> SequenceResult:
+        solutions = _unscaled(X, scales, matrix_scales)
+        residuals, converged = np.where(solved, res, np.nan), conv & solved
+        if scales is not None or matrix_scales is not None:
+            # a solution scaled back can overflow to inf or underflow to zero or to
+            # subnormals that lost digits (A * 1e-200 with b * 1e200): the scaled
+            # systems' residuals are those of the solutions as returned
+            scaled = np.zeros(N, dtype=bool)
+            for factors in (scales, matrix_scales):
+                if factors is not None:
+                    scaled |= factors != 1.0
+            for i in np.flatnonzero(solved & scaled):
+                with np.errstate(all="ignore"):
+                    r = relative_residual(given[0][i], solutions[i], given[1][i])
+                residuals[i] = r
+                converged[i] &= bool(np.isfinite(r) and r <= rtol)
         return SequenceResult(
-            solutions=_unscaled(X, scales, matrix_scales), iterations=its,
-            residuals=np.where(solved, res, np.nan),
-            converged=conv & solved, seconds=secs, order=order, method=strategy.label,
+            solutions=solutions, iterations=its, residuals=residuals,
+            converged=converged, seconds=secs, order=order, method=strategy.label,
             preconditioner=strategy.kind, spd=spd, preconditioner_builds=strategy.builds,
             sort_seconds=sort_seconds, recycling=strategy.recycling, reuse=strategy.reuse,
             solved=solved.copy(),
@@ -747,7 +792,10 @@ def _as_sparse(mats: list, least: type = np.float64) -> list:
                 # on one made no progress in 500 products, measured), so it is copied
                 views = (A.data, A.indices, A.indptr)
                 contiguous = all(a.flags.c_contiguous for a in views)
-                converted[key] = A if contiguous else A.copy()
+                # and one with unsorted or duplicate indices too: scipy sorts such a
+                # matrix's arrays in place in many operations (abs(A) among them),
+                # which rewrote the caller's matrix
+                converted[key] = A if contiguous and A.has_canonical_format else A.copy()
             else:
                 converted[key] = sp.csr_matrix(A, dtype=dtype)
         out.append(converted[key])
@@ -805,10 +853,11 @@ def _unscaled(X: np.ndarray, rhs_scales: np.ndarray | None,
         e += np.rint(np.log2(rhs_scales)).astype(np.int64)
     if matrix_scales is not None:
         e -= np.rint(np.log2(matrix_scales)).astype(np.int64)
-    if not np.iscomplexobj(X):
-        return np.ldexp(X, e[:, None])
-    out = np.empty_like(X)
-    out.real, out.imag = np.ldexp(X.real, e[:, None]), np.ldexp(X.imag, e[:, None])
+    with np.errstate(over="ignore", under="ignore"):  # judged by solve_sequence's result
+        if not np.iscomplexobj(X):
+            return np.ldexp(X, e[:, None])
+        out = np.empty_like(X)
+        out.real, out.imag = np.ldexp(X.real, e[:, None]), np.ldexp(X.imag, e[:, None])
     return out
 
 

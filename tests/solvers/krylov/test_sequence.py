@@ -678,3 +678,92 @@ def test_complex_features_are_split_into_real_and_imaginary_parts(darcy_sequence
     # system 1's feature is far from 0's in its imaginary part only: sorted last
     res = solve_sequence(mats[:3], b, features=[0.0, 5j, 0.1], method="skr")
     assert res.order.tolist() == [0, 2, 1] and res.converged.all()
+
+
+def _tridiagonal(n: int = 50) -> sp.csr_matrix:
+    return sp.diags([-np.ones(n - 1), 4 * np.ones(n), -np.ones(n - 1)], [-1, 0, 1]).tocsr()
+
+
+@pytest.mark.parametrize(("a", "b"), [(1e-200, 1e200), (1e200, 1e-200), (1e10, 1e-306)])
+@pytest.mark.parametrize("method", ["gmres", "direct"])
+def test_a_solution_scaled_back_out_of_range_is_not_reported_converged(method, a, b):
+    """The scaled systems were solved, but x = y * scale overflowed to inf, underflowed to
+    0, or to subnormals that kept 8 digits: reported converged with the scaled system's
+    residual (3e-9, 2e-16; review). The residual is now that of the solution returned."""
+    A = _tridiagonal()
+    rhs = np.ones(A.shape[0]) * b
+    res = solve_sequence(A * a, rhs, method=method, rtol=1e-8)
+    x = res.solutions[0]
+    with np.errstate(all="ignore"):  # max-abs scaled before the norms, as a user would
+        s = 1 / np.abs(rhs).max()
+        true = np.linalg.norm((rhs - (A * a) @ x) * s) / np.linalg.norm(rhs * s)
+    assert not res.converged[0]
+    assert not true <= 1e-8  # the case is a real failure, not a reporting one
+    if np.isfinite(true):
+        assert res.residuals[0] == pytest.approx(true, rel=1e-6)
+    else:
+        assert not np.isfinite(res.residuals[0])
+
+
+def test_direct_judges_its_residual_against_rtol_itself():
+    """A direct solve counted as converged any residual up to 1e-10 whatever rtol (2e-12
+    at rtol 1e-12: review). Near-singular shifted Laplacians leave LU residuals growing
+    with 1 / gap; converged must say whether each is within rtol."""
+    m = 20
+    e = np.ones(m)
+    T = sp.diags([-e[:-1], 2 * e, -e[:-1]], [-1, 0, 1])
+    L = (sp.kron(sp.identity(m), T) + sp.kron(T, sp.identity(m))).tocsr()
+    smallest = 4 * 2 * np.sin(np.pi / (2 * (m + 1))) ** 2  # 2 * (2 - 2 cos(pi / (m+1)))
+    b = np.random.default_rng(0).standard_normal(m * m)
+    seen = set()
+    for gap in (1e-3, 1e-5, 1e-6, 1e-7):
+        A = (L - (smallest + gap) * sp.identity(m * m)).tocsr()
+        for method in ("direct", "auto"):
+            res = solve_sequence(A, b, method=method, rtol=1e-12)
+            true = np.linalg.norm(b - A @ res.solutions[0]) / np.linalg.norm(b)
+            assert res.residuals[0] == pytest.approx(true, rel=1e-6)
+            assert res.converged[0] == (true <= 1e-12), (gap, method, true)
+            seen.add(bool(res.converged[0]))
+    assert seen == {True, False}  # both verdicts occur over the gaps
+
+
+def test_one_right_hand_side_given_as_a_list_of_numbers():
+    """A list of numbers is one vector for every system (it was read as N systems of
+    shape ())."""
+    A = _tridiagonal(6)
+    b = np.arange(1.0, 7.0)
+    want = solve_sequence([A, 2 * A], b, method="direct").solutions
+    for given in (b.tolist(), tuple(b.tolist())):
+        res = solve_sequence([A, 2 * A], given, method="direct")
+        np.testing.assert_array_equal(res.solutions, want)
+
+
+def test_the_caller_s_matrices_are_not_changed():
+    """A CSR matrix with unsorted indices had them sorted in place (scipy's abs(A) does it
+    to the matrix it is given)."""
+    A = sp.csr_matrix((np.array([1.0, 4.0, 2.0, 5.0]), np.array([1, 0, 0, 1]),
+                       np.array([0, 2, 4])), shape=(2, 2))
+    before = A.indices.copy(), A.data.copy()
+    res = solve_sequence([A, 2 * A], np.ones((2, 2)), method="skr")
+    assert res.converged.all()
+    np.testing.assert_array_equal(A.indices, before[0])
+    np.testing.assert_array_equal(A.data, before[1])
+
+
+def test_options_of_the_wrong_type_are_refused_with_what_to_pass(darcy_sequence):
+    _, mats = darcy_sequence
+    b = np.ones(mats[0].shape[0])
+    with pytest.raises(ValueError, match="preconditioner must be a name, got a function"):
+        solve_sequence(mats[:2], b, preconditioner=lambda v: v)
+    with pytest.raises(ValueError, match=r"rtol must be a number in \(0, 1\), got '1e-8'"):
+        solve_sequence(mats[:2], b, rtol="1e-8")
+
+
+def test_auto_keeps_a_threshold_ilu_away_from_cg():
+    """CG needs an SPD preconditioner; spilu's factors are not symmetric: auto chose
+    scipy's CG with it on small SPD 3D systems (review)."""
+    from pdeforge.solvers.krylov.sequence import auto_choice
+
+    assert auto_choice(True, 10_000, 7.0, "ilu", symmetric=True)[0] != "cg"
+    assert auto_choice(True, 10_000, 7.0, "ilu0", symmetric=True) == ("cg", "ilu0")
+    assert auto_choice(True, 10_000, 7.0, None, symmetric=True) == ("cg", "jacobi")
