@@ -179,7 +179,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from pdeforge.train.evaluate import evaluate
 
-    result = evaluate(args.checkpoint, args.data, resolution=args.resolution,
+    result = evaluate(args.checkpoint, args.data, resolution=args.resolution, stride=args.stride,
                       batch_size=args.batch_size, device=args.device, resample=args.resample,
                       progress=not args.no_progress)
     print(json.dumps(result, indent=2))
@@ -266,8 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="metrics of a checkpoint on a dataset file (JSON)")
     ev.add_argument("checkpoint", metavar="CKPT", help="checkpoint from `pdeforge train fit`")
     ev.add_argument("--data", required=True, metavar="FILE", help="dataset file")
-    ev.add_argument("--resolution", type=positive_int, default=None,
-                    help="evaluate on the grid subsampled to R points per axis")
+    sub_grid = ev.add_mutually_exclusive_group()
+    sub_grid.add_argument("--resolution", type=positive_int, default=None,
+                          help="evaluate on the grid subsampled to R points per axis")
+    sub_grid.add_argument("--stride", type=positive_int, default=None,
+                          help="evaluate on every k-th point of each axis (grids that are "
+                          "not square; the training's --data.subsample k is taken as there)")
     ev.add_argument("--batch-size", type=positive_int, default=32,
                     help="samples per forward pass of the surrogate (default 32)")
     ev.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")

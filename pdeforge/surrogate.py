@@ -41,6 +41,7 @@ from pdeforge.datasets.readers import increasing, open_dataset
 from pdeforge.errors import PdeforgeError
 from pdeforge.operators.base import OperatorInputError
 from pdeforge.train.checkpoint import load_module
+from pdeforge.train.data import channel_axes_mismatch
 
 
 class SurrogateInputError(PdeforgeError, ValueError):
@@ -236,7 +237,8 @@ class Surrogate:
         self.channels: dict[str, int] = dict(self.data_info.get("channels", {}))
         self._metrics = {k: v for k, v in checkpoint.get("callbacks", {}).items()}
         self._epochs = checkpoint.get("epoch")
-        self._warned_resolution = self._warned_domain = False
+        self._warned_domain = False
+        self._warned_grids: set[tuple[int, ...]] = set()  # zero-shot, warned once a grid
         if not self.inputs or not self.outputs or not self.grid_dims:
             raise SurrogateInputError(
                 f"{path} has no data description (inputs, outputs, grid); it was not written "
@@ -364,6 +366,14 @@ class Surrogate:
                     + (f" (rename them, e.g. data.rename({rename}))"
                        if grid_absent and len(unknown) == len(self.grid_dims) else "")
                 )
+            # the model's channels are the training's points of those dims (an input
+            # history at t = 0, 0.02, 0.04): other points were predicted from silently
+            other = [d for d in dims if d not in (SAMPLE, *SPATIAL_DIMS, *self.grid_dims)]
+            given = {"dims": other, "coords": {d: np.asarray(data[d].values).tolist()
+                                               for d in other if d in data.coords}}
+            problem = channel_axes_mismatch(name, known.get(name), given)
+            if problem:
+                raise SurrogateInputError(problem)
         numbers_only = not any(d in data[v].dims for v in self.inputs for d in self.grid_dims)
         if numbers_only:  # (the data's own x, y, if any, are not the inputs' grid)
             sizes.update(zip(self.grid_dims, self.grid_shape, strict=True))
@@ -592,7 +602,13 @@ class Surrogate:
         _refuse_empty(x, "predict")
         if not np.all(np.isfinite(x)):
             bad = int(np.sum(~np.isfinite(x)))
-            raise SurrogateInputError(f"inputs contain {bad} NaN or infinite value(s)")
+            samples = np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(axis=1))
+            raise SurrogateInputError(
+                f"inputs contain {bad} NaN or infinite value(s)"
+                + (f", in {samples.size} sample(s) (first: {samples[:5].tolist()}); a "
+                   "dataset file's samples marked not converged may hold NaN: drop them "
+                   "first (data.where(data.converged, drop=True), or data.isel(sample="
+                   "...)); `pdeforge query` skips them" if batched else ""))
         dtype = next(p for p in self.module.parameters() if p.is_floating_point()).dtype
         largest = float(np.abs(x).max())
         if largest > torch.finfo(dtype).max:
@@ -603,8 +619,8 @@ class Surrogate:
         self._check_domain(coords)
         grid = tuple(x.shape[2:])
         resample = (resample or self.always_resampled) and grid != self.grid_shape
-        if grid != self.grid_shape and not resample and not self._warned_resolution:
-            self._warned_resolution = True
+        if grid != self.grid_shape and not resample and grid not in self._warned_grids:
+            self._warned_grids.add(grid)
             warnings.warn(
                 f"predicting on a {'x'.join(map(str, x.shape[2:]))} grid with a model trained "
                 f"on {'x'.join(map(str, self.grid_shape))}: this is zero-shot; measure its "
@@ -723,7 +739,9 @@ class Surrogate:
                 # the channels were these dims of the training data (e.g. t): give them back
                 values = values.reshape(len(values), *info["sizes"], *values.shape[2:])
                 extra = list(info["dims"])
-                extra_coords.update({d: np.asarray(v) for d, v in info["coords"].items()})
+                attrs = info.get("coord_attrs", {})
+                extra_coords.update({d: (d, np.asarray(v), attrs.get(d, {}))
+                                     for d, v in info["coords"].items()})
             dims = [SAMPLE, *extra, *self.grid_dims]
             variables[name] = xr.DataArray(
                 values,
@@ -753,13 +771,13 @@ class Surrogate:
         (measured), which `pdeforge query` reported as 85 ms per sample for one sample
         against 5 ms from the second call on."""
         # the zero-shot and domain warnings are for the timed call
-        warned = self._warned_resolution, self._warned_domain
+        warned = set(self._warned_grids), self._warned_domain
         try:
             with warnings.catch_warnings(), contextlib.suppress(SurrogateInputError):
                 warnings.simplefilter("ignore")
                 self.predict(inputs, batch_size, resample)
         finally:
-            self._warned_resolution, self._warned_domain = warned
+            self._warned_grids, self._warned_domain = warned
 
     # -- comparison with the reference solver ---------------------------------------------
     def reference_problem(self, resolution: int):

@@ -110,6 +110,21 @@ def test_warm_up_leaves_the_zero_shot_warning_to_the_call_it_prepares(trained):
         out = fresh.predict(fine)
     assert out.attrs["grid_mode"] == "zero-shot" and out.attrs["training_grid"] == "16x16"
     assert fresh.predict(np.full((1, 16, 16), 5.0)).attrs["grid_mode"] == "training grid"
+    # once a grid: another grid is warned about too (it was silent after the first)
+    with pytest.warns(UserWarning, match="predicting on a 24x24 grid"):
+        fresh.predict(np.full((1, 24, 24), 5.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fresh.predict(fine)
+
+
+def test_nan_inputs_are_refused_naming_the_samples(surrogate, data):
+    a = data.coefficient.values[:6].copy()
+    a[[1, 4], 3, 3] = np.nan
+    with pytest.raises(SurrogateInputError, match=r"in 2 sample\(s\) \(first: \[1, 4\]\); a "
+                                                  r"dataset file's samples marked not "
+                                                  r"converged may hold NaN: drop them"):
+        surrogate.predict(a)
 
 
 def test_evaluate_feeds_the_model_its_own_axes_whatever_order_the_file_stores(
@@ -940,3 +955,93 @@ def test_zero_shot_places_the_grid_s_points_where_training_had_them(
             s.predict(rolled, resample=True)
         np.testing.assert_array_equal(  # sorted again, it is the same input
             s.predict(rolled.sortby("x"))[output].values, fine)
+
+
+def _foreign_file(path: Path, times=(0.0, 0.02, 0.04), n: int = 12, seed: int = 0) -> Path:
+    """A dataset another program wrote (plain xarray, the published format): an input
+    history ``h`` (sample, t, x, y) on a non-square vertex grid, a vector output ``vel``
+    (sample, component, x, y) with text component labels, fixed-length byte sample
+    labels."""
+    import json
+
+    rng = np.random.default_rng(seed)
+    x, y = np.linspace(0.0, 1.0, 9), np.linspace(0.0, 2.0, 17)
+    modes = rng.standard_normal((n, 3))
+    base = (modes[:, 0, None, None] * np.sin(np.pi * x)[:, None]
+            + modes[:, 1, None, None] * np.cos(np.pi * y)[None, :] + modes[:, 2, None, None])
+    h = np.stack([base * np.exp(-t) for t in times], axis=1)
+    vel = np.stack([2 * h.mean(axis=1), -h[:, 0]], axis=1)
+    ds = xr.Dataset(
+        {"h": (("sample", "t", "x", "y"), h.astype(np.float32),
+               {"role": "input", "units": "m"}),
+         "vel": (("sample", "component", "x", "y"), vel.astype(np.float32),
+                 {"role": "output", "units": "m/s"}),
+         "converged": (("sample",), np.ones(n, bool), {"role": "diagnostic",
+                                                       "long_name": "ok"}),
+         "solve_seconds": (("sample",), np.zeros(n), {"role": "diagnostic", "units": "s"})},
+        coords={"sample": ("sample", np.array([f"run{i:03d}".encode() for i in range(n)],
+                                              dtype="S6"), {"long_name": "run id"}),
+                "t": ("t", np.asarray(times), {"units": "s", "long_name": "time"}),
+                "component": ("component", np.array(["vx", "vy"]),
+                              {"long_name": "velocity component"}),
+                "x": ("x", x, {"units": "m", "grid": "vertex"}),
+                "y": ("y", y, {"units": "m", "grid": "vertex"})},
+        attrs={"pdeforge_format": 1, "problem": "history", "solver": "analytic",
+               "pdeforge_version": "external", "seed": seed, "n_samples": n,
+               "config": json.dumps({"problem": "history"}),
+               "created": "2026-01-01T00:00:00+00:00", "status": "complete"})
+    ds.to_netcdf(path, engine="h5netcdf")
+    return path
+
+
+def test_a_foreign_file_s_labels_times_and_non_square_strides_survive_the_round_trip(
+        tmp_path):
+    """Review with files another program wrote: `evaluate --resolution` could not take a
+    non-square grid, not even at the training's own stride ("possible: []"); predict and
+    query took inputs at other times silently, and query wrote the times as 0, 1, 2 in
+    units "1"; text component labels came back as 0, 1; byte sample labels as 0 ... n-1."""
+    from pdeforge.surrogate import query
+    from pdeforge.train.evaluate import EvaluationError
+
+    path = _foreign_file(tmp_path / "hist.nc")
+    assert run_pdeforge("check", path).returncode == 0
+    cli = _fit_tiny(path, tmp_path, "fno", '{"n_modes": 3, "hidden_channels": 4, '
+                    '"n_layers": 1}', "--data.subsample=2")
+    ckpt = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    s = Surrogate.load(ckpt, device="cpu")
+    assert s.grid_shape == (5, 9)
+    test = _foreign_file(tmp_path / "test.nc", seed=1)
+    # the training's own stride on the non-square grid, and the whole grid
+    own = evaluate(ckpt, test, stride=2, progress=False)
+    assert own["resolution"] == [5, 9]
+    with pytest.raises(EvaluationError, match=r"no stride gives every axis one size: pass a "
+                                              r"stride instead \(--stride k\), possible: 1 "
+                                              r"\(9x17\), 2 \(5x9\), 4 \(3x5\), 8 \(2x3\)"):
+        evaluate(ckpt, test, resolution=5, progress=False)
+    with pytest.raises(EvaluationError, match="stride 3 does not subsample the grid"):
+        evaluate(ckpt, test, stride=3, progress=False)
+    cli_run = run_pdeforge("evaluate", ckpt, "--data", test, "--stride", "2", "--no-progress")
+    assert cli_run.returncode == 0, cli_run.stderr
+    # inputs at other times: refused, as evaluate refuses them
+    later = _foreign_file(tmp_path / "later.nc", times=(0.0, 0.05, 0.09), seed=1)
+    with open_dataset(later) as ds:
+        with pytest.raises(SurrogateInputError, match=r"'h' is given at t = \[0, 0.05, "
+                                                      r"0.09\], the model was trained at t"):
+            s.predict(ds[s.inputs].load())
+    with pytest.raises(SurrogateInputError, match=r"'h' is given at t"):
+        query(ckpt, later, tmp_path / "later_pred.nc", progress=False)
+    # labels, times and components as the files have them
+    with open_dataset(test) as ds:
+        data = ds.load()
+    out = s.predict(data[s.inputs], resample=True)
+    assert out.vel.dims == ("sample", "component", "x", "y")
+    assert out.component.values.tolist() == ["vx", "vy"]
+    assert out.component.attrs["long_name"] == "velocity component"
+    with pytest.warns(UserWarning, match="zero-shot"):
+        query(ckpt, test, tmp_path / "pred.nc", progress=False)
+    with xr.open_dataset(tmp_path / "pred.nc", engine="h5netcdf") as pred:
+        assert pred.t.values.tolist() == [0.0, 0.02, 0.04] and pred.t.attrs["units"] == "s"
+        assert pred.component.values.tolist() == ["vx", "vy"]
+        assert pred.sample.values.tolist() == [f"run{i:03d}" for i in range(12)]
+        np.testing.assert_array_equal(pred.h.values, data.h.values)
+    assert run_pdeforge("check", tmp_path / "pred.nc").returncode == 0

@@ -456,6 +456,11 @@ def _check_structure(nc: Any, report: CheckReport) -> None:
                     "sample per chunk (chunks=(1, ...) in h5py, encoding={'chunksizes': "
                     "(1, ...)} in xarray) for fast per-sample reads"
                 )
+            if getattr(getattr(var, "_h5ds", None), "scaleoffset", None) is not None:
+                report.warnings.append(
+                    f"field {name!r} is stored with HDF5's scale-offset filter, which "
+                    "rounds the values (lossy); the format stores them as they are "
+                    "(compression none, lzf or gzip level 1)")
             compression, level = var.compression, var.compression_opts
             if compression not in (None, "lzf") and not (
                 compression == "gzip" and (level is None or level <= 1)
@@ -520,15 +525,25 @@ def _check_periodic(d: str, attrs: Any, values: np.ndarray, report: CheckReport)
         report.errors.append(f"coordinate {d!r} has periodic = 1, but only a spatial "
                              f"coordinate {SPATIAL_DIMS} can be periodic; remove the attribute")
         return
-    if values.size > 2 and np.issubdtype(values.dtype, np.number):
-        step = np.diff(values.astype(np.float64))
-        eps = np.finfo(values.dtype).eps if np.issubdtype(values.dtype, np.floating) else 0.0
-        tol = 1e-6 * abs(step.mean()) + 8 * eps * float(np.abs(values).max())
-        if np.abs(step - step.mean()).max() > tol:
-            report.errors.append(
-                f"coordinate {d!r} has periodic = 1 but its points are not evenly spaced "
-                f"(steps {step.min():.6g} to {step.max():.6g}); a periodic grid is "
-                "x_0 + i L / n: store evenly spaced points or remove the attribute")
+    steps = _uneven_steps(values)
+    if steps:
+        report.errors.append(
+            f"coordinate {d!r} has periodic = 1 but its points are not evenly spaced "
+            f"({steps}); a periodic grid is x_0 + i L / n: store evenly spaced points or "
+            "remove the attribute")
+
+
+def _uneven_steps(values: np.ndarray) -> str | None:
+    """"steps a to b" where numeric coordinates are not evenly spaced (beyond rounding),
+    else None."""
+    if values.size <= 2 or not np.issubdtype(values.dtype, np.number):
+        return None
+    step = np.diff(values.astype(np.float64))
+    eps = np.finfo(values.dtype).eps if np.issubdtype(values.dtype, np.floating) else 0.0
+    tol = 1e-6 * abs(step.mean()) + 8 * eps * float(np.abs(values).max())
+    if np.abs(step - step.mean()).max() <= tol:
+        return None
+    return f"steps {step.min():.6g} to {step.max():.6g}"
 
 
 def _check_grid_kind(d: str, attrs: Any, values: np.ndarray, report: CheckReport) -> None:
@@ -536,6 +551,20 @@ def _check_grid_kind(d: str, attrs: Any, values: np.ndarray, report: CheckReport
     a spatial axis that says neither is guessed (``grid.axis_kind``), which is warned
     about: the kind sets the domain that other resolutions of the grid cover."""
     periodic = attr_value(attrs, "periodic") if "periodic" in attrs else None
+    uneven = (_uneven_steps(values) if d in SPATIAL_DIMS
+              and declared_kind({"periodic": periodic}) != PERIODIC else None)
+    if uneven and attr_value(attrs, GRID_ATTR) == "cell":
+        report.errors.append(
+            f"coordinate {d!r} has {GRID_ATTR} = 'cell' (centres of equal cells) but its "
+            f"points are not evenly spaced ({uneven}): store the cell centres, or remove "
+            "the attribute")
+    elif uneven:
+        report.warnings.append(
+            f"coordinate {d!r}: its points are not evenly spaced ({uneven}); pdeforge's "
+            "grids are uniform: the H1 losses and metrics take the mean step, Fourier "
+            "layers and spectral metrics the index as position, and other resolutions "
+            "are uniform grids on the same domain; interpolate the data to a uniform "
+            "grid to train on it as it is")
     if GRID_ATTR in attrs:
         kind = attr_value(attrs, GRID_ATTR)
         if d not in SPATIAL_DIMS:
@@ -633,6 +662,14 @@ def _scan_values(nc: Any, report: CheckReport) -> None:
             finite = np.isfinite(block.reshape(block.shape[0], -1)).all(axis=1)
             idx = start + np.flatnonzero(~finite)
             bad += [int(i) for i in idx if converged[i]]
+        unwritten = [int(i) for i in _unwritten_samples(var) if converged[i]]
+        if unwritten:
+            report.errors.append(
+                f"field {name!r}: the chunks of {len(unwritten)} converged sample(s) were "
+                f"never written (first: {unwritten[:5]}); HDF5 reads them as the fill value "
+                f"({getattr(var, '_h5ds', var).fillvalue!r}): the writer stopped before "
+                "finishing although the file says status = complete. Write those "
+                "samples, mark them converged = false, or regenerate the file")
         if damaged_samples:
             report.errors.append(
                 f"field {name!r} cannot be read in {len(damaged_samples)} sample(s) (first: "
@@ -645,3 +682,70 @@ def _scan_values(nc: Any, report: CheckReport) -> None:
                 f"sample(s) (first: {bad[:5]}): mark those samples converged = false (the "
                 "readers then skip them) or store their real values"
             )
+        where = attr_value(var.attrs, "valid_where")
+        if attr_value(var.attrs, "role") == OUTPUT and isinstance(where, str):
+            _scan_mask(nc, name, where, converged, report)
+
+
+def _unwritten_samples(var: Any) -> np.ndarray:
+    """Samples of a chunked variable (sample first) whose chunks HDF5 never allocated:
+    nothing was written there, and reads give the fill value. A writer killed after
+    setting ``status = complete`` left such holes, which ``check`` passed (review)."""
+    h5ds = getattr(var, "_h5ds", None)
+    chunks = getattr(h5ds, "chunks", None)
+    if not chunks or not h5ds.shape or h5ds.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64)
+    expected = int(np.prod([-(-n // c) for n, c in zip(h5ds.shape, chunks, strict=True)]))
+    count = h5ds.id.get_num_chunks()
+    if count >= expected:  # (the common case: one call)
+        return np.zeros(0, dtype=np.int64)
+    per_sample = expected // -(-h5ds.shape[0] // chunks[0])
+    written = np.zeros(-(-h5ds.shape[0] // chunks[0]), dtype=np.int64)
+    for i in range(count):  # each allocated chunk's offset: which samples it holds
+        written[h5ds.id.get_chunk_info(i).chunk_offset[0] // chunks[0]] += 1
+    missing = np.flatnonzero(written < per_sample)
+    return (missing[:, None] * chunks[0] + np.arange(chunks[0])).ravel().clip(
+        max=h5ds.shape[0] - 1)
+
+
+def _scan_mask(nc: Any, name: str, where: str, converged: np.ndarray,
+               report: CheckReport) -> None:
+    """An output's ``valid_where`` mask holds only 0 and 1, and the output is 0 where it
+    is 0, in every converged sample: training multiplies predictions by the mask (a
+    continuous input named there passed, and the model's outputs were scaled by it)."""
+    var, mask = nc.variables[name], nc.variables.get(where)
+    grid = [d for d in var.dimensions if d in SPATIAL_DIMS]
+    if mask is None or sorted(d for d in mask.dimensions if d != SAMPLE) != sorted(grid):
+        return  # (named by _check_valid_where)
+    # the output as (sample, its other dims, grid), the mask as (sample or 1, 1..., grid)
+    others = [d for d in var.dimensions[1:] if d not in grid]
+    order = [var.dimensions.index(d) for d in (SAMPLE, *others, *grid)]
+    mask_order = [mask.dimensions.index(d) for d in ([SAMPLE] if SAMPLE in mask.dimensions
+                                                      else []) + grid]
+    fixed = None if SAMPLE in mask.dimensions else np.asarray(mask[...]).transpose(mask_order)
+    step = max(1, _SCAN_BYTES // max(1, int(np.prod(var.shape[1:])) * var.dtype.itemsize))
+    not_binary, nonzero = [], []
+    for start in range(0, var.shape[0], step):
+        stop = min(start + step, var.shape[0])
+        keep = converged[start:stop]
+        if not keep.any():
+            continue
+        m = (np.broadcast_to(fixed, (stop - start, *fixed.shape)) if fixed is not None
+             else np.asarray(mask[start:stop]).transpose(mask_order))
+        y = np.asarray(var[start:stop]).transpose(order)
+        m = m.reshape(m.shape[0], *[1] * len(others), *m.shape[1:])
+        binary = ((m == 0) | (m == 1)).reshape(len(m), -1).all(axis=1)
+        outside = np.where(m == 0, y, 0).reshape(len(y), -1)
+        zero = ~np.any(outside != 0, axis=1)
+        not_binary += (start + np.flatnonzero(keep & ~binary)).tolist()
+        nonzero += (start + np.flatnonzero(keep & binary & ~zero)).tolist()
+    if not_binary:
+        report.errors.append(
+            f"output {name!r}: its valid_where mask {where!r} holds values other than 0 and 1 "
+            f"in {len(not_binary)} converged sample(s) (first: {not_binary[:5]}); training "
+            f"multiplies the predictions by it: store a 0/1 mask, or remove valid_where")
+    if nonzero:
+        report.errors.append(
+            f"output {name!r} is not 0 where its valid_where mask {where!r} is 0 in "
+            f"{len(nonzero)} converged sample(s) (first: {nonzero[:5]}); the format stores "
+            "such an output as 0 outside its mask (set those values to 0)")

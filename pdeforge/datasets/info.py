@@ -32,10 +32,11 @@ def describe(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     note = None
     try:
-        verify_dataset(path, require_complete=False, rules=False)
+        verify_dataset(path)  # as the readers open it
     except DatasetFormatError as exc:
-        # a file without (or with a text) format attribute is described all the same,
-        # with what the readers will say about it; one that is no HDF5 file still fails
+        # a file the readers refuse (no or a text format attribute, status "writing", a
+        # rule of the format broken) is described all the same, with what the readers
+        # will say about it; one that is no HDF5 file still fails
         with open_h5(path):
             pass
         note = str(exc)

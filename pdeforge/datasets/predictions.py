@@ -59,6 +59,8 @@ def write_predictions(
     ]
     if SAMPLE in inputs.coords:  # the input file's sample labels (ids) are kept
         labels = np.asarray(inputs[SAMPLE].values)
+        if labels.dtype.kind == "S":  # fixed-length bytes (h5py's strings): as text
+            labels = labels.astype(str)
         if labels.dtype.kind in "iufUO":
             coords.insert(0, Coordinate(SAMPLE, labels,
                                         dict(inputs[SAMPLE].attrs) or {"long_name": "sample"}))
@@ -79,12 +81,8 @@ def write_predictions(
     block["converged"] = (np.ones(n, dtype=bool) if converged is None
                           else np.asarray(converged, dtype=bool))
     block["solve_seconds"] = np.full(n, seconds_per_sample)
-    extra_coords = [
-        Coordinate(d, np.arange(predictions.sizes.get(d, inputs.sizes.get(d))), {"units": "1"})
-        for spec in specs
-        for d in spec.dims
-        if d not in grid_dims
-    ]
+    extra_coords = [_extra_coordinate(d, predictions, inputs)
+                    for spec in specs for d in spec.dims if d not in grid_dims]
     coords += list({c.name: c for c in extra_coords}.values())
     attrs = {
         "problem": problem,
@@ -106,6 +104,20 @@ def write_predictions(
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def _extra_coordinate(dim: str, predictions: xr.Dataset, inputs: xr.Dataset) -> Coordinate:
+    """A non-grid dim's coordinate (an output's t, a component's labels) as the predictions
+    or the inputs have it, values and attributes; an index where neither has one (it was
+    always an index: output times came out as 0, 1, 2 in units "1")."""
+    for ds in (predictions, inputs):
+        if dim in ds.coords:
+            values = np.asarray(ds[dim].values)
+            if values.dtype.kind == "S":
+                values = values.astype(str)
+            return Coordinate(dim, values, dict(ds[dim].attrs) or {"long_name": dim})
+    return Coordinate(dim, np.arange(predictions.sizes.get(dim, inputs.sizes.get(dim))),
+                      {"units": "1", "long_name": f"{dim} (index)"})
 
 
 def _version() -> str:

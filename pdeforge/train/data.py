@@ -81,12 +81,67 @@ def extra_dims_record(h5: Any, dataset: TorchDataset, name: str) -> dict[str, An
              if d not in SPATIAL_DIMS]
     if not other:
         return None
-    coords = {d: coordinate(h5, d, n) for d, n in other}
+    coords = {d: _labels(h5, d, n) for d, n in other}
     return {
         "dims": [d for d, _ in other],
         "sizes": [n for _, n in other],
-        "coords": {d: v.tolist() for d, v in coords.items() if v is not None},
+        # numbers, or text labels (a component dim's "vx", "vy"); their units and names
+        # too, so that predictions carry them
+        "coords": {d: v for d, v in coords.items() if v is not None},
+        "coord_attrs": {d: {k: v for k, v in attr_values(h5[d].attrs).items()
+                            if k in ("units", "long_name")}
+                        for d in coords if coords[d] is not None},
     }
+
+
+def _labels(h5: Any, dim: str, size: int) -> list | None:
+    """The values of a non-grid dim's coordinate: numbers (:func:`coordinate`) or text
+    labels, as a list; None where the file has none."""
+    values = coordinate(h5, dim, size)
+    if values is not None:
+        raw = h5[dim][:]  # integers stay integers
+        return (raw if np.issubdtype(raw.dtype, np.integer) else values).tolist()
+    if dim in h5 and getattr(h5[dim], "shape", None) == (size,):
+        raw = h5[dim][:]
+        if raw.dtype.kind in "SO":
+            return [v.decode() if isinstance(v, bytes) else str(v) for v in raw.tolist()]
+    return None
+
+
+def channel_axes_mismatch(name: str, trained: dict | None, given: dict | None) -> str | None:
+    """What makes ``given`` (an :func:`extra_dims_record` of the data, or one made of an
+    xarray input) other than the training's record of variable ``name``: other non-grid
+    dims, or other points along them (other output times: the model's channel i is the
+    training's time i); None when they agree or either lacks the coordinate."""
+    trained_dims = list(trained["dims"]) if trained else []
+    given_dims = list(given["dims"]) if given else []
+    if trained_dims != given_dims:
+        return (f"variable {name!r} has the dims {given_dims} besides the grid, the model "
+                f"was trained on {trained_dims}")
+    for d in trained_dims:
+        want, have = trained.get("coords", {}).get(d), given.get("coords", {}).get(d)
+        if want is None or have is None:
+            continue
+        want, have = np.asarray(want), np.asarray(have)
+        if want.dtype.kind in "iuf" and have.dtype.kind in "iuf":
+            scale = max(float(np.max(np.abs(want))), 1e-300) if want.size else 1.0
+            same = want.shape == have.shape and (
+                want.size == 0 or np.max(np.abs(want - have)) <= 1e-6 * scale)
+        else:
+            same = want.shape == have.shape and bool(np.all(want.astype(str)
+                                                            == have.astype(str)))
+        if not same:
+            return (f"{name!r} is given at {d} = {_few(have)}, the model was trained at "
+                    f"{d} = {_few(want)}: its channels are those {d} values; give the data "
+                    f"at the training's {d}")
+    return None
+
+
+def _few(values: np.ndarray) -> str:
+    text = [f"{v:.4g}" if isinstance(v, float | np.floating) else str(v)
+            for v in values.tolist()]
+    return "[" + ", ".join(text[:3]) + (", ..." if len(text) > 4 else "") + (
+        f", {text[-1]}]" if len(text) > 3 else "]")
 
 
 def _generate_command(path: Path) -> str:

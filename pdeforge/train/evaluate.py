@@ -40,7 +40,7 @@ from pdeforge.surrogate import (
     points_mismatch,
 )
 from pdeforge.train.checkpoint import load_module
-from pdeforge.train.data import Subsampled, extra_dims_record
+from pdeforge.train.data import Subsampled, channel_axes_mismatch, extra_dims_record
 from pdeforge.train.metrics import OperatorMetrics, grid_steps
 
 
@@ -72,22 +72,62 @@ def stride_for(
         )
     resolution = points
 
-    sizes = {stride: {subsampled_size(n, k, stride) for n, k in zip(shape, kinds, strict=True)}
-             for stride in range(1, max(shape) + 1)}
+    sizes = _stride_grids(shape, kinds)
     for stride, reached in sizes.items():
-        if reached == {resolution}:
+        if set(reached) == {resolution}:
             return stride
-    # the resolutions one stride gives every axis (a stride that leaves an axis's kind: None)
-    possible = sorted({size for reached in sizes.values() if len(reached) == 1
-                       for size in reached if size is not None and size >= MIN_RESOLUTION},
-                      reverse=True)
-    axes = ", ".join(f"{n} ({k or 'unknown kind'})" for n, k in zip(shape, kinds, strict=True))
+    # the resolutions one stride gives every axis
+    possible = sorted({r[0] for r in sizes.values() if len(set(r)) == 1}, reverse=True)
     raise EvaluationError(
-        f"resolution {resolution} cannot be reached by subsampling the grid of {axes} "
-        "points into a grid of the same kind on the same domain (periodic and cell-centred "
-        "axes take a stride that divides their point count, vertex axes one that divides "
-        f"their intervals); possible: {possible[:8]}"
+        f"resolution {resolution} cannot be reached by subsampling the grid of "
+        f"{_axes(shape, kinds)} points into a grid of the same kind on the same domain "
+        f"{KIND_RULE}; "
+        + (f"possible: {possible[:8]}" if possible else
+           "no stride gives every axis one size: pass a stride instead (--stride k), "
+           f"possible: {_described(sizes)}")
     )
+
+
+#: which strides keep an axis a grid of its kind on its domain
+KIND_RULE = ("(periodic and cell-centred axes take a stride that divides their point "
+             "count, vertex axes one that divides their intervals)")
+
+
+def _stride_grids(shape: tuple[int, ...], kinds: list[str | None]
+                  ) -> dict[int, tuple[int, ...]]:
+    """{stride: the grid it leaves} for the strides that keep every axis a grid of its kind
+    (:func:`subsampled_size`) of at least ``MIN_RESOLUTION`` points."""
+    out = {}
+    for stride in range(1, max(shape) + 1):
+        grid = tuple(subsampled_size(n, k, stride) for n, k in zip(shape, kinds, strict=True))
+        if all(g is not None and g >= MIN_RESOLUTION for g in grid):
+            out[stride] = grid
+    return out
+
+
+def _axes(shape: tuple[int, ...], kinds: list[str | None]) -> str:
+    return ", ".join(f"{n} ({k or 'unknown kind'})" for n, k in zip(shape, kinds, strict=True))
+
+
+def _described(sizes: dict[int, tuple[int, ...]]) -> str:
+    return ", ".join(f"{s} ({'x'.join(map(str, g))})" for s, g in list(sizes.items())[:8])
+
+
+def check_stride(shape: tuple[int, ...], stride: int, kinds: list[str | None] | None = None
+                 ) -> int:
+    """``stride`` (every stride-th point of each axis) if it keeps every axis of ``kinds``
+    a grid of its kind on the same domain, else an :class:`EvaluationError` naming the
+    strides that do."""
+    kinds = list(kinds) if kinds is not None else [None] * len(shape)
+    if isinstance(stride, bool) or not isinstance(stride, int | np.integer) or stride < 1:
+        raise EvaluationError(f"--stride must be a positive integer, got {stride!r}")
+    sizes = _stride_grids(shape, kinds)
+    if int(stride) not in sizes:
+        raise EvaluationError(
+            f"stride {stride} does not subsample the grid of {_axes(shape, kinds)} points "
+            f"into a grid of the same kind on the same domain {KIND_RULE}; possible: "
+            f"{_described(sizes)}")
+    return int(stride)
 
 
 def _axis_kind(h5: Any, dim: str, values: np.ndarray | None,
@@ -109,36 +149,11 @@ def _check_channel_axes(h5: Any, dataset: TorchDataset, info: dict, data: Any) -
     if "extra_dims" not in info:
         return
     for name in list(info.get("inputs", [])) + list(info.get("outputs", [])):
-        trained = info["extra_dims"].get(name)
-        given = extra_dims_record(h5, dataset, name)
-        if not trained and not given:
-            continue
-        trained_dims = list(trained["dims"]) if trained else []
-        given_dims = list(given["dims"]) if given else []
-        if trained_dims != given_dims:
-            raise EvaluationError(
-                f"{data}: variable {name!r} has the dims {given_dims} besides the grid, the "
-                f"model was trained on {trained_dims}; evaluate data with the training data's "
-                "layout"
-            )
-        for d in trained_dims:
-            want, have = trained.get("coords", {}).get(d), given["coords"].get(d)
-            if want is None or have is None:
-                continue
-            want, have = np.asarray(want), np.asarray(have)
-            scale = max(float(np.max(np.abs(want))), 1e-300)
-            if want.shape != have.shape or np.max(np.abs(want - have)) > 1e-6 * scale:
-                raise EvaluationError(
-                    f"{data}: {name!r} is given at {d} = {_few(have)}, the model was trained "
-                    f"at {d} = {_few(want)}; its channels are those {d} values: generate the "
-                    f"data at the training's {d} (e.g. the same --t-end and --n-times)"
-                )
-
-
-def _few(values: np.ndarray) -> str:
-    text = ", ".join(f"{v:.4g}" for v in values[:3])
-    return f"[{text}{', ...' if len(values) > 4 else ''}" + (
-        f", {values[-1]:.4g}]" if len(values) > 3 else "]")
+        problem = channel_axes_mismatch(name, info["extra_dims"].get(name),
+                                        extra_dims_record(h5, dataset, name))
+        if problem:
+            raise EvaluationError(f"{data}: {problem} (evaluate data with the training "
+                                  "data's layout)")
 
 
 def comparable_config(config: Any) -> dict:
@@ -188,6 +203,7 @@ def evaluate(
     data: str | os.PathLike,
     *,
     resolution: int | None = None,
+    stride: int | None = None,
     batch_size: int = 32,
     device: str | None = None,
     progress: bool = True,
@@ -195,8 +211,11 @@ def evaluate(
 ) -> dict[str, Any]:
     """Metrics of the checkpoint's model on every converged sample of ``data``.
 
-    ``resample``: on another grid than the training one, interpolate the inputs to the
-    training grid, predict there and interpolate back (``Surrogate.predict``'s
+    ``resolution``: subsample the data's grid to this many points per axis; ``stride``:
+    keep every stride-th point of each axis (a non-square grid's way; the training's own
+    stride is taken as training took it). ``resample``: on another grid than the
+    training one, interpolate the inputs to the training grid, predict there and
+    interpolate back (``Surrogate.predict``'s
     ``resample``), instead of running the model zero-shot on the data's grid.
     """
     device = _check_device(device)  # (else torch.load's error blamed the checkpoint file)
@@ -278,9 +297,14 @@ def evaluate(
     own, own_starts = info.get("subsample", 1), info.get("subsample_starts") or (0,) * len(kinds)
     own_grid = [-(-(n - start) // own) for n, start in zip(dataset.grid_shape, own_starts,
                                                           strict=True)]
-    if resolution is not None and own > 1 and own_grid == [resolution] * len(kinds) == [
-            len(info.get("coords", {}).get(d, ())) for d in dataset.grid_dims]:
+    if resolution is not None and stride is not None:
+        raise EvaluationError("pass a resolution or a stride, not both")
+    trained_grid = [len(info.get("coords", {}).get(d, ())) for d in dataset.grid_dims]
+    if own > 1 and own_grid == trained_grid and (
+            stride == own or (resolution is not None and own_grid == [resolution] * len(kinds))):
         stride = own
+    elif stride is not None:
+        stride = check_stride(dataset.grid_shape, stride, kinds)
     else:
         stride = 1 if resolution is None else stride_for(dataset.grid_shape, resolution, kinds)
     # the points the model was trained on where the training subsampled this way (as

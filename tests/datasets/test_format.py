@@ -486,3 +486,98 @@ def test_coordinate_tells_a_dimension_without_a_variable_from_coordinates(tmp_pa
         assert coordinate(h5, "t") is None and coordinate(h5, "missing") is None
         np.testing.assert_array_equal(coordinate(h5, "x"), np.linspace(0.0, 1.0, 4))
         assert coordinate(h5, "x", size=5) is None and coordinate(h5, "u") is None
+
+
+def _masked_file(path, mask, output):
+    """A file another program wrote whose output ``u`` is defined where ``mask`` is 1."""
+    n, nx = mask.shape
+    ds = xr.Dataset(
+        {"mask": (("sample", "x"), mask.astype(np.float32), {"role": "input", "units": "1"}),
+         "u": (("sample", "x"), output.astype(np.float32),
+               {"role": "output", "units": "m", "valid_where": "mask"}),
+         "converged": (("sample",), np.ones(n, bool), {"role": "diagnostic",
+                                                       "long_name": "ok"}),
+         "solve_seconds": (("sample",), np.zeros(n), {"role": "diagnostic", "units": "s"})},
+        coords={"x": ("x", np.linspace(0, 1, nx), {"units": "m", "grid": "vertex"})},
+        attrs={"pdeforge_format": 1, "problem": "masked", "solver": "numpy",
+               "pdeforge_version": "external", "seed": 0, "n_samples": n,
+               "config": json.dumps({"problem": "masked"}),
+               "created": "2026-01-01T00:00:00+00:00", "status": "complete"})
+    ds.to_netcdf(path, engine="h5netcdf")
+    return path
+
+
+def test_an_output_s_mask_is_a_0_1_field_and_the_output_is_0_outside_it(tmp_path):
+    """check passed a continuous input named as the mask (training then multiplied the
+    predictions by it) and an output that is not 0 where its mask is 0 (review)."""
+    rng = np.random.default_rng(0)
+    mask = (rng.random((4, 10)) > 0.3).astype(float)
+    u = rng.standard_normal((4, 10))
+    assert check_file(_masked_file(tmp_path / "ok.nc", mask, u * mask)).ok
+    errors = check_file(_masked_file(tmp_path / "c.nc", mask * 0.5 + 0.25, u)).errors
+    assert any("its valid_where mask 'mask' holds values other than 0 and 1 in 4 converged "
+               "sample(s)" in e for e in errors), errors
+    outside = u * mask
+    outside[2, np.flatnonzero(mask[2] == 0)[0]] = 1.0
+    errors = check_file(_masked_file(tmp_path / "o.nc", mask, outside)).errors
+    assert any("output 'u' is not 0 where its valid_where mask 'mask' is 0 in 1 converged "
+               "sample(s) (first: [2])" in e for e in errors), errors
+
+
+def test_samples_a_writer_never_wrote_are_found(tmp_path):
+    """A writer killed after writing status = complete left chunks HDF5 never allocated,
+    read as the fill value: check said OK and the readers served zeros (review)."""
+    path = _external_file(tmp_path / "ext.nc")
+    with xr.open_dataset(path, engine="h5netcdf") as ds:
+        ds = ds.load()
+    holes = tmp_path / "holes.nc"
+    # dask arrays, written lazily and never computed: the variables exist, no chunk does
+    delayed = ds.chunk({"sample": 1}).to_netcdf(  # noqa: F841 - never computed
+        holes, engine="h5netcdf", compute=False,
+        encoding={v: {"chunksizes": (1, 12)} for v in ("a", "u")})
+    with h5py.File(holes, "r+") as f:
+        for name in ("a", "u", "converged", "solve_seconds"):
+            f[name][:2] = ds[name].values[:2]  # two of five samples written
+        f["converged"][:] = True
+    errors = check_file(holes).errors
+    assert any("field 'u': the chunks of 3 converged sample(s) were never written (first: "
+               "[2, 3, 4])" in e for e in errors), errors
+    assert check_file(path).ok  # every chunk written: no complaint
+
+
+def test_grid_kinds_need_evenly_spaced_points_and_lossy_filters_are_named(tmp_path):
+    path = _external_file(tmp_path / "ext.nc")
+    with xr.open_dataset(path, engine="h5netcdf") as ds:
+        ds = ds.load()
+    cheb = 0.5 - 0.5 * np.cos(np.pi * np.arange(12) / 11)
+    for kind, problem in (("cell", "error"), ("vertex", "warning")):
+        uneven = ds.assign_coords(x=("x", cheb, {"units": "m", "grid": kind}))
+        uneven.to_netcdf(tmp_path / f"{kind}.nc", engine="h5netcdf")
+        report = check_file(tmp_path / f"{kind}.nc")
+        said = report.errors if problem == "error" else report.warnings
+        assert any("coordinate 'x'" in m and "not evenly spaced (steps 0.02025" in m
+                   for m in said), (kind, report.errors, report.warnings)
+        assert report.ok == (problem == "warning")
+    with h5py.File(path, "r+") as f:  # u again, with HDF5's lossy scale-offset filter
+        values, attrs = f["u"][()], dict(f["u"].attrs)
+        for i, scale in enumerate(f["u"].dims):
+            scale.detach_scale(f[("sample", "x")[i]])
+        del f["u"]
+        u = f.create_dataset("u", data=values, chunks=(1, 12), scaleoffset=2)
+        for i, d in enumerate(("sample", "x")):
+            u.dims[i].attach_scale(f[d])
+        u.attrs.update({k: v for k, v in attrs.items() if k != "DIMENSION_LIST"})
+    assert any("scale-offset filter" in w for w in check_file(path).warnings)
+
+
+def test_info_notes_what_the_readers_will_say(tmp_path, capsys):
+    """`pdeforge info` showed its note only for a missing format attribute, not for files
+    the readers refuse for another reason (status writing, a broken rule)."""
+    path = _external_file(tmp_path / "w.nc")
+    with h5py.File(path, "r+") as f:
+        f.attrs["status"] = "writing"
+    assert main(["info", str(path)]) == 0
+    assert "note      " in capsys.readouterr().out
+    order = _external_file(tmp_path / "order.nc", sample_first=False)
+    assert main(["info", str(order)]) == 0
+    assert "dimension sample must come first" in capsys.readouterr().out
