@@ -556,7 +556,16 @@ def _evaluate_checks_the_data_against_the_training_data(ckpt, path, tmp_path):
     generate("nlse", 4, other, resolution=32, seed=3, progress=False, options=base)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        evaluate(ckpt, other, progress=False)
+        result = evaluate(ckpt, other, progress=False)
+    # each output's own relative error beside the pooled one (which weighs them by norm)
+    with open_dataset(other) as ds:
+        data = ds.load()
+    predicted = Surrogate.load(ckpt).predict(data[["psi0_re", "psi0_im"]])
+    for name in ("psi_re", "psi_im"):
+        p, t = predicted[name].values, data[name].values
+        manual = np.mean([np.linalg.norm(a - b) / np.linalg.norm(b) for a, b in zip(p, t,
+                                                                                 strict=True)])
+        assert result["per_output"][name]["rel_l2"] == pytest.approx(manual, rel=1e-4)
     finer = tmp_path / "finer.nc"  # the training's seed and options at another resolution
     generate("nlse", 4, finer, resolution=64, seed=0, progress=False, options=base)
     with pytest.warns(UserWarning, match=r"seed \(0\) and problem options of the checkpoint's "

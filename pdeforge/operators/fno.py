@@ -162,7 +162,7 @@ class FNO(NeuralopWrapper, Operator):
     """Dense FNO (neuraloperator) behind the registry.
 
     Args:
-        in_channels, out_channels, dim: as for every operator (dim 1 or 2).
+        in_channels, out_channels, dim: as for every operator (dim 1, 2 or 3).
         n_modes: Fourier modes kept per dimension (neuraloperator 2.0 convention).
         hidden_channels: width of the Fourier layers.
         n_layers: number of Fourier layers.
