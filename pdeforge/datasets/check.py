@@ -48,6 +48,7 @@ from pdeforge.datasets.format import (
     SPATIAL_DIMS,
     STATUS_COMPLETE,
     attr_value,
+    attr_values,
     encoding_problem,
     fill_values,
     is_decreasing,
@@ -430,8 +431,10 @@ def _check_structure(nc: Any, report: CheckReport) -> None:
                 "outputs and parameters are numbers"
             )
         if role in (INPUT, OUTPUT) and SAMPLE in vdims:
-            other = [d for d in vdims[1:] if d not in (*COORDINATE_DIMS, COMPONENT)]
-            grid = [d for d in vdims[1:] if d in SPATIAL_DIMS]
+            # (sample misplaced is its own error: the dims besides it are looked at here)
+            rest = [d for d in vdims if d != SAMPLE]
+            other = [d for d in rest if d not in (*COORDINATE_DIMS, COMPONENT)]
+            grid = [d for d in rest if d in SPATIAL_DIMS]
             if other and not grid:
                 report.warnings.append(
                     f"field {name!r} has dims {vdims}: none of them is a spatial dim "
@@ -643,6 +646,13 @@ def _scan_values(nc: Any, report: CheckReport) -> None:
         bad: list[int] = []
         fills = fill_values(var.attrs)  # "no data" values: NaN, as xarray reads them
         damaged_samples: list[int] = []
+        # periodic axes: whether the last point repeats the first in every sample read
+        # (a grid written with its end point, linspace(0, 2 pi, n): its period came out
+        # one step too long) and whether the field varies along the axis at all
+        ends = {d: [True, False] for d in var.dimensions
+                if d in SPATIAL_DIMS and d in nc.variables and var.shape[
+                    var.dimensions.index(d)] > 2
+                and declared_kind(attr_values(nc.variables[d].attrs)) == PERIODIC}
         for start in range(0, var.shape[0], step):
             try:
                 raw = np.asarray(var[start : start + step])
@@ -662,6 +672,19 @@ def _scan_values(nc: Any, report: CheckReport) -> None:
             finite = np.isfinite(block.reshape(block.shape[0], -1)).all(axis=1)
             idx = start + np.flatnonzero(~finite)
             bad += [int(i) for i in idx if converged[i]]
+            for axis, d in enumerate(var.dimensions):
+                if d in ends:
+                    kept = block[converged[start:start + len(block)] & finite]
+                    first, last = kept.take(0, axis), kept.take(-1, axis)
+                    ends[d][0] &= bool(np.array_equal(first, last))
+                    ends[d][1] |= bool(np.any(kept.take(1, axis) != first))
+        for d, (repeated, varies) in ends.items():
+            if repeated and varies and converged.any():
+                report.warnings.append(
+                    f"field {name!r}: its last point along the periodic axis {d!r} repeats "
+                    "the first in every converged sample: a periodic grid holds one period "
+                    "without its end point (x_0 + i L / n, i < n); as stored, the period is "
+                    "read one step too long: drop the last point")
         unwritten = [int(i) for i in _unwritten_samples(var) if converged[i]]
         if unwritten:
             report.errors.append(

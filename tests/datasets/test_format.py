@@ -581,3 +581,30 @@ def test_info_notes_what_the_readers_will_say(tmp_path, capsys):
     order = _external_file(tmp_path / "order.nc", sample_first=False)
     assert main(["info", str(order)]) == 0
     assert "dimension sample must come first" in capsys.readouterr().out
+    # that error alone: x is a grid dim wherever sample stands (it was also warned
+    # that the field had no spatial dim)
+    assert not [w for w in check_file(order).warnings if "spatial dim" in w]
+
+
+def test_a_periodic_axis_stored_with_its_end_point_is_warned_about(tmp_path):
+    """linspace(0, 2 pi, n) with periodic = 1 passed: the fields' last point repeats the
+    first, and the period is read one step too long (review)."""
+    path = _external_file(tmp_path / "ext.nc")
+    with xr.open_dataset(path, engine="h5netcdf") as ds:
+        ds = ds.load()
+    x = np.linspace(0, 2 * np.pi, 12)
+    rng = np.random.default_rng(1)
+    k = rng.integers(1, 4, size=(5, 1))
+    field = np.sin(k * x + rng.random((5, 1)))
+    closed = ds.assign_coords(x=("x", x, {"units": "m", "periodic": 1}))
+    closed["a"] = (("sample", "x"), field.astype(np.float32), ds.a.attrs)
+    closed["u"] = (("sample", "x"), np.cos(k * x).astype(np.float32), ds.u.attrs)
+    closed["a"][:, -1] = closed["a"][:, 0]  # (float rounding: sin(2 pi k) is not 0)
+    closed["u"][:, -1] = closed["u"][:, 0]
+    closed.to_netcdf(tmp_path / "closed.nc", engine="h5netcdf")
+    said = check_file(tmp_path / "closed.nc").warnings
+    assert sum("its last point along the periodic axis 'x' repeats the first" in w
+               for w in said) == 2, said
+    one_period = closed.isel(x=slice(0, -1))
+    one_period.to_netcdf(tmp_path / "open.nc", engine="h5netcdf")
+    assert not [w for w in check_file(tmp_path / "open.nc").warnings if "repeats" in w]
