@@ -732,7 +732,13 @@ class Surrogate:
         units = self.data_info.get("units", {})
         variables, extra_coords = {}, {}
         known = self.data_info.get("extra_dims", {})
+        scalars = self.data_info.get("scalar_outputs", []) if names is None else []
         for name, values in self._split_channels(y, names or self.outputs).items():
+            if name in scalars:  # one number per sample, as the data have it
+                variables[name] = xr.DataArray(
+                    values.reshape(len(values), -1).mean(axis=1), dims=[SAMPLE],
+                    attrs={"units": units.get(name, ""), "long_name": f"{name} ({label})"})
+                continue
             extra = [f"{name}_channel"] if values.ndim == y.ndim else []
             info = known.get(name)
             if extra and info and int(np.prod(info["sizes"])) == values.shape[1]:

@@ -985,6 +985,8 @@ def _foreign_file(path: Path, times=(0.0, 0.02, 0.04), n: int = 12, seed: int = 
                {"role": "input", "units": "m"}),
          "vel": (("sample", "component", "x", "y"), vel.astype(np.float32),
                  {"role": "output", "units": "m/s"}),
+         "peak": (("sample",), np.abs(vel).max(axis=(1, 2, 3)),
+                  {"role": "output", "units": "m/s"}),
          "converged": (("sample",), np.ones(n, bool), {"role": "diagnostic",
                                                        "long_name": "ok"}),
          "solve_seconds": (("sample",), np.zeros(n), {"role": "diagnostic", "units": "s"})},
@@ -1008,14 +1010,15 @@ def test_a_foreign_file_s_labels_times_and_non_square_strides_survive_the_round_
     """Review with files another program wrote: `evaluate --resolution` could not take a
     non-square grid, not even at the training's own stride ("possible: []"); predict and
     query took inputs at other times silently, and query wrote the times as 0, 1, 2 in
-    units "1"; text component labels came back as 0, 1; byte sample labels as 0 ... n-1."""
+    units "1"; text component labels came back as 0, 1; byte sample labels as 0 ... n-1;
+    a per-sample scalar output as a field."""
     from pdeforge.surrogate import query
     from pdeforge.train.evaluate import EvaluationError
 
     path = _foreign_file(tmp_path / "hist.nc")
     assert run_pdeforge("check", path).returncode == 0
     cli = _fit_tiny(path, tmp_path, "fno", '{"n_modes": 3, "hidden_channels": 4, '
-                    '"n_layers": 1}', "--data.subsample=2")
+                    '"n_layers": 1}', "--data.subsample=2", "--data.outputs=[vel, peak]")
     ckpt = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
     s = Surrogate.load(ckpt, device="cpu")
     assert s.grid_shape == (5, 9)
@@ -1046,11 +1049,13 @@ def test_a_foreign_file_s_labels_times_and_non_square_strides_survive_the_round_
     assert out.vel.dims == ("sample", "component", "x", "y")
     assert out.component.values.tolist() == ["vx", "vy"]
     assert out.component.attrs["long_name"] == "velocity component"
+    assert out.peak.dims == ("sample",)  # one number per sample, as in the file
     with pytest.warns(UserWarning, match="zero-shot"):
         query(ckpt, test, tmp_path / "pred.nc", progress=False)
     with xr.open_dataset(tmp_path / "pred.nc", engine="h5netcdf") as pred:
         assert pred.t.values.tolist() == [0.0, 0.02, 0.04] and pred.t.attrs["units"] == "s"
         assert pred.component.values.tolist() == ["vx", "vy"]
         assert pred.sample.values.tolist() == [f"run{i:03d}" for i in range(12)]
+        assert pred.peak.dims == ("sample",)
         np.testing.assert_array_equal(pred.h.values, data.h.values)
     assert run_pdeforge("check", tmp_path / "pred.nc").returncode == 0

@@ -411,6 +411,9 @@ class OperatorDataModule(pl.LightningDataModule):
             # inputs that are one number per sample: a surrogate of only those is queried
             # with the numbers, on the training grid
             "scalar_inputs": [n for n in self.inputs if len(probe._fields[n][0]) == 1],
+            # outputs that are one number per sample (trained as a constant channel): the
+            # surrogate gives them back as one number, the mean of its channel
+            "scalar_outputs": [n for n in self.outputs if len(probe._fields[n][0]) == 1],
             "split": list(self.split),
             "split_seed": self.split_seed,
         }
