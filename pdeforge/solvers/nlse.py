@@ -86,7 +86,14 @@ def _described(times) -> str:
 
 
 def _check(psi0: np.ndarray, length: float, times: np.ndarray, rtol: float, atol: float):
-    given, psi0 = type(psi0).__name__, np.asarray(psi0)
+    given = type(psi0).__name__
+    if isinstance(psi0, torch.Tensor):  # (a tensor that requires grad refused np.asarray)
+        psi0 = psi0.detach().cpu()
+    try:
+        psi0 = np.asarray(psi0)
+    except ValueError as exc:  # a ragged list
+        raise NLSEInputError(f"psi0 must be an array of shape (..., M); got a {given} numpy "
+                             f"cannot make one of ({exc})") from None
     if psi0.dtype.kind not in "iufc":  # booleans too: a mask passed by mistake
         raise NLSEInputError(f"psi0 must be a numeric (complex) array of shape (..., M), got "
                              f"{given} of dtype {psi0.dtype}")
@@ -96,6 +103,16 @@ def _check(psi0: np.ndarray, length: float, times: np.ndarray, rtol: float, atol
         )
     if not np.all(np.isfinite(psi0)):
         raise NLSEInputError("psi0 contains NaN or infinite values")
+    # the rate's FFT of |psi|^2 psi sums M values of |psi|^3: beyond this it overflows
+    # double precision, every step came out NaN and the solver spun at t = 0 until
+    # max_steps (391 s, then "loosen rtol", review)
+    limit = (np.finfo(np.float64).max / psi0.shape[-1]) ** (1 / 3) / 2
+    largest = float(np.abs(psi0).max()) if psi0.size else 0.0
+    if largest > limit:
+        raise NLSEInputError(
+            f"psi0 reaches |psi| = {largest:.3g}: the nonlinear term |psi|^2 psi overflows "
+            f"double precision above ~{limit:.3g} at M = {psi0.shape[-1]}; rescale the "
+            "problem (psi(x, t) -> a psi(a x, a^2 t) maps solutions to solutions)")
     length = _check_length(length)
     raw = times.detach().cpu().numpy() if isinstance(times, torch.Tensor) else times
     raw = np.asarray(raw)
@@ -106,7 +123,8 @@ def _check(psi0: np.ndarray, length: float, times: np.ndarray, rtol: float, atol
                              f"{_described(times)} of dtype {raw.dtype}")
     times = raw.astype(np.float64)
     if times.ndim != 1 or len(times) < 1 or not np.all(np.isfinite(times)):
-        raise NLSEInputError("times must be a 1-D array of finite output times")
+        raise NLSEInputError(f"times must be a 1-D array of finite output times, got "
+                             f"{_described(times)}")
     if np.any(np.diff(times) <= 0):
         first = int(np.flatnonzero(np.diff(times) <= 0)[0])
         after, before = float(times[first + 1]), float(times[first])
@@ -1081,8 +1099,11 @@ def _solve_ip_chunk(
                 progress((t - float(times[0])) / float(times[-1] - times[0]))
         else:
             h = h_step * max(MIN_FACTOR, SAFETY * error**ERROR_EXPONENT)  # inf: 0.2
-            if h < 1e-14 * max(1.0, abs(t)):
-                raise ConvergenceError(f"NLSE: step size underflow at t={t + offset:.6g}")
+            if not h >= 1e-14 * max(1.0, abs(t)):  # (a NaN step too: a non-finite rate)
+                raise ConvergenceError(
+                    f"NLSE: step size underflow at t={t + offset:.6g}"
+                    + ("" if np.isfinite(h) else " (the step's error is not finite: the "
+                       "field overflowed or the rate is NaN)"))
     return out.cpu().numpy()
 
 

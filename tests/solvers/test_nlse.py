@@ -314,6 +314,35 @@ def test_bad_inputs():
             nlse.solve(good, length=L, times=[0, 1], rtol=rtol)
 
 
+@pytest.mark.parametrize("method", ["ip-dop853", "scipy-dop853"])
+def test_a_field_whose_nonlinear_term_overflows_is_refused_at_once(method):
+    """1e110 exp(-x^2) is finite but |psi|^2 psi is not: every step came out NaN, and the
+    solver spun at t = 0 for 391 s until max_steps, then said to loosen rtol (review)."""
+    x = nlse.grid(64, 30.0)
+    with pytest.raises(nlse.NLSEInputError, match=r"psi0 reaches \|psi\| = 1e\+110: the "
+                                                  r"nonlinear term .* overflows"):
+        nlse.solve(1e110 * np.exp(-(x**2)) + 0j, length=30.0, times=[0, 1], method=method)
+    # a large field below the limit is solved (the equation's scaling, checked)
+    a = 1e3
+    small = nlse.solve(np.exp(-(x**2)) + 0j, length=30.0, times=[0, 0.1], rtol=1e-10,
+                       atol=1e-12, dealias=False, filter_strength=0, method=method)
+    # a psi(a x, a^2 t): the same values, a times larger, on a domain a times shorter
+    big = nlse.solve(a * np.exp(-(x**2)) + 0j, length=30.0 / a, times=[0, 0.1 / a**2],
+                     rtol=1e-10, atol=1e-9, dealias=False, filter_strength=0, method=method)
+    np.testing.assert_allclose(big[-1] / a, small[-1], atol=1e-7)
+
+
+def test_inputs_numpy_cannot_read_are_named():
+    x = nlse.grid(16, L)
+    with pytest.raises(nlse.NLSEInputError, match="psi0 must be an array of shape"):
+        nlse.solve([np.ones(16), np.ones(15)], length=L, times=[0, 1])
+    field = torch.tensor(np.exp(-(x**2)) + 0j, requires_grad=True)
+    assert nlse.solve(field, length=L, times=[0, 0.1]).shape == (2, 16)
+    with pytest.raises(nlse.NLSEInputError,
+                       match=r"finite output times, got array\(\[ 0., +nan\]\)"):
+        nlse.solve(np.exp(-(x**2)) + 0j, length=L, times=[0, float("nan")])
+
+
 def test_more_bad_inputs_of_invariants_entropies_and_solve():
     x = nlse.grid(64, L)
     good = np.exp(-(x**2)) + 0j
