@@ -312,10 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
                                      "modulation-instability", "gaussian-noise"])
     nl.add_argument("--out-dir", default="nlse-output", help="default nlse-output")
     nl.add_argument("--rtol", type=float, default=1e-10,
-                    help="relative tolerance of the adaptive time step (default 1e-10); each "
-                         "step keeps its error below atol + rtol |psi|, so where --atol is "
-                         "the larger term it alone sets the steps: loosen both to trade "
-                         "accuracy for speed")
+                    help="relative tolerance of the adaptive time step (default 1e-10): "
+                         "each step keeps the RMS over the Fourier coefficients of their "
+                         "errors over atol + rtol |coefficient| below 1 (a local error: "
+                         "the error at the end accumulates), so where --atol is the larger "
+                         "term it alone sets the steps: loosen both to trade accuracy for "
+                         "speed")
     nl.add_argument("--atol", type=float, default=1e-12,
                     help="absolute tolerance of the adaptive time step (default 1e-12)")
     nl.add_argument("--method", choices=["ip-dop853", "scipy-dop853"], default="ip-dop853")

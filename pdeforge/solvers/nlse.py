@@ -251,11 +251,14 @@ def solve(
             is interpolated (DOP853's 7th-order dense output, ``LAND_FRACTION``), with an
             error of the order of the step's tolerance, as scipy's dense output has.
         rtol, atol: tolerances of the embedded error estimate (per trajectory, RMS over
-            the Fourier coefficients of the interaction-picture state). They bound each
-            step's local error, not the error at the end, which accumulates over the
-            steps (an outside check: a defocusing plane wave to t = 50 ended 1.4e-6 off
-            at rtol 1e-8); with the componentwise norm, atol also decides the steps
-            spent on coefficients near zero (see ``error_norm``).
+            the M Fourier coefficients of the interaction-picture state, numpy's
+            unnormalised FFT: atol is in units of M |psi|). They bound each step's local
+            error, not the error at the end, which accumulates over the steps; and as an
+            RMS over M coefficients, a field whose spectrum sits in a few of them is
+            held ~sqrt(M) times looser there (outside checks, a defocusing plane wave to
+            t = 50 at rtol 1e-8: 1.4e-6 off; 4.4e-6 at M = 16, 2.6e-5 at M = 512 with
+            atol 1e-10). With the componentwise norm, atol also decides the steps spent
+            on coefficients near zero (see ``error_norm``).
         focusing: s = +1 (True) or -1.
         dealias, filter_strength, filter_order: treatment of the nonlinear term (see
             module docstring); ``filter_strength=None`` switches the filter off.

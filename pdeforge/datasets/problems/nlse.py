@@ -102,9 +102,10 @@ class NLSE(ProblemFamily):
         Option("eta_max", float, 2.0, "largest soliton amplitude / smooth-field peak", None, True),
         Option("v_max", float, 1.0, "largest |velocity|"),
         Option("noise", float, 0.01, "relative amplitude of the complex noise"),
-        Option("rtol", float, 1e-9, "relative tolerance of the integrator (a step's error "
-               "stays below atol + rtol |psi|: where --atol is the larger term it sets the "
-               "steps)", None, True, numerics=True),
+        Option("rtol", float, 1e-9, "relative tolerance of the integrator (a step's RMS "
+               "over the Fourier coefficients of their errors over atol + rtol |coefficient| "
+               "stays below 1: where --atol is the larger term it sets the steps)", None, True,
+               numerics=True),
         Option("atol", float, 1e-11, "absolute tolerance of the integrator", None, True,
                numerics=True),
         Option("method", str, "ip-dop853", "the integrator: ip-dop853 (batched, interaction "
