@@ -1172,6 +1172,8 @@ def invariants(psi: np.ndarray, *, length: float, focusing: bool = True) -> dict
     M = int |psi|^2, P = int Im(conj(psi) psi_x), E = int (|psi_x|^2 / 2 - s |psi|^4 / 2).
     (A soliton eta sech(eta (x - v t)) e^{i v x ...}: M = 2 eta, P = 2 eta v,
     E = eta v^2 - eta^3 / 3.)
+    The derivative multiplies by numpy's ``fftfreq`` wavenumbers, as the solver does: on
+    an even grid the Nyquist mode counts as -k_N (e^{i k_N x} has P = -k_N M).
     """
     length = _check_length(length)
     _check_focusing(focusing)
