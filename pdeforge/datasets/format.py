@@ -136,6 +136,17 @@ def coordinate(h5: Any, dim: str, size: int | None = None) -> np.ndarray | None:
         return None
 
 
+def as_text(values: np.ndarray) -> np.ndarray:
+    """Labels as text: fixed-length bytes (h5py's strings) and bytes objects decoded."""
+    values = np.asarray(values)
+    if values.dtype.kind == "S":
+        return values.astype(str)
+    if values.dtype.kind == "O":
+        return np.array([v.decode() if isinstance(v, bytes) else str(v)
+                         for v in values.tolist()], dtype=object)
+    return values
+
+
 def diagnostic_specs(extra: Sequence[VarSpec] = ()) -> list[VarSpec]:
     """The diagnostics every file has, followed by a solver's own."""
     base = [

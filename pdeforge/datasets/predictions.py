@@ -27,6 +27,7 @@ from pdeforge.datasets.format import (
     Coordinate,
     DatasetWriter,
     VarSpec,
+    as_text,
     config_json,
     diagnostic_specs,
 )
@@ -58,9 +59,7 @@ def write_predictions(
         for d in grid_dims
     ]
     if SAMPLE in inputs.coords:  # the input file's sample labels (ids) are kept
-        labels = np.asarray(inputs[SAMPLE].values)
-        if labels.dtype.kind == "S":  # fixed-length bytes (h5py's strings): as text
-            labels = labels.astype(str)
+        labels = as_text(inputs[SAMPLE].values)  # (h5py's fixed-length bytes: text)
         if labels.dtype.kind in "iufUO":
             coords.insert(0, Coordinate(SAMPLE, labels,
                                         dict(inputs[SAMPLE].attrs) or {"long_name": "sample"}))
@@ -112,10 +111,8 @@ def _extra_coordinate(dim: str, predictions: xr.Dataset, inputs: xr.Dataset) -> 
     always an index: output times came out as 0, 1, 2 in units "1")."""
     for ds in (predictions, inputs):
         if dim in ds.coords:
-            values = np.asarray(ds[dim].values)
-            if values.dtype.kind == "S":
-                values = values.astype(str)
-            return Coordinate(dim, values, dict(ds[dim].attrs) or {"long_name": dim})
+            return Coordinate(dim, as_text(ds[dim].values),
+                              dict(ds[dim].attrs) or {"long_name": dim})
     return Coordinate(dim, np.arange(predictions.sizes.get(dim, inputs.sizes.get(dim))),
                       {"units": "1", "long_name": f"{dim} (index)"})
 

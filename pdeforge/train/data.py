@@ -31,6 +31,7 @@ from pdeforge.datasets.format import (
     ATTR_PROBLEM,
     ATTR_SOLVER,
     SPATIAL_DIMS,
+    as_text,
     attr_value,
     attr_values,
     coordinate,
@@ -88,10 +89,15 @@ def extra_dims_record(h5: Any, dataset: TorchDataset, name: str) -> dict[str, An
         # numbers, or text labels (a component dim's "vx", "vy"); their units and names
         # too, so that predictions carry them
         "coords": {d: v for d, v in coords.items() if v is not None},
-        "coord_attrs": {d: {k: v for k, v in attr_values(h5[d].attrs).items()
-                            if k in ("units", "long_name")}
-                        for d in coords if coords[d] is not None},
+        "coord_attrs": {d: names_of(h5[d]) for d in coords if coords[d] is not None},
     }
+
+
+def names_of(variable: Any) -> dict[str, str]:
+    """A coordinate's ``units`` and ``long_name`` (text ones), for the predictions'
+    coordinates."""
+    attrs = attr_values(variable.attrs)
+    return {key: attrs[key] for key in ("units", "long_name") if isinstance(attrs.get(key), str)}
 
 
 def _labels(h5: Any, dim: str, size: int) -> list | None:
@@ -104,7 +110,7 @@ def _labels(h5: Any, dim: str, size: int) -> list | None:
     if dim in h5 and getattr(h5[dim], "shape", None) == (size,):
         raw = h5[dim][:]
         if raw.dtype.kind in "SO":
-            return [v.decode() if isinstance(v, bytes) else str(v) for v in raw.tolist()]
+            return as_text(raw).tolist()
     return None
 
 
@@ -124,7 +130,11 @@ def channel_axes_mismatch(name: str, trained: dict | None, given: dict | None) -
             continue
         want, have = np.asarray(want), np.asarray(have)
         if want.dtype.kind in "iuf" and have.dtype.kind in "iuf":
-            scale = max(float(np.max(np.abs(want))), 1e-300) if want.size else 1.0
+            # within a millionth of the points' spacing (of their size for one point: a
+            # tolerance from the largest value let t = 1000, 1000.001 pass for its shift)
+            gaps = np.abs(np.diff(want.astype(np.float64)))
+            scale = (float(gaps.min()) if gaps.size and gaps.min() > 0
+                     else max(float(np.max(np.abs(want))), 1.0) if want.size else 1.0)
             same = want.shape == have.shape and (
                 want.size == 0 or np.max(np.abs(want - have)) <= 1e-6 * scale)
         else:
@@ -310,9 +320,7 @@ class OperatorDataModule(pl.LightningDataModule):
                     values = values[::-1]
                 full[d] = values
                 attrs = attr_values(h5[d].attrs)
-                # the coordinate's units and name, for the predictions' coordinates
-                coord_attrs[d] = {key: str(attrs[key]) for key in ("units", "long_name")
-                                  if isinstance(attrs.get(key), str)}
+                coord_attrs[d] = names_of(h5[d])
                 kinds[d] = axis_kind(values, attrs)
                 if kinds[d] is not None:  # the file's domain, whatever the subsample
                     extents[d] = list(axis_extent(values, kinds[d]))

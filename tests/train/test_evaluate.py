@@ -94,3 +94,20 @@ def test_the_same_domain_at_any_resolution_and_kind_is_not_a_mismatch():
     assert "do not span" in check(vertices, np.linspace(0.0, 0.8, 5))
     assert "do not span" in check(trained, cells(16, 0.0, 2.0))
     assert "do not span" in check(period, -20.0 + np.arange(32) * 40.0 / 32, ["x"])
+
+
+def test_other_output_times_are_told_apart_by_their_spacing():
+    """The tolerance came from the largest time: t = 1000, 1000.001, 1000.002 shifted by a
+    step passed as the same times (review)."""
+    from pdeforge.train.data import channel_axes_mismatch
+
+    trained = {"dims": ["t"], "coords": {"t": [1000.0, 1000.001, 1000.002]}}
+    shifted = {"dims": ["t"], "coords": {"t": [1000.001, 1000.002, 1000.003]}}
+    assert "'u' is given at t = [1000, 1000, 1000]" in channel_axes_mismatch(
+        "u", trained, shifted)
+    rounded = {"dims": ["t"], "coords": {"t": [1000.0, 1000.001 + 1e-12, 1000.002]}}
+    assert channel_axes_mismatch("u", trained, rounded) is None
+    labels = {"dims": ["component"], "coords": {"component": ["vx", "vy"]}}
+    assert channel_axes_mismatch("v", labels, labels) is None
+    assert "component = [vy, vx]" in channel_axes_mismatch(
+        "v", labels, {"dims": ["component"], "coords": {"component": ["vy", "vx"]}})

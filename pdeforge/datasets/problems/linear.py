@@ -37,7 +37,8 @@ SOLVER_OPTIONS = (
     Option("solver", str, "auto", "linear solver: sorted+recycled (skr), recycled (gcrodr), "
            "independent GMRES, sparse LU, or auto by matrix class and size", METHODS,
            numerics=True),
-    Option("rtol", float, 1e-8, "relative residual target of the iterative solvers", None,
+    Option("rtol", float, 1e-8, "relative residual target (a direct solve above it gets up "
+           "to 3 steps of iterative refinement, then counts as not converged)", None,
            True, numerics=True),
     Option("preconditioner", str, "auto", "preconditioner of the iterative solvers (auto: "
            "with --solver auto, auto's own choice; with an iterative solver, AMG for SPD "

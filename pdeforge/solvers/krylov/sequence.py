@@ -704,7 +704,7 @@ def solve_sequence(
                 with np.errstate(all="ignore"):
                     r = relative_residual(given[0][i], solutions[i], given[1][i])
                 residuals[i] = r
-                converged[i] &= bool(np.isfinite(r) and r <= rtol)
+                converged[i] = bool(np.isfinite(r) and r <= rtol)  # the verdict of r
         return SequenceResult(
             solutions=solutions, iterations=its, residuals=residuals,
             converged=converged, seconds=secs, order=order, method=strategy.label,
