@@ -368,8 +368,14 @@ class Surrogate:
                 )
             # the model's channels are the training's points of those dims (an input
             # history at t = 0, 0.02, 0.04): other points were predicted from silently
+            trained = known.get(name) or {}
+            for d, n in zip(trained.get("dims", []), trained.get("sizes", []), strict=False):
+                if n == 1 and d not in dims and d in data.coords and data[d].ndim == 0:
+                    # one point of the dim, selected away (data.isel(t=0)): put back
+                    data = data.assign({name: data[name].expand_dims(d)})
+                    dims = data[name].dims
             other = [d for d in dims if d not in (SAMPLE, *SPATIAL_DIMS, *self.grid_dims)]
-            given = {"dims": other, "coords": {d: np.asarray(data[d].values).tolist()
+            given = {"dims": other, "coords": {d: np.asarray(data[d].values)
                                                for d in other if d in data.coords}}
             problem = channel_axes_mismatch(name, known.get(name), given)
             if problem:

@@ -1059,3 +1059,21 @@ def test_a_foreign_file_s_labels_times_and_non_square_strides_survive_the_round_
         assert pred.peak.dims == ("sample",)
         np.testing.assert_array_equal(pred.h.values, data.h.values)
     assert run_pdeforge("check", tmp_path / "pred.nc").returncode == 0
+
+
+def test_a_dim_of_one_point_selected_away_or_read_as_dates(tmp_path):
+    """Inputs whose one-point t was selected away (data.isel(t=0)) were refused for their
+    dims; t read as dates (CF "since" units) was compared as text (review)."""
+    path = _foreign_file(tmp_path / "one.nc", times=(0.5,))
+    cli = _fit_tiny(path, tmp_path, "fno", '{"n_modes": 3, "hidden_channels": 4, '
+                    '"n_layers": 1}')
+    s = Surrogate.load(Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt", device="cpu")
+    with open_dataset(path) as ds:
+        data = ds.load()[s.inputs]
+    np.testing.assert_array_equal(s.predict(data.isel(t=0)).vel.values,
+                                  s.predict(data).vel.values)
+    with pytest.raises(SurrogateInputError, match=r"'h' is given at t = \[0.6\]"):
+        s.predict(data.isel(t=0).assign_coords(t=0.6))
+    dated = data.assign_coords(t=np.array(["2000-01-01T00:00:00.5"], dtype="datetime64[ms]"))
+    with pytest.raises(SurrogateInputError, match="decode_times=False"):
+        s.predict(dated)

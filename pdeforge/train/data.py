@@ -129,6 +129,10 @@ def channel_axes_mismatch(name: str, trained: dict | None, given: dict | None) -
         if want is None or have is None:
             continue
         want, have = np.asarray(want), np.asarray(have)
+        if have.dtype.kind in "mM" and want.dtype.kind in "iuf":
+            return (f"{name!r} is given at {d} as dates or durations, the model was trained "
+                    f"at the numbers {d} = {_few(want)}: open the file with xarray's "
+                    "decode_times=False (its units hold 'since'), or give the numbers")
         if want.dtype.kind in "iuf" and have.dtype.kind in "iuf":
             # within a millionth of the points' spacing (of their size for one point: a
             # tolerance from the largest value let t = 1000, 1000.001 pass for its shift)
