@@ -445,6 +445,10 @@ def run_cli(args: Sequence[str]):
         OperatorDataModule,
         args=argv,
         seed_everything_default=0,
+        # the module's --model.lr / --model.scheduler make the optimiser and schedule, and
+        # resumes check them; LightningCLI's --optimizer / --lr_scheduler replaced them
+        # behind those checks (and a resume without them then failed on "betas")
+        auto_configure_optimizers=False,
         save_config_kwargs={"overwrite": True},
         trainer_defaults={
             "default_root_dir": "runs",

@@ -248,6 +248,7 @@ class OperatorDataModule(pl.LightningDataModule):
             ("subsample", subsample),
             ("test_subsample", test_subsample),
             ("batch_size", batch_size),
+            ("max_train", max_train),
         ):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise TrainingDataError(f"data.{label} must be a positive integer, got {value!r}")
@@ -300,6 +301,15 @@ class OperatorDataModule(pl.LightningDataModule):
             raise TrainingDataError(f"{text}{hint}") from None
 
     def _check_compatible(self, ref: TorchDataset, other: TorchDataset, path: Path) -> None:
+        if other.grid_shape != ref.grid_shape and other.grid_dims == ref.grid_dims:
+            # (collation failed on the first mixed batch; validation and test files at
+            # another size were scored with the training grid's steps, silently zero-shot)
+            raise TrainingDataError(
+                f"{path} is on a {'x'.join(map(str, other.grid_shape))} grid, {self.paths[0]} "
+                f"on {'x'.join(map(str, ref.grid_shape))}: the files of a run (training, "
+                "validation, test) share one grid. Evaluate a checkpoint on another grid "
+                "with `pdeforge evaluate` (zero-shot, or --resample), or test on every k-th "
+                "point with --data.test_subsample k")
         if (other.in_channels, other.out_channels, other.grid_dims) != (
             ref.in_channels,
             ref.out_channels,

@@ -161,9 +161,11 @@ class OperatorModule(pl.LightningModule):
         self._check_data(datamodule)
         self.data_info = dict(datamodule.info)
         # the test split's own subsample: its steps are the training grid's times the ratio
-        ratio = (getattr(datamodule, "test_subsample", None) or self.data_info.get(
+        # (kept: loading a checkpoint after this sets the grid again, and it reset the
+        # ratio to 1, so `train test --data.test_subsample` scored with the wrong steps)
+        self._test_ratio = (getattr(datamodule, "test_subsample", None) or self.data_info.get(
             "subsample", 1)) / (self.data_info.get("subsample", 1) or 1)
-        self._metrics_grid(test_ratio=ratio)
+        self._metrics_grid()
         normalize = (
             stage == "fit"
             and self.hparams.normalize == "gaussian"
@@ -340,12 +342,13 @@ class OperatorModule(pl.LightningModule):
             if planned and trainer.global_step > 0:
                 rate = scheduler.get_last_lr()[0]
                 rank_zero_warn(
-                    f"resumed with --trainer.max_epochs {trainer.max_epochs}, but the "
-                    f"checkpoint's {type(scheduler).__name__} schedule was planned over "
-                    f"{planned}: the run ends mid-schedule (learning rate now {rate:.3g}, "
-                    "not annealed). To train this long with a finished schedule start a "
-                    "new run with that max_epochs; to finish the planned one resume with "
-                    "its max_epochs"
+                    f"resumed with --trainer.max_epochs {trainer.max_epochs} at "
+                    f"{per_epoch:.0f} steps an epoch, but the checkpoint's "
+                    f"{type(scheduler).__name__} schedule was planned over {planned}: the "
+                    f"run ends mid-schedule (learning rate now {rate:.3g}, not annealed). "
+                    "Another max_epochs, batch size or training-set size than the run's "
+                    "changes this; to finish the planned schedule resume with the run's "
+                    "settings, or start a new run with these"
                 )
             # likewise the cosine schedule (restored with the old run's T_max = max_epochs):
             # past T_max its rate would climb back up, and its recursive form cannot leave
@@ -455,10 +458,11 @@ class OperatorModule(pl.LightningModule):
         self._metrics_grid()
         self._check_state(checkpoint.get("state_dict"))
 
-    def _metrics_grid(self, test_ratio: float = 1.0) -> None:
+    def _metrics_grid(self) -> None:
         """Give the metrics the data's physical grid steps, periodic and vertex axes
-        (rel_h1, fRMSE); the test split's steps are ``test_ratio`` times the others'
-        (``test_subsample`` / ``subsample``)."""
+        (rel_h1, fRMSE); the test split's steps are ``_test_ratio`` times the others'
+        (``test_subsample`` / ``subsample``, set by :meth:`setup`)."""
+        test_ratio = getattr(self, "_test_ratio", 1.0)
         info = self.data_info
         dims = list(info.get("grid_dims", []))
         steps = grid_steps(info.get("coords", {}), dims)

@@ -143,7 +143,8 @@ def test_the_test_split_s_metrics_use_its_own_grid_steps():
     module.data_info = {"grid_dims": ["x", "y"], "coords": {
         "x": ((np.arange(8) + 0.5) / 8).tolist(), "y": np.linspace(0, 2, 5).tolist()},
         "grid_kinds": {"x": CELL, "y": VERTEX}}
-    module._metrics_grid(test_ratio=1 / 3)
+    module._test_ratio = 1 / 3  # (setup sets it from the data module)
+    module._metrics_grid()
     assert module.val_metrics.steps == pytest.approx([1 / 8, 0.5])
     assert module.test_metrics.steps == pytest.approx([1 / 24, 0.5 / 3])
     assert module.test_metrics.vertex == [False, True]

@@ -115,8 +115,8 @@ def test_resuming_with_fewer_epochs_than_the_schedule_was_planned_for_is_said(sc
             lr_scheduler_configs=[SimpleNamespace(scheduler=sched)])
 
     module._trainer = trainer(13)
-    with pytest.warns(UserWarning, match=r"resumed with --trainer.max_epochs 13, but .* "
-                                         r"planned over .*ends mid-schedule"):
+    with pytest.warns(UserWarning, match=r"resumed with --trainer.max_epochs 13 at .* steps "
+                                         r"an epoch, but .* planned over .*ends mid-schedule"):
         module.on_train_start()
     module._trainer = trainer(planned)  # the planned length: nothing to say
     with warnings.catch_warnings():
@@ -176,6 +176,39 @@ def test_several_training_files_and_the_test_subcommand(darcy16, tmp_path, monke
         ]
     )
     assert "test/rel_l2" in tested.trainer.callback_metrics
+
+
+def test_train_test_at_another_subsample_scores_with_its_own_steps(darcy32, tmp_path,
+                                                                   monkeypatch):
+    """Loading the checkpoint after setup reset the test split's steps to the training
+    grid's: `train test --data.test_subsample 1` of a subsample-2 model read rel_h1 0.946
+    against evaluate's 0.984 and fRMSE 4x off (review)."""
+    monkeypatch.chdir(tmp_path)
+    config = next(c for c in CONFIGS if c.stem == "darcy_fno")
+    cli = fit(config, darcy32, "--trainer.max_epochs=1", "--data.subsample=2",
+              "--data.split=[0.5, 0.25, 0.25]")
+    last = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    tested = run_cli(["test", "--config", str(config), "--preset", "tiny", *QUIET,
+                      f"--data.path={darcy32}", "--data.subsample=2",
+                      "--data.split=[0.5, 0.25, 0.25]", "--data.test_subsample=1",
+                      f"--ckpt_path={last}"])
+    assert tested.model.test_metrics.steps == pytest.approx([1 / 32, 1 / 32])
+    assert tested.model.val_metrics.steps == pytest.approx([1 / 16, 1 / 16])
+
+
+def test_files_of_a_run_on_other_grids_are_refused(darcy16, darcy32):
+    """A validation or test file at another resolution was scored zero-shot with the
+    training grid's steps, silently; two training files of two sizes failed in torch's
+    collate (review)."""
+    from pdeforge.train.data import OperatorDataModule, TrainingDataError
+
+    for kwargs in ({"val_path": darcy32}, {"test_path": darcy32},
+                   {"path": [darcy16, darcy32]}):
+        args = {"path": darcy16, **kwargs}
+        with pytest.raises(TrainingDataError, match=r"darcy32.nc is on a 32x32 grid, .*"
+                                                     r"darcy16.nc on 16x16: the files of a "
+                                                     r"run .* share one grid"):
+            OperatorDataModule(**args)
 
 
 def test_a_validation_file_stored_on_other_axes_is_read_on_the_training_files(
@@ -302,3 +335,19 @@ def test_a_nan_training_loss_stops_the_fit_and_keeps_the_finite_checkpoints(
     assert saved["epoch"] == 0
     assert all(torch.isfinite(v).all() for v in saved["state_dict"].values()
                if torch.is_tensor(v) and v.is_floating_point())
+
+
+def test_optimizer_flags_that_would_bypass_the_module_s_are_not_offered(darcy16, tmp_path,
+                                                                         monkeypatch, capsys):
+    """LightningCLI's --optimizer SGD replaced the module's AdamW and schedule behind the
+    resume checks, and resuming without it failed on "betas" (review); a negative
+    max_train dropped one sample silently."""
+    from pdeforge.train.data import OperatorDataModule, TrainingDataError
+
+    monkeypatch.chdir(tmp_path)
+    config = next(c for c in CONFIGS if c.stem == "darcy_fno")
+    with pytest.raises(SystemExit):
+        fit(config, darcy16, "--optimizer=SGD")
+    assert "unrecognized arguments: --optimizer=SGD" in capsys.readouterr().err
+    with pytest.raises(TrainingDataError, match="data.max_train must be a positive integer"):
+        OperatorDataModule(path=darcy16, max_train=-1)
