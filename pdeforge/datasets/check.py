@@ -568,7 +568,7 @@ def _check_grid_kind(d: str, attrs: Any, values: np.ndarray, report: CheckReport
             "grids are uniform: the H1 losses and metrics take the mean step, Fourier "
             "layers and spectral metrics the index as position, and other resolutions "
             "are uniform grids on the same domain; interpolate the data to a uniform "
-            "grid to train on it as it is")
+            "grid first")
     if GRID_ATTR in attrs:
         kind = attr_value(attrs, GRID_ATTR)
         if d not in SPATIAL_DIMS:
@@ -693,9 +693,8 @@ def _scan_values(nc: Any, report: CheckReport) -> None:
                 report.warnings.append(
                     f"field {name!r}: its last point along the periodic axis {d!r} repeats "
                     "the first (in every converged sample not flat at the ends): a periodic "
-                    "grid holds one period "
-                    "without its end point (x_0 + i L / n, i < n); as stored, the period is "
-                    "read one step too long: drop the last point")
+                    "grid holds one period without its end point (x_0 + i L / n, i < n); "
+                    "as stored, the period is read one step too long: drop the last point")
         unwritten = [int(i) for i in _unwritten_samples(var) if converged[i]]
         if unwritten:
             report.errors.append(

@@ -152,7 +152,8 @@ def channel_axes_mismatch(name: str, trained: dict | None, given: dict | None) -
 
 
 def _few(values: np.ndarray) -> str:
-    text = [f"{v:.4g}" if isinstance(v, float | np.floating) else str(v)
+    # (10 digits: times a step apart near 1000 read "1000, 1000" at 4)
+    text = [f"{v:.10g}" if isinstance(v, float | np.floating) else str(v)
             for v in values.tolist()]
     return "[" + ", ".join(text[:3]) + (", ..." if len(text) > 4 else "") + (
         f", {text[-1]}]" if len(text) > 3 else "]")

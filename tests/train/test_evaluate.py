@@ -103,7 +103,7 @@ def test_other_output_times_are_told_apart_by_their_spacing():
 
     trained = {"dims": ["t"], "coords": {"t": [1000.0, 1000.001, 1000.002]}}
     shifted = {"dims": ["t"], "coords": {"t": [1000.001, 1000.002, 1000.003]}}
-    assert "'u' is given at t = [1000, 1000, 1000]" in channel_axes_mismatch(
+    assert "'u' is given at t = [1000.001, 1000.002, 1000.003]" in channel_axes_mismatch(
         "u", trained, shifted)
     rounded = {"dims": ["t"], "coords": {"t": [1000.0, 1000.001 + 1e-12, 1000.002]}}
     assert channel_axes_mismatch("u", trained, rounded) is None

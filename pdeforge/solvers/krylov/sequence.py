@@ -177,7 +177,7 @@ UNION_GROWTH = 1.5
 
 def _canonical_patterns(matrices: Sequence) -> list:
     """Each matrix as CSR with duplicates summed, sorted indices and no stored zeros (a
-    copy where the matrix has stored zeros: the caller's matrix is not changed)."""
+    copy where it lacks one of them: the caller's matrix is not changed)."""
     out = []
     for A in matrices:
         A = sp.csr_matrix(A)  # shares a CSR matrix's arrays: sorting them in place
