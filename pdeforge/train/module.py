@@ -417,12 +417,7 @@ class OperatorModule(pl.LightningModule):
                     f"files: {before.get('files')}). Train on the new data without --ckpt_path"
                 )
             other = _other_samples(before, now)
-            # which samples train is set by the seed and the training fraction alone
-            # (validation takes the next ones, the test fraction the rest)
-            split = [f"data.{key} {before[key]} -> {now[key]}" for key in ("split", "split_seed")
-                     if key in before and key in now and (
-                         before[key] != now[key] if key == "split_seed"
-                         else before[key][:1] != now[key][:1])]
+            split = _split_changes(before, now)
             if split and not other:
                 # the same samples split another way: samples the run has trained on would
                 # be validated on (and its best score compared across validation sets)
@@ -454,6 +449,15 @@ class OperatorModule(pl.LightningModule):
                 f"{self.operator.name} {self.operator.config}; resume with the config the "
                 "checkpoint was trained with, or start without --ckpt_path"
             )
+        testing = self._trainer is not None and self.trainer.state.fn == "test"
+        if before and now and testing and not _other_samples(before, now):
+            split = _split_changes(before, now)
+            if split:  # (evaluate warns likewise about a training file)
+                warnings.warn(
+                    f"testing the checkpoint on its own data split otherwise ({'; '.join(split)}): "
+                    "the test split holds samples it trained on, so the metrics are not a "
+                    f"test error; test with its split (--data.split '{before['split']}' "
+                    f"--data.split_seed {before['split_seed']})", stacklevel=2)
         self.data_info = before
         self._metrics_grid()
         self._check_state(checkpoint.get("state_dict"))
@@ -501,6 +505,15 @@ class OperatorModule(pl.LightningModule):
                 f"describes ({'; '.join(parts)}): the file was altered or written by another "
                 "program; use a checkpoint written by `pdeforge train fit`"
             )
+
+
+def _split_changes(before: dict, now: dict) -> list[str]:
+    """The changes of split that change which samples train: the seed and the training
+    fraction (validation takes the next ones, the test fraction the rest)."""
+    return [f"data.{key} {before[key]} -> {now[key]}" for key in ("split", "split_seed")
+            if key in before and key in now and (
+                before[key] != now[key] if key == "split_seed"
+                else before[key][:1] != now[key][:1])]
 
 
 def _other_samples(before: dict, now: dict) -> bool:

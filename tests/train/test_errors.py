@@ -526,3 +526,23 @@ def test_the_loss_is_the_same_for_outputs_stored_in_any_units(tmp_path, monkeypa
         runs.append(epoch_losses(Path(cli.trainer.log_dir)))
     assert len(runs[0]) == 2 and runs[0][0] > 1e-3
     np.testing.assert_allclose(runs[1], runs[0], rtol=1e-3)
+
+
+def test_testing_on_the_training_data_split_otherwise_is_said(darcy16, tmp_path,
+                                                             monkeypatch):
+    """`train test` with another split seed scored samples the model trained on, silently
+    (review; evaluate warns about a training file)."""
+    import warnings
+
+    monkeypatch.chdir(tmp_path)
+    cli = fit(FNO, darcy16, "--trainer.max_epochs=1")
+    last = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    test = ["test", "--config", str(FNO), "--preset", "tiny", *QUIET,
+            f"--data.path={darcy16}", f"--ckpt_path={last}"]
+    with pytest.warns(UserWarning, match=r"split otherwise \(data.split_seed 0 -> 1\): the "
+                                         r"test split holds samples it trained on"):
+        run_cli([*test, "--data.split_seed=1"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_cli(test)
+    assert not [w for w in caught if "holds samples it trained on" in str(w.message)]

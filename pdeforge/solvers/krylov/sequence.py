@@ -581,6 +581,7 @@ def solve_sequence(
     B = np.asarray(rhs)
     if B.dtype.kind not in "biufc":
         raise SolverInputError(f"right-hand sides must be numbers, got dtype {B.dtype}")
+    _refuse_extended(B.dtype, "the right-hand sides")
     B = B.astype(np.result_type(B.dtype, np.float64), copy=False)  # solved in double
     if B.ndim == 1:
         B = B[None, :]
@@ -768,6 +769,16 @@ def _check_features(features, n_systems: int) -> np.ndarray:
     return F
 
 
+def _refuse_extended(dtype: np.dtype, what: str) -> None:
+    """Extended precision (float128, complex256) is beyond scipy's sparse LU, ILU and
+    BLAS: it failed there with "cannot upcast" or "unsupported in linalg"."""
+    dtype = np.dtype(dtype)
+    if dtype.itemsize > {"f": 8, "c": 16}.get(dtype.kind, np.inf):
+        raise SolverInputError(
+            f"{what}: {dtype} values, beyond double precision, in which the solvers work; "
+            "convert with .astype(np.float64) (or np.complex128)")
+
+
 def _as_sparse(mats: list, least: type = np.float64) -> list:
     """The matrices as CSR of at least dtype ``least`` (float64: double precision, real or
     complex; complex128 for complex data), each distinct matrix object converted once, so
@@ -786,6 +797,7 @@ def _as_sparse(mats: list, least: type = np.float64) -> list:
                 raise SolverInputError(f"matrix {i} is not a 2-D matrix (got {type(A).__name__} of "
                                        f"shape {shape}): pass scipy.sparse matrices or 2-D arrays")
             dtype = np.result_type(A.dtype, least)
+            _refuse_extended(dtype, f"matrix {i}")
             if sp.issparse(A) and A.format == "csr" and A.dtype == dtype:
                 # kept, unless an array is a strided view (e.g. ``.real`` of a complex
                 # matrix): pyamg's compiled kernels read such data as if contiguous (AMG

@@ -767,3 +767,15 @@ def test_auto_keeps_a_threshold_ilu_away_from_cg():
     assert auto_choice(True, 10_000, 7.0, "ilu", symmetric=True)[0] != "cg"
     assert auto_choice(True, 10_000, 7.0, "ilu0", symmetric=True) == ("cg", "ilu0")
     assert auto_choice(True, 10_000, 7.0, None, symmetric=True) == ("cg", "jacobi")
+
+
+def test_extended_precision_is_refused_with_the_conversion():
+    """float128 failed inside scipy ("cannot upcast", "unsupported in linalg"); single
+    precision is solved in double as before (review)."""
+    A = _tridiagonal(6)
+    with pytest.raises(ValueError, match=r"matrix 0: float128 values, beyond double "
+                                         r"precision.*astype\(np.float64\)"):
+        solve_sequence(A.astype(np.longdouble), np.ones(6), method="direct")
+    with pytest.raises(ValueError, match="the right-hand sides: complex256 values"):
+        solve_sequence(A, np.ones(6, dtype=np.clongdouble), method="gmres")
+    assert solve_sequence(A.astype(np.float32), np.ones(6, np.float32)).converged.all()
