@@ -38,6 +38,7 @@ from pdeforge.datasets.grid import (
     is_cell_centred,  # noqa: F401  (re-exported: pdeforge.surrogate.is_cell_centred)
 )
 from pdeforge.datasets.readers import increasing, open_dataset
+from pdeforge.datasets.torch_dataset import channel_blocks
 from pdeforge.errors import PdeforgeError
 from pdeforge.operators.base import OperatorInputError
 from pdeforge.train.checkpoint import load_module
@@ -239,6 +240,7 @@ class Surrogate:
         self._epochs = checkpoint.get("epoch")
         self._warned_domain = False
         self._warned_grids: set[tuple[int, ...]] = set()  # zero-shot, warned once a grid
+        self._resampling: tuple | None = None  # the last grid's interpolation (key, pair)
         if not self.inputs or not self.outputs or not self.grid_dims:
             raise SurrogateInputError(
                 f"{path} has no data description (inputs, outputs, grid); it was not written "
@@ -491,7 +493,12 @@ class Surrogate:
         coordinates between the inputs' grid (its coordinates where given, else
         :meth:`grid_coords`) and the training grid's points, periodic axes over one
         period, values beyond the end points of other axes held constant. Returns
-        (to the training grid, back to the inputs' grid)."""
+        (to the training grid, back to the inputs' grid); the last grid's are kept, since
+        predict and evaluate ask for them batch after batch on one grid."""
+        key = (grid, tuple((d, np.asarray(coords[d]).tobytes())
+                           for d in self.grid_dims if d in coords))
+        if self._resampling is not None and self._resampling[0] == key:
+            return self._resampling[1]
         source = self._input_points(grid, coords)
         forward, back = [], []
         for d in self.grid_dims:
@@ -517,7 +524,9 @@ class Surrogate:
                      + t.index_select(axis, index[1]) * w)
             return t
 
-        return (lambda t: apply(t, forward)), (lambda t: apply(t, back))
+        pair = (lambda t: apply(t, forward)), (lambda t: apply(t, back))
+        self._resampling = (key, pair)
+        return pair
 
     def _input_points(self, grid: tuple[int, ...], coords: dict[str, np.ndarray]
                       ) -> dict[str, np.ndarray]:
@@ -712,13 +721,8 @@ class Surrogate:
 
     def _split_channels(self, x: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
         """(batch, C, *grid) -> {variable: (batch, *grid) or (batch, c, *grid)}."""
-        out, start = {}, 0
-        for name in names:
-            c = int(self.channels.get(name, 1))
-            block = x[:, start : start + c]
-            out[name] = block[:, 0] if c == 1 else block
-            start += c
-        return out
+        return {name: x[:, first] if stop - first == 1 else x[:, first:stop]
+                for name, (first, stop) in channel_blocks(names, self.channels).items()}
 
     def grid_coords(self, grid: tuple[int, ...]) -> dict[str, np.ndarray]:
         """Coordinates of a grid of the training grid's kind with the given sizes: the

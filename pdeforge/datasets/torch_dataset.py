@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,18 @@ def decreasing_dims(h5: Any, dims: Sequence[str]) -> list[str]:
     """The dims among ``dims`` whose coordinate variable in the open file ``h5``
     decreases (:func:`~pdeforge.datasets.format.is_decreasing`)."""
     return [d for d in dims if d in h5 and is_decreasing(h5[d][:])]
+
+
+def channel_blocks(names: Sequence[str], channels: Mapping[str, int]
+                   ) -> dict[str, tuple[int, int]]:
+    """Where each variable's channels lie in the stacked tensor: {name: (first, stop)},
+    in the order given (``channels``: a variable's channel count, default 1)."""
+    out, start = {}, 0
+    for name in names:
+        stop = start + int(channels.get(name, 1))
+        out[name] = (start, stop)
+        start = stop
+    return out
 
 
 def _dims(h5var: Any) -> tuple[str, ...]:

@@ -30,7 +30,7 @@ from pdeforge.datasets.grid import (
     subsample_starts,
     subsampled_size,
 )
-from pdeforge.datasets.torch_dataset import TorchDataset, decreasing_dims
+from pdeforge.datasets.torch_dataset import TorchDataset, channel_blocks, decreasing_dims
 from pdeforge.errors import PdeforgeError
 from pdeforge.surrogate import (
     Surrogate,
@@ -215,8 +215,8 @@ def evaluate(
     keep every stride-th point of each axis (a non-square grid's way; the training's own
     stride is taken as training took it). ``resample``: on another grid than the
     training one, interpolate the inputs to the training grid, predict there and
-    interpolate back (``Surrogate.predict``'s
-    ``resample``), instead of running the model zero-shot on the data's grid.
+    interpolate back (``Surrogate.predict``'s ``resample``), instead of running the model
+    zero-shot on the data's grid.
     """
     device = _check_device(device)  # (else torch.load's error blamed the checkpoint file)
     module, saved = load_module(checkpoint, device)
@@ -362,13 +362,11 @@ def evaluate(
     metrics = OperatorMetrics(module.hparams.out_channels, module.hparams.dim).to(device)
     # and each output's own, where there are several (the pooled relative errors weigh
     # the outputs by their norms: 13.6 % pooled hid 38 % on one output, review)
-    per_output, start = {}, 0
-    for name in info.get("outputs", []):
-        stop = start + int(info.get("channels", {}).get(name, 1))
-        per_output[name] = (start, stop, OperatorMetrics(stop - start, module.hparams.dim)
-                            .to(device))
-        start = stop
-    if len(per_output) < 2 or start != module.hparams.out_channels:
+    blocks = channel_blocks(info.get("outputs", []), info.get("channels", {}))
+    per_output = {name: (first, stop, OperatorMetrics(stop - first, module.hparams.dim)
+                         .to(device)) for name, (first, stop) in blocks.items()}
+    if len(blocks) < 2 or max(stop for _, stop in blocks.values()) != (
+            module.hparams.out_channels):
         per_output = {}
     for m in [metrics, *(m for _, _, m in per_output.values())]:
         # rel_h1 on the evaluated points' physical steps (a unit domain where they have none)

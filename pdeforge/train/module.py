@@ -20,6 +20,7 @@ import torch
 
 from pdeforge import __version__, operators
 from pdeforge.datasets.grid import VERTEX
+from pdeforge.datasets.torch_dataset import channel_blocks
 from pdeforge.errors import PdeforgeError
 from pdeforge.train.losses import LOSSES, RelativeLoss
 from pdeforge.train.metrics import OperatorMetrics, grid_steps
@@ -130,16 +131,8 @@ class OperatorModule(pl.LightningModule):
         if not masks:
             return []
         channels = info.get("channels", {})
-
-        def offsets(names: list[str]) -> dict[str, tuple[int, int]]:
-            out, start = {}, 0
-            for name in names:
-                c = int(channels.get(name, 1))
-                out[name] = (start, start + c)
-                start += c
-            return out
-
-        ins, outs = offsets(info.get("inputs", [])), offsets(info.get("outputs", []))
+        ins = channel_blocks(info.get("inputs", []), channels)
+        outs = channel_blocks(info.get("outputs", []), channels)
         return [(*outs[o], ins[i][0]) for o, i in masks.items() if o in outs and i in ins]
 
     def apply_masks(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
