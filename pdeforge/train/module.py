@@ -106,6 +106,7 @@ class OperatorModule(pl.LightningModule):
         self.out_norm = ChannelNormalizer(out_channels)
         self.data_info: dict[str, Any] = {}
         self._loss = RelativeLoss(loss, dim)
+        self._test_ratio = 1.0  # test_subsample / subsample (setup)
         self.val_metrics = OperatorMetrics(out_channels, dim)
         self.test_metrics = OperatorMetrics(out_channels, dim)
         self._last_validation: dict[str, float] | None = None  # see on_validation_epoch_end
@@ -459,7 +460,6 @@ class OperatorModule(pl.LightningModule):
         """Give the metrics the data's physical grid steps, periodic and vertex axes
         (rel_h1, fRMSE); the test split's steps are ``_test_ratio`` times the others'
         (``test_subsample`` / ``subsample``, set by :meth:`setup`)."""
-        test_ratio = getattr(self, "_test_ratio", 1.0)
         info = self.data_info
         dims = list(info.get("grid_dims", []))
         steps = grid_steps(info.get("coords", {}), dims)
@@ -469,7 +469,8 @@ class OperatorModule(pl.LightningModule):
         if steps is not None and len(steps) == self.hparams.dim and all(h > 0 for h in steps):
             self._loss.set_grid(steps, periodic)
             self.val_metrics.set_grid(steps, periodic, vertex)
-            self.test_metrics.set_grid([h * test_ratio for h in steps], periodic, vertex)
+            self.test_metrics.set_grid([h * self._test_ratio for h in steps], periodic,
+                                       vertex)
 
     def _check_state(self, state: Any) -> None:
         """Raise a :class:`~pdeforge.train.checkpoint.CheckpointError` naming the tensors of
