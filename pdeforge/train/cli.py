@@ -92,8 +92,8 @@ def _config_model(args: Sequence[str]) -> str | None:
             path = Path(value)
             if not path.is_file():
                 raise _missing_config(value)
-            data = yaml.safe_load(path.read_text()) or {}
-            name = (data.get("model") or {}).get("model", name)
+            section = _read_config(value).get("model")
+            name = section.get("model", name) if isinstance(section, dict) else name
         if arg == "--model.model" and i + 1 < len(args):
             name = args[i + 1]
         elif arg.startswith("--model.model="):
@@ -146,8 +146,35 @@ def _check_config_files(args: Sequence[str]) -> None:
     for i in range(len(args)):
         path = _config_value(args, i)
         inline = path is not None and (path.lstrip().startswith(("{", "[")) or ":" in path)
-        if path is not None and not inline and not Path(path).is_file():
+        if path is None or inline:
+            continue
+        if not Path(path).is_file():
             raise _missing_config(path)
+        _read_config(path)
+
+
+def _read_config(path: str) -> dict:
+    """The mapping a ``--config`` file holds; a file that is not YAML text (a dataset, a
+    checkpoint, a typo) or not a mapping of sections is a :class:`TrainCommandError`."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise TrainCommandError(
+            f"config file {path!r} is not text (a dataset or checkpoint?); --config takes a "
+            "YAML recipe such as configs/darcy_mgno.yaml, the data goes to --data.path"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise TrainCommandError(
+            f"config file {path!r} is not valid YAML: {' '.join(str(exc).split())}"
+        ) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise TrainCommandError(
+            f"config file {path!r} holds a {type(data).__name__}, not a mapping of sections "
+            "(model:, data:, trainer:); see configs/darcy_mgno.yaml"
+        )
+    return data
 
 
 def _missing_config(path: str) -> TrainCommandError:
@@ -169,7 +196,15 @@ def train_main(args: Sequence[str]) -> int:
             "`pdeforge query CKPT --input FILE --out FILE` (or Surrogate.load(CKPT).predict)"
         )
     _check_config_files(args)
-    cli = run_cli(args)
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        cli = run_cli(args)
+    except MisconfigurationException as exc:  # Lightning's word on a Trainer setting
+        hint = ("torch finds no GPU here: --trainer.accelerator cpu, or auto to take a GPU "
+                "where there is one" if "gpu" in str(exc).lower() else
+                "a Trainer setting: see `pdeforge train fit --help`")
+        raise TrainCommandError(f"{exc} ({hint})") from None
     if cli.subcommand == "fit" and cli.trainer.is_global_zero:
         best, last = checkpoint_paths(cli.trainer)
         print(f"checkpoints: best {best or '-'}; last {last or '-'}")

@@ -253,6 +253,11 @@ class OperatorDataModule(pl.LightningDataModule):
         ):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise TrainingDataError(f"data.{label} must be a positive integer, got {value!r}")
+        if not isinstance(num_workers, int) or num_workers < 0:
+            raise TrainingDataError(
+                f"data.num_workers must be an integer >= 0 (0: load in the training process), "
+                f"got {num_workers!r}"
+            )
         # one name is accepted for a one-element list
         self.inputs = [inputs] if isinstance(inputs, str) else inputs
         self.outputs = [outputs] if isinstance(outputs, str) else outputs

@@ -93,6 +93,34 @@ def test_bad_model_settings_get_one_line(darcy16, tmp_path, option, message):
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize(("option", "message"), [
+    ("--trainer.max_epochs=-5", "`max_epochs` must be a non-negative integer or -1"),
+    ("--trainer.devices=0", "a Trainer setting: see `pdeforge train fit --help`"),
+    ("--data.num_workers=-1", "data.num_workers must be an integer >= 0"),
+])
+def test_bad_trainer_and_loader_settings_get_one_line(darcy16, tmp_path, option, message):
+    # Lightning's MisconfigurationException and the DataLoader's ValueError were tracebacks
+    proc = pdeforge_train(f"--data.path={darcy16}", option, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.ckpt"))
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"\x89HDF\r\n\x1a\n\x00\x00", "is not text (a dataset or checkpoint?)"),
+    (b"model: [unclosed\n  x: 1\n", "is not valid YAML"),
+    (b"- model\n- data\n", "holds a list, not a mapping of sections"),
+])
+def test_a_config_that_is_not_a_yaml_recipe_gets_one_line(darcy16, tmp_path, content, message):
+    (tmp_path / "recipe.yaml").write_bytes(content)
+    for preset in ((), ("--preset", "tiny")):  # the preset reads the config's model itself
+        proc = run_pdeforge("train", "fit", "--config", "recipe.yaml", *preset,
+                            f"--data.path={darcy16}", cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr
+        assert f"config file 'recipe.yaml' {message}" in proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
 def test_missing_config_file(tmp_path):
     proc = run_pdeforge("train", "fit", "--config", "nope.yaml", "--preset", "tiny", cwd=tmp_path)
     assert proc.returncode == 2 and "config file 'nope.yaml' does not exist" in proc.stderr
