@@ -66,7 +66,9 @@ PRESET_HELP = (
     "Train, validate or test a pdeforge operator (LightningCLI). Besides every option below: "
     "--preset cpu-small (10 epochs on the CPU) or --preset tiny (2 epochs of a shrunken "
     "model), applied after --config and before your own flags. Checkpoints go to "
-    "runs/pdeforge/version_N/checkpoints (best by val/rel_l2, and last)."
+    "runs/pdeforge/version_N/checkpoints (best by val/rel_l2, and last). One model setting "
+    "of a recipe: --model.model_kwargs.KEY=VALUE (a whole --model.model_kwargs {...} "
+    "replaces the recipe's)."
 )
 
 
@@ -188,6 +190,43 @@ def _missing_config(path: str) -> TrainCommandError:
     )
 
 
+def _warn_replaced_kwargs(args: Sequence[str]) -> None:
+    """Warn when a ``--model.model_kwargs {...}`` on the command line drops keys that the
+    config files set: a whole dict replaces the config's (jsonargparse), so a user changing
+    one size silently got the model's defaults for the recipe's other settings."""
+    config_kwargs: dict = {}
+    for i, arg in enumerate(args):
+        value = _config_value(args, i)
+        if value is not None and Path(value).is_file():
+            section = _read_config(value).get("model")
+            given = section.get("model_kwargs") if isinstance(section, dict) else None
+            config_kwargs = dict(given) if isinstance(given, dict) else config_kwargs
+        elif arg == "--model.model_kwargs" and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith("--model.model_kwargs="):
+            value = arg.split("=", 1)[1]
+        else:
+            continue
+        if arg.startswith("--model.model_kwargs"):
+            try:
+                asked = yaml.safe_load(value)
+            except yaml.YAMLError:
+                continue  # the parser reports it
+            if not isinstance(asked, dict):
+                continue
+            dropped = sorted(set(config_kwargs) - set(asked))
+            if dropped:
+                one = next(iter(asked), "channels")
+                warnings.warn(
+                    f"--model.model_kwargs {value} replaces the config's model_kwargs whole: "
+                    f"{', '.join(f'{k}={config_kwargs[k]!r}' for k in dropped)} "
+                    "fall back to the model's defaults; to change single settings and keep "
+                    f"the recipe's others, give them one by one (--model.model_kwargs.{one}=...)",
+                    stacklevel=2,
+                )
+            config_kwargs = asked
+
+
 def train_main(args: Sequence[str]) -> int:
     """``pdeforge train ARGS``."""
     if list(args[:1]) == ["predict"]:  # LightningCLI's, which needs a predict loader
@@ -196,6 +235,7 @@ def train_main(args: Sequence[str]) -> int:
             "`pdeforge query CKPT --input FILE --out FILE` (or Surrogate.load(CKPT).predict)"
         )
     _check_config_files(args)
+    _warn_replaced_kwargs(args)
     from lightning_fabric.utilities.exceptions import MisconfigurationException
 
     try:

@@ -121,6 +121,18 @@ def test_a_config_that_is_not_a_yaml_recipe_gets_one_line(darcy16, tmp_path, con
         assert "Traceback" not in proc.stderr
 
 
+def test_a_model_kwargs_dict_dropping_recipe_settings_is_warned_about(darcy16, tmp_path):
+    base = ("train", "fit", "--config", MGNO, f"--data.path={darcy16}", "--print_config")
+    whole = run_pdeforge(*base, "--model.model_kwargs", '{"channels": 8}', cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr
+    assert "levels=6, n_layers=4, padding_mode='zeros' fall back" in whole.stderr
+    assert "--model.model_kwargs.channels=" in whole.stderr
+    one = run_pdeforge(*base, "--model.model_kwargs.channels=8", cwd=tmp_path)
+    assert one.returncode == 0 and "warning" not in one.stderr
+    # the one-by-one form keeps the recipe's other settings
+    assert "channels: 8" in one.stdout and "levels: 6" in one.stdout
+
+
 def test_missing_config_file(tmp_path):
     proc = run_pdeforge("train", "fit", "--config", "nope.yaml", "--preset", "tiny", cwd=tmp_path)
     assert proc.returncode == 2 and "config file 'nope.yaml' does not exist" in proc.stderr
