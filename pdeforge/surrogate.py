@@ -28,7 +28,7 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
-from pdeforge.datasets.format import CONVERGED, SAMPLE, SPATIAL_DIMS
+from pdeforge.datasets.format import CONVERGED, SAMPLE, SPATIAL_DIMS, UNKNOWN_SEED
 from pdeforge.datasets.grid import (
     GRID_ATTR,
     PERIODIC,
@@ -938,7 +938,7 @@ def read_query_inputs(
         # (open_dataset gives increasing coordinates, as the predictions come out: the
         # file written holds both on one set of coordinates)
         data = ds[surrogate.inputs].load()
-        data.attrs["seed"] = ds.attrs.get("seed", 0)
+        data.attrs["seed"] = ds.attrs.get("seed", UNKNOWN_SEED)
         converged = (np.asarray(ds[CONVERGED].values).astype(bool).reshape(-1)
                      if CONVERGED in ds and ds[CONVERGED].dims == (SAMPLE,) else None)
     return (data if SAMPLE in data.dims else data.expand_dims(SAMPLE)), converged
@@ -1068,10 +1068,9 @@ def query(
     units = surrogate.data_info.get("units", {})
     for name in surrogate.inputs:
         data[name].attrs.setdefault("units", units.get(name, ""))
-    try:
-        seed = int(data.attrs.get("seed", 0))
-    except (TypeError, ValueError):
-        seed = 0
+    seed = data.attrs.get("seed", UNKNOWN_SEED)  # (none from a .npy array)
+    # the inputs' own seed where it is one (another program's may be text, a list ...)
+    seed = int(seed) if np.ndim(seed) == 0 and isinstance(seed, int | np.integer) else UNKNOWN_SEED
     ckpt = str(Path(checkpoint).resolve())
     path = write_predictions(
         out,

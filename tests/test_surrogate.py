@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import warnings
@@ -13,6 +14,7 @@ import torch
 import xarray as xr
 
 from pdeforge import Surrogate
+from pdeforge.datasets.format import UNKNOWN_SEED
 from pdeforge.datasets.readers import open_dataset
 from pdeforge.surrogate import SurrogateInputError, resample_coordinate
 from pdeforge.train.checkpoint import CheckpointError
@@ -286,7 +288,10 @@ def test_query_writes_a_checked_dataset_of_predictions(trained, surrogate, darcy
     np.save(npy, np.ones((3, 16, 16)))
     proc = run_pdeforge("query", trained[1], "--input", npy)
     assert proc.returncode == 0, proc.stderr
-    assert xr.open_dataset(tmp_path / "inputs_pred.nc", engine="h5netcdf").sizes["sample"] == 3
+    with xr.open_dataset(tmp_path / "inputs_pred.nc", engine="h5netcdf") as pred:
+        assert pred.sizes["sample"] == 3
+        assert pred.attrs["seed"] == UNKNOWN_SEED  # no seed made these inputs (it said 0)
+        assert json.loads(pred.attrs["config"])["seed"] == UNKNOWN_SEED
     proc = run_pdeforge("query", trained[1], "--input", tmp_path / "missing.npy")
     assert proc.returncode == 2 and "does not exist" in proc.stderr
 

@@ -62,6 +62,9 @@ REQUIRED_ROOT_ATTRS = (
     ATTR_CREATED,
     ATTR_STATUS,
 )
+#: the ``seed`` of a file whose samples no seed made (predictions of inputs given as an
+#: array, or read from a file that records none)
+UNKNOWN_SEED = -1
 STATUS_COMPLETE = "complete"
 STATUS_SHARD = "shard"
 

@@ -24,6 +24,7 @@ from pdeforge.datasets.format import (
     PARAMETER,
     SAMPLE,
     STATUS_COMPLETE,
+    UNKNOWN_SEED,
     Coordinate,
     DatasetWriter,
     VarSpec,
@@ -43,12 +44,12 @@ def write_predictions(
     solver: str,
     seconds_per_sample: float,
     config: dict[str, Any],
-    seed: int = 0,
+    seed: int = UNKNOWN_SEED,
     converged: np.ndarray | None = None,
 ) -> Path:
     """Write ``inputs`` and ``predictions`` (both with a ``sample`` dim) to ``path``;
     ``converged`` marks the samples predicted (default: all), the others' fields may be
-    NaN."""
+    NaN; ``seed`` is the inputs' (``UNKNOWN_SEED`` where they carry none)."""
     path = Path(path)
     n = predictions.sizes[SAMPLE]
     grid_dims = [d for d in predictions.dims if d != SAMPLE and d in predictions.coords]
