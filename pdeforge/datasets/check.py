@@ -202,6 +202,18 @@ def is_hdf5_damage(exc: BaseException) -> bool:
     return False
 
 
+def _raised_by_reader(exc: BaseException) -> bool:
+    """Whether ``exc`` came out of h5netcdf or h5py reading the file, rather than out of
+    pdeforge's own checks."""
+    tb = exc.__traceback__
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if f"{os.sep}h5netcdf{os.sep}" in name or f"{os.sep}h5py{os.sep}" in name:
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def damaged(path: str | Path, exc: BaseException, what: str = "") -> DatasetFormatError:
     """The error for ``path`` when reading it (``what``: which part) failed with HDF5
     damage (:func:`is_hdf5_damage`)."""
@@ -253,10 +265,12 @@ def check_file(path: str | Path, scan_data: bool = True) -> CheckReport:
             _check_structure(nc, report)
             if scan_data and not report.errors:
                 _scan_values(nc, report)
-    except Exception as exc:  # noqa: BLE001 - any failure here means "not valid netCDF4"
+    except Exception as exc:  # noqa: BLE001 - h5netcdf's failures: "not valid netCDF4"
         if is_hdf5_damage(exc):
             report.errors.append(str(damaged(path, exc)))
             return report
+        if not _raised_by_reader(exc):
+            raise  # a fault of check's own, not of the file: shown, not blamed on the file
         hint = "; " + DIMENSION_SCALES_HINT if "dimension scale" in str(exc) else ""
         report.errors.append(f"not readable as netCDF4 by h5netcdf: {_first_line(exc)}{hint}")
         return report
@@ -585,6 +599,7 @@ def _check_grid_kind(d: str, attrs: Any, values: np.ndarray, report: CheckReport
                 f"periodic axis (x_0 + i L / n) takes no {GRID_ATTR} attribute: remove one")
         return
     if (d not in SPATIAL_DIMS or values.size < 2 or not np.issubdtype(values.dtype, np.number)
+            or not np.all(np.isfinite(values))  # (reported as such above)
             or declared_kind({"periodic": periodic}) == PERIODIC):
         return
     guess = axis_kind(np.sort(values.astype(np.float64)))

@@ -35,7 +35,7 @@ def is_cell_centred(values: np.ndarray) -> bool:
     spacing (cell centres, e.g. (i + 1/2) / n on [0, 1]): the guess for an axis that does
     not say its kind."""
     values = np.asarray(values, dtype=np.float64)
-    if len(values) < 2:
+    if len(values) < 2 or not np.all(np.isfinite(values[[0, -1]])):
         return False
     h = (values[-1] - values[0]) / (len(values) - 1)
     return bool(h) and abs(values[0] / h - math.floor(values[0] / h) - 0.5) < 1e-6

@@ -403,7 +403,10 @@ def test_readers_refuse_what_they_would_misread(tmp_path, edit, message):
     from pdeforge.datasets import TorchDataset
 
     path = _foreign(tmp_path / "bad.nc", edit)
-    assert any(message in e for e in check_file(path).errors), check_file(path).errors
+    errors = check_file(path).errors
+    assert any(message in e for e in errors), errors
+    # (a NaN coordinate also failed check's grid-kind guess, which it blamed on the file)
+    assert not any("netCDF4" in e for e in errors), errors
     for read in (open_dataset, TorchDataset):
         with pytest.raises(DatasetFormatError, match="does not follow the dataset format") as e:
             read(path)
@@ -607,3 +610,15 @@ def test_a_periodic_axis_stored_with_its_end_point_is_warned_about(tmp_path):
     one_period = closed.isel(x=slice(0, -1))
     one_period.to_netcdf(tmp_path / "open.nc", engine="h5netcdf")
     assert not [w for w in check_file(tmp_path / "open.nc").warnings if "repeats" in w]
+
+
+def test_a_fault_of_check_itself_is_not_blamed_on_the_file(darcy_file, monkeypatch):
+    # a TypeError in check's own code is a bug to show, not "not readable as netCDF4"
+    import pdeforge.datasets.check as check
+
+    def broken(nc, report):
+        raise TypeError("check's own bug")
+
+    monkeypatch.setattr(check, "_scan_values", broken)
+    with pytest.raises(TypeError, match="check's own bug"):
+        check_file(darcy_file)
