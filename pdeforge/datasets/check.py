@@ -322,9 +322,6 @@ def _check_root_attrs(h5: Any, report: CheckReport) -> None:
             f"written by another program: set {ATTR_STATUS}={STATUS_COMPLETE!r} once every "
             "sample is in)"
         )
-    n = attr_value(attrs, ATTR_N_SAMPLES)
-    if n is not None and not isinstance(n, int | np.integer):
-        report.errors.append(f"root attribute n_samples must be an integer, got {n!r}")
     cfg_text = attr_value(attrs, ATTR_CONFIG)
     if cfg_text is not None:
         try:
@@ -387,8 +384,10 @@ def _check_structure(nc: Any, report: CheckReport) -> None:
                 "attribute from the coordinate (xarray: encoding={'" + d + "': "
                 "{'_FillValue': None}})"
             )
-        elif not np.issubdtype(values.dtype, np.number) or not np.all(np.isfinite(values)):
-            report.errors.append(f"coordinate {d!r} must hold finite numbers")
+        elif (not np.issubdtype(values.dtype, np.number)
+              or np.issubdtype(values.dtype, np.complexfloating)
+              or not np.all(np.isfinite(values))):
+            report.errors.append(f"coordinate {d!r} must hold finite real numbers")
         elif d in SPATIAL_DIMS and is_decreasing(values):
             report.warnings.append(
                 f"coordinate {d!r} decreases: the readers and training present the data in "
