@@ -157,13 +157,17 @@ def _check_length(length) -> float:
     return float(value)
 
 
-def _check_focusing(focusing) -> None:
-    # a string such as "False" is truthy: it would have meant focusing; 0 and 1 (a flag
+def _check_flag(name: str, value, meaning: str) -> None:
+    """``value`` is True or False (``meaning``: what each says), or an NLSEInputError."""
+    # a string such as "False" is truthy: it would have meant True; 0 and 1 (a flag
     # stored as an integer) are taken, other numbers (-1?) are ambiguous
-    value = _scalar(focusing)
-    if not (isinstance(value, bool | np.bool_) or (_is_integer(value, 0) and value <= 1)):
-        raise NLSEInputError(f"focusing must be True (s = +1) or False (s = -1, defocusing), "
-                             f"got {focusing!r}")
+    flag = _scalar(value)
+    if not (isinstance(flag, bool | np.bool_) or (_is_integer(flag, 0) and flag <= 1)):
+        raise NLSEInputError(f"{name} must be {meaning}, got {value!r}")
+
+
+def _check_focusing(focusing) -> None:
+    _check_flag("focusing", focusing, "True (s = +1) or False (s = -1, defocusing)")
 
 
 def _is_real_number(value) -> bool:
@@ -303,8 +307,13 @@ def solve(
             takes several chunks, trajectories of similar difficulty share one
             (:func:`_difficulty`), hardest first.
     """
+    # settings read from a file arrive as 0-d arrays: taken as the numbers they hold
+    rtol, atol, filter_strength, filter_order, chunk_size, first_step, max_step, max_steps = (
+        _scalar(v) for v in (rtol, atol, filter_strength, filter_order, chunk_size,
+                             first_step, max_step, max_steps))
     psi0, length, times = _check(psi0, length, times, rtol, atol)
     _check_focusing(focusing)
+    _check_flag("dealias", dealias, "True (2/3 rule on the nonlinear term) or False")
     if error_norm not in ("componentwise", "state"):
         raise NLSEInputError(f"error_norm must be 'componentwise' or 'state', got {error_norm!r}")
     conserved = _conserved(conserve, method, dealias, filter_strength)

@@ -660,9 +660,18 @@ def test_more_bad_options_get_clear_errors():
         (dict(filter_strength=-5.0), "filter_strength"),
         (dict(max_steps=0), "max_steps"),
         (dict(device="gpu"), "not a torch device"),
+        (dict(dealias="False"), "dealias must be True"),  # a truthy string: it dealiased
     ]:
         with pytest.raises(nlse.NLSEInputError, match=match):
             nlse.solve(psi0, length=10.0, times=t, **kwargs)
+    # settings read from a file (0-d arrays) are taken like the numbers they hold, every
+    # one of them (length and focusing were, rtol and the step options were refused)
+    settings = dict(rtol=1e-8, atol=1e-10, filter_strength=30.0, filter_order=20,
+                    chunk_size=1, first_step=1e-3, max_step=0.05, max_steps=10_000,
+                    length=10.0, focusing=True, dealias=False)
+    read = {key: np.array(value) for key, value in settings.items()}
+    np.testing.assert_array_equal(nlse.solve(psi0, times=t, **read),
+                                  nlse.solve(psi0, times=t, **settings))
     with pytest.raises(nlse.NLSEInputError, match="length must be a positive number"):
         nlse.solve(psi0, length="10", times=t)
     assert nlse.solve(np.zeros((0, 32), complex), length=10.0, times=t).shape == (0, 2, 32)
