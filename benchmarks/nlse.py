@@ -10,7 +10,7 @@ trajectories:
 * ``pdeforge ip-dop853 rtol=...``: all trajectories in one call, state error norm, no
   filter (the solitons are resolved at M = 512), at each rtol of ``--rtols``; the
   *matched* run is the loosest whose largest error and energy drift (over the energy
-  scale, :func:`energy_scale`) over all ``--n`` trajectories are no worse than the
+  scale, ``nlse.energy_scale``) over all ``--n`` trajectories are no worse than the
   reference package's (scipy-dop853's when the
   package is missing) over its ``--n-peer``: a work-precision comparison, not a tuned one;
 * ``pdeforge ip-dop853 conserve rtol=...``: the same with ``conserve=CONSERVE`` (the state
@@ -86,29 +86,17 @@ def exact(params: list[dict[str, float]], t: float) -> np.ndarray:
     return np.stack([nlse.soliton(x, t, length=L, **p) for p in params])
 
 
-def energy_scale(psi0: np.ndarray) -> np.ndarray:
-    """int |psi_x|^2 / 2 + int |psi|^4 / 2 (spectral derivative) of psi0 (n, M).
-
-    The size of the two terms whose difference is the energy: a soliton's energy
-    eta v^2 - eta^3 / 3 vanishes at v^2 = eta^2 / 3 while the terms do not (one of the
-    benchmark's 256 solitons has |E| about 1e-3 of its scale), so a drift divided by
-    |E(0)| measures that trajectory's conditioning, not the integrator's conservation.
-    """
-    dpsi = nlse._derivative(psi0, L)  # the spectral derivative of nlse.invariants
-    return 0.5 * (np.abs(dpsi) ** 2 + np.abs(psi0) ** 4).sum(-1) * (L / M)
-
-
 def accuracy(psi: np.ndarray, params: list[dict[str, float]]) -> dict[str, float]:
     """psi: (n, snapshots, M). Largest errors and drifts over the trajectories.
 
     ``energy_drift``: max |E(t) - E(0)| / |E(0)|; ``energy_drift_scaled``: the same over
-    :func:`energy_scale` (what the matched run is chosen by); ``case0_*``: trajectory 0
+    ``nlse.energy_scale`` (what the matched run is chosen by); ``case0_*``: trajectory 0
     alone (the reference case, issue 7's figures: error 7.8e-7, energy drift 3e-9).
     """
     inv = nlse.invariants(psi, length=L)
     rel = {k: np.max(np.abs(v - v[:, :1]) / np.abs(v[:, :1]), axis=-1) for k, v in inv.items()}
     e = inv["energy"]
-    scaled = np.max(np.abs(e - e[:, :1]), axis=-1) / energy_scale(psi[:, 0])
+    scaled = np.max(np.abs(e - e[:, :1]), axis=-1) / nlse.energy_scale(psi[:, 0], length=L)
     err = np.abs(psi[:, -1] - exact(params, T)).max(-1)
     return {
         "max_error_vs_exact": float(err.max()),
@@ -202,7 +190,7 @@ def main() -> None:
 
     rows: dict[str, dict] = {}
     e0 = nlse.invariants(psi0, length=L)["energy"]
-    conditioning = np.abs(e0) / energy_scale(psi0)
+    conditioning = np.abs(e0) / nlse.energy_scale(psi0, length=L)
     worst = int(np.argmin(conditioning))
 
     def scipy_peer(k: int) -> np.ndarray:

@@ -1200,6 +1200,22 @@ def invariants(psi: np.ndarray, *, length: float, focusing: bool = True) -> dict
     }
 
 
+def energy_scale(psi: np.ndarray, *, length: float) -> np.ndarray:
+    """int |psi_x|^2 / 2 + int |psi|^4 / 2 of psi (..., M): the size of the two terms
+    whose difference is the focusing energy (their sum, the defocusing energy).
+
+    What an energy drift is measured against: a focusing soliton's energy
+    eta v^2 - eta^3 / 3 vanishes at v^2 = eta^2 / 3 while the terms do not, so a drift
+    over |E(0)| would measure how nearly they cancel, not how well the integrator
+    conserves. Same spectral derivative and quadrature as :func:`invariants`.
+    """
+    length = _check_length(length)
+    psi = _check_field(psi, "energy_scale")
+    psi = psi.astype(np.complex128 if np.iscomplexobj(psi) else np.float64, copy=False)
+    dpsi = _derivative(psi, length)
+    return 0.5 * (np.abs(dpsi) ** 2 + np.abs(psi) ** 4).sum(-1) * (length / psi.shape[-1])
+
+
 def _check_field(psi: Any, what: str) -> np.ndarray:
     """``psi`` as a finite numeric array (..., M) with M >= 1, or :class:`NLSEInputError`."""
     given, psi = type(psi).__name__, np.asarray(psi)

@@ -212,3 +212,19 @@ def test_the_scipy_method_generates_the_same_trajectories(tmp_path, m):
     assert "method=scipy-dop853" in ref_problem.solver_name
     with pytest.raises(PdeforgeError, match="ip-dop853"):
         build_problem("nlse", m, method="rk4", **opts)
+
+
+def test_energy_drift_is_relative_to_the_energy_terms_not_to_a_vanishing_energy():
+    """A focusing soliton with v^2 = eta^2 / 3 has E = eta v^2 - eta^3 / 3 = 0 while its
+    terms do not vanish: its drift is measured against their size (an energy scaled by
+    1 + eps moves each term by at most 4 eps of it), not blown up by |E(0)|."""
+    from pdeforge.datasets.problems.nlse import _drifts
+
+    length, eps = 40.0, 1e-6
+    x = nlse.grid(512, length)
+    psi0 = nlse.soliton(x, 0.0, eta=1.5, velocity=1.5 / np.sqrt(3))
+    energy = nlse.invariants(psi0, length=length)["energy"]
+    scale = nlse.energy_scale(psi0, length=length)
+    assert abs(energy) < 1e-9 * scale  # the terms cancel
+    drift = _drifts(np.stack([psi0, psi0 * (1 + eps)])[None], length, True)["energy"][0]
+    assert 0 < drift <= 4 * eps * (1 + eps) ** 3

@@ -848,3 +848,17 @@ def test_max_steps_bounds_either_method(method):
         sol = solve_ivp(rate, (0.0, 1.0), np.fft.fft(psi0), method="DOP853", rtol=1e-10,
                         atol=1e-12, t_eval=times)
         assert 12 * hi + 2 < sol.nfev
+
+
+@pytest.mark.parametrize(("eta", "velocity"), [(2.0, 1.0), (1.0, 0.0), (1.5, -0.7)])
+def test_energy_scale_of_a_soliton_is_its_analytic_value(eta, velocity):
+    """int |psi_x|^2 / 2 + int |psi|^4 / 2 of eta sech(eta x) e^{i v x} is
+    (eta^3 / 3 + eta v^2) + 2 eta^3 / 3 = eta (eta^2 + v^2) (the energy, their
+    difference, is eta v^2 - eta^3 / 3)."""
+    length = 50.0
+    psi = nlse.soliton(nlse.grid(1024, length), 0.0, eta=eta, velocity=velocity)
+    scale = nlse.energy_scale(np.stack([psi, 2 * psi]), length=length)
+    assert scale[0] == pytest.approx(eta * (eta**2 + velocity**2), rel=1e-10)
+    assert scale[1] > 4 * scale[0]  # (the terms scale as 4 and 16)
+    with pytest.raises(nlse.NLSEInputError, match="length"):
+        nlse.energy_scale(psi, length=0.0)

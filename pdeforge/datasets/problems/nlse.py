@@ -26,9 +26,10 @@ until :meth:`NLSE._spectral_tail`, the spectrum's size at the edge of the solved
 at most ``resolution_tol``), and the stored trajectory is the solved
 field's values at the stored grid's points. Stored per sample: the initial field (input
 ``psi0_re``, ``psi0_im``, dims (x,)), the trajectory (output ``psi_re``, ``psi_im``, dims
-(t, x)), the largest relative drift of mass and energy and the absolute drift of momentum
-over the output times (of the solved field), the spectral tail and F. A sample still
-above ``resolution_tol`` at the largest F is stored as not converged.
+(t, x)), the largest relative drift of mass and energy (the energy's relative to the size of
+its two terms) and the absolute drift of momentum over the output times (of the solved
+field), the spectral tail and F. A sample still above ``resolution_tol`` at the largest F
+is stored as not converged.
 """
 
 from __future__ import annotations
@@ -230,7 +231,8 @@ class NLSE(ProblemFamily):
                 (),
                 DIAGNOSTIC,
                 "float64",
-                {"long_name": "max_t |E(t) - E(0)| / |E(0)|"},
+                {"long_name": "max_t |E(t) - E(0)| / (int |psi_x|^2 / 2 + int |psi|^4 / 2 "
+                              "at t = 0)"},
             ),
             VarSpec(
                 "momentum_drift", (), DIAGNOSTIC, "float64", {"long_name": "max_t |P(t) - P(0)|"}
@@ -511,19 +513,21 @@ def _band_edge(k: np.ndarray, dealias: bool) -> float:
 
 
 def _drifts(psi: np.ndarray, length: float, focusing: bool) -> dict[str, np.ndarray]:
-    """Largest drifts over the output times of psi (n, T, M): mass and energy relative,
-    momentum absolute. A sample the integrator could not advance (NaN rows) has NaN
+    """Largest drifts over the output times of psi (n, T, M): mass relative, energy
+    relative to its terms' size at t = 0 (``nlse.energy_scale``: a focusing field's energy
+    can be near 0), momentum absolute. A sample the integrator could not advance (NaN rows) has NaN
     drifts: it is stored as not converged, not a reason to stop the shard."""
     finite = np.isfinite(psi).all(axis=(1, 2))
     inv = {k: np.full(psi.shape[:2], np.nan) for k in ("mass", "momentum", "energy")}
+    scale = np.full(len(psi), np.nan)
     if finite.any():
         for k, v in _solver().invariants(psi[finite], length=length,
                                          focusing=focusing).items():
             inv[k][finite] = v
+        scale[finite] = _solver().energy_scale(psi[finite, 0], length=length)
     with np.errstate(invalid="ignore", divide="ignore"):
         return {
             "mass": np.abs(inv["mass"] - inv["mass"][:, :1]).max(1) / np.abs(inv["mass"][:, 0]),
-            "energy": np.abs(inv["energy"] - inv["energy"][:, :1]).max(1)
-            / np.abs(inv["energy"][:, 0]),
+            "energy": np.abs(inv["energy"] - inv["energy"][:, :1]).max(1) / scale,
             "momentum": np.abs(inv["momentum"] - inv["momentum"][:, :1]).max(1),
         }
