@@ -90,7 +90,7 @@ _METADATA_ERRORS = (
     # roles select nothing is refused by the reader's own selection, naming the fix
     ": attribute role is",
     "must have role 'diagnostic'",
-    "no variable with role",
+    "no per-sample variable with role",
     # a non-numeric variable is refused by a reader only if it is selected
     "inputs, outputs and parameters are numbers",
 )
@@ -443,6 +443,15 @@ def _check_structure(nc: Any, report: CheckReport) -> None:
                 f"variable {name!r} with role {role!r} holds {var.dtype} values; inputs, "
                 "outputs and parameters are numbers"
             )
+        if role in (INPUT, OUTPUT, PARAMETER) and SAMPLE not in vdims:
+            # the readers select per-sample variables only: one the same for every sample
+            # is read by nobody, which the writer of the role meant otherwise
+            report.warnings.append(
+                f"variable {name!r} has role {role!r} but no 'sample' dim (dims {vdims}): "
+                "the readers and training select per-sample variables only, so it is not "
+                f"one of the {'outputs' if role == OUTPUT else 'inputs'}; store it with a "
+                "'sample' dim first (its values repeated for every sample) to use it"
+            )
         if role in (INPUT, OUTPUT) and SAMPLE in vdims:
             # (sample misplaced is its own error: the dims besides it are looked at here)
             rest = [d for d in vdims if d != SAMPLE]
@@ -520,10 +529,13 @@ def _check_structure(nc: Any, report: CheckReport) -> None:
             f"{dims}), so the readers see no grid: name the grid dims x, y, z (xarray: "
             "ds.rename(lon='x', lat='y'))"
         )
-    if not roles[INPUT] and not roles[PARAMETER]:
-        report.errors.append("no variable with role 'input' or 'parameter'")
-    if not roles[OUTPUT]:
-        report.errors.append("no variable with role 'output'")
+    # what the readers select: per-sample variables (a shared one is warned about above)
+    per_sample = {r: [n for n in names if SAMPLE in nc.variables[n].dimensions]
+                  for r, names in roles.items()}
+    if not per_sample[INPUT] and not per_sample[PARAMETER]:
+        report.errors.append("no per-sample variable with role 'input' or 'parameter'")
+    if not per_sample[OUTPUT]:
+        report.errors.append("no per-sample variable with role 'output'")
 
 
 def _check_periodic(d: str, attrs: Any, values: np.ndarray, report: CheckReport) -> None:

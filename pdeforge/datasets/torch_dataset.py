@@ -152,6 +152,19 @@ class TorchDataset(torch.utils.data.Dataset):
                     UserWarning,
                     stacklevel=2,
                 )
+        for label, given, roles in (("inputs", inputs, (INPUT, PARAMETER)),
+                                    ("outputs", outputs, (OUTPUT,))):
+            shared = [k for k, v in variables.items() if v[2] in roles and k not in fields]
+            # (with nothing selected, the error below names them)
+            if given is None and shared and getattr(self, label):
+                warnings.warn(
+                    f"{self.path}: {shared} have role {' or '.join(map(repr, roles))} but "
+                    f"no 'sample' dim, so they are not among the {label} (the same for every "
+                    "sample; `pdeforge check` says so): store them with a 'sample' dim "
+                    "first, their values repeated, to use them",
+                    UserWarning,
+                    stacklevel=2,
+                )
         for label, names in (("inputs", self.inputs), ("outputs", self.outputs)):
             if not names:
                 roles = (INPUT, PARAMETER) if label == "inputs" else (OUTPUT,)
@@ -171,6 +184,9 @@ class TorchDataset(torch.utils.data.Dataset):
                     raise DatasetFormatError(
                         f"{self.path}: no per-sample variable {name!r} for {label}; "
                         f"available: {sorted(fields)}"
+                        + (f" ({name!r} has dims {variables[name][0]}, no 'sample' dim: "
+                           "store it with one first, its values repeated for every sample)"
+                           if name in variables else "")
                     )
                 if not numeric[name]:
                     raise DatasetFormatError(

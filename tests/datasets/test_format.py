@@ -467,6 +467,30 @@ def test_a_grid_with_other_dim_names_gets_the_rename_fix(tmp_path):
         TorchDataset(path)
 
 
+def test_an_input_without_a_sample_dim_is_named_not_dropped_silently(tmp_path):
+    """An input the same for every sample (no 'sample' dim) is read by no reader: check
+    and the torch reader say so; a file whose only input is such passed check and was
+    then refused by training."""
+    from pdeforge.datasets import TorchDataset
+
+    shared = {"m": (("x",), np.linspace(0, 1, 12), {"role": "input", "units": "1"})}
+    path = _foreign(tmp_path / "extra.nc", lambda ds: ds.assign(**shared))
+    report = check_file(path)
+    assert report.ok
+    assert any("'m' has role 'input' but no 'sample' dim" in w for w in report.warnings)
+    with pytest.warns(UserWarning, match=r"\['m'\] have role .* but no 'sample' dim"):
+        data = TorchDataset(path)
+    assert data.inputs == ["a"]
+    with pytest.raises(DatasetFormatError, match=r"'m' has dims \('x',\), no 'sample'"):
+        TorchDataset(path, inputs=["m"])
+
+    path = _foreign(tmp_path / "only.nc", lambda ds: ds.drop_vars("a").assign(**shared))
+    assert "no per-sample variable with role 'input' or 'parameter'" in check_file(
+        path).errors
+    with pytest.warns(UserWarning), pytest.raises(DatasetFormatError, match="'m': \\('x',"):
+        TorchDataset(path)
+
+
 def test_a_format_version_stored_as_text_is_named_as_such(darcy_file, tmp_path):
     bad = _corrupt(darcy_file, tmp_path / "text.nc",
                    lambda f: f.attrs.__setitem__("pdeforge_format", "1"))
