@@ -83,6 +83,8 @@ _METADATA_ERRORS = (
     "config[",
     "but n_samples",
     "has neither units nor long_name",
+    ": attribute units must be text",
+    ": attribute long_name must be text",
     f"missing per-sample diagnostic {SOLVE_SECONDS!r}",
     f"diagnostic {SOLVE_SECONDS!r}",
     "; fields are float32 or float64",
@@ -371,6 +373,7 @@ def _check_structure(nc: Any, report: CheckReport) -> None:
             continue
         if "units" not in var.attrs and "long_name" not in var.attrs:
             report.warnings.append(f"coordinate {d!r} has neither units nor long_name")
+        report.warnings.extend(_untextual(f"coordinate {d!r}", var.attrs))
         values = np.asarray(var[:])
         encoded = encoding_problem(var.attrs, var.dtype)
         fills = fill_values(var.attrs)
@@ -425,6 +428,7 @@ def _check_structure(nc: Any, report: CheckReport) -> None:
             roles[role].append(name)
         if "units" not in var.attrs and "long_name" not in var.attrs:
             report.errors.append(f"variable {name!r} has neither units nor long_name")
+        report.errors.extend(_untextual(f"variable {name!r}", var.attrs))
         if SAMPLE in vdims and vdims[0] != SAMPLE:
             report.errors.append(
                 f"variable {name!r}: dimension sample must come first, dims are {vdims}"
@@ -536,6 +540,16 @@ def _check_structure(nc: Any, report: CheckReport) -> None:
         report.errors.append("no per-sample variable with role 'input' or 'parameter'")
     if not per_sample[OUTPUT]:
         report.errors.append("no per-sample variable with role 'output'")
+
+
+def _untextual(what: str, attrs: Any) -> list[str]:
+    """What of ``units`` and ``long_name`` is not text (plots, predictions and the
+    surrogate's coordinates carry them as labels)."""
+    return [
+        f"{what}: attribute {key} must be text, got {attrs[key]!r}"
+        for key in ("units", "long_name")
+        if key in attrs and not isinstance(attr_value(attrs, key), str)
+    ]
 
 
 def _check_periodic(d: str, attrs: Any, values: np.ndarray, report: CheckReport) -> None:

@@ -427,10 +427,16 @@ def test_readers_warn_about_metadata_and_read_the_data(tmp_path):
         ds["run_id"] = (("sample",), np.arange(5), {"units": "1"})
         ds["label"] = (("sample",), np.array(list("abcde")), {"role": "parameter",
                                                               "units": "1"})
+        ds.a.attrs["units"] = np.array([1.0, 2.0])  # numbers where the label goes
+        ds.x.attrs["long_name"] = 3
         return ds
 
     path = _foreign(tmp_path / "meta.nc", edit)
     report = check_file(path)
+    assert any("'a': attribute units must be text, got array([1., 2.])" in e
+               for e in report.errors)
+    assert any("coordinate 'x': attribute long_name must be text" in w
+               for w in report.warnings)
     assert any("'label' with role 'parameter' holds" in e for e in report.errors)
     assert any("'run_id': attribute role is missing" in e for e in report.errors)
     with pytest.warns(UserWarning, match="metadata depart.*missing root attribute"):
