@@ -15,6 +15,7 @@ from the new matrix.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -195,6 +196,9 @@ AMG_ASYMMETRY = 1e-8
 #: seed of numpy's global generator during a pyamg build (see :func:`_seeded_numpy_rng`)
 AMG_SEED = 20240
 
+#: held while numpy's global generator is seeded for a pyamg build
+_AMG_RNG_LOCK = threading.Lock()
+
 
 @contextlib.contextmanager
 def _seeded_numpy_rng(seed: int = AMG_SEED):
@@ -207,13 +211,18 @@ def _seeded_numpy_rng(seed: int = AMG_SEED):
     last bits (caught by tests/datasets/test_runner.py once auto chose AMG for Darcy
     96^2). The caller's random state is left as it was.
     """
-    # the legacy global generator on purpose: it is the one pyamg draws from
-    state = np.random.get_state()  # noqa: NPY002
-    np.random.seed(seed)  # noqa: NPY002
-    try:
-        yield
-    finally:
-        np.random.set_state(state)  # noqa: NPY002
+    # the legacy global generator on purpose: it is the one pyamg draws from. One build
+    # at a time: the generator is the process's, so two threads (a Dask worker's) that
+    # seeded it together drew from each other's stream, and 7 of 40 builds of the same
+    # matrix in two threads differed from a serial build in the last bits
+    with _AMG_RNG_LOCK:
+        state = np.random.get_state()  # noqa: NPY002
+        np.random.seed(seed)  # noqa: NPY002
+        try:
+            yield
+        finally:
+            np.random.set_state(state)  # noqa: NPY002
+
 
 
 def _as_csr(ml):
