@@ -185,7 +185,8 @@ def _first_line(exc: BaseException, limit: int | None = None) -> str:
 
 #: What to do about a file whose bytes no longer read back.
 DAMAGED_FIX = ("the file is damaged (an interrupted copy or write, a bad disk): copy it "
-               "again, or regenerate it with the `pdeforge generate` command that made it")
+               "again, or regenerate it with the `pdeforge generate` command that made it "
+               "and --overwrite")
 
 
 def is_hdf5_damage(exc: BaseException) -> bool:

@@ -36,6 +36,7 @@ import numpy as np
 from pdeforge.datasets.check import _first_line, open_h5
 from pdeforge.datasets.format import (
     ATTR_CONFIG,
+    ATTR_FORMAT,
     ATTR_PROBLEM,
     ATTR_SEED,
     ATTR_SOLVER,
@@ -193,17 +194,44 @@ def _locked(out: Path) -> Iterator[None]:
                 lock.unlink()
 
 
+def _damage(path: Path) -> str | None:
+    """The first error ``check`` finds in a finished output (every chunk read, its
+    checksum verified), or None when it reads back whole."""
+    from pdeforge.datasets.check import check_file
+
+    report = check_file(path)
+    return report.errors[0] if report.errors else None
+
+
+def _clear_leftover_parts(out: Path, parts: Path, config: Mapping[str, Any]) -> None:
+    """Remove the parts folder beside a complete output, left by a run killed between
+    its final rename and its clean-up, unless it holds a partial run of another config:
+    one started with --overwrite and interrupted, whose shards are work to keep."""
+    with _locked(out):
+        other, source = _partial_config(parts)
+        if other is None or other == config:
+            shutil.rmtree(parts, ignore_errors=True)
+            return
+    diff = "; ".join(_config_diff(config, other))
+    warnings.warn(f"{parts} holds a partial run of another config ({diff}; read from its "
+                  f"{source}), left in place: resume it with that config and --overwrite, "
+                  "or delete the folder", stacklevel=3)
+
+
 def _read_existing_config(path: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """(config, status) of an existing output file, or (None, None) if it is not ours."""
+    """(config, status) of an existing output file, or (None, None) if it is not ours
+    (another program's file may have a ``config`` attribute of its own)."""
     import h5py
 
     try:
         with h5py.File(path, "r") as f:
             cfg = attr_value(f.attrs, ATTR_CONFIG)
-            if cfg is None:
+            if cfg is None or ATTR_FORMAT not in f.attrs:
                 return None, None
-            return json.loads(cfg), attr_value(f.attrs, ATTR_STATUS)
-    except (OSError, ValueError):
+            found = json.loads(cfg)
+            return ((found, attr_value(f.attrs, ATTR_STATUS)) if isinstance(found, dict)
+                    else (None, None))
+    except (OSError, ValueError, TypeError):
         return None, None
 
 
@@ -328,8 +356,20 @@ def _shard_revision(path: Path) -> int:
         return 1
 
 
-def _shard_is_valid(path: Path, start: int, stop: int, config_text: str,
-                    revision: int = 1) -> bool:
+def _shard_layout(prob: ProblemFamily, config: Mapping[str, Any], n: int
+                  ) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of every variable in a shard of ``n`` samples."""
+    sizes = {c.name: len(c.values) for c in prob.coordinates()}
+    return {spec.name: ((n, *(sizes[d] for d in spec.dims)),
+                        spec.resolved_dtype(config["dtype"]))
+            for spec in prob.variables()}
+
+
+def _shard_is_valid(path: Path, start: int, config_text: str, revision: int,
+                    layout: Mapping[str, tuple[tuple[int, ...], np.dtype]]) -> bool:
+    """Whether a shard is this run's, of this family revision, and whole: every variable
+    of ``layout`` there with its shape and dtype (a shard short of a variable or a
+    sample was assembled as zeros), every chunk's checksum verified."""
     import h5py
 
     try:
@@ -337,9 +377,10 @@ def _shard_is_valid(path: Path, start: int, stop: int, config_text: str,
             ok = (
                 attr_value(f.attrs, ATTR_STATUS) == STATUS_SHARD
                 and attr_value(f.attrs, "shard_start") == start
-                and f[CONVERGED].shape[0] == stop - start
                 and attr_value(f.attrs, ATTR_CONFIG) == config_text
                 and (attr_value(f.attrs, SHARD_REVISION) or 1) == revision
+                and all(name in f and (f[name].shape, f[name].dtype) == want
+                        for name, want in layout.items())
             )
             for ds in f.values() if ok else ():
                 ds[()]  # every chunk read: its checksum (where written) verified
@@ -469,11 +510,17 @@ def generate(
                 f"{out} exists and is not a pdeforge dataset this run can resume ({reason}); "
                 "choose another --out or pass --overwrite to replace it"
             )
-        if old == config and status == STATUS_COMPLETE:  # --overwrite has nothing to discard
+        # the same config, complete: --overwrite has nothing to discard unless the file
+        # no longer reads back (checked then only: it reads the whole file)
+        complete = old == config and status == STATUS_COMPLETE
+        damage = _damage(out) if overwrite and complete else None
+        if damage is not None:
+            warnings.warn(f"{out} is damaged ({damage}); --overwrite regenerates it",
+                          stacklevel=2)
+        elif complete:
             log.info("%s is already complete with this config; nothing to do", out)
-            if parts.exists():  # a run killed between the final rename and its clean-up
-                with _locked(out):
-                    shutil.rmtree(parts, ignore_errors=True)
+            if parts.exists():
+                _clear_leftover_parts(out, parts, config)
             return GenerateResult(out, config["n_samples"], time.perf_counter() - t0,
                                   len(ranges), 0, _nonconverged_in_file(out), True)
         if old is not None and old != config and not overwrite:
@@ -565,10 +612,12 @@ def _run_locked(
     pending = []
     for j, (start, stop) in enumerate(ranges):
         path = parts / _SHARD_NAME.format(j)
-        if path.exists() and not _shard_is_valid(path, start, stop, text, prob.revision):
+        layout = _shard_layout(prob, config, stop - start)
+        if path.exists() and not _shard_is_valid(path, start, text, prob.revision, layout):
             bad = path.with_name(f"{path.name}.invalid-{int(time.time())}")
             found = _shard_revision(path)
-            older = found != prob.revision and _shard_is_valid(path, start, stop, text, found)
+            # an earlier revision's shard may hold other variables: its attributes say
+            older = found != prob.revision and _shard_is_valid(path, start, text, found, {})
             os.replace(path, bad)
             what = (f"was made by an earlier pdeforge whose {prob.name} samples differ "
                     f"(revision {found}, now {prob.revision})" if older else "was damaged")
@@ -586,9 +635,12 @@ def _run_locked(
             block = _flag_unstorable(prob, config, block, start, flagged)
             try:
                 _write_shard(parts / _SHARD_NAME.format(j), prob, config, text, start, block)
-            except OSError as exc:  # a full disk, a folder made read-only, ...
+            except (OSError, RuntimeError) as exc:  # a full disk, a read-only folder, ...
+                why = _write_failure(exc)
+                if why is None:
+                    raise
                 raise PdeforgeError(
-                    f"cannot write shard {j} to {parts} ({exc.strerror or exc}); make room "
+                    f"cannot write shard {j} to {parts} ({why}); make room "
                     f"or fix the permissions; {_what_was_kept(parts)}"
                 ) from None
 
@@ -646,9 +698,12 @@ def _run_locked(
         )
     try:
         _assemble(out, prob, config, blocks(), used)
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:
+        why = _write_failure(exc)
+        if why is None:
+            raise
         raise PdeforgeError(
-            f"cannot write {out} ({exc.strerror or exc}); make room or fix the permissions "
+            f"cannot write {out} ({why}); make room or fix the permissions "
             f"and re-run the same command (the shards are kept in {parts})"
         ) from None
     return nonconverged, pending, used, flagged
@@ -657,12 +712,8 @@ def _run_locked(
 def bytes_per_sample(prob: ProblemFamily, config: Mapping[str, Any]) -> int:
     """Bytes one sample takes in the output, uncompressed (every per-sample variable in
     its stored dtype)."""
-    sizes = {c.name: len(c.values) for c in prob.coordinates()}
-    return sum(
-        int(np.prod([sizes[d] for d in spec.dims], dtype=np.int64))
-        * spec.resolved_dtype(config["dtype"]).itemsize
-        for spec in prob.variables()
-    )
+    return sum(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+               for shape, dtype in _shard_layout(prob, config, 1).values())
 
 
 def _check_room(prob: ProblemFamily, config: Mapping[str, Any], out: Path) -> None:
@@ -694,6 +745,21 @@ def _check_room(prob: ProblemFamily, config: Mapping[str, Any], out: Path) -> No
                             "a larger disk")
     warnings.warn(f"{message} (uncompressed; --compression {config['compression']} may "
                   "shrink it): the run may stop when the disk is full", stacklevel=3)
+
+
+def _write_failure(exc: BaseException) -> str | None:
+    """The system's reason a write failed (``No space left on device``), or None for an
+    error that is not the file system's. HDF5 reports a failed write as OSError or, from
+    where h5py closes an object, RuntimeError, with the errno only in its message: a full
+    disk was then reported as a damaged file."""
+    import re
+
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    found = re.search(r"errno = (\d+)", str(exc))
+    if found:
+        return os.strerror(int(found.group(1)))
+    return _first_line(exc) if isinstance(exc, OSError) else None
 
 
 def _size(n_bytes: float) -> str:

@@ -549,3 +549,96 @@ def test_a_run_bigger_than_the_disk_is_refused_before_computing(tmp_path, monkey
     with pytest.warns(UserWarning, match="uncompressed; --compression gzip may shrink it"), \
             pytest.raises(PdeforgeError, match="not enough free space to assemble"):
         generate("darcy", 4, out, resolution=8, compression="gzip", progress=False)
+
+
+def test_a_partial_run_of_another_config_beside_a_complete_output_is_kept(tmp_path):
+    # a run with --overwrite and another seed stopped after two shards; the complete
+    # file's own command then deleted those shards as its leftovers
+    out = tmp_path / "k.nc"
+    generate("darcy", 8, out, resolution=12, shard_size=2, seed=8, progress=False)
+    _, parts = _partial(tmp_path, "k.nc", overwrite=True)
+    with pytest.warns(UserWarning, match=r"k.nc.parts holds a partial run of another "
+                      r"config \(seed: 8 -> 0; read from its manifest\), left in place"):
+        again = generate("darcy", 8, out, resolution=12, shard_size=2, seed=8,
+                         progress=False)
+    assert again.already_complete and len(list(parts.glob("shard-*.nc"))) == 2
+    res = generate("darcy", 8, out, resolution=12, shard_size=2, progress=False,
+                   overwrite=True)
+    assert res.shards_computed == 2 and not parts.exists()
+
+
+def test_overwrite_regenerates_a_complete_output_that_no_longer_reads_back(tmp_path):
+    out = tmp_path / "g.nc"
+    generate("darcy", 4, out, resolution=12, shard_size=2, progress=False)
+    ref = tmp_path / "ref.nc"
+    ref.write_bytes(out.read_bytes())
+    with h5py.File(out, "r") as f:  # where the solution's first chunk lies in the file
+        info = f["solution"].id.get_chunk_info(0)
+    raw = bytearray(out.read_bytes())
+    raw[info.byte_offset + 64 : info.byte_offset + 96] = b"\x3f" * 32
+    out.write_bytes(bytes(raw))
+    # --overwrite said "already complete" and kept the damaged file
+    with pytest.warns(UserWarning, match="g.nc is damaged .*--overwrite regenerates it"):
+        res = generate("darcy", 4, out, resolution=12, shard_size=2, progress=False,
+                       overwrite=True)
+    assert not res.already_complete and res.shards_computed == 2
+    assert_same_dataset(out, ref)
+    # a file that reads back is not recomputed
+    assert generate("darcy", 4, out, resolution=12, shard_size=2, progress=False,
+                    overwrite=True).already_complete
+
+
+@pytest.mark.parametrize("defect", ["missing variable", "fewer samples", "other dtype"])
+def test_a_shard_short_of_a_variable_or_a_sample_is_recomputed(tmp_path, defect):
+    # such a shard passed and was assembled as zeros (or a KeyError traceback)
+    out, parts = _partial(tmp_path, "v.nc")
+    shard = parts / "shard-000001.nc"
+    with h5py.File(shard, "r+") as f:
+        data = f["solution"][()]
+        del f["solution"]
+        if defect == "fewer samples":
+            f.create_dataset("solution", data=data[:1])
+        elif defect == "other dtype":
+            f.create_dataset("solution", data=data.astype(np.float16))
+    with pytest.warns(UserWarning, match="shard-000001.nc was damaged"):
+        res = generate("darcy", 8, out, resolution=12, shard_size=2, progress=False)
+    assert res.shards_computed == 3
+    ref = generate("darcy", 8, tmp_path / "ref.nc", resolution=12, shard_size=2,
+                   progress=False)
+    assert_same_dataset(out, ref.path)
+
+
+@pytest.mark.parametrize("config", ["[1, 2]", '{"problem": "darcy"}', "not json"])
+def test_another_programs_file_with_a_config_attribute_is_not_taken_for_ours(tmp_path,
+                                                                              config):
+    # '[1, 2]' ended in a TypeError traceback; a mapping was compared as pdeforge's
+    out = tmp_path / "theirs.h5"
+    with h5py.File(out, "w") as f:
+        f.attrs["config"] = config
+        f["u"] = np.arange(3.0)
+    with pytest.raises(PdeforgeError, match="not a pdeforge dataset this run can resume "
+                       r"\(it has no generation config\).*--overwrite"):
+        generate("darcy", 2, out, resolution=8, progress=False)
+    with h5py.File(out, "r") as f:
+        assert list(f) == ["u"]
+
+
+def test_a_full_disk_reported_by_hdf5_as_runtime_error_is_named(tmp_path, monkeypatch):
+    # HDF5 reports a write that failed while h5py closes an object as RuntimeError with
+    # the errno in its text: a full disk was reported as "the file is damaged"
+    out, parts = _partial(tmp_path, "r.nc")
+
+    def full(*args, **kwargs):
+        raise RuntimeError("Can't decrement id ref count (file write failed: time = Fri "
+                           "Dec  4 14:50:22 2026\n, filename = 'x', file descriptor = 4, "
+                           "errno = 28, error message = 'No space left on device', buf = "
+                           "0x55e0, total write size = 36)")
+
+    monkeypatch.setattr(runner, "_write_shard", full)
+    with pytest.raises(PdeforgeError, match=r"cannot write shard 2 .*\(No space left on "
+                       r"device\); make room.*re-run the same command to resume"):
+        generate("darcy", 8, out, resolution=12, shard_size=2, progress=False)
+    monkeypatch.setattr(runner, "_write_shard", lambda *a, **k: 1 / 0)  # not a write
+    with pytest.raises(ZeroDivisionError):
+        generate("darcy", 8, out, resolution=12, shard_size=2, progress=False)
+    assert len(list(parts.glob("shard-*.nc"))) == 2
