@@ -42,7 +42,7 @@ from pdeforge.datasets.torch_dataset import channel_blocks
 from pdeforge.errors import PdeforgeError
 from pdeforge.operators.base import OperatorInputError
 from pdeforge.train.checkpoint import load_module
-from pdeforge.train.data import channel_axes_mismatch
+from pdeforge.train.data import channel_axes_mismatch, units_mismatch
 
 
 class SurrogateInputError(PdeforgeError, ValueError):
@@ -239,6 +239,7 @@ class Surrogate:
         self._metrics = {k: v for k, v in checkpoint.get("callbacks", {}).items()}
         self._epochs = checkpoint.get("epoch")
         self._warned_domain = False
+        self._warned_units: set[str] = set()
         self._warned_grids: set[tuple[int, ...]] = set()  # zero-shot, warned once a grid
         self._resampling: tuple | None = None  # the last grid's interpolation (key, pair)
         if not self.inputs or not self.outputs or not self.grid_dims:
@@ -335,6 +336,11 @@ class Surrogate:
                 f"input variable(s) {missing} missing; the surrogate needs {self.inputs}, "
                 f"the data has {sorted(map(str, data.data_vars))}"
             )
+        message = units_mismatch(self.data_info.get("units") or {},
+                                 {name: data[name].attrs.get("units") for name in self.inputs})
+        if message and message not in self._warned_units:
+            self._warned_units.add(message)
+            warnings.warn(f"the inputs' {message}", stacklevel=_caller_level())
         data = increasing(data, self.grid_dims)  # as in training (TorchDataset)
         for d in self.grid_dims:
             values = np.asarray(data[d].values) if d in data.coords else None
@@ -786,14 +792,14 @@ class Surrogate:
         through ``predict``'s xarray output: its first Dataset costs ~80 ms once per process
         (measured), which `pdeforge query` reported as 85 ms per sample for one sample
         against 5 ms from the second call on."""
-        # the zero-shot and domain warnings are for the timed call
-        warned = set(self._warned_grids), self._warned_domain
+        # the zero-shot, domain and units warnings are for the timed call
+        warned = set(self._warned_grids), self._warned_domain, set(self._warned_units)
         try:
             with warnings.catch_warnings(), contextlib.suppress(SurrogateInputError):
                 warnings.simplefilter("ignore")
                 self.predict(inputs, batch_size, resample)
         finally:
-            self._warned_grids, self._warned_domain = warned
+            self._warned_grids, self._warned_domain, self._warned_units = warned
 
     # -- comparison with the reference solver ---------------------------------------------
     def reference_problem(self, resolution: int):

@@ -1082,3 +1082,37 @@ def test_a_dim_of_one_point_selected_away_or_read_as_dates(tmp_path):
     dated = data.assign_coords(t=np.array(["2000-01-01T00:00:00.5"], dtype="datetime64[ms]"))
     with pytest.raises(SurrogateInputError, match="decode_times=False"):
         s.predict(dated)
+
+
+def test_data_in_other_units_than_the_trainings_are_named(trained, data, darcy16,
+                                                           darcy32, tmp_path):
+    """The checkpoint records each variable's units; predict, evaluate and the files of
+    a run compared none of them (a field in other units is other numbers to the model)."""
+    from pdeforge.train.data import OperatorDataModule
+
+    surrogate = Surrogate.load(trained[1], device="cpu")
+    inputs = data[["coefficient"]].isel(sample=slice(0, 2))
+    other = inputs.copy()
+    other["coefficient"] = other.coefficient.assign_attrs(units="darcy")
+    with pytest.warns(UserWarning, match=r"the inputs' units differ from the training "
+                      r"data: 'coefficient' is in 'darcy', in '1' there"):
+        surrogate.predict(other)
+    unlabelled = inputs.copy()
+    unlabelled["coefficient"].attrs.pop("units", None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no units, or the same: nothing to say
+        surrogate.predict(unlabelled)
+        surrogate.predict(inputs)
+    import h5py
+
+    for source in (darcy32, darcy16):
+        moved = tmp_path / f"pa_{source.name}"
+        shutil.copy(source, moved)
+        with h5py.File(moved, "r+") as f:
+            f["solution"].attrs["units"] = "Pa"
+    with pytest.warns(UserWarning, match=r"pa_darcy32.nc: units differ from the training "
+                      r"data: 'solution' is in 'Pa', in '1' there"):
+        evaluate(trained[1], tmp_path / "pa_darcy32.nc", device="cpu", resample=True)
+    with pytest.warns(UserWarning, match=r"pa_darcy16.nc: units differ from .*/darcy16.nc: "
+                      r"'solution' is in 'Pa', in '1' there"):
+        OperatorDataModule(path=str(darcy16), val_path=str(tmp_path / "pa_darcy16.nc"))

@@ -541,6 +541,19 @@ def _check_structure(nc: Any, report: CheckReport) -> None:
         report.errors.append("no per-sample variable with role 'input' or 'parameter'")
     if not per_sample[OUTPUT]:
         report.errors.append("no per-sample variable with role 'output'")
+    # the format lets variables lie on different grids (a 1-D boundary trace beside a 2-D
+    # field), the torch reader takes the variables of one grid: it refused such a file
+    # by default, which check had passed without a word
+    grids = {n: tuple(d for d in nc.variables[n].dimensions if d in SPATIAL_DIMS)
+             for r in (INPUT, PARAMETER, OUTPUT) for n in per_sample[r]}
+    kinds = {frozenset(g) for g in grids.values() if g}
+    if len(kinds) > 1:
+        report.warnings.append(
+            f"the per-sample inputs, parameters and outputs lie on different spatial grids "
+            f"({', '.join(f'{n}: {g}' for n, g in grids.items() if g)}): training and the "
+            "torch reader take variables of one grid, so name those of one grid for them "
+            "(--data.inputs / --data.outputs, TorchDataset(inputs=..., outputs=...))"
+        )
 
 
 def _untextual(what: str, attrs: Any) -> list[str]:

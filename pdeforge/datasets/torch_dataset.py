@@ -125,6 +125,7 @@ class TorchDataset(torch.utils.data.Dataset):
             # values a variable declares as "no data" (_FillValue, missing_value) read as
             # NaN, as xarray reads them: a converged sample holding one is then refused
             self._fills = {name: fill_values(ds.attrs) for name, ds in datasets.items()}
+            units = {name: attr_value(ds.attrs, "units") for name, ds in datasets.items()}
             n = h5[CONVERGED].shape[0] if CONVERGED in h5 else None
             converged = h5[CONVERGED][:].astype(bool) if CONVERGED in h5 else None
             decreasing = set(decreasing_dims(h5, SPATIAL_DIMS))
@@ -231,6 +232,9 @@ class TorchDataset(torch.utils.data.Dataset):
         self.indices = idx
         self._converged = converged
         self._fields = fields
+        #: each selected variable's ``units`` ("" where it has none or not as text)
+        self.units = {name: units[name] if isinstance(units.get(name), str) else ""
+                      for name in [*self.inputs, *self.outputs]}
         self.in_channels = sum(self._channels(fields, v) for v in self.inputs)
         self.out_channels = sum(self._channels(fields, v) for v in self.outputs)
         self._h5: Any = None
@@ -274,7 +278,9 @@ class TorchDataset(torch.utils.data.Dataset):
             )
         if len({frozenset(g) for g in grids.values() if g}) != 1:
             raise DatasetFormatError(
-                f"{self.path}: selected variables do not share one spatial grid: {grids}"
+                f"{self.path}: selected variables do not share one spatial grid: {grids}; "
+                "select the inputs and outputs of one grid (inputs=..., outputs=...; "
+                "--data.inputs / --data.outputs in training)"
             )
         found = next(g for g in grids.values() if g)
         if wanted is None:

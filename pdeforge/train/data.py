@@ -151,6 +151,25 @@ def channel_axes_mismatch(name: str, trained: dict | None, given: dict | None) -
     return None
 
 
+def units_mismatch(trained: Mapping[str, str], given: Mapping[str, Any],
+                   reference: str = "the training data") -> str | None:
+    """The variables whose units in ``given`` (a name to its ``units`` attribute) are not
+    those of ``reference`` (``trained``: the checkpoint's record, or another file's), or
+    None. A variable without units on either side is not compared. The model sees
+    numbers: a field in mm given to a model trained in m is 1000 times too large."""
+    differ = [
+        f"{name!r} is in {have.strip()!r}, in {want.strip()!r} there"
+        for name, want in trained.items()
+        if isinstance(want, str) and want.strip()
+        and isinstance(have := given.get(name), str) and have.strip()
+        and have.strip() != want.strip()
+    ]
+    if not differ:
+        return None
+    return (f"units differ from {reference}: {'; '.join(differ)}; the model sees numbers, "
+            "not units: convert the data to those units")
+
+
 def _few(values: np.ndarray) -> str:
     # (10 digits: times a step apart near 1000 read "1000, 1000" at 4)
     text = [f"{v:.10g}" if isinstance(v, float | np.floating) else str(v)
@@ -326,6 +345,9 @@ class OperatorDataModule(pl.LightningDataModule):
                 f"{other.in_channels}/{other.out_channels} on grid {other.grid_dims} vs "
                 f"{ref.in_channels}/{ref.out_channels} on {ref.grid_dims}"
             )
+        message = units_mismatch(ref.units, other.units, str(self.paths[0]))
+        if message:
+            warnings.warn(f"{path}: {message}", stacklevel=3)
 
     def _describe(self, probe: TorchDataset) -> dict[str, Any]:
         """What a checkpoint needs to know about the data (JSON values only)."""
@@ -382,10 +404,7 @@ class OperatorDataModule(pl.LightningDataModule):
                     "another resolution and resampling place the model's points at those "
                     "centres; an odd subsample keeps them exactly, or generate the data at "
                     "the coarse resolution", stacklevel=2)
-            units = {
-                name: str(attr_value(h5[name].attrs, "units") or "")
-                for name in list(self.inputs) + list(self.outputs)
-            }
+            units = probe.units
             # variables with non-spatial dims (an NLSE trajectory's t) become channels;
             # their dims and coordinates let predictions be given those dims back
             extra_dims = {name: record for name in list(self.inputs) + list(self.outputs)

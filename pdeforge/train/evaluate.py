@@ -40,7 +40,12 @@ from pdeforge.surrogate import (
     points_mismatch,
 )
 from pdeforge.train.checkpoint import load_module
-from pdeforge.train.data import Subsampled, channel_axes_mismatch, extra_dims_record
+from pdeforge.train.data import (
+    Subsampled,
+    channel_axes_mismatch,
+    extra_dims_record,
+    units_mismatch,
+)
 from pdeforge.train.metrics import OperatorMetrics, grid_steps
 
 
@@ -343,6 +348,9 @@ def evaluate(
         message = points_mismatch(info.get("coords", {}), kept, list(dataset.grid_dims))
     if message:
         warnings.warn(f"{data}: its {message}", stacklevel=2)
+    message = units_mismatch(info.get("units") or {}, dataset.units)
+    if message:
+        warnings.warn(f"{data}: {message}", stacklevel=2)
     trained = [len(v) for v in info.get("coords", {}).values()]
     grid = [-(-(n - start) // stride) for n, start in zip(dataset.grid_shape, starts,
                                                          strict=True)]

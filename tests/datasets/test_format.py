@@ -654,3 +654,26 @@ def test_a_fault_of_check_itself_is_not_blamed_on_the_file(darcy_file, monkeypat
     monkeypatch.setattr(check, "_scan_values", broken)
     with pytest.raises(TypeError, match="check's own bug"):
         check_file(darcy_file)
+
+
+def test_variables_on_different_grids_are_named_by_check_and_the_torch_reader(tmp_path):
+    """The format lets an input lie on another grid than the output (a 1-D trace beside
+    a 2-D field); training takes one grid and refused such a file check had passed."""
+    from pdeforge.datasets import TorchDataset
+
+    def two_grids(ds):
+        y = np.linspace(0, 2, 7)
+        u2 = np.repeat(ds.u.values[:, :, None], len(y), axis=2)
+        return ds.assign_coords(y=("y", y, {"units": "m"})).assign(
+            u=(("sample", "x", "y"), u2, dict(ds.u.attrs)))
+
+    path = _foreign(tmp_path / "grids.nc", two_grids)
+    report = check_file(path)
+    assert report.ok
+    assert any("lie on different spatial grids (a: ('x',), u: ('x', 'y'))" in w
+               for w in report.warnings), report.warnings
+    with pytest.raises(DatasetFormatError, match="do not share one spatial grid.*select the "
+                       "inputs and outputs of one grid"):
+        TorchDataset(path)
+    assert not any("different spatial grids" in w
+                   for w in check_file(_foreign(tmp_path / "one.nc", lambda ds: ds)).warnings)
