@@ -802,9 +802,10 @@ class Surrogate:
             self._warned_grids, self._warned_domain, self._warned_units = warned
 
     # -- comparison with the reference solver ---------------------------------------------
-    def reference_problem(self, resolution: int):
-        """The problem family of the training data, at ``resolution``, as it was generated."""
-        from pdeforge.datasets.problems import available, build_problem
+    def _reference_family(self) -> tuple[str, dict[str, Any]]:
+        """The pdeforge family that made the training data and its options; refused for
+        data of another program (no solver to compare with)."""
+        from pdeforge.datasets.problems import available
 
         config = self.data_info.get("generation_config") or {}
         problem = config.get("problem") or self.problem
@@ -817,7 +818,14 @@ class Surrogate:
                 "came from another program; compare predictions with that program's "
                 "solutions instead (predict, then your own metric)"
             )
-        return build_problem(problem, resolution, **config.get("options", {}))
+        return problem, config.get("options", {})
+
+    def reference_problem(self, resolution: int):
+        """The problem family of the training data, at ``resolution``, as it was generated."""
+        from pdeforge.datasets.problems import build_problem
+
+        problem, options = self._reference_family()
+        return build_problem(problem, resolution, **options)
 
     def compare(self, inputs: Any, batch_size: int = 64, resample: bool = False) -> Comparison:
         """Run the reference solver and the surrogate on the same inputs.
@@ -826,6 +834,7 @@ class Surrogate:
         each, and the speedup solver / surrogate. Timings: the solver's own per-sample
         solve time (assembly included), the surrogate's forward passes after one warm-up.
         """
+        self._reference_family()  # (data of another program: nothing to compare with)
         x, batched, coords = self._as_batch(inputs)
         _refuse_empty(x, "compare")
         # (the solver, too, solves on the family's domain whatever the coordinates say:

@@ -1055,6 +1055,9 @@ def test_a_foreign_file_s_labels_times_and_non_square_strides_survive_the_round_
     assert out.component.values.tolist() == ["vx", "vy"]
     assert out.component.attrs["long_name"] == "velocity component"
     assert out.peak.dims == ("sample",)  # one number per sample, as in the file
+    # no pdeforge solver made these data: compare says so, not that the grid is not square
+    with pytest.raises(SurrogateInputError, match="is none of its families"):
+        s.compare(data[s.inputs])
     with pytest.warns(UserWarning, match="zero-shot"):
         query(ckpt, test, tmp_path / "pred.nc", progress=False)
     with xr.open_dataset(tmp_path / "pred.nc", engine="h5netcdf") as pred:
