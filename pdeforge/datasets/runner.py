@@ -484,9 +484,6 @@ def generate(
     if out.is_dir() or str(out_arg).endswith(("/", os.sep)):
         raise PdeforgeError(f"--out {out_arg} is a directory; give a file name such as "
                             f"{out}/data.nc")
-    if not os.access(out.parent, os.W_OK):
-        raise PdeforgeError(f"output directory {out.parent} is not writable; choose another "
-                            "--out")
     text = config_json(config)
     for name, why in prob.unused_options().items():
         if name in (options or {}):
@@ -494,10 +491,12 @@ def generate(
                           "config", stacklevel=2)
     for caveat in prob.caveats():
         warnings.warn(caveat, stacklevel=2)
-    _check_room(prob, config, out)
-    ranges = _shard_ranges(config["n_samples"], config["shard_size"])
-
     parts = Path(f"{out}.parts")
+    if parts.exists() and not parts.is_dir():
+        raise PdeforgeError(f"{parts} is a file, where a run keeps its shards in a folder of "
+                            "that name; move or delete it, or choose another --out")
+    # (a complete output is reported as such before the folder's permissions and the
+    # disk's room are looked at: a finished dataset in a read-only folder was refused)
     if out.exists():
         old, status = _read_existing_config(out)
         if old is None and not overwrite:
@@ -521,8 +520,9 @@ def generate(
             log.info("%s is already complete with this config; nothing to do", out)
             if parts.exists():
                 _clear_leftover_parts(out, parts, config)
+            shards = -(-config["n_samples"] // config["shard_size"])
             return GenerateResult(out, config["n_samples"], time.perf_counter() - t0,
-                                  len(ranges), 0, _nonconverged_in_file(out), True)
+                                  shards, 0, _nonconverged_in_file(out), True)
         if old is not None and old != config and not overwrite:
             resumable = parts.exists() and _partial_config(parts)[0] == config
             raise ConfigMismatchError(
@@ -532,6 +532,12 @@ def generate(
                    "--overwrite): add --overwrite to resume it and replace the file"
                    if resumable else "choose another --out or pass --overwrite to replace it")
             )
+
+    if not os.access(out.parent, os.W_OK):
+        raise PdeforgeError(f"output directory {out.parent} is not writable; choose another "
+                            "--out")
+    _check_room(prob, config, out)
+    ranges = _shard_ranges(config["n_samples"], config["shard_size"])
 
     with _locked(out):
         if parts.exists() and overwrite:
@@ -590,6 +596,8 @@ def _run_locked(
     """Compute the missing shards and assemble ``out`` (the output's lock is held);
     returns the samples not converged, the shards computed, what the solver ran and the
     samples this run marked not converged for fields the stored dtype cannot hold."""
+    from tqdm.auto import tqdm
+
     manifest = parts / MANIFEST
     old, source = _partial_config(parts)
     if old is not None and old != config:
@@ -610,7 +618,11 @@ def _run_locked(
         stale.unlink()
 
     pending = []
-    for j, (start, stop) in enumerate(ranges):
+    kept = len(list(parts.glob("shard-*.nc")))
+    # (reading every chunk of a large resumed run's shards takes a while: shown)
+    for j, (start, stop) in enumerate(tqdm(
+            ranges, desc="checking finished shards", unit="shard", file=sys.stderr,
+            disable=not progress or kept == 0, leave=False)):
         path = parts / _SHARD_NAME.format(j)
         layout = _shard_layout(prob, config, stop - start)
         if path.exists() and not _shard_is_valid(path, start, text, prob.revision, layout):
@@ -625,7 +637,8 @@ def _run_locked(
                           "recomputing it", stacklevel=2)
         if not path.exists():
             pending.append(j)
-    done = sum(stop - start for j, (start, stop) in enumerate(ranges) if j not in pending)
+    todo = set(pending)  # (a list's `in` made this quadratic in the shards)
+    done = sum(stop - start for j, (start, stop) in enumerate(ranges) if j not in todo)
 
     bar = _progress_bar(config, done, progress)
     flagged: list[int] = []
@@ -682,7 +695,9 @@ def _run_locked(
         import h5py
 
         names = [s.name for s in prob.variables()]
-        for j, (start, _stop) in enumerate(ranges):
+        for j, (start, _stop) in enumerate(tqdm(
+                ranges, desc=f"assembling {out.name}", unit="shard", file=sys.stderr,
+                disable=not progress, leave=False)):
             with h5py.File(parts / _SHARD_NAME.format(j), "r") as f:
                 yield start, {name: f[name][()] for name in names}
 

@@ -642,3 +642,23 @@ def test_a_full_disk_reported_by_hdf5_as_runtime_error_is_named(tmp_path, monkey
     with pytest.raises(ZeroDivisionError):
         generate("darcy", 8, out, resolution=12, shard_size=2, progress=False)
     assert len(list(parts.glob("shard-*.nc"))) == 2
+
+
+def test_a_complete_output_in_a_read_only_folder_and_a_file_named_like_the_parts(
+        tmp_path, monkeypatch):
+    out = tmp_path / "ro.nc"
+    generate("darcy", 4, out, resolution=8, shard_size=2, progress=False)
+    # (root ignores permissions: the folder is made read-only as os.access sees it)
+    real_access = runner.os.access
+    monkeypatch.setattr(runner.os, "access",
+                        lambda p, mode: mode != os.W_OK and real_access(p, mode))
+    assert generate("darcy", 4, out, resolution=8, shard_size=2,
+                    progress=False).already_complete  # it said "not writable"
+    with pytest.raises(PdeforgeError, match="is not writable"):
+        generate("darcy", 4, tmp_path / "new.nc", resolution=8, progress=False)
+    monkeypatch.undo()
+    (tmp_path / "ro.nc.parts").write_text("notes")
+    with pytest.raises(PdeforgeError, match=r"ro.nc.parts is a file, where a run keeps its "
+                       "shards in a folder of that name; move or delete it"):
+        generate("darcy", 4, out, resolution=8, seed=1, progress=False, overwrite=True)
+    assert (tmp_path / "ro.nc.parts").read_text() == "notes"
