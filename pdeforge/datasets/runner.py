@@ -703,9 +703,9 @@ def _run_locked(
 
     # the output is written next to the shards before they are removed: it needs about
     # their size again (a full disk during the merge ended in a crash of HDF5, exit 139)
-    need = sum(p.stat().st_size for p in parts.glob("shard-*.nc"))
+    need = 1.1 * sum(p.stat().st_size for p in parts.glob("shard-*.nc")) + (16 << 20)
     free = shutil.disk_usage(out.parent).free
-    if free < 1.1 * need + (16 << 20):
+    if free < need:
         raise PdeforgeError(
             f"not enough free space to assemble {out}: about {_size(need)} needed, "
             f"{_size(free)} free in {out.parent}; make room and re-run the same "
@@ -756,8 +756,12 @@ def _check_room(prob: ProblemFamily, config: Mapping[str, Any], out: Path) -> No
     # deflate shrinks data 1032:1 at best (lzf less): beyond that no compression fits it
     # (--n 1e12 with --compression listed its shards and died of memory)
     if config["compression"] == "none" or total / 1000 > free:
-        raise PdeforgeError(f"{message}; lower --n or --resolution, or choose an --out on "
-                            "a larger disk")
+        # a resumed run keeps its config: other --n or --resolution would discard the
+        # finished shards
+        fix = (f"make room on that disk (the finished shards in {parts} are kept for "
+               "this command)" if kept else
+               "lower --n or --resolution, or choose an --out on a larger disk")
+        raise PdeforgeError(f"{message}; {fix}")
     warnings.warn(f"{message} (uncompressed; --compression {config['compression']} may "
                   "shrink it): the run may stop when the disk is full", stacklevel=3)
 

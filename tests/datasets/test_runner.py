@@ -549,6 +549,14 @@ def test_a_run_bigger_than_the_disk_is_refused_before_computing(tmp_path, monkey
     with pytest.warns(UserWarning, match="uncompressed; --compression gzip may shrink it"), \
             pytest.raises(PdeforgeError, match="not enough free space to assemble"):
         generate("darcy", 4, out, resolution=8, compression="gzip", progress=False)
+    # a resumed run is told to make room, not to lower --n (which discards its shards)
+    monkeypatch.undo()
+    resumed, parts = _partial(tmp_path, "r.nc")
+    monkeypatch.setattr(runner.shutil, "disk_usage",
+                        lambda p: real_usage(p)._replace(free=4096))
+    with pytest.raises(PdeforgeError, match=r"make room on that disk \(the finished shards "
+                       r"in .*r.nc.parts are kept for this command\)$"):
+        generate("darcy", 8, resumed, resolution=12, shard_size=2, progress=False)
 
 
 def test_a_partial_run_of_another_config_beside_a_complete_output_is_kept(tmp_path):
