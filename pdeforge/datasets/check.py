@@ -524,6 +524,12 @@ def _check_structure(nc: Any, report: CheckReport) -> None:
             nc.variables[SOLVE_SECONDS].dtype, np.floating):
         report.errors.append(f"diagnostic 'solve_seconds' must be floating point, got "
                              f"{nc.variables[SOLVE_SECONDS].dtype}")
+    if SOLVE_SECONDS in nc.variables:
+        unit = attr_value(nc.variables[SOLVE_SECONDS].attrs, "units")
+        if isinstance(unit, str) and unit.strip() not in ("s", "second", "seconds"):
+            report.warnings.append(
+                f"diagnostic 'solve_seconds' has units {unit!r}; the format's are seconds "
+                "('s'): convert the values and set units='s'")
     data = roles[INPUT] + roles[PARAMETER] + roles[OUTPUT]
     if data and not any(d in SPATIAL_DIMS for n in data for d in nc.variables[n].dimensions):
         # (what one field without them only warns about: the readers see no grid at all,

@@ -677,3 +677,12 @@ def test_variables_on_different_grids_are_named_by_check_and_the_torch_reader(tm
         TorchDataset(path)
     assert not any("different spatial grids" in w
                    for w in check_file(_foreign(tmp_path / "one.nc", lambda ds: ds)).warnings)
+
+
+@pytest.mark.parametrize(("unit", "warned"), [("ms", True), ("s", False), ("seconds", False)])
+def test_solve_seconds_in_other_units_is_warned_about(tmp_path, unit, warned):
+    path = _foreign(tmp_path / f"{unit}.nc", lambda ds: ds.assign(
+        solve_seconds=ds.solve_seconds.assign_attrs(units=unit)))
+    report = check_file(path)
+    assert report.ok
+    assert any(f"'solve_seconds' has units {unit!r}" in w for w in report.warnings) == warned
