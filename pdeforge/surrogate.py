@@ -28,7 +28,13 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
-from pdeforge.datasets.format import CONVERGED, SAMPLE, SPATIAL_DIMS, UNKNOWN_SEED
+from pdeforge.datasets.format import (
+    CONVERGED,
+    SAMPLE,
+    SPATIAL_DIMS,
+    UNKNOWN_SEED,
+    attr_value,
+)
 from pdeforge.datasets.grid import (
     GRID_ATTR,
     PERIODIC,
@@ -337,7 +343,8 @@ class Surrogate:
                 f"the data has {sorted(map(str, data.data_vars))}"
             )
         message = units_mismatch(self.data_info.get("units") or {},
-                                 {name: data[name].attrs.get("units") for name in self.inputs})
+                                 {name: attr_value(data[name].attrs, "units")
+                                  for name in self.inputs})
         if message and message not in self._warned_units:
             self._warned_units.add(message)
             warnings.warn(f"the inputs' {message}", stacklevel=_caller_level())

@@ -1100,6 +1100,9 @@ def test_data_in_other_units_than_the_trainings_are_named(trained, data, darcy16
     with pytest.warns(UserWarning, match=r"the inputs' units differ from the training "
                       r"data: 'coefficient' is in 'darcy', in '1' there"):
         surrogate.predict(other)
+    other["coefficient"] = other.coefficient.assign_attrs(units=np.bytes_(b"darcy"))
+    with pytest.warns(UserWarning, match="'coefficient' is in 'darcy'"):  # as files hold it
+        Surrogate.load(trained[1], device="cpu").predict(other)
     unlabelled = inputs.copy()
     unlabelled["coefficient"].attrs.pop("units", None)
     with warnings.catch_warnings():

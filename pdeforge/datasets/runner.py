@@ -209,7 +209,8 @@ def _clear_leftover_parts(out: Path, parts: Path, config: Mapping[str, Any]) -> 
     one started with --overwrite and interrupted, whose shards are work to keep."""
     with _locked(out):
         other, source = _partial_config(parts)
-        if other is None or other == config:
+        # (a folder of another config without a finished shard holds no work)
+        if other is None or other == config or not any(parts.glob("shard-*.nc")):
             shutil.rmtree(parts, ignore_errors=True)
             return
     diff = "; ".join(_config_diff(config, other))
@@ -492,9 +493,6 @@ def generate(
     for caveat in prob.caveats():
         warnings.warn(caveat, stacklevel=2)
     parts = Path(f"{out}.parts")
-    if parts.exists() and not parts.is_dir():
-        raise PdeforgeError(f"{parts} is a file, where a run keeps its shards in a folder of "
-                            "that name; move or delete it, or choose another --out")
     # (a complete output is reported as such before the folder's permissions and the
     # disk's room are looked at: a finished dataset in a read-only folder was refused)
     if out.exists():
@@ -502,7 +500,8 @@ def generate(
         if old is None and not overwrite:
             try:  # why: damaged (a truncated copy) or another program's file
                 with open_h5(out):
-                    reason = "it has no generation config"
+                    reason = ("it has no pdeforge generation config: attributes "
+                              "pdeforge_format and config")
             except DatasetFormatError as exc:
                 reason = str(exc)
             raise PdeforgeError(
@@ -518,7 +517,7 @@ def generate(
                           stacklevel=2)
         elif complete:
             log.info("%s is already complete with this config; nothing to do", out)
-            if parts.exists():
+            if parts.is_dir():
                 _clear_leftover_parts(out, parts, config)
             shards = -(-config["n_samples"] // config["shard_size"])
             return GenerateResult(out, config["n_samples"], time.perf_counter() - t0,
@@ -533,6 +532,9 @@ def generate(
                    if resumable else "choose another --out or pass --overwrite to replace it")
             )
 
+    if parts.exists() and not parts.is_dir():
+        raise PdeforgeError(f"{parts} is a file, where a run keeps its shards in a folder of "
+                            "that name; move or delete it, or choose another --out")
     if not os.access(out.parent, os.W_OK):
         raise PdeforgeError(f"output directory {out.parent} is not writable; choose another "
                             "--out")
@@ -743,7 +745,10 @@ def _check_room(prob: ProblemFamily, config: Mapping[str, Any], out: Path) -> No
     """
     total = config["n_samples"] * bytes_per_sample(prob, config)
     parts = Path(f"{out}.parts")
-    kept = sum(p.stat().st_size for p in parts.glob("shard-*.nc")) if parts.is_dir() else 0
+    # (shards of another config are not this run's: --overwrite discards them, and a
+    # run without it is refused for them)
+    ours = parts.is_dir() and _partial_config(parts)[0] == config
+    kept = sum(p.stat().st_size for p in parts.glob("shard-*.nc")) if ours else 0
     need = max(0, total - kept) + total
     free = shutil.disk_usage(out.parent).free
     if need <= free:

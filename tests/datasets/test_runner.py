@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import h5py
 import numpy as np
@@ -575,6 +576,10 @@ def test_a_run_bigger_than_the_disk_is_refused_before_computing(tmp_path, monkey
     with pytest.raises(PdeforgeError, match=r"make room on that disk \(the finished shards "
                        r"in .*r.nc.parts are kept for this command\)$"):
         generate("darcy", 8, resumed, resolution=12, shard_size=2, progress=False)
+    # shards of another config are not kept for this one (--overwrite discards them)
+    with pytest.raises(PdeforgeError, match="lower --n or --resolution"):
+        generate("darcy", 8, resumed, resolution=8, shard_size=2, progress=False,
+                 overwrite=True)
 
 
 def test_a_partial_run_of_another_config_beside_a_complete_output_is_kept(tmp_path):
@@ -591,6 +596,14 @@ def test_a_partial_run_of_another_config_beside_a_complete_output_is_kept(tmp_pa
     res = generate("darcy", 8, out, resolution=12, shard_size=2, progress=False,
                    overwrite=True)
     assert res.shards_computed == 2 and not parts.exists()
+    # one killed before its first shard left only its manifest: no work, removed
+    parts.mkdir()
+    (parts / "config.json").write_text(json.dumps({"problem": "darcy", "seed": 8}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert generate("darcy", 8, out, resolution=12, shard_size=2,
+                        progress=False).already_complete
+    assert not parts.exists()
 
 
 def test_overwrite_regenerates_a_complete_output_that_no_longer_reads_back(tmp_path):
@@ -619,7 +632,8 @@ def test_another_programs_file_with_a_config_attribute_is_not_taken_for_ours(tmp
         f.attrs["config"] = config
         f["u"] = np.arange(3.0)
     with pytest.raises(PdeforgeError, match="not a pdeforge dataset this run can resume "
-                       r"\(it has no generation config\).*--overwrite"):
+                       r"\(it has no pdeforge generation config: attributes "
+                       r"pdeforge_format and config\).*--overwrite"):
         generate("darcy", 2, out, resolution=8, progress=False)
     with h5py.File(out, "r") as f:
         assert list(f) == ["u"]
@@ -660,6 +674,8 @@ def test_a_complete_output_in_a_read_only_folder_and_a_file_named_like_the_parts
         generate("darcy", 4, tmp_path / "new.nc", resolution=8, progress=False)
     monkeypatch.undo()
     (tmp_path / "ro.nc.parts").write_text("notes")
+    assert generate("darcy", 4, out, resolution=8, shard_size=2,
+                    progress=False).already_complete  # the folder is not needed
     with pytest.raises(PdeforgeError, match=r"ro.nc.parts is a file, where a run keeps its "
                        "shards in a folder of that name; move or delete it"):
         generate("darcy", 4, out, resolution=8, seed=1, progress=False, overwrite=True)
