@@ -85,7 +85,8 @@ class MgConv(nn.Module):
         f_channels: channels of the right-hand side f (the layer's input).
         u_channels: channels of the solution u (the layer's output).
         smoothing: pre-smoothing steps per level, finest first (``smoothing[0] >= 1``).
-        post_smoothing: post-smoothing steps per level on the way up.
+        post_smoothing: post-smoothing steps per level on the way up: one entry for each
+            level but the coarsest (which has no upward pass).
         dim: 1 or 2 spatial dimensions.
         padding_mode: padding of the 3x3 convolutions.
     """
@@ -110,8 +111,11 @@ class MgConv(nn.Module):
             return conv(f_channels, u_channels, 3, padding=1, bias=False, padding_mode=padding_mode)
 
         levels = len(smoothing)
+        if len(post_smoothing) != levels - 1:
+            raise OperatorConfigError(
+                f"mgno: {len(post_smoothing)} post-smoothing entries for {levels} levels; "
+                f"give one for each level but the coarsest ({levels - 1})")
         self.pre = nn.ModuleList()
-        self.post = nn.ModuleList()
         for level in range(levels):
             steps = nn.ModuleList()
             for step in range(smoothing[level]):
@@ -119,11 +123,13 @@ class MgConv(nn.Module):
                 # The very first step has no previous u: u = S f, so it has no A.
                 steps.append(nn.ModuleDict({"S": S()} if first else {"A": A(), "S": S()}))
             self.pre.append(steps)
-            self.post.append(
-                nn.ModuleList(
-                    nn.ModuleDict({"A": A(), "S": S()}) for _ in range(post_smoothing[level])
-                )
-            )
+        # (the coarsest level had post-smoothing weights too, which no upward pass used:
+        # never trained, counted as parameters, and a DDP run stopped on them)
+        self.post = nn.ModuleList(
+            nn.ModuleList(nn.ModuleDict({"A": A(), "S": S()}) for _ in range(steps))
+            for steps in post_smoothing
+        )
+        self._register_load_state_dict_pre_hook(self._drop_unused_post, with_module=False)
         self.restrict_u = nn.ModuleList(
             conv(
                 u_channels,
@@ -154,6 +160,13 @@ class MgConv(nn.Module):
         self.prolong = nn.ModuleList(
             Prolong(u_channels, dim, padding_mode) for _ in range(levels - 1)
         )
+
+    def _drop_unused_post(self, state_dict: dict, prefix: str, *args: object) -> None:
+        """Checkpoints from before hold the coarsest level's unused post-smoothing
+        weights (at index ``levels - 1``): dropped, so that they load."""
+        unused = f"{prefix}post.{len(self.pre) - 1}."
+        for key in [k for k in state_dict if k.startswith(unused)]:
+            del state_dict[key]
 
     @staticmethod
     def _smooth(steps: nn.ModuleList, u: torch.Tensor | None, f: torch.Tensor) -> torch.Tensor:
@@ -196,7 +209,9 @@ class MgNO(Operator):
         levels: grid levels of each V-cycle (the coarsest has ``n / 2**(levels-1)`` points).
         smoothing: pre-smoothing steps per level, an int for every level or a list of
             ``levels`` ints; None means one step per level and two on the coarsest (paper).
-        post_smoothing: post-smoothing steps per level (int or list), 0 in the paper.
+        post_smoothing: post-smoothing steps on the way up, 0 in the paper: an int for every
+            level but the coarsest (it has no upward pass), or a list of ``levels - 1`` ints
+            (or of ``levels`` whose last is 0).
         padding_mode: "zeros" (Dirichlet), "circular" (periodic), "reflect" (Neumann-like)
             or "replicate".
         activation: "gelu", "relu", "tanh" or "silu".
@@ -248,7 +263,7 @@ class MgNO(Operator):
         if bias not in ("constant", "function"):
             raise OperatorConfigError(f"mgno: bias must be 'constant' or 'function', got {bias!r}")
         pre = self._per_level(smoothing, levels, "smoothing")
-        post = self._per_level(post_smoothing, levels, "post_smoothing")
+        post = self._post_levels(post_smoothing, levels)
         if pre[0] < 1:
             raise OperatorConfigError("mgno: smoothing[0] must be >= 1 (the cycle starts u = S f)")
         self.levels = levels
@@ -282,6 +297,23 @@ class MgNO(Operator):
         if len(values) != levels:
             raise OperatorConfigError(
                 f"mgno: {label} has {len(values)} entries but levels={levels}; give one per level"
+            )
+        return values
+
+    @staticmethod
+    def _post_levels(value: int | list[int], levels: int) -> list[int]:
+        """Post-smoothing steps of each level with an upward pass (all but the coarsest)."""
+        if not isinstance(value, list | tuple):
+            return [as_int(value, "mgno: post_smoothing (steps on every level)", least=0)] * (
+                levels - 1)
+        values = [as_int(v, "mgno: every entry of post_smoothing", least=0) for v in value]
+        if len(values) == levels and values and values[-1] == 0:
+            values = values[:-1]  # one per level, the coarsest's 0: as it always is
+        if len(values) != levels - 1:
+            raise OperatorConfigError(
+                f"mgno: post_smoothing has {len(values)} entries but levels={levels}: give "
+                f"one for each level but the coarsest ({levels - 1}; the coarsest has no "
+                "upward pass to smooth on)"
             )
         return values
 

@@ -32,7 +32,7 @@ def test_odd_and_even_grids(n):
 
 
 def test_v_cycle_is_linear_in_f():
-    conv = MgConv(2, 3, [1, 1, 2], [0, 1, 0], dim=2, padding_mode="zeros").double()
+    conv = MgConv(2, 3, [1, 1, 2], [0, 1], dim=2, padding_mode="zeros").double()
     f, g = torch.randn(2, 1, 2, 20, 20, dtype=torch.float64)
     torch.testing.assert_close(conv(2 * f - 3 * g), 2 * conv(f) - 3 * conv(g))
 
@@ -71,7 +71,35 @@ def test_smoothing_options_change_the_structure():
         "mgno", levels=3, smoothing=[2, 1, 1], post_smoothing=1, channels=8, n_layers=1
     )
     per_step = 2 * 9 * 8 * 1  # A and S of one step in layer 1 (f has 1 channel)
-    assert b.count_parameters() - a.count_parameters() == per_step * (1 + 3)
+    # one more pre-smoothing step, one post-smoothing step on each of the two levels
+    # with an upward pass (the coarsest has none)
+    assert b.count_parameters() - a.count_parameters() == per_step * (1 + 2)
+
+
+def test_every_post_smoothing_weight_is_used_and_old_checkpoints_load():
+    """The coarsest level had post-smoothing weights no upward pass used: never trained,
+    counted, and a DDP run stopped on them ("parameters that were not used")."""
+    torch.manual_seed(0)
+    model = operators.build("mgno", levels=3, post_smoothing=1, channels=4, n_layers=2)
+    model(torch.randn(2, 1, 16, 12)).square().mean().backward()
+    unused = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
+    assert unused == []
+    listed = operators.build("mgno", levels=3, post_smoothing=[2, 1, 0], channels=4,
+                             n_layers=1)
+    assert [len(p) for p in listed.convs[0].post] == [2, 1]
+    with pytest.raises(OperatorConfigError, match=r"post_smoothing has 3 entries but "
+                       r"levels=3: give one for each level but the coarsest \(2"):
+        operators.build("mgno", levels=3, post_smoothing=[1, 1, 1])
+    # a state dict saved with the coarsest level's weights (post.2) loads, strictly
+    old = dict(model.state_dict())
+    for layer in range(2):
+        for name in ("A", "S"):
+            old[f"convs.{layer}.post.2.0.{name}.weight"] = torch.zeros(4, 4, 3, 3)
+    fresh = operators.build("mgno", levels=3, post_smoothing=1, channels=4, n_layers=2)
+    fresh.load_state_dict(old)
+    x = torch.randn(1, 1, 16, 12)
+    with torch.no_grad():
+        assert torch.equal(fresh(x), model(x))
 
 
 def test_residual_restriction_adds_one_convolution_per_coarse_level():
