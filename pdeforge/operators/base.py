@@ -56,8 +56,32 @@ def _jsonable(value: Any) -> Any:
     )
 
 
+#: constructor arguments that are sizes or counts: positive integers (or lists of them)
+POSITIVE = {"in_channels", "out_channels", "dim", "n_modes", "hidden_channels", "n_layers",
+            "width", "n_stages",
+            "num_tokens", "num_basis", "heads", "patch_size", "channels", "basis",
+            "bias_resolution", "branch_layers", "cnn_channels", "trunk_layers", "pod_modes"}
+
+
+def _positive_ints(model: str, key: str, value: Any) -> Any:
+    """A size or count (or a list of them) as ints >= 1 (:func:`as_int`), or an
+    :class:`OperatorConfigError` naming the operator and the argument."""
+    try:
+        if isinstance(value, list | tuple):
+            return type(value)(as_int(v, key) for v in value)
+        return as_int(value, key)
+    except OperatorConfigError:
+        raise OperatorConfigError(
+            f"{model}: {key} must be a positive integer (or a list of them), got {value!r}"
+        ) from None
+
+
 def records_config(init: F) -> F:
-    """Decorate ``__init__`` so that ``self.config`` holds every argument, defaults included."""
+    """Decorate ``__init__`` so that ``self.config`` holds every argument, defaults included,
+    and the sizes and counts given (:data:`POSITIVE`) are positive integers: a zero-width
+    layer built and predicted zeros; an integral float (64.0, from a YAML or JSON sweep) or
+    a numpy number is taken as an int. Checked here, not only in ``operators.build``, so
+    that a class constructed directly is checked alike."""
     signature = inspect.signature(init)
 
     @functools.wraps(init)
@@ -68,7 +92,11 @@ def records_config(init: F) -> F:
             raise OperatorConfigError(f"{type(self).__name__}: {exc}") from None
         for key, value in bound.arguments.items():
             if key != "self":
-                bound.arguments[key] = plain(value)
+                value = plain(value)
+                if key in POSITIVE and value is not None:
+                    value = _positive_ints(getattr(self, "name", "") or type(self).__name__,
+                                           key, value)
+                bound.arguments[key] = value
         init(*bound.args, **bound.kwargs)
         bound.apply_defaults()
         self.config = {k: _jsonable(v) for k, v in bound.arguments.items() if k != "self"}

@@ -21,6 +21,7 @@ and has no CNN branch on a grid interface, hence this implementation.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -45,6 +46,15 @@ def mlp(sizes: list[int], activation: str, last_activation: bool) -> nn.Sequenti
         if i < len(sizes) - 2 or last_activation:
             layers.append(ACTIVATIONS[activation]())
     return nn.Sequential(*layers)
+
+
+def _widths(value: Any, name: str) -> list[int]:
+    """Layer widths: a list of positive integers (a bare 128 was a TypeError deep in the
+    constructor)."""
+    if not isinstance(value, list | tuple):
+        raise OperatorConfigError(f"{name} must be a list of layer widths, e.g. [128, 128], "
+                                  f"got {value!r}")
+    return [as_int(v, f"every entry of {name}") for v in value]
 
 
 def _interp_mode(dim: int) -> str:
@@ -144,6 +154,10 @@ class DeepONet(Operator):
             raise OperatorConfigError(
                 f"deeponet: activation {activation!r} is not one of {tuple(ACTIVATIONS)}"
             )
+        branch_layers, cnn_channels, trunk_layers = (
+            _widths(value, f"deeponet: {name}") for value, name in (
+                (branch_layers, "branch_layers"), (cnn_channels, "cnn_channels"),
+                (trunk_layers, "trunk_layers")))
         default_sensors = 128 if dim == 1 else 64
         self.sensors = as_tuple(default_sensors if sensors is None else sensors, dim,
                                 "deeponet: sensors (points per axis)", least=2)

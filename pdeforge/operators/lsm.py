@@ -180,6 +180,10 @@ class LSM(Operator):
     ) -> None:
         super().__init__()
         self._init_io(in_channels, out_channels, dim)
+        if not isinstance(positional_embedding, bool):
+            # (any truthy value, "no" included, turned the coordinates on)
+            raise OperatorConfigError(f"lsm: positional_embedding must be True or False, got "
+                                      f"{positional_embedding!r}")
         if not isinstance(width, int) or width < heads or width % heads:
             raise OperatorConfigError(
                 f"lsm: width must be a positive multiple of heads={heads}, got {width!r}"
@@ -195,6 +199,7 @@ class LSM(Operator):
         if len(patch) != dim or min(patch) < 1:
             raise OperatorConfigError(f"lsm: patch_size must be >= 1 per axis, got {patch_size!r}")
         self.n_stages = n_stages
+        self.norm = norm
         self.positional_embedding = positional_embedding
         conv = layer_for("Conv", dim)
         # Encoder widths d, 2d, ..., 2^(n-1) d, then the bottom repeats the last width.
@@ -241,6 +246,16 @@ class LSM(Operator):
             )
         if x.shape[0] == 0:
             return self.empty_output(x)
+        coarsest = [n // 2**self.n_stages for n in x.shape[2:]]
+        if self.training and self.norm == "batch" and x.shape[0] * math.prod(coarsest) < 2:
+            # (torch's own error: "Expected more than 1 value per channel when training")
+            raise OperatorInputError(
+                f"lsm with norm='batch' normalises over the batch and the points of its "
+                f"coarsest level ({'x'.join(map(str, coarsest))} here), which needs more "
+                f"than one value in training: a batch of {x.shape[0]} on a "
+                f"{'x'.join(map(str, x.shape[2:]))} grid has one; use a larger batch (in "
+                "training, a --data.batch_size that leaves no last batch of one sample), "
+                "norm='group', fewer n_stages or a finer grid")
         if self.positional_embedding:
             grid = (unit_grid(x.shape[2:], device=x.device, dtype=x.dtype)
                     if coordinates is None else check_coordinates("lsm", coordinates, x))

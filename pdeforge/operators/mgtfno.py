@@ -35,7 +35,9 @@ from pdeforge.operators.base import (
     Operator,
     OperatorConfigError,
     OperatorInputError,
+    as_int,
     crop,
+    is_finite_number,
     pad_to_multiple,
     real_numel,
     records_config,
@@ -120,14 +122,16 @@ class MGTFNO(NeuralopWrapper, Operator):
     ) -> None:
         super().__init__()
         self._init_io(in_channels, out_channels, dim)
-        if not isinstance(levels, int) or levels < 0:
-            raise OperatorConfigError(f"mgtfno: levels must be an integer >= 0, got {levels!r}")
-        if not (0 <= padding_fraction < 0.5):
+        # (as_int takes 2.0 from a YAML file and refuses True; a text or None fraction
+        # or rank was a TypeError from the comparison)
+        levels = as_int(levels, "mgtfno: levels", least=0)
+        if not (is_finite_number(padding_fraction) and 0 <= padding_fraction < 0.5):
             raise OperatorConfigError(
-                f"mgtfno: padding_fraction must be in [0, 0.5), got {padding_fraction!r}"
+                f"mgtfno: padding_fraction must be a number in [0, 0.5), got "
+                f"{padding_fraction!r}"
             )
-        if factorization is not None and not (0 < rank <= 1):
-            raise OperatorConfigError(f"mgtfno: rank must be in (0, 1], got {rank!r}")
+        if factorization is not None and not (is_finite_number(rank) and 0 < rank <= 1):
+            raise OperatorConfigError(f"mgtfno: rank must be a number in (0, 1], got {rank!r}")
         self.levels = levels
         self.padding_fraction = padding_fraction
         self._dense_kwargs = dict(

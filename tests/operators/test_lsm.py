@@ -41,6 +41,28 @@ def test_bad_options():
     model = operators.build("lsm", n_stages=4)
     with pytest.raises(OperatorInputError, match="at least 16 points"):
         model(torch.randn(1, 1, 12, 12))
+    # any truthy value ("no" included) turned the coordinates on; heads=0 divided by 0
+    with pytest.raises(OperatorConfigError, match="positional_embedding must be True or "
+                                                  "False, got 'no'"):
+        operators.build("lsm", positional_embedding="no")
+    from pdeforge.operators.lsm import LSM
+
+    with pytest.raises(OperatorConfigError, match="heads must be a positive integer"):
+        LSM(heads=0)
+
+
+@pytest.mark.parametrize("dim, shape", [(2, (1, 1, 4, 5)), (1, (1, 1, 7))])
+def test_batch_norm_with_one_value_per_channel_is_explained(dim, shape):
+    """Training with norm='batch' on a batch of one whose coarsest level is one point
+    ended in torch's "Expected more than 1 value per channel when training"."""
+    torch.manual_seed(0)
+    model = operators.build("lsm", dim=dim, norm="batch", width=8, heads=4, n_stages=2)
+    with pytest.raises(OperatorInputError, match=r"norm='batch' .* coarsest level \(1"
+                       r".*a batch of 1 .*norm='group'"):
+        model.train()(torch.randn(*shape))
+    assert model.train()(torch.randn(2, *shape[1:])).shape == (2, *shape[1:])
+    with torch.no_grad():  # evaluation uses the running statistics: one sample is fine
+        assert model.eval()(torch.randn(*shape)).shape == shape
 
 
 @pytest.mark.parametrize("shape", [(16, 16), (17, 20)])

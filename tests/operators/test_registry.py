@@ -53,10 +53,27 @@ def test_names_match_in_any_case_and_with_separators():
     ("deeponet", {"sensors": 2.5}, "sensors .* got 2.5"),
     ("deeponet", {"pod_modes": 2, "pod_shape": -4}, "pod_shape must be an integer >= 1"),
     ("deeponet", {"pod_modes": 2, "pod_shape": 0}, "pod_shape must be an integer >= 1"),
+    # (a TypeError from the comparison, a TypeError deep in the constructor, True taken)
+    ("mgtfno", {"padding_fraction": "0.1"}, "padding_fraction must be a number in"),
+    ("mgtfno", {"padding_fraction": None}, "padding_fraction must be a number in"),
+    ("mgtfno", {"rank": "0.1"}, r"rank must be a number in \(0, 1\], got '0.1'"),
+    ("mgtfno", {"levels": True}, "levels must be an integer >= 0, got True"),
+    ("deeponet", {"branch_layers": 128}, r"branch_layers must be a list of layer widths, "
+                                         r"e.g. \[128, 128\], got 128"),
+    ("deeponet", {"trunk_layers": [64, 0]}, "trunk_layers must be a positive integer"),
 ])
 def test_bad_sizes_and_options_are_refused_by_name(name, kwargs, message):
     with pytest.raises(OperatorConfigError, match=message):
         operators.build(name, **kwargs)
+
+
+@pytest.mark.parametrize(("name", "kwargs"), [("fno", {"n_layers": 0}),
+                                              ("lsm", {"heads": 0}),
+                                              ("mgno", {"channels": 0})])
+def test_a_class_constructed_directly_checks_its_sizes_as_build_does(name, kwargs):
+    # (FNO(n_layers=0) built; LSM(heads=0) divided by zero)
+    with pytest.raises(OperatorConfigError, match=f"{next(iter(kwargs))} must be a positive"):
+        operators.get(name)(**kwargs)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -177,7 +194,7 @@ def test_to_a_dtype_keeps_the_spectral_weights(name):
 @pytest.mark.parametrize(("name", "kwargs"), [
     ("mgno", {"levels": 3.0, "channels": 8.0, "n_layers": 2.0}),
     ("fno", {"hidden_channels": 8.0, "n_modes": [8.0, 8.0]}),
-    ("mgtfno", {"hidden_channels": 8.0}),
+    ("mgtfno", {"levels": 1.0, "hidden_channels": 8.0}),
     ("lsm", {"width": 16.0}),
     ("deeponet", {"basis": 16.0}),
 ])
