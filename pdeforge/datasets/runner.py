@@ -646,8 +646,18 @@ def _run_locked(
     flagged: list[int] = []
     try:
         def store(j: int, block: Mapping[str, np.ndarray]) -> None:
-            start = ranges[j][0]
+            start, stop = ranges[j]
             block = _flag_unstorable(prob, config, block, start, flagged)
+            # a shard is stored uncompressed: its size is known. HDF5 crashes the process
+            # (exit 139, after the error below) when the disk fills under a write, so a
+            # disk filled since the run began is refused before writing
+            need = _shard_bytes(prob, config, stop - start)
+            free = shutil.disk_usage(parts).free
+            if free < need:
+                raise PdeforgeError(
+                    f"cannot write shard {j} to {parts}: about {_size(need)} needed, "
+                    f"{_size(free)} free (the disk filled up during the run); make room; "
+                    f"{_what_was_kept(parts)}")
             try:
                 _write_shard(parts / _SHARD_NAME.format(j), prob, config, text, start, block)
             except (OSError, RuntimeError) as exc:  # a full disk, a read-only folder, ...
@@ -705,7 +715,7 @@ def _run_locked(
 
     # the output is written next to the shards before they are removed: it needs about
     # their size again (a full disk during the merge ended in a crash of HDF5, exit 139)
-    need = 1.1 * sum(p.stat().st_size for p in parts.glob("shard-*.nc")) + (16 << 20)
+    need = 1.1 * sum(p.stat().st_size for p in parts.glob("shard-*.nc")) + ASSEMBLY_MARGIN
     free = shutil.disk_usage(out.parent).free
     if free < need:
         raise PdeforgeError(
@@ -733,6 +743,21 @@ def bytes_per_sample(prob: ProblemFamily, config: Mapping[str, Any]) -> int:
                for shape, dtype in _shard_layout(prob, config, 1).values())
 
 
+#: free bytes the assembly asks for besides the output's size (the netCDF headers, HDF5's
+#: metadata; a full disk during the merge ended in a crash of HDF5)
+ASSEMBLY_MARGIN = 16 << 20
+
+#: HDF5's bytes besides the data of each variable of a shard (its headers, chunk index and
+#: checksums): measured 3.3-3.9 KiB a variable for darcy, thermal and nlse shards of 1 to
+#: 64 samples, taken as 5 KiB
+SHARD_OVERHEAD = 5 << 10
+
+
+def _shard_bytes(prob: ProblemFamily, config: Mapping[str, Any], n: int) -> int:
+    """About the size of a shard of ``n`` samples (stored uncompressed), a little over."""
+    return bytes_per_sample(prob, config) * n + SHARD_OVERHEAD * len(prob.variables())
+
+
 def _check_room(prob: ProblemFamily, config: Mapping[str, Any], out: Path) -> None:
     """Refuse a run whose data cannot fit on the output's disk before computing any of it.
 
@@ -749,7 +774,9 @@ def _check_room(prob: ProblemFamily, config: Mapping[str, Any], out: Path) -> No
     # run without it is refused for them)
     ours = parts.is_dir() and _partial_config(parts)[0] == config
     kept = sum(p.stat().st_size for p in parts.glob("shard-*.nc")) if ours else 0
-    need = max(0, total - kept) + total
+    shards = total + -(-config["n_samples"] // config["shard_size"]) * _shard_bytes(
+        prob, config, 0)  # (each shard's HDF5 overhead: 26 KiB against a 2 KiB estimate)
+    need = max(0, shards - kept) + total + ASSEMBLY_MARGIN
     free = shutil.disk_usage(out.parent).free
     if need <= free:
         return

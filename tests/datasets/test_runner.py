@@ -451,8 +451,12 @@ def test_file_system_errors_and_stale_parts_get_clear_handling(tmp_path, monkeyp
     monkeypatch.undo()
     assert len(list(parts.glob("shard-*.nc"))) == 2
     real_usage = runner.shutil.disk_usage
-    monkeypatch.setattr(runner.shutil, "disk_usage",
-                        lambda p: real_usage(p)._replace(free=1 << 20))
+
+    def filled_when_all_shards_are_there(path):  # another program fills the disk
+        done = len(list(parts.glob("shard-*.nc"))) == 4
+        return real_usage(path)._replace(free=1 << 20) if done else real_usage(path)
+
+    monkeypatch.setattr(runner.shutil, "disk_usage", filled_when_all_shards_are_there)
     with pytest.raises(PdeforgeError, match="not enough free space to assemble"):
         generate("darcy", 8, out, resolution=12, shard_size=2, progress=False)
     monkeypatch.undo()
@@ -547,6 +551,13 @@ def test_the_room_a_run_asks_for_is_the_data_it_writes(tmp_path, problem, resolu
     with h5py.File(out, "r") as f:
         stored = sum(f[s.name].size * f[s.name].dtype.itemsize for s in prob.variables())
     assert runner.bytes_per_sample(prob, config) * 3 == stored
+    # a shard (uncompressed, with HDF5's headers and checksums) fits in what a run asks
+    # the disk for before writing it, within 2x (the estimate was 2 KiB for 26 KiB)
+    text = runner.config_json(config)
+    shard = tmp_path / "shard.nc"
+    runner._write_shard(shard, prob, config, text, 0, runner._compute_shard(text, 0, 3))
+    assert shard.stat().st_size <= runner._shard_bytes(prob, config, 3) <= (
+        2 * shard.stat().st_size)
 
 
 def test_a_run_bigger_than_the_disk_is_refused_before_computing(tmp_path, monkeypatch):
@@ -564,9 +575,12 @@ def test_a_run_bigger_than_the_disk_is_refused_before_computing(tmp_path, monkey
     with pytest.raises(PdeforgeError, match=r"take about [0-9.]+ KiB .* has 4.0 KiB free"):
         generate("darcy", 4, out, resolution=8, progress=False)
     # compressed output may fit where the estimate does not: a warning, and the run goes
-    # on to the assembly's own check of the shards it wrote
+    # on to the check before each (uncompressed) shard is written (HDF5 crashed the
+    # process when the disk filled under a write)
     with pytest.warns(UserWarning, match="uncompressed; --compression gzip may shrink it"), \
-            pytest.raises(PdeforgeError, match="not enough free space to assemble"):
+            pytest.raises(PdeforgeError, match=r"cannot write shard 0 .*: about [0-9.]+ KiB "
+                          r"needed, 4.0 KiB free \(the disk filled up during the run\); make room; "
+                          "no shard had finished"):
         generate("darcy", 4, out, resolution=8, compression="gzip", progress=False)
     # a resumed run is told to make room, not to lower --n (which discards its shards)
     monkeypatch.undo()
