@@ -228,3 +228,21 @@ def test_energy_drift_is_relative_to_the_energy_terms_not_to_a_vanishing_energy(
     assert abs(energy) < 1e-9 * scale  # the terms cancel
     drift = _drifts(np.stack([psi0, psi0 * (1 + eps)])[None], length, True)["energy"][0]
     assert 0 < drift <= 4 * eps * (1 + eps) ** 3
+
+
+def test_the_resolution_is_checked_between_sparse_output_times():
+    """With 2 output times over t = 2, a focusing peak between them went unseen: F = 4 was
+    taken as resolving, and the stored end state was 2.7e-6 off (relative) the one stored
+    with 41 outputs (F = 8), against resolution_tol 1e-8 (a review's 16x finer solve
+    agreed with the latter to 1e-10)."""
+    sparse = build_problem("nlse", 256, t_end=2.0, n_times=2, initial="smooth")
+    times, outputs = sparse.check_times()
+    assert len(times) - 1 >= 32 and np.array_equal(times[outputs], sparse.times())
+    dense = build_problem("nlse", 256, t_end=2.0, n_times=41, initial="smooth")
+    assert np.array_equal(dense.check_times()[0], dense.times())  # enough outputs already
+    a, b = sparse.generate(0, [0]), dense.generate(0, [0])
+    assert a["converged"].all() and a["oversample"][0] == b["oversample"][0]
+    end_a = a["psi_re"][0, -1] + 1j * a["psi_im"][0, -1]
+    end_b = b["psi_re"][0, -1] + 1j * b["psi_im"][0, -1]
+    assert np.abs(end_a - end_b).max() < 1e-9 * np.abs(end_b).max()
+    assert a["psi_re"].shape == (1, 2, 256)
