@@ -740,10 +740,16 @@ def test_query_skips_failed_samples_whose_inputs_are_nan(trained, darcy16, tmp_p
     assert run_pdeforge("check", out).returncode == 0
     with open_dataset(out) as q, open_dataset(ref) as r:
         assert q.converged.values.tolist() == [i != 2 for i in range(q.sizes["sample"])]
+        assert q.converged.attrs["long_name"].startswith("predicted by the surrogate")
         assert np.isnan(q.solution.values[2]).all()
         keep = [i for i in range(q.sizes["sample"]) if i != 2]
         np.testing.assert_allclose(q.solution.values[keep], r.solution.values[keep],
                                    rtol=1e-6)
+    # evaluate leaves the sample out of its metrics, and now says so (it did not)
+    with pytest.warns(UserWarning, match=r"1 of 24 samples of .*failed.nc are marked not "
+                      r"converged .* left out of the metrics"):
+        scored = evaluate(trained[1], failed, device="cpu", progress=False)
+    assert (scored["n_samples"], scored["n_not_converged"]) == (23, 1)
     with h5py.File(failed, "r+") as f:
         f["converged"][2] = 1
     proc = run_pdeforge("query", trained[1], "--input", failed, "--out", tmp_path / "x.nc")

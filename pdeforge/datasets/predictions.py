@@ -10,6 +10,7 @@ name, and it passes ``pdeforge check``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,10 @@ def write_predictions(
             else:
                 specs.append(VarSpec(str(name), tuple(extra_dims), role, "float32", attrs))
             block[str(name)] = np.asarray(var.transpose(SAMPLE, *extra_dims).values)
-    specs += diagnostic_specs()
+    # (said of the surrogate: "solver converged" read as if a solver had run and agreed)
+    specs += [dataclasses.replace(spec, attrs={
+        "long_name": "predicted by the surrogate (not whether any solver converged)"})
+        if spec.name == "converged" else spec for spec in diagnostic_specs()]
     block["converged"] = (np.ones(n, dtype=bool) if converged is None
                           else np.asarray(converged, dtype=bool))
     block["solve_seconds"] = np.full(n, seconds_per_sample)
