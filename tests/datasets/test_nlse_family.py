@@ -175,7 +175,7 @@ def test_solve_inputs_reproduces_the_stored_trajectories():
 def test_the_warning_about_unresolved_samples_says_why_and_what_to_change(tmp_path):
     path = tmp_path / "coarse.nc"
     with pytest.warns(UserWarning, match=r"did not converge .*spectral_tail > "
-                      r"--resolution-tol.*raise --resolution"):
+                      r"--resolution-tol.*try --oversample auto.*raise --resolution"):
         generate("nlse", 2, path, resolution=16, seed=0, progress=False,
                  options={**OPTIONS, "eta_max": 3.0, "eta_min": 2.5, "initial": "solitons"})
 
