@@ -45,6 +45,7 @@ def test_the_mask_of_the_nonlinear_term_can_be_switched_off(tmp_path):
     report = json.loads(next(tmp_path.glob("*_report.json")).read_text())
     assert report["dealias"] is False and report["filter_strength"] is None
     assert report["energy_drift"] < 1e-9 and report["max_error_vs_exact"] < 1e-6
+    assert 0 < report["energy_drift_scaled"] <= report["energy_drift"]  # |E0| < its terms
     bad = run_cli("nlse", "soliton", "--out-dir", tmp_path, "--filter-strength", "-1")
     assert bad.returncode != 0 and "--filter-strength must be a number >= 0 (0: no filter), " \
         "got -1" in bad.stderr, bad.stderr
