@@ -1128,3 +1128,27 @@ def test_data_in_other_units_than_the_trainings_are_named(trained, data, darcy16
     with pytest.warns(UserWarning, match=r"pa_darcy16.nc: units differ from .*/darcy16.nc: "
                       r"'solution' is in 'Pa', in '1' there"):
         OperatorDataModule(path=str(darcy16), val_path=str(tmp_path / "pa_darcy16.nc"))
+
+
+def test_an_mgno_checkpoint_with_the_coarsest_post_smoothing_weights_still_loads(
+        darcy16, tmp_path):
+    """Before, MgNO built post-smoothing weights on the coarsest level (never used) and
+    its config listed one entry per level: such checkpoints were refused (a config
+    error, or 'weights do not fit ... altered') once the weights were dropped."""
+    from pdeforge.train.checkpoint import load_module
+
+    cli = _fit_tiny(darcy16, tmp_path, "mgno", '{"channels": 4, "n_layers": 1, "levels": 3, '
+                    '"post_smoothing": 1}')
+    path = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(path, weights_only=True)
+    for name in ("A", "S"):  # as the earlier version saved them
+        checkpoint["state_dict"][f"operator.convs.0.post.2.0.{name}.weight"] = torch.zeros(
+            4, 4, 3, 3)
+    checkpoint["pdeforge"]["operator_config"]["post_smoothing"] = [1, 1, 1]
+    checkpoint["hyper_parameters"]["model_kwargs"]["post_smoothing"] = [1, 1, 1]
+    old = tmp_path / "old.ckpt"
+    torch.save(checkpoint, old)
+    load_module(old, "cpu")
+    x = np.random.default_rng(0).random((2, 1, 16, 16))
+    np.testing.assert_array_equal(Surrogate.load(old, device="cpu").predict(x).solution.values,
+                                  Surrogate.load(path, device="cpu").predict(x).solution.values)

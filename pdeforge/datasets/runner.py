@@ -715,7 +715,7 @@ def _run_locked(
 
     # the output is written next to the shards before they are removed: it needs about
     # their size again (a full disk during the merge ended in a crash of HDF5, exit 139)
-    need = 1.1 * sum(p.stat().st_size for p in parts.glob("shard-*.nc")) + ASSEMBLY_MARGIN
+    need = _assembly_need(sum(p.stat().st_size for p in parts.glob("shard-*.nc")))
     free = shutil.disk_usage(out.parent).free
     if free < need:
         raise PdeforgeError(
@@ -753,6 +753,13 @@ ASSEMBLY_MARGIN = 16 << 20
 SHARD_OVERHEAD = 5 << 10
 
 
+def _assembly_need(shard_bytes: float) -> float:
+    """Free bytes the assembly of shards of ``shard_bytes`` asks for (the output beside
+    them: their size, 10 % and ASSEMBLY_MARGIN more); the start of a run asks for the
+    same, so that a run it lets start is not refused after computing every shard."""
+    return 1.1 * shard_bytes + ASSEMBLY_MARGIN
+
+
 def _shard_bytes(prob: ProblemFamily, config: Mapping[str, Any], n: int) -> int:
     """About the size of a shard of ``n`` samples (stored uncompressed), a little over."""
     return bytes_per_sample(prob, config) * n + SHARD_OVERHEAD * len(prob.variables())
@@ -776,7 +783,7 @@ def _check_room(prob: ProblemFamily, config: Mapping[str, Any], out: Path) -> No
     kept = sum(p.stat().st_size for p in parts.glob("shard-*.nc")) if ours else 0
     shards = total + -(-config["n_samples"] // config["shard_size"]) * _shard_bytes(
         prob, config, 0)  # (each shard's HDF5 overhead: 26 KiB against a 2 KiB estimate)
-    need = max(0, shards - kept) + total + ASSEMBLY_MARGIN
+    need = max(0, shards - kept) + _assembly_need(shards)
     free = shutil.disk_usage(out.parent).free
     if need <= free:
         return

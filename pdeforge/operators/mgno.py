@@ -26,7 +26,9 @@ No library ships MgNO (neuraloperator does not), hence this implementation.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -129,7 +131,6 @@ class MgConv(nn.Module):
             nn.ModuleList(nn.ModuleDict({"A": A(), "S": S()}) for _ in range(steps))
             for steps in post_smoothing
         )
-        self._register_load_state_dict_pre_hook(self._drop_unused_post, with_module=False)
         self.restrict_u = nn.ModuleList(
             conv(
                 u_channels,
@@ -160,13 +161,6 @@ class MgConv(nn.Module):
         self.prolong = nn.ModuleList(
             Prolong(u_channels, dim, padding_mode) for _ in range(levels - 1)
         )
-
-    def _drop_unused_post(self, state_dict: dict, prefix: str, *args: object) -> None:
-        """Checkpoints from before hold the coarsest level's unused post-smoothing
-        weights (at index ``levels - 1``): dropped, so that they load."""
-        unused = f"{prefix}post.{len(self.pre) - 1}."
-        for key in [k for k in state_dict if k.startswith(unused)]:
-            del state_dict[key]
 
     @staticmethod
     def _smooth(steps: nn.ModuleList, u: torch.Tensor | None, f: torch.Tensor) -> torch.Tensor:
@@ -211,7 +205,7 @@ class MgNO(Operator):
             ``levels`` ints; None means one step per level and two on the coarsest (paper).
         post_smoothing: post-smoothing steps on the way up, 0 in the paper: an int for every
             level but the coarsest (it has no upward pass), or a list of ``levels - 1`` ints
-            (or of ``levels`` whose last is 0).
+            (a list of ``levels``, as earlier versions took, has its last entry ignored).
         padding_mode: "zeros" (Dirichlet), "circular" (periodic), "reflect" (Neumann-like)
             or "replicate".
         activation: "gelu", "relu", "tanh" or "silu".
@@ -307,8 +301,10 @@ class MgNO(Operator):
             return [as_int(value, "mgno: post_smoothing (steps on every level)", least=0)] * (
                 levels - 1)
         values = [as_int(v, "mgno: every entry of post_smoothing", least=0) for v in value]
-        if len(values) == levels and values and values[-1] == 0:
-            values = values[:-1]  # one per level, the coarsest's 0: as it always is
+        if len(values) == levels:
+            # one per level, as configs and checkpoints from before gave it: the
+            # coarsest's entry was never used (it has no upward pass)
+            values = values[:-1]
         if len(values) != levels - 1:
             raise OperatorConfigError(
                 f"mgno: post_smoothing has {len(values)} entries but levels={levels}: give "
@@ -316,6 +312,17 @@ class MgNO(Operator):
                 "upward pass to smooth on)"
             )
         return values
+
+    def upgrade_state_dict(self, state: dict, prefix: str = "") -> None:
+        """Checkpoints from before held the coarsest level's post-smoothing weights
+        (``convs.<i>.post.<levels - 1>``), which no upward pass used: dropped."""
+        unused = re.compile(re.escape(prefix) + rf"convs\.\d+\.post\.{self.levels - 1}\.")
+        for key in [k for k in state if unused.match(k)]:
+            del state[key]
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
+        self.upgrade_state_dict(state_dict, prefix)  # (load_state_dict of an old one)
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     @property
     def min_size(self) -> int:

@@ -454,6 +454,8 @@ class OperatorModule(pl.LightningModule):
                     f"--data.split_seed {before['split_seed']})", stacklevel=2)
         self.data_info = before
         self._metrics_grid()
+        if isinstance(checkpoint.get("state_dict"), dict):  # (an earlier pdeforge's names)
+            self.operator.upgrade_state_dict(checkpoint["state_dict"], "operator.")
         self._check_state(checkpoint.get("state_dict"))
 
     def _metrics_grid(self) -> None:

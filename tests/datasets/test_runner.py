@@ -694,3 +694,31 @@ def test_a_complete_output_in_a_read_only_folder_and_a_file_named_like_the_parts
                        "shards in a folder of that name; move or delete it"):
         generate("darcy", 4, out, resolution=8, seed=1, progress=False, overwrite=True)
     assert (tmp_path / "ro.nc.parts").read_text() == "notes"
+
+
+def test_a_run_the_start_lets_begin_is_not_refused_at_assembly(tmp_path, monkeypatch):
+    """The start asked for the shards and the output, the assembly for 10 % and 16 MiB
+    more: a run given the least room the start accepted computed every shard, then was
+    refused (a review's bisection: 1.7 % short)."""
+    out = tmp_path / "d.nc"
+    prob, config = runner.resolve_config("darcy", 16, resolution=16, shard_size=4)
+    real = runner.shutil.disk_usage
+
+    def disk(free0):  # a disk with free0 bytes before the run, less what it wrote
+        def usage(path):
+            used = sum(p.stat().st_size for p in tmp_path.rglob("*") if p.is_file())
+            return real(path)._replace(free=free0 - used)
+        return usage
+
+    lo, hi = 0, 1 << 30  # the least room the start accepts
+    while hi - lo > 256:
+        mid = (lo + hi) // 2
+        monkeypatch.setattr(runner.shutil, "disk_usage", disk(mid))
+        try:
+            runner._check_room(prob, config, out)
+            hi = mid
+        except PdeforgeError:
+            lo = mid
+    monkeypatch.setattr(runner.shutil, "disk_usage", disk(hi))
+    res = generate("darcy", 16, out, resolution=16, shard_size=4, progress=False)
+    assert res.n_samples == 16 and out.exists()

@@ -87,9 +87,13 @@ def test_every_post_smoothing_weight_is_used_and_old_checkpoints_load():
     listed = operators.build("mgno", levels=3, post_smoothing=[2, 1, 0], channels=4,
                              n_layers=1)
     assert [len(p) for p in listed.convs[0].post] == [2, 1]
-    with pytest.raises(OperatorConfigError, match=r"post_smoothing has 3 entries but "
+    # one entry per level, as configs from before gave it: the coarsest's is not used
+    old_style = operators.build("mgno", levels=3, post_smoothing=[2, 1, 5], channels=4,
+                                n_layers=1)
+    assert [len(p) for p in old_style.convs[0].post] == [2, 1]
+    with pytest.raises(OperatorConfigError, match=r"post_smoothing has 1 entries but "
                        r"levels=3: give one for each level but the coarsest \(2"):
-        operators.build("mgno", levels=3, post_smoothing=[1, 1, 1])
+        operators.build("mgno", levels=3, post_smoothing=[1])
     # a state dict saved with the coarsest level's weights (post.2) loads, strictly
     old = dict(model.state_dict())
     for layer in range(2):
