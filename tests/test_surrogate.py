@@ -1132,23 +1132,55 @@ def test_data_in_other_units_than_the_trainings_are_named(trained, data, darcy16
 
 def test_an_mgno_checkpoint_with_the_coarsest_post_smoothing_weights_still_loads(
         darcy16, tmp_path):
-    """Before, MgNO built post-smoothing weights on the coarsest level (never used) and
-    its config listed one entry per level: such checkpoints were refused (a config
-    error, or 'weights do not fit ... altered') once the weights were dropped."""
+    """Before, MgNO built post-smoothing weights on the coarsest level (never used): such
+    checkpoints were refused ('weights do not fit ... altered') once the weights were
+    dropped, and a run resumed from one by torch (the optimizer's state held them)."""
     from pdeforge.train.checkpoint import load_module
 
-    cli = _fit_tiny(darcy16, tmp_path, "mgno", '{"channels": 4, "n_layers": 1, "levels": 3, '
-                    '"post_smoothing": 1}')
+    kwargs = '{"channels": 4, "n_layers": 1, "levels": 3, "post_smoothing": 1}'
+    cli = _fit_tiny(darcy16, tmp_path, "mgno", kwargs)
     path = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    new = torch.load(path, weights_only=True)
+    # as the earlier version saved it: the coarsest level's weights after the other
+    # post-smoothing ones, in the weights and in the optimizer's state (AdamW's moments)
     checkpoint = torch.load(path, weights_only=True)
-    for name in ("A", "S"):  # as the earlier version saved them
-        checkpoint["state_dict"][f"operator.convs.0.post.2.0.{name}.weight"] = torch.zeros(
-            4, 4, 3, 3)
-    checkpoint["pdeforge"]["operator_config"]["post_smoothing"] = [1, 1, 1]
-    checkpoint["hyper_parameters"]["model_kwargs"]["post_smoothing"] = [1, 1, 1]
-    old = tmp_path / "old.ckpt"
+    last = "operator.convs.0.post.1.0.S.weight"
+    dead = [f"operator.convs.0.post.2.0.{name}.weight" for name in ("A", "S")]
+    state, weights = {}, checkpoint["state_dict"]
+    for key in weights:
+        state[key] = weights[key]
+        if key == last:
+            state.update({k: torch.full((4, 4, 3, 3), 7.0) for k in dead})
+    checkpoint["state_dict"] = state
+    opt = checkpoint["optimizer_states"][0]
+    names = [k for k in weights if k in dict(cli.model.named_parameters())]
+    at = names.index(last) + 1
+    moments = [opt["state"][i] for i in range(len(names))]
+    fake = {"step": moments[0]["step"], "exp_avg": torch.full((4, 4, 3, 3), 7.0),
+            "exp_avg_sq": torch.full((4, 4, 3, 3), 7.0)}
+    moments[at:at] = [fake, fake]
+    opt["state"] = dict(enumerate(moments))
+    opt["param_groups"][0]["params"] = list(range(len(moments)))
+    old = tmp_path / "old.ckpt"  # (a per-level list config: tests/operators/test_mgno.py)
     torch.save(checkpoint, old)
     load_module(old, "cpu")
     x = np.random.default_rng(0).random((2, 1, 16, 16))
     np.testing.assert_array_equal(Surrogate.load(old, device="cpu").predict(x).solution.values,
                                   Surrogate.load(path, device="cpu").predict(x).solution.values)
+    # each weight gets its own moments back (a resume was refused: "a parameter group
+    # that doesn't match the size of optimizer's group")
+    cli.model.on_load_checkpoint(checkpoint)
+    upgraded, saved = checkpoint["optimizer_states"][0], new["optimizer_states"][0]
+    assert upgraded["param_groups"][0]["params"] == saved["param_groups"][0]["params"]
+    assert upgraded["state"].keys() == saved["state"].keys()
+    for i, moment in saved["state"].items():
+        assert torch.equal(upgraded["state"][i]["exp_avg"], moment["exp_avg"]), i
+    work = tmp_path / "resumed"
+    resumed = run_cli([
+        "fit", "--model.model=mgno", f"--model.model_kwargs={kwargs}",
+        f"--data.path={darcy16}", f"--ckpt_path={old}", "--trainer.max_epochs=2",
+        "--trainer.accelerator=cpu", "--trainer.devices=1", "--data.batch_size=4",
+        f"--trainer.default_root_dir={work}", f"--trainer.logger.init_args.save_dir={work}",
+        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+    ])  # fmt: skip
+    assert resumed.trainer.current_epoch == 2

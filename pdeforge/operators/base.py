@@ -238,10 +238,12 @@ class Operator(nn.Module):
         """Trainable real numbers: a complex weight counts twice (as neuraloperator counts)."""
         return sum(real_numel(p) for p in self.parameters() if p.requires_grad)
 
-    def upgrade_state_dict(self, state: dict[str, Any], prefix: str = "") -> None:
+    def upgrade_state_dict(self, state: dict[str, Any], prefix: str = "") -> list[str]:
         """Bring a state dict saved by an earlier pdeforge to this version's names, in
-        place (the operator's entries are those under ``prefix``); by default nothing
-        changed. Training's checkpoint loading calls it before it compares the weights."""
+        place (the operator's entries are those under ``prefix``), and return the keys it
+        dropped; by default nothing changed. Training's checkpoint loading calls it before
+        it compares the weights."""
+        return []
 
 
 def real_numel(tensor: torch.Tensor) -> int:

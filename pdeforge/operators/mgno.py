@@ -313,12 +313,14 @@ class MgNO(Operator):
             )
         return values
 
-    def upgrade_state_dict(self, state: dict, prefix: str = "") -> None:
+    def upgrade_state_dict(self, state: dict, prefix: str = "") -> list[str]:
         """Checkpoints from before held the coarsest level's post-smoothing weights
         (``convs.<i>.post.<levels - 1>``), which no upward pass used: dropped."""
         unused = re.compile(re.escape(prefix) + rf"convs\.\d+\.post\.{self.levels - 1}\.")
-        for key in [k for k in state if unused.match(k)]:
+        dropped = [k for k in state if unused.match(k)]
+        for key in dropped:
             del state[key]
+        return dropped
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
         self.upgrade_state_dict(state_dict, prefix)  # (load_state_dict of an old one)

@@ -455,8 +455,31 @@ class OperatorModule(pl.LightningModule):
         self.data_info = before
         self._metrics_grid()
         if isinstance(checkpoint.get("state_dict"), dict):  # (an earlier pdeforge's names)
-            self.operator.upgrade_state_dict(checkpoint["state_dict"], "operator.")
+            keys = list(checkpoint["state_dict"])
+            dropped = self.operator.upgrade_state_dict(checkpoint["state_dict"], "operator.")
+            if dropped:
+                self._drop_optimizer_slots(checkpoint, keys, dropped)
         self._check_state(checkpoint.get("state_dict"))
+
+    def _drop_optimizer_slots(self, checkpoint: dict[str, Any], keys: list[str],
+                              dropped: list[str]) -> None:
+        """Take the weights an upgrade dropped out of the checkpoint's optimizer state, so
+        that a run resumed from it goes on (torch refused it: "a parameter group that
+        doesn't match the size of optimizer's group"). The optimizer holds one group of
+        every parameter in the module's order (:meth:`configure_optimizers`), which is the
+        order of the parameters among the state dict's ``keys`` (buffers left out)."""
+        names = [n for n, _ in self.named_parameters()]
+        params = set(names) | set(dropped)
+        saved = [k for k in keys if k in params]  # the saved optimizer's order
+        index = {n: i for i, n in enumerate(names)}
+        for opt in checkpoint.get("optimizer_states") or []:
+            groups = opt.get("param_groups") or []
+            if len(groups) != 1 or len(groups[0].get("params", ())) != len(saved):
+                continue  # not the layout pdeforge saves: left for torch to judge
+            old_ids, state = groups[0]["params"], opt.get("state", {})
+            opt["state"] = {index[name]: state[i] for name, i in zip(saved, old_ids, strict=True)
+                            if name in index and i in state}
+            groups[0]["params"] = list(range(len(names)))
 
     def _metrics_grid(self) -> None:
         """Give the metrics the data's physical grid steps, periodic and vertex axes
