@@ -227,7 +227,10 @@ class TorchDataset(torch.utils.data.Dataset):
                 idx = raw.astype(np.int64).reshape(-1)
             if idx.size and (idx.min() < 0 or idx.max() >= n):
                 raise IndexError(f"indices must lie in [0, {n}), got {idx.min()}..{idx.max()}")
+        #: samples of ``indices`` left out as marked not converged
+        self.n_not_converged = 0
         if skip_nonconverged and converged is not None:
+            self.n_not_converged = int(np.count_nonzero(~converged[idx]))
             idx = idx[converged[idx]]
         self.indices = idx
         self._converged = converged

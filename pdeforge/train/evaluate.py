@@ -18,7 +18,6 @@ from pdeforge.datasets.check import DAMAGED_FIX, open_h5
 from pdeforge.datasets.format import (
     ATTR_CONFIG,
     ATTR_PROBLEM,
-    CONVERGED,
     attr_value,
     attr_values,
     coordinate,
@@ -255,8 +254,6 @@ def evaluate(
             raise EvaluationError(f"{data} is on a {len(dataset.grid_shape)}D grid, the model "
                                   f"is {module.hparams.dim}D")
         problem = str(attr_value(h5.attrs, ATTR_PROBLEM) or "")
-        failed = (int(np.count_nonzero(~h5[CONVERGED][:].astype(bool)))
-                  if CONVERGED in h5 else 0)
         flipped = decreasing_dims(h5, dataset.grid_dims)
         coords = {}
         for d in dataset.grid_dims:
@@ -401,6 +398,7 @@ def evaluate(
                 m.update(predicted[:, first:stop], y[:, first:stop])
     if metrics.update_count == 0:
         raise EvaluationError(f"{data} has no converged samples to evaluate")
+    failed = dataset.n_not_converged  # (the reader's: it read the file's `converged`)
     if failed:  # (the metrics were over the rest, with no word: 2 of 16 samples, review)
         warnings.warn(f"{failed} of {failed + len(dataset)} samples of {data} are marked not "
                       "converged (their solver failed; the format lets their fields hold "

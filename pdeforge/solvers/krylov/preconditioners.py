@@ -224,7 +224,6 @@ def _seeded_numpy_rng(seed: int = AMG_SEED):
             np.random.set_state(state)  # noqa: NPY002
 
 
-
 def _as_csr(ml):
     """pyamg hierarchy ``ml`` with its operators and transfers in CSR, its smoothers remade.
 
