@@ -17,6 +17,7 @@ import contextlib
 import operator
 import os
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field, fields
@@ -352,12 +353,14 @@ class Surrogate:
         for d in self.grid_dims:
             values = np.asarray(data[d].values) if d in data.coords else None
             if values is not None and values.ndim == 1 and len(values) > 1 and not (
-                    np.issubdtype(values.dtype, np.number) and np.all(np.diff(values) > 0)):
+                    np.issubdtype(values.dtype, np.number) and np.all(values[1:] > values[:-1])):
                 raise SurrogateInputError(
                     f"the inputs' coordinate {d!r} is neither increasing nor decreasing "
                     "(rolled, e.g. fftshift-ed, unsorted or repeated points): the model reads "
                     f"the grid in order; sort the inputs first (data.sortby({d!r}))")
         batched = SAMPLE in data.dims
+        if batched and data.sizes[SAMPLE] == 0:  # (before a reshape that cannot take it)
+            raise SurrogateInputError("no samples in the inputs (the selection is empty)")
         parts = []
         # the grid of the inputs, or the training grid when every input is one number per
         # sample (a model of parameters only: its predictions are on the training grid)
@@ -443,7 +446,9 @@ class Surrogate:
         if isinstance(inputs, xr.Dataset | xr.DataArray):
             return self._from_xarray(inputs)
         if isinstance(inputs, torch.Tensor):
-            inputs = inputs.detach().cpu().numpy()
+            # (numpy has no bfloat16: its .numpy() was a TypeError)
+            inputs = inputs.detach().cpu()
+            inputs = (inputs if inputs.is_complex() else inputs.to(torch.float64)).numpy()
         if np.iscomplexobj(inputs):  # (numpy would drop the imaginary parts with a warning)
             raise SurrogateInputError(_COMPLEX_INPUT.format(what="the inputs"))
         try:
@@ -617,17 +622,14 @@ class Surrogate:
     ) -> tuple[np.ndarray, bool, dict]:
         """Predictions as an array (batch, C_out, *grid) in physical units; ``progress``
         shows a bar (on stderr) once predicting has taken a second."""
-        try:  # numpy integers too (np.int64(4) was refused), never a bool or a float
-            if isinstance(batch_size, bool):
-                raise TypeError
-            size = operator.index(batch_size)
-        except TypeError:
-            size = 0
-        if size < 1:
-            raise SurrogateInputError(f"batch_size must be a positive integer, got {batch_size!r}")
-        batch_size = size
+        batch_size = _positive_batch_size(batch_size)
         x, batched, coords = self._as_batch(inputs)
-        _refuse_empty(x, "predict")
+        return self._predict(x, batched, coords, batch_size, resample, progress)
+
+    def _check_values(self, x: np.ndarray, batched: bool, what: str) -> torch.dtype:
+        """Refuse an empty batch, NaN or inf, and values beyond the model's dtype; return
+        that dtype."""
+        _refuse_empty(x, what)
         if not np.all(np.isfinite(x)):
             bad = int(np.sum(~np.isfinite(x)))
             samples = np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(axis=1))
@@ -644,6 +646,15 @@ class Surrogate:
                 f"inputs reach {largest:.3g}, beyond the range of the model's {dtype} "
                 f"({torch.finfo(dtype).max:.3g}): they would become infinite; check their units"
             )
+        return dtype
+
+    @torch.no_grad()
+    def _predict(self, x: np.ndarray, batched: bool, coords: dict, batch_size: int,
+                 resample: bool, progress: bool) -> tuple[np.ndarray, bool, dict]:
+        """:meth:`predict_array` of inputs already read (``_as_batch``): the coordinates
+        place them (compare predicted from the bare array, on the training grid's points
+        where the inputs' differed)."""
+        dtype = self._check_values(x, batched, "predict")
         self._check_domain(coords)
         grid = tuple(x.shape[2:])
         resample = (resample or self.always_resampled) and grid != self.grid_shape
@@ -799,12 +810,18 @@ class Surrogate:
         through ``predict``'s xarray output: its first Dataset costs ~80 ms once per process
         (measured), which `pdeforge query` reported as 85 ms per sample for one sample
         against 5 ms from the second call on."""
-        # the zero-shot, domain and units warnings are for the timed call
+        with self._quiet(), contextlib.suppress(SurrogateInputError):
+            self.predict(inputs, batch_size, resample)
+
+    @contextlib.contextmanager
+    def _quiet(self):
+        """No warnings, and the zero-shot, domain and units warnings left to the timed
+        call that follows (a warm-up)."""
         warned = set(self._warned_grids), self._warned_domain, set(self._warned_units)
         try:
-            with warnings.catch_warnings(), contextlib.suppress(SurrogateInputError):
+            with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                self.predict(inputs, batch_size, resample)
+                yield
         finally:
             self._warned_grids, self._warned_domain, self._warned_units = warned
 
@@ -842,8 +859,10 @@ class Surrogate:
         solve time (assembly included), the surrogate's forward passes after one warm-up.
         """
         self._reference_family()  # (data of another program: nothing to compare with)
+        # (every check before the solver runs: a bad batch_size was refused after it)
+        batch_size = _positive_batch_size(batch_size)
         x, batched, coords = self._as_batch(inputs)
-        _refuse_empty(x, "compare")
+        self._check_values(x, batched, "compare")
         # (the solver, too, solves on the family's domain whatever the coordinates say:
         # their agreement would not make the inputs' domain the one they model)
         self._check_domain(coords)
@@ -861,11 +880,14 @@ class Surrogate:
             ],
             axis=1,
         )
-        self.warm_up(x[:batch_size], batch_size, resample)
+        with self._quiet(), contextlib.suppress(SurrogateInputError):  # warm-up, untimed
+            self._predict(x[:batch_size], batched, coords, batch_size, resample, False)
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        y, _, _ = self.predict_array(x, batch_size, resample)
+        # (the inputs' coordinates too: the bare array was predicted on the training
+        # grid's points, not what predict() gives for the same inputs)
+        y, _, _ = self._predict(x, batched, coords, batch_size, resample, False)
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
         surrogate_seconds = (time.perf_counter() - t0) / len(x)
@@ -884,6 +906,18 @@ class Surrogate:
             solution=self._to_dataset(target, batched, coords, "reference solver"),
             prediction=self._to_dataset(y, batched, coords, "surrogate"),
         )
+
+
+def _positive_batch_size(batch_size: Any) -> int:
+    try:  # numpy integers too (np.int64(4) was refused), never a bool or a float
+        if isinstance(batch_size, bool):
+            raise TypeError
+        size = operator.index(batch_size)
+    except TypeError:
+        size = 0
+    if size < 1:
+        raise SurrogateInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return size
 
 
 def _refuse_empty(x: np.ndarray, what: str) -> None:
@@ -947,8 +981,13 @@ def read_query_inputs(
                 f"{path}: not a numeric .npy array ({exc}); save the inputs with "
                 "np.save(path, array) of a float array") from None
         x, _, _ = surrogate._as_batch(array)
+        if len(x) == 0:
+            raise SurrogateInputError(f"{path}: the array holds no samples (shape "
+                                      f"{array.shape}); nothing to predict")
         data = surrogate._to_dataset(x, True, {}, "input", names=surrogate.inputs)
         data.attrs.clear()  # the surrogate's attributes describe predictions, not inputs
+        if array.dtype != np.float64:  # (written as precise as given: float64 stays)
+            data = data.astype(np.float32)
         return data, None
     with open_dataset(path) as ds:
         missing = [v for v in surrogate.inputs if v not in ds]
@@ -1006,6 +1045,13 @@ def _warn_other_distribution(inputs: Any, data: xr.Dataset, surrogate: Surrogate
         distribution_message,
     )
 
+    problem, trained_on = attr_value(data.attrs, "problem"), surrogate.problem
+    problem = problem if isinstance(problem, str) else None
+    if problem and trained_on and problem != trained_on:  # (evaluate warned, query not)
+        warnings.warn(
+            f"{inputs} holds {problem!r} data and the checkpoint was trained on "
+            f"{trained_on!r} data: the predictions are those of a model of another "
+            "equation", UserWarning, stacklevel=3)
     changed = _distribution_changes(
         comparable_config(surrogate.data_info.get("generation_config")),
         comparable_config(data.attrs.get("config")))
@@ -1058,6 +1104,15 @@ def query(
         raise SurrogateInputError(
             f"{out} exists; choose another --out or pass --overwrite to replace it"
         )
+    try:  # a trial file: a read-only folder or mount was found only after predicting,
+        # and HDF5's error then read as a damaged input file
+        with tempfile.TemporaryFile(dir=out_path.parent):
+            pass
+    except OSError as exc:
+        raise SurrogateInputError(
+            f"--out {out}: the folder {out_path.parent} is not writable "
+            f"({exc.strerror or exc}); choose a folder you can write to"
+        ) from None
     data, converged = read_query_inputs(inputs, surrogate)
     _warn_other_distribution(inputs, data, surrogate)
     keep = _samples_to_predict(data, converged, inputs)
@@ -1094,19 +1149,37 @@ def query(
     # the inputs' own seed where it is one (another program's may be text, a list ...)
     seed = int(seed) if np.ndim(seed) == 0 and isinstance(seed, int | np.integer) else UNKNOWN_SEED
     ckpt = str(Path(checkpoint).resolve())
-    path = write_predictions(
-        out,
-        data,
-        predictions,
-        problem=surrogate.problem or "unknown",
-        solver=f"pdeforge surrogate {info['model']} ({ckpt})",
-        seconds_per_sample=seconds,
-        seed=seed,
-        converged=keep,
-        config={"surrogate": ckpt, "inputs": str(in_path.resolve()), "model": info["model"],
-                "grid_mode": predictions.attrs["grid_mode"],
-                "training_grid": predictions.attrs["training_grid"]},
-    )
+    # (the problem of the inputs' file, where it names one: a model may be queried with
+    # another family's fields; ``problem`` is the model's)
+    inputs_problem = attr_value(data.attrs, "problem")
+    inputs_problem = inputs_problem if isinstance(inputs_problem, str) else None
+    try:
+        path = write_predictions(
+            out,
+            data,
+            predictions,
+            problem=surrogate.problem or "unknown",
+            solver=f"pdeforge surrogate {info['model']} ({ckpt})",
+            seconds_per_sample=seconds,
+            seed=seed,
+            converged=keep,
+            config={"surrogate": ckpt, "inputs": str(in_path.resolve()),
+                    "inputs_problem": inputs_problem, "model": info["model"],
+                    "grid_mode": predictions.attrs["grid_mode"],
+                    "training_grid": predictions.attrs["training_grid"]},
+        )
+    except (OSError, RuntimeError) as exc:  # (HDF5 reports a full disk as RuntimeError)
+        # the output's failure, not the input's: main() read any HDF5 error as damage to
+        # the files the command was given
+        from pdeforge.datasets.runner import _write_failure
+
+        reason = _write_failure(exc)
+        if reason is None:
+            raise
+        raise SurrogateInputError(
+            f"cannot write the predictions to {out} ({reason}); make room or choose "
+            "another --out, then run the query again"
+        ) from exc
     return {
         "out": str(path),
         "n_samples": int(data.sizes[SAMPLE]),

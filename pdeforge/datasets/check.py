@@ -397,7 +397,7 @@ def _check_structure(nc: Any, report: CheckReport) -> None:
                 f"coordinate {d!r} decreases: the readers and training present the data in "
                 f"increasing {d} (predictions come out that way)"
             )
-        elif values.size > 1 and not np.all(np.diff(values) > 0):
+        elif values.size > 1 and not np.all(values[1:] > values[:-1]):  # (uint: no diff)
             report.errors.append(
                 f"coordinate {d!r} is not strictly "
                 + ("increasing or decreasing" if d in SPATIAL_DIMS else "increasing")

@@ -117,7 +117,8 @@ def is_decreasing(values: Any) -> bool:
         values.ndim == 1
         and values.size > 1
         and np.issubdtype(values.dtype, np.number)
-        and bool(np.all(np.diff(values) < 0))
+        # (compared, not np.diff: a difference of unsigned integers wraps around)
+        and bool(np.all(values[1:] < values[:-1]))
     )
 
 

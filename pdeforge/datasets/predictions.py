@@ -1,6 +1,7 @@
 """Write surrogate predictions as a dataset file in the published format (version 1).
 
-The file holds the inputs (role ``input``; a number per sample: ``parameter``, float64),
+The file holds the inputs (role ``input``, float64 where given so, else float32; a
+number per sample: ``parameter``, float64),
 the predicted outputs (role ``output``) and
 the diagnostics every file has (``converged`` true, ``solve_seconds`` = the surrogate's
 time per sample); ``solver`` names the surrogate and its checkpoint. It is written under
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -61,10 +63,9 @@ def write_predictions(
         for d in grid_dims
     ]
     if SAMPLE in inputs.coords:  # the input file's sample labels (ids) are kept
-        labels = as_text(inputs[SAMPLE].values)  # (h5py's fixed-length bytes: text)
-        if labels.dtype.kind in "iufUO":
-            coords.insert(0, Coordinate(SAMPLE, labels,
-                                        dict(inputs[SAMPLE].attrs) or {"long_name": "sample"}))
+        label = _sample_labels(inputs[SAMPLE])
+        if label is not None:
+            coords.insert(0, label)
     specs, block = [], {}
     for ds, role in ((inputs, INPUT), (predictions, OUTPUT)):
         for name, var in ds.data_vars.items():
@@ -75,8 +76,10 @@ def write_predictions(
             extra_dims = [d for d in var.dims if d != SAMPLE]
             if role == INPUT and not extra_dims:  # a number per sample: as it was given
                 specs.append(VarSpec(str(name), (), PARAMETER, "float64", attrs))
-            else:
-                specs.append(VarSpec(str(name), tuple(extra_dims), role, "float32", attrs))
+            else:  # inputs as precise as given (float64 ones were rounded to float32)
+                dtype = ("float64" if role == INPUT and var.dtype == np.float64
+                         else "float32")
+                specs.append(VarSpec(str(name), tuple(extra_dims), role, dtype, attrs))
             block[str(name)] = np.asarray(var.transpose(SAMPLE, *extra_dims).values)
     # (said of the surrogate: "solver converged" read as if a solver had run and agreed)
     specs += [dataclasses.replace(spec, attrs={
@@ -108,6 +111,31 @@ def write_predictions(
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def _sample_labels(var: xr.DataArray) -> Coordinate | None:
+    """The inputs' sample labels as the file stores them: numbers and text as they are,
+    dates and durations CF-encoded (numbers with "<unit> since <date>" units, as xarray
+    writes and decodes them: they were dropped); other kinds are dropped with a warning."""
+    labels = as_text(var.values)  # (h5py's fixed-length bytes: text)
+    attrs = dict(var.attrs) or {"long_name": "sample"}
+    if labels.dtype.kind in "iufUO":
+        return Coordinate(SAMPLE, labels, attrs)
+    if labels.dtype.kind in "mM":
+        from xarray.coding.times import encode_cf_datetime, encode_cf_timedelta
+
+        if labels.dtype.kind == "M":
+            numbers, units, calendar = encode_cf_datetime(labels)
+            attrs.update(units=units, calendar=calendar)
+        else:
+            numbers, units = encode_cf_timedelta(labels)
+            # (xarray decodes a duration only where ``dtype`` says it is one)
+            attrs.update(units=units, dtype=str(labels.dtype))
+        return Coordinate(SAMPLE, np.asarray(numbers), attrs)
+    warnings.warn(f"the inputs' sample labels of dtype {labels.dtype} are not written to "
+                  "the predictions (the format keeps numbers, text, dates and durations); "
+                  "the samples are numbered in their order", UserWarning, stacklevel=3)
+    return None
 
 
 def _extra_coordinate(dim: str, predictions: xr.Dataset, inputs: xr.Dataset) -> Coordinate:
