@@ -40,6 +40,17 @@ class RunCheckpoint(ModelCheckpoint):
             warnings.filterwarnings("ignore", message="The dirpath has changed")
             super().load_state_dict(state_dict)
         old = state_dict.get("dirpath")
+        if self.monitor is None and state_dict.get("monitor") is None:
+            # the latest state's record is the checkpoint being resumed, not the path the
+            # resumed run wrote it to (relative to that run's directory: a run stopped
+            # before its first epoch here named another run's last.ckpt to resume)
+            # (as the trainer names it: Lightning then never deletes it as the previous
+            # last checkpoint, also where it is the file this run writes)
+            trainer = getattr(self, "_run_trainer", None)
+            self.best_model_path = str(getattr(trainer, "ckpt_path", None) or "")
+            self.best_k_models = {}
+            self.last_model_path = ""
+            return
         if old is None or self.monitor is None or state_dict.get("monitor") != self.monitor:
             return
         # the record is rebuilt from the files themselves: Lightning compares folder

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -268,20 +269,100 @@ def _variables_of(path) -> set[str]:
 RUN_PREAMBLE = frozenset({"config.yaml", "hparams.yaml"})
 
 
-def discard_empty_run(trainer) -> None:
-    """Remove the version folder of a run that failed before writing anything of its own
-    (a refused resume, bad data found at setup), so that failed attempts do not leave
-    version_N folders holding only the config; a folder with checkpoints or metrics stays."""
+def _log_dir(trainer) -> Path | None:
+    try:
+        return Path(trainer.log_dir) if trainer is not None and trainer.log_dir else None
+    except Exception:  # noqa: BLE001 - no logger, no folder
+        return None
+
+
+def run_folder_state(trainer) -> tuple[Path, bool, frozenset[str]] | None:
+    """(the run's folder, whether it existed, which of ``RUN_PREAMBLE`` it held) before
+    the run: what :func:`discard_empty_run` may remove is only what the run wrote."""
+    log_dir = _log_dir(trainer)
+    if log_dir is None:
+        return None
+    held = frozenset(n for n in RUN_PREAMBLE if (log_dir / n).is_file())
+    return log_dir, log_dir.is_dir(), held
+
+
+def discard_empty_run(trainer, before: tuple[Path, bool, frozenset[str]] | None) -> None:
+    """Remove what a run that failed before writing anything of its own (a refused
+    resume, bad data found at setup) wrote, so that failed attempts do not leave
+    version_N folders holding only the config; a folder with checkpoints or metrics
+    stays. A folder that existed before the run (``--trainer.logger false`` runs in
+    ``--trainer.default_root_dir`` itself) keeps what it held: it was deleted whole,
+    the user's own files (a recipe's config.yaml) with it."""
     import shutil
 
-    try:
-        log_dir = Path(trainer.log_dir) if trainer.log_dir else None
-    except Exception:  # noqa: BLE001 - no logger, nothing to clean
+    log_dir = _log_dir(trainer)
+    if (log_dir is None or before is None or before[0] != log_dir or not log_dir.is_dir()
+            or not trainer.is_global_zero or holds_run(log_dir)):
         return
-    if log_dir is None or not log_dir.is_dir() or not trainer.is_global_zero:
-        return
-    if not holds_run(log_dir):
+    _, existed, held = before
+    if not existed:
         shutil.rmtree(log_dir, ignore_errors=True)
+        return
+    for name in RUN_PREAMBLE - held:
+        (log_dir / name).unlink(missing_ok=True)
+
+
+def refuse_replacing_a_run(trainer, ckpt_path: str | None) -> None:
+    """Refuse a fit whose checkpoint folder holds checkpoints already, or whose run
+    folder a config.yaml, unless it resumes a checkpoint of that folder. With the default
+    logger every run has a new version_N folder; with ``--trainer.logger false`` (or a
+    fixed ``--checkpoint.dirpath``) the run wrote into the last run's folder: its
+    last.ckpt (the resume point) and config.yaml were replaced."""
+    log_dir = _log_dir(trainer)
+    if log_dir is None or not trainer.is_global_zero:
+        return
+    folders = {Path(cb.dirpath) if cb.dirpath else log_dir / "checkpoints"
+               for cb in trainer.checkpoint_callbacks}
+    resumed = Path(ckpt_path).resolve().parent if ckpt_path else None
+    if resumed is not None and any(f.resolve() == resumed for f in folders):
+        return
+    taken = sorted(str(p) for f in folders for p in f.glob("*.ckpt"))
+    config = log_dir / "config.yaml"
+    elsewhere = ("choose another --trainer.default_root_dir (or --checkpoint.dirpath), or "
+                 "keep the default logger (a new version_N folder every run)")
+    if taken:
+        shown = ", ".join(taken[:3]) + (f" and {len(taken) - 3} more" if len(taken) > 3
+                                        else "")
+        last = next((p for p in taken if p.endswith("last.ckpt")), None)
+        raise TrainCommandError(
+            f"{log_dir} holds a run already, whose {shown} this run would replace: "
+            f"{elsewhere}, or remove them"
+            + (f"; to continue that run use --ckpt_path {last}" if last else ""))
+    if config.is_file():
+        raise TrainCommandError(
+            f"this run would write its config over {config} (a recipe of yours?): "
+            f"{elsewhere}, or move that file")
+
+
+def newest_last_checkpoint(trainer_config: Any) -> str:
+    """``--ckpt_path last``: the last.ckpt of the newest run (by time written) under the
+    logger's folder (``<save_dir>/<name>/version_*/checkpoints``), or under
+    ``<default_root_dir>/checkpoints`` without a logger."""
+    trainer_config = trainer_config or {}
+    root = Path(str(trainer_config.get("default_root_dir") or "runs"))
+    logger = trainer_config.get("logger")
+    args = getattr(logger, "init_args", None)
+    if logger in (None, False) or args is None:
+        where = [root / "checkpoints" / "last.ckpt"]
+        pattern = f"{root / 'checkpoints'}"
+    else:
+        save_dir = args.get("save_dir")
+        save_dir = root if save_dir in (None, "runs") and str(root) != "runs" else Path(
+            str(save_dir or "runs"))
+        base = save_dir / str(args.get("name") or "")
+        where = list(base.glob("version_*/checkpoints/last.ckpt"))
+        pattern = f"{base}/version_*/checkpoints"
+    found = [p for p in where if p.is_file()]
+    if not found:
+        raise TrainCommandError(
+            f"--ckpt_path last: no last.ckpt in {pattern}; give the checkpoint file to "
+            "resume (e.g. path/to/version_N/checkpoints/last.ckpt)")
+    return str(max(found, key=lambda p: p.stat().st_mtime))
 
 
 def holds_run(folder: Path) -> bool:
@@ -430,18 +511,28 @@ def run_cli(args: Sequence[str]):
             # of another architecture would silently change the model the user asked for.
             sub = self.config.get("subcommand")
             ckpt_path = self.config[sub].get("ckpt_path") if sub else None
-            if (
-                ckpt_path
-                and ckpt_path not in ("last", "best", "hpc", "registry")
-                and not (Path(ckpt_path).is_file())
-            ):
+            if ckpt_path == "last":  # the newest run's last.ckpt (Lightning's lookup is
+                # in the new run's own, empty folder: it started over from epoch 0)
+                ckpt_path = self.config[sub]["ckpt_path"] = newest_last_checkpoint(
+                    self.config[sub].get("trainer"))
+                print(f"pdeforge: --ckpt_path last is {ckpt_path}", file=sys.stderr)
+            elif ckpt_path in ("best", "hpc", "registry"):
+                raise TrainCommandError(
+                    f"--ckpt_path {ckpt_path} names a checkpoint of a fit in the same "
+                    "process (or a cluster's or a registry's), which `pdeforge train` never "
+                    "has: give a checkpoint file (runs/pdeforge/version_N/checkpoints/"
+                    "best-*.ckpt or last.ckpt), or --ckpt_path last for the newest run's "
+                    "last.ckpt"
+                )
+            if ckpt_path and not Path(ckpt_path).exists():
                 raise TrainCommandError(
                     f"--ckpt_path {ckpt_path} does not exist; checkpoints are written to "
                     "runs/pdeforge/version_*/checkpoints/ (last.ckpt, best-*.ckpt)"
                 )
-            if ckpt_path and Path(ckpt_path).is_file():
+            if ckpt_path:
                 from pdeforge.train.checkpoint import read_checkpoint
 
+                # (a folder: read_checkpoint names the checkpoints in it)
                 checkpoint = read_checkpoint(ckpt_path)
                 saved = checkpoint.get("hyper_parameters", {})
                 # with a checkpoint, data.inputs / data.outputs default to the variables it
@@ -482,6 +573,14 @@ def run_cli(args: Sequence[str]):
                 and args.get("save_dir") == "runs"
             ):
                 args["save_dir"] = root
+            if sub == "fit":  # a folder the run cannot write: one line, before any work
+                from pdeforge.errors import output_directory
+
+                save_dir = args.get("save_dir") if args is not None else None
+                output_directory(save_dir or root or "runs",
+                                 "--trainer.logger.init_args.save_dir" if save_dir
+                                 not in (None, root, "runs") else
+                                 "--trainer.default_root_dir")
             if sub == "fit" and args is not None and args.get("version") is not None:
                 # a version given by hand: Lightning would reuse an existing run's folder,
                 # deleting its metrics.csv and replacing its last.ckpt
@@ -498,10 +597,13 @@ def run_cli(args: Sequence[str]):
                     )
 
         def _run_subcommand(self, subcommand: str) -> None:
+            if subcommand == "fit":
+                refuse_replacing_a_run(self.trainer, self.config[subcommand].get("ckpt_path"))
+            before = run_folder_state(self.trainer)
             try:
                 super()._run_subcommand(subcommand)
             except BaseException as exc:
-                discard_empty_run(self.trainer)
+                discard_empty_run(self.trainer, before)
                 interrupted = interruption(exc, self.trainer)
                 if interrupted is not None:
                     raise interrupted from None

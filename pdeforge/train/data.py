@@ -571,6 +571,7 @@ class OperatorDataModule(pl.LightningDataModule):
             sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            worker_init_fn=ignore_first_sigterm if self.num_workers > 0 else None,
             drop_last=False,
         )
 
@@ -587,6 +588,21 @@ class OperatorDataModule(pl.LightningDataModule):
         """The training split in order, for fitting normalisers (training data only)."""
         loader = DataLoader(self.train_dataset, batch_size=batch_size, shuffle=False)
         yield from loader
+
+
+def ignore_first_sigterm(worker_id: int) -> None:
+    """A DataLoader worker's start: SIGTERM is the main process's to handle. A batch
+    scheduler's time limit signals the whole process group; a worker it killed ended the
+    run in torch's "DataLoader worker ... is killed by signal" error (exit 1, no resume
+    advice) before the main process could stop as for SIGTERM (exit 143, what it kept).
+    Only the first SIGTERM is passed over: the main process ends its workers with one
+    more when it stops (ignoring every SIGTERM made that exit wait for them forever)."""
+    import signal
+
+    def pass_over(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    signal.signal(signal.SIGTERM, pass_over)
 
 
 class EpochShuffle(torch.utils.data.Sampler):

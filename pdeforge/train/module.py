@@ -313,7 +313,19 @@ class OperatorModule(pl.LightningModule):
         trainer = self.trainer
         per_epoch = trainer.estimated_stepping_batches / max(1, trainer.max_epochs or 1)
         remaining = max(0, (trainer.max_epochs or 1) - trainer.current_epoch)
-        needed = int(math.ceil(trainer.global_step + remaining * per_epoch)) + 1
+        # a run resumed from within an epoch (val_check_interval < 1) finishes that epoch's
+        # batches, not a whole epoch more: counted whole, the schedule was stretched past
+        # the run's end and the rate never annealed (review)
+        # (Lightning's word on where it restarted: the batch counter of an epoch-end
+        # checkpoint still holds that epoch's batches, fewer than this run's where the
+        # data grew)
+        loop = getattr(trainer, "fit_loop", None)
+        partial = loop is not None and getattr(loop, "restarted_mid_epoch", False) and (
+            not loop.epoch_loop.batch_progress.is_last_batch)
+        batches = loop.epoch_loop.batch_progress.current.completed if partial else 0
+        if 0 < batches < (trainer.num_training_batches or 0):
+            remaining -= batches / trainer.num_training_batches
+        needed = int(math.ceil(trainer.global_step + remaining * per_epoch - 1e-9)) + 1
         for config in trainer.lr_scheduler_configs:
             scheduler = config.scheduler
             if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR) and (

@@ -321,3 +321,171 @@ def test_a_run_resumed_twice_keeps_the_best_of_its_first_folder(tmp_path, monkey
     with pytest.warns(UserWarning, match="neither in .* nor beside the checkpoint"):
         callback.load_state_dict(state)
     assert callback.best_model_path == ""
+
+
+def test_the_last_state_of_a_resumed_run_is_the_checkpoint_it_resumed_until_it_writes_one(
+        tmp_path, monkeypatch):
+    """The last-state callback restored the path the resumed run had written, relative
+    to that run's directory: a run resumed from elsewhere and stopped before its first
+    epoch ended advised resuming another run's last.ckpt (review)."""
+    from types import SimpleNamespace
+
+    from pdeforge.train.callbacks import RunCheckpoint
+
+    monkeypatch.chdir(tmp_path)
+    resumed = "../expA/runs/pdeforge/version_0/checkpoints/last.ckpt"
+    state = {"monitor": None, "dirpath": "runs/pdeforge/version_0/checkpoints",
+             "best_model_score": None,
+             "best_model_path": "runs/pdeforge/version_0/checkpoints/last.ckpt",
+             "best_k_models": {}, "kth_best_model_path": "", "kth_value": torch.tensor(0.0),
+             "last_model_path": "", "current_score": None}
+    callback = RunCheckpoint(dirpath=tmp_path / "runs/pdeforge/version_1/checkpoints",
+                             monitor=None, filename="last")
+    callback._run_trainer = SimpleNamespace(ckpt_path=resumed)
+    callback.load_state_dict(state)
+    assert callback.best_model_path == resumed
+    assert checkpoint_paths(SimpleNamespace(checkpoint_callbacks=[callback]))[1] == resumed
+
+
+def test_a_run_without_a_logger_never_replaces_nor_deletes_what_its_folder_held(
+        darcy16, tmp_path):
+    """--trainer.logger false runs in --trainer.default_root_dir itself: a second run
+    there replaced the first's last.ckpt (its resume point) and config.yaml, and a run
+    stopped before its first epoch deleted the whole folder, a recipe in it too (review)."""
+    (tmp_path / "stopper.py").write_text(textwrap.dedent(STOPPER))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    alone = ("--trainer.logger=false", "--trainer.default_root_dir=ov", f"--data.path={darcy16}")
+    proc = pdeforge_train(*alone, "--trainer.max_epochs=1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    last = tmp_path / "ov" / "checkpoints" / "last.ckpt"
+    kept = last.read_bytes(), (tmp_path / "ov" / "config.yaml").read_bytes()
+    proc = pdeforge_train(*alone, "--trainer.max_epochs=1", "--model.lr=1e-6", cwd=tmp_path)
+    assert proc.returncode == 2 and "ov holds a run already" in proc.stderr, proc.stderr[-2000:]
+    assert "--ckpt_path ov/checkpoints/last.ckpt" in proc.stderr
+    assert (last.read_bytes(), (tmp_path / "ov" / "config.yaml").read_bytes()) == kept
+    # continuing that run there is what the folder is for
+    proc = pdeforge_train(*alone, "--trainer.max_epochs=2", "--ckpt_path=ov/checkpoints/last.ckpt",
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert read_checkpoint(last)["epoch"] == 1
+    # a recipe folder: its config.yaml is the user's
+    recipe = tmp_path / "exp" / "config.yaml"
+    recipe.parent.mkdir()
+    shutil.copy(MGNO, recipe)
+    proc = pdeforge_train("--trainer.logger=false", "--trainer.default_root_dir=exp",
+                          f"--data.path={darcy16}", "--trainer.callbacks+=stopper.StopAfter",
+                          "--trainer.callbacks.epoch=0", "--trainer.callbacks.batch=1",
+                          cwd=tmp_path, env=env)
+    assert proc.returncode == 2 and "would write its config over exp/config.yaml" in proc.stderr
+    assert recipe.read_bytes() == Path(MGNO).read_bytes()
+
+
+def test_a_failed_run_removes_only_what_it_wrote():
+    import tempfile
+    from types import SimpleNamespace
+
+    from pdeforge.train.cli import discard_empty_run, run_folder_state
+
+    with tempfile.TemporaryDirectory() as tmp:
+        mine = Path(tmp) / "mine"
+        mine.mkdir()
+        (mine / "config.yaml").write_text("a recipe")
+        trainer = SimpleNamespace(log_dir=str(mine), is_global_zero=True)
+        before = run_folder_state(trainer)
+        (mine / "hparams.yaml").write_text("written by the run")
+        discard_empty_run(trainer, before)
+        assert sorted(p.name for p in mine.iterdir()) == ["config.yaml"]
+        new = Path(tmp) / "new"
+        trainer = SimpleNamespace(log_dir=str(new), is_global_zero=True)
+        before = run_folder_state(trainer)
+        new.mkdir()
+        (new / "config.yaml").write_text("written by the run")
+        discard_empty_run(trainer, before)
+        assert not new.exists()
+
+
+def test_ckpt_path_last_is_the_newest_runs_and_other_keywords_are_refused(darcy16, tmp_path):
+    """Lightning looked for 'last' in the new run's own empty folder: the run started over
+    from epoch 0 with a warning only; 'best' and 'hpc' ended in a traceback (review)."""
+    proc = pdeforge_train(f"--data.path={darcy16}", "--trainer.max_epochs=1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = tmp_path / "runs" / "pdeforge"
+    proc = pdeforge_train(f"--data.path={darcy16}", "--trainer.max_epochs=2",
+                          "--ckpt_path=last", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "--ckpt_path last is runs/pdeforge/version_0/checkpoints/last.ckpt" in proc.stderr
+    rows = list(csv.DictReader(open(runs / "version_1" / "metrics.csv")))
+    assert {r["epoch"] for r in rows if r.get("val/rel_l2")} == {"1"}  # resumed, not redone
+    for word in ("best", "hpc"):
+        proc = pdeforge_train(f"--data.path={darcy16}", f"--ckpt_path={word}", cwd=tmp_path)
+        assert proc.returncode == 2 and "give a checkpoint file" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    proc = pdeforge_train(f"--data.path={darcy16}", "--ckpt_path=last", cwd=tmp_path / "runs")
+    assert proc.returncode == 2 and "--ckpt_path last: no last.ckpt in" in proc.stderr
+    # a run folder: the checkpoints in it are named, not "does not exist"
+    proc = pdeforge_train(f"--data.path={darcy16}", f"--ckpt_path={runs / 'version_0'}",
+                          cwd=tmp_path)
+    assert proc.returncode == 2 and "is a folder" in proc.stderr and "last.ckpt" in proc.stderr
+    # an output folder that is a file: one line before any work
+    (tmp_path / "taken").write_text("")
+    proc = pdeforge_train(f"--data.path={darcy16}", "--trainer.default_root_dir=taken",
+                          cwd=tmp_path)
+    assert proc.returncode == 2 and "exists and is not a directory" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_run_resumed_from_within_an_epoch_ends_its_schedule_where_the_uninterrupted_did(
+        darcy16, tmp_path):
+    """OneCycle's total was stretched by a whole epoch where the resumed run finished
+    only part of one: the rate never annealed (review: 2.65e-5 at the end against 2e-9)."""
+    (tmp_path / "stopper.py").write_text(textwrap.dedent(STOPPER))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    common = (f"--data.path={darcy16}", "--trainer.max_epochs=3",
+              "--trainer.val_check_interval=0.5")
+    assert pdeforge_train(*common, "--trainer.default_root_dir=whole",
+                          cwd=tmp_path).returncode == 0
+    proc = pdeforge_train(*common, "--trainer.default_root_dir=part",
+                          "--trainer.callbacks+=stopper.StopAfter", "--trainer.callbacks.epoch=1",
+                          "--trainer.callbacks.batch=3", cwd=tmp_path, env=env)
+    assert proc.returncode == 143, proc.stderr[-2000:]
+    stopped = tmp_path / "part/pdeforge/version_0/checkpoints/last.ckpt"
+    assert 0 < epochs_done(read_checkpoint(stopped)) < 3
+    proc = pdeforge_train(*common, "--trainer.default_root_dir=part", f"--ckpt_path={stopped}",
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    whole = read_checkpoint(tmp_path / "whole/pdeforge/version_0/checkpoints/last.ckpt")
+    resumed = read_checkpoint(tmp_path / "part/pdeforge/version_1/checkpoints/last.ckpt")
+    assert resumed["global_step"] == whole["global_step"]
+    assert (resumed["lr_schedulers"][0]["total_steps"]
+            == whole["lr_schedulers"][0]["total_steps"])
+    lr = [c["optimizer_states"][0]["param_groups"][0]["lr"] for c in (whole, resumed)]
+    assert lr[1] == pytest.approx(lr[0], rel=1e-6)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups")
+def test_sigterm_to_the_process_group_with_loader_workers_stops_as_for_sigterm(
+        darcy16, tmp_path):
+    """A batch scheduler signals the whole group: the DataLoader workers died first and
+    the run ended in torch's 'DataLoader worker ... killed by signal' (exit 1, no resume
+    advice). The real command, in a session of its own (not the tests' fork server)."""
+    import subprocess
+    import time
+
+    args = [sys.executable, "-m", "pdeforge", *map(str, TRAIN_FIT), f"--data.path={darcy16}",
+            "--trainer.max_epochs=500", "--data.num_workers=2"]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    last = tmp_path / "runs/pdeforge/version_0/checkpoints/last.ckpt"
+    try:
+        deadline = time.monotonic() + 240
+        while not last.is_file() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+        assert last.is_file(), "no epoch finished"
+        time.sleep(1.0)
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, err[-2000:]
+    assert "stopped by SIGTERM" in err and "--ckpt_path" in err, err[-2000:]
