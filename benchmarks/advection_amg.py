@@ -32,7 +32,7 @@ import scipy.sparse.linalg as spla
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from pdeforge.cli import positive_float, positive_int
+from pdeforge.cli import positive_float, positive_int, writable_dir
 from pdeforge.datasets.problems import build_problem
 from pdeforge.solvers.krylov.base import relative_residual
 from pdeforge.solvers.krylov.sequence import lu_options
@@ -65,9 +65,11 @@ def main() -> None:
     ap.add_argument("--systems", type=positive_int, default=2)
     ap.add_argument("--amg", choices=tuple(BUILDERS), nargs="+", default=list(BUILDERS))
     ap.add_argument("--restart", type=positive_int, default=60)
-    ap.add_argument("--products", type=positive_int, default=300)
+    ap.add_argument("--products", type=positive_int, default=300,
+                    help="products allowed, rounded up to whole GMRES restart cycles "
+                    "(scipy stops only there)")
     ap.add_argument("--rtol", type=positive_float, default=1e-8)
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--out", type=writable_dir, default=Path(__file__).parent / "results")
     args = ap.parse_args()
 
     prob = build_problem("advection-diffusion", args.resolution)

@@ -24,13 +24,14 @@ from pathlib import Path
 
 import torch
 
-from pdeforge.cli import positive_int
+from pdeforge.cli import positive_int, writable_dir
 from pdeforge.datasets.runner import generate
 from pdeforge.errors import ConfigMismatchError
 from pdeforge.runtime import tune_cpu_allocator
 from pdeforge.train.checkpoint import load_module
 from pdeforge.train.cli import run_cli
 from pdeforge.train.evaluate import evaluate
+from pdeforge.train.module import SCHEDULERS
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ["mgno", "fno", "mgtfno", "deeponet", "lsm"]
@@ -62,15 +63,23 @@ def main() -> None:
     ap.add_argument("--n-val", type=positive_int, default=100)
     ap.add_argument("--n-test", type=positive_int, default=200)
     ap.add_argument("--resolution", type=positive_int, default=64)
-    ap.add_argument("--scheduler", default="onecycle")
+    ap.add_argument("--scheduler", default="onecycle", choices=SCHEDULERS)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--cpu-overrides", action=argparse.BooleanOptionalAction, default=None,
                     help="smaller LSM for CPU runs (default: on for --device cpu)")
     ap.add_argument("--work", type=Path, default=Path(__file__).parent / "work" / "darcy_models",
                     help="datasets and training runs (reused by a rerun with the same sizes; "
                     "default benchmarks/work/darcy_models, git-ignored)")
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--out", type=writable_dir, default=Path(__file__).parent / "results")
     args = ap.parse_args()
+    # (before the datasets are made: a bad device was found after training, and blamed
+    # on the checkpoint)
+    from pdeforge.surrogate import SurrogateInputError, _check_device
+
+    try:
+        args.device = _check_device(args.device)
+    except SurrogateInputError as exc:
+        ap.error(f"--device: {exc}")
     tune_cpu_allocator()
     overrides = args.cpu_overrides if args.cpu_overrides is not None else args.device == "cpu"
     args.work.mkdir(parents=True, exist_ok=True)

@@ -31,8 +31,9 @@ import scipy.sparse.linalg as spla
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from pdeforge.cli import positive_float, positive_int
+from pdeforge.cli import positive_float, positive_int, writable_dir
 from pdeforge.datasets.problems import build_problem
+from pdeforge.errors import PdeforgeError
 from pdeforge.solvers.krylov.base import relative_residual
 from pdeforge.solvers.krylov.sequence import lu_options
 
@@ -83,12 +84,18 @@ def main() -> None:
     ap.add_argument("--systems", type=positive_int, default=2)
     ap.add_argument("--shifts", type=shift_value, nargs="+", default=["0.5", "1.0", "positive"])
     ap.add_argument("--restart", type=positive_int, default=200)
-    ap.add_argument("--products", type=positive_int, default=400)
+    ap.add_argument("--products", type=positive_int, default=400,
+                    help="products allowed, rounded up to whole GMRES restart cycles "
+                    "(scipy stops only there)")
     ap.add_argument("--rtol", type=positive_float, default=1e-7)
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--out", type=writable_dir, default=Path(__file__).parent / "results")
     args = ap.parse_args()
 
-    prob = build_problem("helmholtz", args.resolution, k0=args.k0, boundary=args.boundary)
+    try:
+        prob = build_problem("helmholtz", args.resolution, k0=args.k0, boundary=args.boundary)
+    except PdeforgeError as exc:  # (it named generate's --k-sigma, which this script lacks)
+        ap.error(f"{exc} [this script: raise --resolution or lower --k0; the wave number's "
+                 "spread is the family's default]")
     rows = []
     with threadpool_limits(1):
         for index in tqdm(range(args.systems), desc="systems"):

@@ -25,8 +25,8 @@ import scipy.sparse.linalg as spla
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from pdeforge.cli import positive_float, positive_int
-from pdeforge.datasets.problems import build_problem
+from pdeforge.cli import positive_float, positive_int, writable_dir
+from pdeforge.datasets.problems import available, build_problem
 from pdeforge.solvers.krylov import is_spd
 from pdeforge.solvers.krylov.base import relative_residual
 from pdeforge.solvers.krylov.sequence import lu_options
@@ -37,13 +37,16 @@ OPTIONS = {"helmholtz": {"boundary": "dirichlet", "k0": 40.0}}
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--family", default="advection-diffusion")
+    ap.add_argument("--family", default="advection-diffusion",
+                    choices=[f for f in available() if f != "nlse"])
     ap.add_argument("--resolution", type=positive_int, default=256)
     ap.add_argument("--systems", type=positive_int, default=20)
     ap.add_argument("--neighbours", type=positive_int, default=4)
-    ap.add_argument("--products", type=positive_int, default=300)
+    ap.add_argument("--products", type=positive_int, default=300,
+                    help="products allowed, rounded up to whole GMRES restart cycles "
+                    "(scipy stops only there)")
     ap.add_argument("--rtol", type=positive_float, default=1e-8)
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--out", type=writable_dir, default=Path(__file__).parent / "results")
     args = ap.parse_args()
     if args.systems < 2:
         ap.error("--systems must be at least 2: the first is factored, the next are solved")
@@ -91,6 +94,7 @@ def main() -> None:
     result = {"family": args.family, "resolution": args.resolution, "options": options,
               "n": mats[0].shape[0], "systems_sorted": args.systems, "rtol": args.rtol,
               "gmres_restart": restart, "products_cap": args.products,
+              "products_limit": -(-args.products // restart) * restart,
               "neighbours_asked": args.neighbours,
               "factor_seconds": factor_s, "neighbours": rows}
     args.out.mkdir(parents=True, exist_ok=True)

@@ -53,6 +53,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from pdeforge.cli import positive_float, writable_dir
 from pdeforge.datasets.problems import build_problem
 from pdeforge.runtime import tune_cpu_allocator
 from pdeforge.solvers import nlse
@@ -163,9 +164,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=256, help="soliton trajectories (batched)")
     # a work-precision ladder, about two points per decade: steps scale as rtol^(-1/8),
     # so a decade costs ~1.33x throughput and a coarser ladder overshoots the accuracy
-    ap.add_argument("--rtols", type=float, nargs="+",
+    ap.add_argument("--rtols", type=positive_float, nargs="+",
                     default=[1e-8, 3e-9, 1e-9, 3e-10, 1e-10])
-    ap.add_argument("--conserve-rtols", type=float, nargs="+",
+    ap.add_argument("--conserve-rtols", type=positive_float, nargs="+",
                     default=[1e-7, 7e-8, 5e-8, 3e-8, 1e-8])
     ap.add_argument("--repeats", type=int, default=2,
                     help="interleaved runs of each batched rtol (best kept)")
@@ -174,7 +175,7 @@ def main() -> None:
     ap.add_argument("--n-family", type=int, default=32, help="nlse-family trajectories")
     ap.add_argument("--no-tune-allocator", action="store_true",
                     help="keep glibc's default malloc settings (see pdeforge.runtime)")
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--out", type=writable_dir, default=Path(__file__).parent / "results")
     args = ap.parse_args()
     tuned = False if args.no_tune_allocator else tune_cpu_allocator()
     for flag in ("n", "repeats", "n_peer", "n_defaults", "n_family"):

@@ -27,17 +27,18 @@ import torch
 from nlse import OURS, SNAPSHOTS, L, M, T, accuracy, exact, soliton_parameters
 from tqdm import tqdm
 
+from pdeforge.cli import positive_int, writable_dir
 from pdeforge.solvers import nlse
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=256)
+    ap.add_argument("--n", type=positive_int, default=256)
     ap.add_argument("--rtol", type=float, default=3e-9)
-    ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--runs", type=positive_int, default=2)
     ap.add_argument("--alone", action="store_true",
                     help="also count each trajectory's steps when solved alone")
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--out", type=writable_dir, default=Path(__file__).parent / "results")
     args = ap.parse_args()
     params = soliton_parameters(args.n)
     # before the timed runs: the --alone comparison needs equal chunks

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from nlse import L, M, exact, soliton_parameters
 
+from pdeforge.cli import positive_int, writable_dir
 from pdeforge.runtime import tune_cpu_allocator
 from pdeforge.solvers import nlse
 
@@ -201,9 +202,9 @@ def kernel_times(chunk: Chunk, reps: int) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=200, help="stage loops per measurement")
-    ap.add_argument("--repeats", type=int, default=3, help="interleaved runs (best kept)")
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--steps", type=positive_int, default=200, help="stage loops per measurement")
+    ap.add_argument("--repeats", type=positive_int, default=3, help="interleaved runs (best kept)")
+    ap.add_argument("--out", type=writable_dir, default=Path(__file__).parent / "results")
     ap.add_argument("--inductor", action="store_true",
                     help="add the torch.compile (inductor) peer (about 20 s a chunk size)")
     args = ap.parse_args()

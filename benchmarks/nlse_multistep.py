@@ -54,6 +54,7 @@ import numpy as np
 import torch
 from nlse import CONSERVE, OURS, L, T, accuracy, exact, soliton_parameters
 
+from pdeforge.cli import writable_dir
 from pdeforge.runtime import tune_cpu_allocator
 from pdeforge.solvers import nlse
 
@@ -533,7 +534,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=256, help="soliton trajectories")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--out", type=writable_dir, default=Path(__file__).parent / "results")
     args = ap.parse_args()
     if args.n < 1 or args.rounds < 1:
         ap.error("--n and --rounds must be at least 1")

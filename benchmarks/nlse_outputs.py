@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from nlse import OURS, L, T, exact, soliton_parameters
 
+from pdeforge.cli import positive_int, writable_dir
 from pdeforge.solvers import nlse
 
 PEER = "every output a step end"
@@ -31,11 +32,11 @@ PEER = "every output a step end"
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=64)
+    ap.add_argument("--n", type=positive_int, default=64)
     ap.add_argument("--rtol", type=float, default=3e-9)
     ap.add_argument("--snapshots", type=int, nargs="+", default=[101, 401, 1001])
-    ap.add_argument("--runs", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--runs", type=positive_int, default=2)
+    ap.add_argument("--out", type=writable_dir, default=Path(__file__).parent / "results")
     args = ap.parse_args()
     params = soliton_parameters(args.n)
     psi0 = exact(params, 0.0)

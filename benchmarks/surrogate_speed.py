@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from pdeforge import operators
-from pdeforge.cli import positive_int
+from pdeforge.cli import positive_int, writable_dir
 from pdeforge.datasets.problems import build_problem
 from pdeforge.runtime import tune_cpu_allocator
 
@@ -60,7 +60,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--resolutions", type=positive_int, nargs="+", default=[32, 64, 128, 256])
     ap.add_argument("--n", type=positive_int, default=32, help="samples per resolution")
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--out", type=writable_dir, default=Path(__file__).parent / "results")
     args = ap.parse_args()
     if min(args.resolutions) < 8:
         ap.error(f"--resolutions must be at least 8, got {min(args.resolutions)}")

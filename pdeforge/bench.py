@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -568,6 +569,14 @@ def _paired_cell(value: float | None, pairs: int, paired_with: str, bests: float
     return f"{value:.2f}{unit} ({pairs} pairs{peer}; bests {best})"
 
 
+def _replace_text(path: Path, text: str) -> None:
+    """``path`` holds ``text`` or what it held before, never a part (a write stopped by
+    Ctrl-C truncated the results of earlier runs)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def write_results(configs: list[ConfigResult], out: Path, name: str = "skr",
                   machine: dict | None = None) -> None:
     """JSON and markdown of a run; ``machine``: the stored run's (a rewrite keeps it),
@@ -581,7 +590,7 @@ def write_results(configs: list[ConfigResult], out: Path, name: str = "skr",
         "configs": [asdict(c) for c in configs],
         "summary": rows,
     }
-    (out / f"{name}.json").write_text(json.dumps(payload, indent=2))
+    _replace_text(out / f"{name}.json", json.dumps(payload, indent=2))
     lines = [
         "| family | n | rtol | prec | skr ms/sys | vs scipy GMRES(40) time (matvecs) | "
         "vs gcrotmk | best peer (ms) | auto / best other | skr vs best non-recycling |",
@@ -630,7 +639,7 @@ def write_results(configs: list[ConfigResult], out: Path, name: str = "skr",
         lines += [f"{c.family} n={c.n}: every iterative peer capped at {c.maxiter} products "
                   "a system (a system not solved within them counts as not converged)"
                   for c in capped]
-    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    _replace_text(out / f"{name}.md", "\n".join(lines) + "\n")
 
 
 #: Helmholtz 512^2 (k0 = 40, Dirichlet: hundreds of negative eigenvalues): measured with
@@ -717,21 +726,35 @@ def run_preset(name: str, out: Path, budget: float = 60.0,
         raise PdeforgeError(f"preset {name!r} has no family {', '.join(map(repr, unknown))}; "
                          f"its families: {', '.join(known)}")
     todo = [c for c in PRESETS[name] if families is None or c[0] in families]
-    configs = []
+    kept = []
     previous = out / f"skr_{name}.json"
     if families is not None and previous.exists():  # keep the other families' results
         for c in json.loads(previous.read_text())["configs"]:
             if c["family"] not in families:
                 peers = [PeerResult(**p) for p in c.pop("peers")]
-                configs.append(ConfigResult(**c, peers=peers))
-    for family, res, n_sys, pres, rtols, opts, *extra in tqdm(
-            todo, desc=f"bench skr ({name})", unit="config"):
-        peers = next((e for e in extra if isinstance(e, list)), None)
-        settings = next((e for e in extra if isinstance(e, dict)), {})
-        configs.append(run_skr_benchmark(family, res, n_sys, pres, rtols, opts, budget,
-                                         peers=peers, log=tqdm.write, repeats=repeats,
-                                         **settings))
-        write_results(configs, out, f"skr_{name}")  # keep what is done if interrupted
+                kept.append(ConfigResult(**c, peers=peers))
+    # this run's configurations go to skr_<name>.partial.* as they finish; the results
+    # file is replaced once the run is done: a rerun stopped by Ctrl-C had cut the
+    # earlier results down to the configurations it had redone
+    partial, done = f"skr_{name}.partial", []
+    try:
+        for family, res, n_sys, pres, rtols, opts, *extra in tqdm(
+                todo, desc=f"bench skr ({name})", unit="config"):
+            peers = next((e for e in extra if isinstance(e, list)), None)
+            settings = next((e for e in extra if isinstance(e, dict)), {})
+            done.append(run_skr_benchmark(family, res, n_sys, pres, rtols, opts, budget,
+                                          peers=peers, log=tqdm.write, repeats=repeats,
+                                          **settings))
+            write_results(done, out, partial)
+    except BaseException:
+        if done:
+            tqdm.write(f"kept: the {len(done)} configuration(s) this run finished, in "
+                       f"{out / partial}.json and .md; {previous} is as it was")
+        raise
+    configs = kept + done
+    write_results(configs, out, f"skr_{name}")
+    for suffix in (".json", ".md"):
+        (out / f"{partial}{suffix}").unlink(missing_ok=True)
     return configs
 
 

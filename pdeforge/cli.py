@@ -44,6 +44,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def writable_dir(text: str) -> Path:
+    """argparse type: a folder that exists (made if needed) and can be written (also used
+    by the scripts in benchmarks/): found at the start, not once the work is done."""
+    from pdeforge.errors import output_directory
+
+    try:
+        return output_directory(text, "--out")
+    except PdeforgeError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--out ")) from None
+
+
 def positive_float(text: str) -> float:
     """argparse type: a finite number above 0 (also used by the scripts in benchmarks/)."""
     try:
@@ -254,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="runs of each peer that fits in half the budget, in rounds; the "
                      "best time is kept; above 1, auto and the fastest other peer, and skr "
                      "and gcrotmk, also run in back-to-back pairs (default 1)")
-    skr.add_argument("--out", type=Path, default=Path("benchmarks/results"),
+    skr.add_argument("--out", type=writable_dir, default=Path("benchmarks/results"),
                      help="results folder (default benchmarks/results)")
     skr.set_defaults(func=_cmd_bench_skr)
     train = sub.add_parser(

@@ -229,3 +229,70 @@ def test_pyamg_is_a_peer_where_it_has_a_solver_for_the_matrix_class():
                                                                  "k0": 5.0},
                             budget=30, log=lambda _: None, peers=["splu", "pyamg", "skr"])
     assert "pyamg" not in {p.peer for p in cfg.peers}
+
+
+def test_a_rerun_stopped_midway_leaves_the_earlier_results_whole(tmp_path, monkeypatch):
+    """Ctrl-C during a rerun of a preset cut the results file down to the configurations
+    the rerun had redone; this run's finished ones are kept beside it (review)."""
+    import pdeforge.bench as bench
+
+    tiny = [("darcy", 12, 4, ["jacobi"], [1e-8], {"coefficient": "lognormal"},
+             ["splu", "skr"]),
+            ("poisson", 12, 4, ["jacobi"], [1e-8], {}, ["splu", "skr"])]
+    monkeypatch.setitem(bench.PRESETS, "tiny", tiny)
+    first = bench.run_preset("tiny", tmp_path, budget=30)
+    assert [c.family for c in first] == ["darcy", "poisson"]
+    results = tmp_path / "skr_tiny.json"
+    before = results.read_bytes(), (tmp_path / "skr_tiny.md").read_bytes()
+    assert not list(tmp_path.glob("*partial*"))
+    run = bench.run_skr_benchmark
+
+    def stop_at_poisson(family, *args, **kwargs):
+        if family == "poisson":
+            raise KeyboardInterrupt
+        return run(family, *args, **kwargs)
+
+    monkeypatch.setattr(bench, "run_skr_benchmark", stop_at_poisson)
+    with pytest.raises(KeyboardInterrupt):
+        bench.run_preset("tiny", tmp_path, budget=30)
+    assert (results.read_bytes(), (tmp_path / "skr_tiny.md").read_bytes()) == before
+    partial = json.loads((tmp_path / "skr_tiny.partial.json").read_text())
+    assert [c["family"] for c in partial["configs"]] == ["darcy"]
+
+
+BENCHMARKS = __import__("pathlib").Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.mark.parametrize(("script", "args", "message"), [
+    ("neighbour_reuse.py", ["--out", "{file}/res"], "cannot be created (Not a directory)"),
+    ("surrogate_speed.py", ["--out", "{file}/res"], "cannot be created (Not a directory)"),
+    ("nlse_splitting.py", ["--n", "300"], "--n is at most 256"),
+    ("nlse_chunking.py", ["--n", "-3"], "must be a positive integer"),
+    ("nlse_dispatch.py", ["--repeats", "0"], "must be a positive integer"),
+    ("nlse.py", ["--conserve-rtols", "-0.01"], "argument --conserve-rtols"),
+    ("darcy_models.py", ["--device", "gpu0"], "--device: unknown device 'gpu0'"),
+    ("neighbour_reuse.py", ["--family", "nlse"], "invalid choice: 'nlse'"),
+])
+def test_benchmark_scripts_refuse_bad_arguments_before_any_work(script, args, message,
+                                                                tmp_path):
+    """A bad --out, count or device was found after the work (a traceback, results lost)
+    or never (negative or inflated throughput written) (review)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "file").write_text("")
+    args = [a.replace("{file}", str(tmp_path / "file")) for a in args]
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing written
+
+
+def test_bench_skr_finds_an_unwritable_out_before_the_work(tmp_path):
+    from tests.conftest import run_cli
+
+    (tmp_path / "file").write_text("")
+    proc = run_cli("bench", "skr", "--family", "thermal", "--out", tmp_path / "file" / "res")
+    assert proc.returncode == 2 and "cannot be created (Not a directory)" in proc.stderr
+    assert "Traceback" not in proc.stderr

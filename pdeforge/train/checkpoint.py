@@ -107,6 +107,12 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         )
     if head.startswith(b"PK"):
         _check_archive(path)
+    if isinstance(map_location, str):  # (torch's error for a bad device read as damage)
+        try:
+            torch.device(map_location)
+        except (RuntimeError, TypeError) as exc:
+            raise CheckpointError(f"unknown device {map_location!r} ({exc}); use cpu or "
+                                  "cuda") from None
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -586,3 +586,16 @@ def test_testing_on_the_training_data_split_otherwise_is_said(darcy16, tmp_path,
         warnings.simplefilter("always")
         run_cli(test)
     assert not [w for w in caught if "holds samples it trained on" in str(w.message)]
+
+
+def test_a_device_torch_does_not_know_is_named_not_the_checkpoint(darcy16, tmp_path):
+    """torch's error for a bad map_location was reported as a damaged checkpoint."""
+    from pdeforge.train.checkpoint import read_checkpoint
+
+    cli = fit(MGNO, darcy16, "--trainer.max_epochs=1",
+              f"--trainer.default_root_dir={tmp_path}",
+              f"--trainer.logger.init_args.save_dir={tmp_path}")
+    last = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    with pytest.raises(CheckpointError, match="unknown device 'gpu0'") as info:
+        read_checkpoint(last, map_location="gpu0")
+    assert "damaged" not in str(info.value)
