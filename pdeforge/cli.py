@@ -55,6 +55,23 @@ def writable_dir(text: str) -> Path:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("--out ")) from None
 
 
+def case_setting(text: str) -> tuple[str, int | float]:
+    """argparse type: NAME=VALUE, the value an integer where written as one, else a
+    number."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip() or not value.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE (e.g. m=512), got {text!r}")
+    try:
+        number: int | float = int(value)
+    except ValueError:
+        try:
+            number = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{name.strip()}: expected a number, got {value!r}") from None
+    return name.strip(), number
+
+
 def positive_float(text: str) -> float:
     """argparse type: a finite number above 0 (also used by the scripts in benchmarks/)."""
     try:
@@ -206,7 +223,7 @@ def _cmd_nlse(args: argparse.Namespace) -> int:
                             f"{strength:g}")
     report = run_case(args.case, args.out_dir, rtol=args.rtol, atol=args.atol,
                       method=args.method, dealias=args.dealias,
-                      filter_strength=args.filter_strength)
+                      filter_strength=args.filter_strength, params=dict(args.set or []))
     print(json.dumps(report, indent=2))
     print(f"figures and data in {Path(args.out_dir)}{os.sep}")
     return 0
@@ -322,6 +339,13 @@ def build_parser() -> argparse.ArgumentParser:
     nl.add_argument("case", choices=["soliton", "two-solitons", "akhmediev",
                                      "modulation-instability", "gaussian-noise"])
     nl.add_argument("--out-dir", default="nlse-output", help="default nlse-output")
+    nl.add_argument("--set", metavar="NAME=VALUE", type=case_setting, action="append",
+                    help="a setting of the case (repeatable): the grid and times (length, "
+                    "m, t_end, n_times; akhmediev: t_start) and the case's own (soliton: "
+                    "eta, velocity, x0; two-solitons: eta1, eta2, v1, v2, x1, x2; akhmediev: "
+                    "a; modulation-instability: amplitude, k, epsilon, periods; "
+                    "gaussian-noise: amplitude, width, noise, seed), e.g. --set m=512 "
+                    "--set t_end=5")
     nl.add_argument("--rtol", type=float, default=1e-10,
                     help="relative tolerance of the adaptive time step (default 1e-10): "
                          "each step keeps the RMS over the Fourier coefficients of their "

@@ -36,16 +36,28 @@ def run_case(
     method: str = "ip-dop853",
     dealias: bool = True,
     filter_strength: float | None = 36.0,
+    params: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run case ``name`` with :func:`pdeforge.solvers.nlse.solve` and save its figures, its
     trajectory (npz) and a report of invariant drifts (and the error where the case has an
     exact solution). ``dealias`` and ``filter_strength`` (None or 0: off) are the solver's;
     with either on, the nonlinear term is masked and a field with content near the
     Nyquist wavenumber (the gaussian-noise case's white noise) loses mass and energy
-    there, which the drifts show; with both off the collocation system conserves them."""
+    there, which the drifts show; with both off the collocation system conserves them.
+    ``params``: keywords of the case's function in :mod:`pdeforge.solvers.nlse_cases`
+    (``length``, ``m``, ``t_end``, ``n_times``, the case's own: ``eta``, ``a`` ...),
+    which checks them."""
+    import inspect
+
     if name not in nlse.cases.CASES:
         raise PdeforgeError(f"unknown NLSE case {name!r}; available: {', '.join(nlse.cases.CASES)}")
-    case = nlse.cases.CASES[name]()
+    factory = nlse.cases.CASES[name]
+    known = list(inspect.signature(factory).parameters)
+    unknown = [k for k in params or {} if k not in known]
+    if unknown:
+        raise PdeforgeError(f"the {name} case has no setting {', '.join(map(repr, unknown))}; "
+                            f"its settings: {', '.join(known)}")
+    case = factory(**(params or {}))
     out = output_directory(out_dir)
     start = time.perf_counter()
     psi = nlse.solve(
@@ -65,6 +77,7 @@ def run_case(
     ent = nlse.entropies(psi)
     report: dict[str, Any] = {
         "case": name,
+        "settings": dict(params or {}),  # the --set ones; the rest are the case's defaults
         "length": case.length,
         "m": case.m,
         "t": [float(case.times[0]), float(case.times[-1])],

@@ -82,3 +82,28 @@ def test_the_momentum_drift_of_modulation_instability_is_read_against_its_growth
     report = json.loads((tmp_path / "modulation-instability_report.json").read_text())
     assert report["momentum_drift_absolute"] < 1e-10
     assert report["momentum_drift"] < 10 * report["mass_drift"] + 1e-12
+
+
+def test_a_case_runs_with_the_users_grid_times_and_parameters(tmp_path):
+    """`pdeforge nlse` ran each case at its defaults only (no L, M, times or amplitude)."""
+    import numpy as np
+
+    proc = run_cli("nlse", "soliton", "--out-dir", tmp_path, "--set", "m=256",
+                   "--set", "t_end=2", "--set", "eta=1.5", "--set", "length=40",
+                   "--set", "n_times=11")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "soliton_report.json").read_text())
+    assert (report["m"], report["length"], report["t"]) == (256, 40.0, [0.0, 2.0])
+    assert report["settings"] == {"m": 256, "t_end": 2, "eta": 1.5, "length": 40, "n_times": 11}
+    data = np.load(next(tmp_path.glob("soliton*.npz")))
+    psi = data[next(k for k in data.files if data[k].ndim == 2)]
+    assert psi.shape == (11, 256)
+    # the soliton of amplitude 1.5: max |psi(0)| = eta
+    assert float(np.abs(psi[0]).max()) == pytest.approx(1.5, rel=1e-3)
+    for args, says in ((["--set", "mm=256"], "has no setting 'mm'; its settings: eta"),
+                       (["--set", "m=4"], "m must be an integer >= 8"),
+                       (["--set", "m"], "expected NAME=VALUE"),
+                       (["--set", "eta=big"], "eta: expected a number")):
+        bad = run_cli("nlse", "soliton", "--out-dir", tmp_path, *args)
+        assert bad.returncode == 2 and says in bad.stderr, bad.stderr
+        assert "Traceback" not in bad.stderr
