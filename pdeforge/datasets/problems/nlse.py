@@ -92,8 +92,9 @@ class NLSE(ProblemFamily):
         "An nlse sample is not converged when its spectrum still reaches the band's edge "
         "(spectral_tail > --resolution-tol) on the finest oversampled grid, or when the "
         "integrator failed: the grid is too coarse for these fields; with a fixed "
-        "--oversample (1, 2, 4 or 8) try --oversample auto, which refines each sample up to "
-        "8x; else raise --resolution (more points over the same --length) or lower --eta-max"
+        "--oversample (1, 2, 4 or 8) try --oversample auto (without --filter, which it "
+        "refuses), which refines each sample up to 8x; else raise --resolution (more "
+        "points over the same --length) or lower --eta-max"
     )
 
     name = "nlse"
