@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -245,14 +246,18 @@ def _compute_shard(
     return dict(problem.generate(config["seed"], list(range(start, stop)), progress=progress))
 
 
-_PROBLEM_CACHE: dict[str, ProblemFamily] = {}
+#: the problem of the latest config, one per thread: a Dask worker's threads shared one
+#: object, and a family's lazy set-up on its first build (a random field, a Laplacian)
+#: was seen half done by another thread (AttributeError '_lap', a run lost); the shared
+#: dict's clear-then-insert could also hand a thread a KeyError
+_PROBLEMS = threading.local()
 
 
 def _cached_problem(key: str, config: Mapping[str, Any]) -> ProblemFamily:
-    if key not in _PROBLEM_CACHE:
-        _PROBLEM_CACHE.clear()
-        _PROBLEM_CACHE[key] = problem_from_config(config)
-    return _PROBLEM_CACHE[key]
+    cached = getattr(_PROBLEMS, "cache", None)
+    if cached is None or cached[0] != key:
+        cached = _PROBLEMS.cache = (key, problem_from_config(config))
+    return cached[1]
 
 
 def _root_attrs(problem: ProblemFamily, config: Mapping[str, Any],

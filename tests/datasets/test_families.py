@@ -388,3 +388,81 @@ def test_recycle_zero_turns_recycling_off_as_in_the_api(tmp_path):
     with pytest.raises(PdeforgeError, match=r"--recycle must be >= 0 \(0: no recycling\)"):
         generate("darcy", 3, tmp_path / "n.nc", resolution=12, progress=False,
                  options={"recycle": -1})
+
+
+@pytest.mark.parametrize(("family", "slowed"), [
+    ("advection-diffusion", "diffusion_matrix"),
+    ("helmholtz", "GaussianRandomField.variance"),
+])
+def test_a_family_shared_by_threads_builds_while_another_sets_it_up(family, slowed,
+                                                                    monkeypatch):
+    """A Dask worker's threads ran one problem object: the second thread saw the first
+    one's lazy set-up half done (AttributeError: no attribute '_lap') (review: 1 run in 5
+    at 32^2 on a --nthreads 2 worker). The set-up is slowed here to make the overlap sure."""
+    import threading
+    import time
+
+    from pdeforge.datasets.problems import build_problem, elliptic
+
+    if slowed == "diffusion_matrix":
+        original = elliptic.diffusion_matrix
+
+        def slow(*args, **kwargs):
+            time.sleep(0.3)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(elliptic, "diffusion_matrix", slow)
+    else:
+        original = elliptic.GaussianRandomField.variance
+
+        def slow(self, *args, **kwargs):
+            time.sleep(0.3)
+            return original(self, *args, **kwargs)
+
+        monkeypatch.setattr(elliptic.GaussianRandomField, "variance", slow)
+    serial = build_problem(family, 32)
+    expected = [serial.build(0, i).A.toarray() for i in range(2)]
+    shared = build_problem(family, 32)
+    out, errors = [None, None], []
+    start = threading.Barrier(2)
+
+    def build(i):
+        start.wait()
+        if i == 1:
+            time.sleep(0.1)  # in the first thread's set-up
+        try:
+            out[i] = shared.build(0, i).A.toarray()
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=build, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for got, want in zip(out, expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_each_thread_computes_shards_with_its_own_problem():
+    """One problem object per thread (a Dask worker's threads shared one), the same one
+    for every shard a thread computes."""
+    import threading
+
+    from pdeforge.datasets import runner
+
+    _, config = runner.resolve_config("darcy", 4, resolution=8, seed=0, shard_size=2)
+    text = runner.config_json(config)
+    seen = []
+
+    def take():
+        seen.append(runner._cached_problem(text, config))
+        seen.append(runner._cached_problem(text, config))
+
+    threads = [threading.Thread(target=take) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen[0] is seen[1] and seen[2] is seen[3] and seen[0] is not seen[2]

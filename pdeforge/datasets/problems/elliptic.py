@@ -97,9 +97,11 @@ class Helmholtz(LinearFamily):
         c = self.config
         rng = sample_rng(seed, index)
         pts = self.points()
-        if not hasattr(self, "_grf"):
-            self._grf = GaussianRandomField([pts] * self.dim, 2.5, 5.0, sigma=None)
-            self._std = np.sqrt(self._grf.variance())
+        if not hasattr(self, "_grf"):  # (the attribute tested is set last: a thread that
+            # sees it sees the set-up done)
+            grf = GaussianRandomField([pts] * self.dim, 2.5, 5.0, sigma=None)
+            self._std = np.sqrt(grf.variance())
+            self._grf = grf
         g = self._grf.sample(rng) / self._std
         k = c["k0"] * np.exp(c["k_sigma"] * g)
         centre = rng.uniform(0.2, 0.8, self.dim)
@@ -196,9 +198,10 @@ class AdvectionDiffusion(LinearFamily):
         n = self.resolution
         h = 1.0 / n
         verts = np.linspace(0.0, 1.0, n + 1)
-        if not hasattr(self, "_grf"):
-            self._grf = GaussianRandomField([verts, verts], 3.0, 4.0)
+        if not hasattr(self, "_grf"):  # (the attribute tested is set last: a thread that
+            # sees it sees the set-up done)
             self._lap = diffusion_matrix(np.ones(self.shape))
+            self._grf = GaussianRandomField([verts, verts], 3.0, 4.0)
         X, Y = np.meshgrid(verts, verts, indexing="ij")
         psi = self._grf.sample(rng) * np.sin(np.pi * X) * np.sin(np.pi * Y)  # 0 on walls
         # face velocities of v = (d psi/dy, -d psi/dx): exactly divergence-free per cell
