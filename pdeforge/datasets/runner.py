@@ -956,6 +956,68 @@ def _progress_bar(config: Mapping[str, Any], initial: int, enabled: bool):
     )
 
 
+#: how a worker that runs another pdeforge than the client's (or none) says so
+OTHER_PDEFORGE = "pdeforge-worker-mismatch: "
+
+
+def _checked_task() -> Callable[..., dict[str, np.ndarray]]:
+    """The shard task for workers this process did not start: it first checks that the
+    worker imports the same pdeforge source as this process (SHA-256 of each .py file's
+    path in the package and bytes: the same code, whatever the version number). A worker
+    of another checkout computed its shards silently (velocities 40 % off for an older
+    advection-diffusion, stamped with this code's revision), and one without pdeforge
+    failed to unpickle the task again and again while the run waited. Defined here so
+    that Dask sends it by value (cloudpickle), not as a name the worker's pdeforge may
+    lack."""
+
+    def digest() -> str | None:
+        import hashlib
+        import importlib.util
+        import pathlib
+
+        try:
+            spec = importlib.util.find_spec("pdeforge")
+        except ImportError:  # (None where it is not installed; an import hook may raise)
+            spec = None
+        if spec is None or spec.origin is None:
+            return None
+        root = pathlib.Path(spec.origin).parent
+        sha = hashlib.sha256()
+        for path in sorted(root.rglob("*.py")):
+            sha.update(str(path.relative_to(root)).encode())
+            sha.update(path.read_bytes())
+        return sha.hexdigest()
+
+    expected = digest()
+
+    def shard(config_text: str, start: int, stop: int) -> dict[str, np.ndarray]:
+        found = digest()
+        if found is None:
+            raise RuntimeError(f"{OTHER_PDEFORGE}cannot import pdeforge")
+        if found != expected:
+            import pdeforge
+
+            raise RuntimeError(f"{OTHER_PDEFORGE}runs another pdeforge source "
+                               f"({pdeforge.__file__}) than this one: its samples would "
+                               "be another code's, stamped as this one's")
+        from pdeforge.datasets.runner import _compute_shard
+
+        return _compute_shard(config_text, start, stop)
+
+    return shard
+
+
+@contextlib.contextmanager
+def _logger_level(name: str, level: int):
+    logger = logging.getLogger(name)
+    before = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
+
+
 class _ClusterFailure(Exception):
     """The Dask cluster failed under a run (a worker killed again and again, the scheduler
     lost); the message says what, :func:`_run_locked` adds what was kept."""
@@ -1042,6 +1104,12 @@ def _run_dask(
     from distributed.scheduler import KilledWorker
 
     cluster = None
+    task: Callable[..., Any] = _compute_shard
+    quiet = contextlib.nullcontext()
+    if scheduler is not None:
+        task = _checked_task()
+        # a lost scheduler: pdeforge's one line, not the client's logged tracebacks first
+        quiet = _logger_level("distributed.client", logging.CRITICAL)
     try:
         if scheduler is not None:
             from dask.utils import parse_timedelta
@@ -1082,9 +1150,9 @@ def _run_dask(
 
             if allocator_tuned():  # workers this run started inherit the CLI's setting
                 client.run(tune_cpu_allocator)
-        with client:
+        with quiet, client:  # (quiet also while the client closes: it logs its reconnects)
             futures = {
-                client.submit(_compute_shard, config_text, *ranges[j], pure=False): j
+                client.submit(task, config_text, *ranges[j], pure=False): j
                 for j in pending
             }
             try:
@@ -1103,6 +1171,14 @@ def _run_dask(
                         raise _ClusterFailure(
                             f"lost the Dask scheduler while shard {j} ran "
                             f"({type(exc).__name__}: {_first_line(exc, QUOTE_LIMIT)})"
+                        ) from None
+                    except RuntimeError as exc:
+                        if not str(exc).startswith(OTHER_PDEFORGE):
+                            raise
+                        raise _ClusterFailure(
+                            f"a Dask worker at {scheduler} {str(exc)[len(OTHER_PDEFORGE):]}; "
+                            "install this pdeforge in the workers' environment (the same "
+                            "source) and restart them"
                         ) from None
                     store(j, block)
             finally:

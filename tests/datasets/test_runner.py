@@ -722,3 +722,51 @@ def test_a_run_the_start_lets_begin_is_not_refused_at_assembly(tmp_path, monkeyp
     monkeypatch.setattr(runner.shutil, "disk_usage", disk(hi))
     res = generate("darcy", 16, out, resolution=16, shard_size=4, progress=False)
     assert res.n_samples == 16 and out.exists()
+
+
+def test_a_worker_of_another_pdeforge_or_of_none_is_refused(tmp_path):
+    """The task sent to a --scheduler's workers (by value) checks the worker's pdeforge
+    source first: a worker of another checkout computed its shards silently (stamped
+    with this code's revision), one without pdeforge left the run waiting (review)."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import cloudpickle
+
+    import pdeforge
+    from pdeforge.datasets import runner
+
+    _, config = runner.resolve_config("darcy", 2, resolution=8, seed=0, shard_size=2)
+    (tmp_path / "task.pkl").write_bytes(cloudpickle.dumps(runner._checked_task()))
+    (tmp_path / "config.json").write_text(runner.config_json(config))
+    call = ("import pickle, sys\n"
+            "task = pickle.load(open('task.pkl', 'rb'))\n"
+            "try:\n"
+            "    out = task(open('config.json').read(), 0, 2)\n"
+            "    print('computed', sorted(out)[:2])\n"
+            "except RuntimeError as exc:\n"
+            "    print(exc)\n")
+    block = ("class Block:\n"
+             "    def find_spec(self, name, path=None, target=None):\n"
+             "        if name.split('.')[0] == 'pdeforge':\n"
+             "            raise ModuleNotFoundError(name)\n"
+             "sys.meta_path.insert(0, Block())\n")
+    other = tmp_path / "other"
+    shutil.copytree(Path(pdeforge.__file__).parent, other / "pdeforge",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    changed = other / "pdeforge" / "datasets" / "problems" / "elliptic.py"
+    changed.write_text(changed.read_text() + "\n# another revision\n")
+
+    def run(code, pythonpath=None):
+        env = {**__import__("os").environ}
+        if pythonpath:
+            env["PYTHONPATH"] = str(pythonpath)
+        return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120).stdout
+
+    assert run(call).startswith("computed")  # the same source: the shard is computed
+    assert f"{runner.OTHER_PDEFORGE}runs another pdeforge source" in run(call, other)
+    assert f"{runner.OTHER_PDEFORGE}cannot import pdeforge" in run(
+        "import sys\n" + block + call)
