@@ -69,7 +69,7 @@ def main() -> None:
                     help="products allowed, rounded up to whole GMRES restart cycles "
                     "(scipy stops only there)")
     ap.add_argument("--rtol", type=positive_float, default=1e-8)
-    ap.add_argument("--out", type=writable_dir, default=Path(__file__).parent / "results")
+    ap.add_argument("--out", type=writable_dir, default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
 
     prob = build_problem("advection-diffusion", args.resolution)

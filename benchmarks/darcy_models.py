@@ -70,7 +70,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path(__file__).parent / "work" / "darcy_models",
                     help="datasets and training runs (reused by a rerun with the same sizes; "
                     "default benchmarks/work/darcy_models, git-ignored)")
-    ap.add_argument("--out", type=writable_dir, default=Path(__file__).parent / "results")
+    ap.add_argument("--out", type=writable_dir, default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
     # (before the datasets are made: a bad device was found after training, and blamed
     # on the checkpoint)

@@ -35,7 +35,7 @@ def main() -> None:
     ap.add_argument("--n", type=positive_int, default=2048)
     ap.add_argument("--resolution", type=positive_int, default=64)
     ap.add_argument("--shard-size", type=positive_int, default=64)
-    ap.add_argument("--out", type=writable_dir, default=Path(__file__).parent / "results")
+    ap.add_argument("--out", type=writable_dir, default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 

@@ -46,7 +46,7 @@ def main() -> None:
                     help="products allowed, rounded up to whole GMRES restart cycles "
                     "(scipy stops only there)")
     ap.add_argument("--rtol", type=positive_float, default=1e-8)
-    ap.add_argument("--out", type=writable_dir, default=Path(__file__).parent / "results")
+    ap.add_argument("--out", type=writable_dir, default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
     if args.systems < 2:
         ap.error("--systems must be at least 2: the first is factored, the next are solved")

@@ -175,7 +175,7 @@ def main() -> None:
     ap.add_argument("--n-family", type=int, default=32, help="nlse-family trajectories")
     ap.add_argument("--no-tune-allocator", action="store_true",
                     help="keep glibc's default malloc settings (see pdeforge.runtime)")
-    ap.add_argument("--out", type=writable_dir, default=Path(__file__).parent / "results")
+    ap.add_argument("--out", type=writable_dir, default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
     tuned = False if args.no_tune_allocator else tune_cpu_allocator()
     for flag in ("n", "repeats", "n_peer", "n_defaults", "n_family"):

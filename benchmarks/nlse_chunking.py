@@ -38,7 +38,7 @@ def main() -> None:
     ap.add_argument("--runs", type=positive_int, default=2)
     ap.add_argument("--alone", action="store_true",
                     help="also count each trajectory's steps when solved alone")
-    ap.add_argument("--out", type=writable_dir, default=Path(__file__).parent / "results")
+    ap.add_argument("--out", type=writable_dir, default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
     params = soliton_parameters(args.n)
     # before the timed runs: the --alone comparison needs equal chunks

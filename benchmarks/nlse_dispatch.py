@@ -204,7 +204,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=positive_int, default=200, help="stage loops per measurement")
     ap.add_argument("--repeats", type=positive_int, default=3, help="interleaved runs (best kept)")
-    ap.add_argument("--out", type=writable_dir, default=Path(__file__).parent / "results")
+    ap.add_argument("--out", type=writable_dir, default=str(Path(__file__).parent / "results"))
     ap.add_argument("--inductor", action="store_true",
                     help="add the torch.compile (inductor) peer (about 20 s a chunk size)")
     args = ap.parse_args()

@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--rtol", type=float, default=3e-9)
     ap.add_argument("--snapshots", type=int, nargs="+", default=[101, 401, 1001])
     ap.add_argument("--runs", type=positive_int, default=2)
-    ap.add_argument("--out", type=writable_dir, default=Path(__file__).parent / "results")
+    ap.add_argument("--out", type=writable_dir, default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
     params = soliton_parameters(args.n)
     psi0 = exact(params, 0.0)

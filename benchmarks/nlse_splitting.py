@@ -125,7 +125,7 @@ def main() -> None:
     ap.add_argument("--n", type=positive_int, default=64,
                     help="hardest solitons of the benchmark's 256 (at most 256)")
     ap.add_argument("--runs", type=positive_int, default=2)
-    ap.add_argument("--out", type=writable_dir, default=Path(__file__).parent / "results")
+    ap.add_argument("--out", type=writable_dir, default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
     if args.n > 256:  # (the throughput was counted over --n, the solver given 256)
         ap.error(f"--n is at most 256 (the benchmark's solitons), got {args.n}")

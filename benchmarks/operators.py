@@ -56,7 +56,7 @@ def main() -> None:
     ap.add_argument("--batch", type=positive_int, default=8)
     ap.add_argument("--repeats", type=positive_int, default=5)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--out", type=writable_dir, default=Path(__file__).parent / "results")
+    ap.add_argument("--out", type=writable_dir, default=str(Path(__file__).parent / "results"))
     ap.add_argument(
         "--no-tune-allocator",
         action="store_true",

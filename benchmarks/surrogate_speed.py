@@ -60,7 +60,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--resolutions", type=positive_int, nargs="+", default=[32, 64, 128, 256])
     ap.add_argument("--n", type=positive_int, default=32, help="samples per resolution")
-    ap.add_argument("--out", type=writable_dir, default=Path(__file__).parent / "results")
+    ap.add_argument("--out", type=writable_dir, default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
     if min(args.resolutions) < 8:
         ap.error(f"--resolutions must be at least 8, got {min(args.resolutions)}")

@@ -282,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="runs of each peer that fits in half the budget, in rounds; the "
                      "best time is kept; above 1, auto and the fastest other peer, and skr "
                      "and gcrotmk, also run in back-to-back pairs (default 1)")
-    skr.add_argument("--out", type=writable_dir, default=Path("benchmarks/results"),
+    skr.add_argument("--out", type=writable_dir, default="benchmarks/results",
                      help="results folder (default benchmarks/results)")
     skr.set_defaults(func=_cmd_bench_skr)
     train = sub.add_parser(
@@ -340,8 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "modulation-instability", "gaussian-noise"])
     nl.add_argument("--out-dir", default="nlse-output", help="default nlse-output")
     nl.add_argument("--set", metavar="NAME=VALUE", type=case_setting, action="append",
-                    help="a setting of the case (repeatable): the grid and times (length, "
-                    "m, t_end, n_times; akhmediev: t_start) and the case's own (soliton: "
+                    help="a setting of the case (repeatable): the grid and times (m, "
+                    "t_end, n_times; length, but for akhmediev and modulation-instability, "
+                    "whose period sets it; akhmediev: t_start) and the case's own (soliton: "
                     "eta, velocity, x0; two-solitons: eta1, eta2, v1, v2, x1, x2; akhmediev: "
                     "a; modulation-instability: amplitude, k, epsilon, periods; "
                     "gaussian-noise: amplitude, width, noise, seed), e.g. --set m=512 "

@@ -296,3 +296,14 @@ def test_bench_skr_finds_an_unwritable_out_before_the_work(tmp_path):
     proc = run_cli("bench", "skr", "--family", "thermal", "--out", tmp_path / "file" / "res")
     assert proc.returncode == 2 and "cannot be created (Not a directory)" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_bench_skr_checks_its_default_out_before_the_work(tmp_path):
+    """argparse converts only string defaults: the default benchmarks/results was not
+    checked, and a blocked one failed after the first configuration (review)."""
+    from tests.conftest import run_cli
+
+    (tmp_path / "benchmarks").write_text("")
+    proc = run_cli("bench", "skr", "--family", "thermal", cwd=tmp_path)
+    assert proc.returncode == 2 and "benchmarks/results cannot be created" in proc.stderr
+    assert "Traceback" not in proc.stderr

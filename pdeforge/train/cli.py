@@ -13,6 +13,7 @@ progress bar, seed 0, glibc's allocator tuned for CPU training (``pdeforge.runti
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -276,14 +277,16 @@ def _log_dir(trainer) -> Path | None:
         return None
 
 
-def run_folder_state(trainer) -> tuple[Path, bool, frozenset[str]] | None:
+def run_folder_state(trainer, made: frozenset[Path] = frozenset()
+                     ) -> tuple[Path, bool, frozenset[str]] | None:
     """(the run's folder, whether it existed, which of ``RUN_PREAMBLE`` it held) before
-    the run: what :func:`discard_empty_run` may remove is only what the run wrote."""
+    the run: what :func:`discard_empty_run` may remove is only what the run wrote;
+    ``made``: folders this command made before (its check of the output folder)."""
     log_dir = _log_dir(trainer)
     if log_dir is None:
         return None
     held = frozenset(n for n in RUN_PREAMBLE if (log_dir / n).is_file())
-    return log_dir, log_dir.is_dir(), held
+    return log_dir, log_dir.is_dir() and log_dir.resolve() not in made, held
 
 
 def discard_empty_run(trainer, before: tuple[Path, bool, frozenset[str]] | None) -> None:
@@ -307,42 +310,59 @@ def discard_empty_run(trainer, before: tuple[Path, bool, frozenset[str]] | None)
         (log_dir / name).unlink(missing_ok=True)
 
 
-def refuse_replacing_a_run(trainer, ckpt_path: str | None) -> None:
-    """Refuse a fit whose checkpoint folder holds checkpoints already, or whose run
-    folder a config.yaml, unless it resumes a checkpoint of that folder. With the default
-    logger every run has a new version_N folder; with ``--trainer.logger false`` (or a
-    fixed ``--checkpoint.dirpath``) the run wrote into the last run's folder: its
-    last.ckpt (the resume point) and config.yaml were replaced."""
+def refuse_replacing_a_run(trainer, ckpt_path: str | None, subcommand: str = "fit") -> None:
+    """Refuse a new fit whose checkpoint folder holds checkpoints already, and any run
+    whose run folder holds a config.yaml it would write over, unless it resumes a
+    checkpoint of that folder. With the default logger every run has a new version_N
+    folder; with ``--trainer.logger false`` a run writes into --trainer.default_root_dir
+    itself (and a fixed ``--checkpoint.dirpath`` is shared by runs): the last run's
+    last.ckpt (its resume point), a recipe's config.yaml were replaced. A resumed fit
+    continues its run's checkpoints wherever they are."""
     log_dir = _log_dir(trainer)
     if log_dir is None or not trainer.is_global_zero:
         return
-    folders = {Path(cb.dirpath) if cb.dirpath else log_dir / "checkpoints"
-               for cb in trainer.checkpoint_callbacks}
-    resumed = Path(ckpt_path).resolve().parent if ckpt_path else None
-    if resumed is not None and any(f.resolve() == resumed for f in folders):
-        return
-    taken = sorted(str(p) for f in folders for p in f.glob("*.ckpt"))
+    no_logger = trainer.logger is None
+    resumed = Path(ckpt_path).resolve() if ckpt_path else None
+    if subcommand == "fit" and resumed is None:
+        for cb in trainer.checkpoint_callbacks:
+            folder = Path(cb.dirpath) if cb.dirpath else log_dir / "checkpoints"
+            taken = sorted(str(p) for p in folder.glob("*.ckpt"))
+            if not taken:
+                continue
+            shown = ", ".join(taken[:3]) + (f" and {len(taken) - 3} more"
+                                            if len(taken) > 3 else "")
+            last = next((p for p in taken if p.endswith("last.ckpt")), None)
+            elsewhere = ("choose another --trainer.default_root_dir or keep the default "
+                         "logger (a new version_N folder every run)" if cb.dirpath is None
+                         else "choose another --checkpoint.dirpath (or leave it out: "
+                         "checkpoints then go to the run's own folder)")
+            raise TrainCommandError(
+                f"{folder} holds another run's checkpoints ({shown}), which this run "
+                f"would replace: {elsewhere}, or remove them"
+                + (f"; to continue that run use --ckpt_path {last}" if last else ""))
     config = log_dir / "config.yaml"
-    elsewhere = ("choose another --trainer.default_root_dir (or --checkpoint.dirpath), or "
-                 "keep the default logger (a new version_N folder every run)")
-    if taken:
-        shown = ", ".join(taken[:3]) + (f" and {len(taken) - 3} more" if len(taken) > 3
-                                        else "")
-        last = next((p for p in taken if p.endswith("last.ckpt")), None)
-        raise TrainCommandError(
-            f"{log_dir} holds a run already, whose {shown} this run would replace: "
-            f"{elsewhere}, or remove them"
-            + (f"; to continue that run use --ckpt_path {last}" if last else ""))
-    if config.is_file():
+    if config.is_file() and not (resumed is not None and log_dir.resolve() in resumed.parents):
         raise TrainCommandError(
             f"this run would write its config over {config} (a recipe of yours?): "
-            f"{elsewhere}, or move that file")
+            + ("choose another --trainer.default_root_dir or keep the default logger (a "
+               "new version_N folder every run)" if no_logger else "choose another folder")
+            + ", or move that file")
 
 
-def newest_last_checkpoint(trainer_config: Any) -> str:
-    """``--ckpt_path last``: the last.ckpt of the newest run (by time written) under the
+def newest_last_checkpoint(trainer_config: Any, last_config: Any = None) -> str:
+    """``--ckpt_path last``: the last checkpoint in ``--last_checkpoint.dirpath`` where
+    one is given, else the last.ckpt of the newest run (by time written) under the
     logger's folder (``<save_dir>/<name>/version_*/checkpoints``), or under
     ``<default_root_dir>/checkpoints`` without a logger."""
+    last_config = last_config or {}
+    if last_config.get("dirpath"):
+        name = f"{last_config.get('filename') or 'last'}.ckpt"
+        found = Path(str(last_config["dirpath"])) / name
+        if not found.is_file():
+            raise TrainCommandError(
+                f"--ckpt_path last: no {name} in --last_checkpoint.dirpath "
+                f"{last_config['dirpath']}; give the checkpoint file to resume")
+        return str(found)
     trainer_config = trainer_config or {}
     root = Path(str(trainer_config.get("default_root_dir") or "runs"))
     logger = trainer_config.get("logger")
@@ -514,7 +534,7 @@ def run_cli(args: Sequence[str]):
             if ckpt_path == "last":  # the newest run's last.ckpt (Lightning's lookup is
                 # in the new run's own, empty folder: it started over from epoch 0)
                 ckpt_path = self.config[sub]["ckpt_path"] = newest_last_checkpoint(
-                    self.config[sub].get("trainer"))
+                    self.config[sub].get("trainer"), self.config[sub].get("last_checkpoint"))
                 print(f"pdeforge: --ckpt_path last is {ckpt_path}", file=sys.stderr)
             elif ckpt_path in ("best", "hpc", "registry"):
                 raise TrainCommandError(
@@ -573,14 +593,17 @@ def run_cli(args: Sequence[str]):
                 and args.get("save_dir") == "runs"
             ):
                 args["save_dir"] = root
-            if sub == "fit":  # a folder the run cannot write: one line, before any work
+            if sub is not None:  # a folder the run cannot write: one line, before any work
                 from pdeforge.errors import output_directory
 
                 save_dir = args.get("save_dir") if args is not None else None
-                output_directory(save_dir or root or "runs",
-                                 "--trainer.logger.init_args.save_dir" if save_dir
+                folder = Path(str(save_dir or root or "runs"))
+                existed = folder.exists()
+                output_directory(folder, "--trainer.logger.init_args.save_dir" if save_dir
                                  not in (None, root, "runs") else
                                  "--trainer.default_root_dir")
+                if not existed:  # (a failed run removes it again: it made it)
+                    self._made_folders = frozenset({folder.resolve()})
             if sub == "fit" and args is not None and args.get("version") is not None:
                 # a version given by hand: Lightning would reuse an existing run's folder,
                 # deleting its metrics.csv and replacing its last.ckpt
@@ -596,10 +619,21 @@ def run_cli(args: Sequence[str]):
                         f"{folder / 'checkpoints' / 'last.ckpt'}"
                     )
 
+        def instantiate_classes(self) -> None:
+            try:
+                super().instantiate_classes()
+            except BaseException:  # (bad data found here: the folder made for the run
+                # by before_instantiate_classes goes again, where it is still empty)
+                for folder in getattr(self, "_made_folders", ()):
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
+                raise
+
         def _run_subcommand(self, subcommand: str) -> None:
-            if subcommand == "fit":
-                refuse_replacing_a_run(self.trainer, self.config[subcommand].get("ckpt_path"))
-            before = run_folder_state(self.trainer)
+            refuse_replacing_a_run(self.trainer, self.config[subcommand].get("ckpt_path"),
+                                   subcommand)
+            before = run_folder_state(self.trainer, getattr(self, "_made_folders",
+                                                            frozenset()))
             try:
                 super()._run_subcommand(subcommand)
             except BaseException as exc:

@@ -18,7 +18,7 @@ import torch
 from pdeforge.datasets.runner import generate
 from pdeforge.train.checkpoint import read_checkpoint
 from pdeforge.train.cli import checkpoint_paths, epochs_done
-from tests.conftest import run_clis
+from tests.conftest import run_cli, run_clis
 from tests.train.test_errors import MGNO, TRAIN_FIT, pdeforge_train
 from tests.train.test_fit import fit
 
@@ -360,7 +360,8 @@ def test_a_run_without_a_logger_never_replaces_nor_deletes_what_its_folder_held(
     last = tmp_path / "ov" / "checkpoints" / "last.ckpt"
     kept = last.read_bytes(), (tmp_path / "ov" / "config.yaml").read_bytes()
     proc = pdeforge_train(*alone, "--trainer.max_epochs=1", "--model.lr=1e-6", cwd=tmp_path)
-    assert proc.returncode == 2 and "ov holds a run already" in proc.stderr, proc.stderr[-2000:]
+    assert proc.returncode == 2 and "ov/checkpoints holds another run's checkpoints" in \
+        proc.stderr, proc.stderr[-2000:]
     assert "--ckpt_path ov/checkpoints/last.ckpt" in proc.stderr
     assert (last.read_bytes(), (tmp_path / "ov" / "config.yaml").read_bytes()) == kept
     # continuing that run there is what the folder is for
@@ -489,3 +490,51 @@ def test_sigterm_to_the_process_group_with_loader_workers_stops_as_for_sigterm(
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 143, err[-2000:]
     assert "stopped by SIGTERM" in err and "--ckpt_path" in err, err[-2000:]
+
+
+def test_runs_with_fixed_checkpoint_folders_resume_and_are_protected(darcy16, tmp_path):
+    """Review of the refusal above: a fit with a fixed --checkpoint.dirpath could no
+    longer be resumed (its last.ckpt lies in the run's version folder); --ckpt_path last
+    ignored --last_checkpoint.dirpath; test/validate with --trainer.logger false wrote
+    over a recipe's config.yaml; validate into a blocked folder gave a traceback; a failed
+    logger-false fit left the folder it had made."""
+    data = f"--data.path={darcy16}"
+    proc = pdeforge_train(data, "--trainer.max_epochs=1", "--checkpoint.dirpath=ck",
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    last = "runs/pdeforge/version_0/checkpoints/last.ckpt"
+    proc = pdeforge_train(data, "--trainer.max_epochs=2", "--checkpoint.dirpath=ck",
+                          f"--ckpt_path={last}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = pdeforge_train(data, "--trainer.max_epochs=1", "--checkpoint.dirpath=ck",
+                          cwd=tmp_path)  # a new run would replace the best of that run
+    assert proc.returncode == 2 and "ck holds another run's checkpoints" in proc.stderr
+    assert "choose another --checkpoint.dirpath" in proc.stderr
+    # --ckpt_path last is the last checkpoint's own folder where one is given
+    both = ("--checkpoint.dirpath=kept", "--last_checkpoint.dirpath=kept")
+    assert pdeforge_train(data, "--trainer.max_epochs=1", *both, cwd=tmp_path).returncode == 0
+    proc = pdeforge_train(data, "--trainer.max_epochs=2", *both, "--ckpt_path=last",
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "--ckpt_path last is kept/last.ckpt" in proc.stderr
+    assert read_checkpoint(tmp_path / "kept" / "last.ckpt")["epoch"] == 1
+    # test with logger false into a recipe's folder
+    recipe = tmp_path / "exp" / "config.yaml"
+    recipe.parent.mkdir()
+    shutil.copy(MGNO, recipe)
+    proc = run_cli("train", "test", "--config", recipe, "--preset", "tiny", data,
+                   "--trainer.logger=false", "--trainer.default_root_dir=exp",
+                   f"--ckpt_path={last}", cwd=tmp_path)
+    assert proc.returncode == 2 and "would write its config over exp/config.yaml" in proc.stderr
+    assert recipe.read_bytes() == Path(MGNO).read_bytes()
+    # validate into a folder a file blocks: one line
+    (tmp_path / "blocked").write_text("")
+    proc = run_cli("train", "validate", "--config", MGNO, "--preset", "tiny", data,
+                   "--trainer.default_root_dir=blocked/sub", f"--ckpt_path={last}",
+                   cwd=tmp_path)
+    assert proc.returncode == 2 and "cannot be created" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    # a failed logger-false fit removes the folder it made
+    proc = pdeforge_train(data, "--data.inputs=[nosuch]", "--trainer.logger=false",
+                          "--trainer.default_root_dir=fresh", cwd=tmp_path)
+    assert proc.returncode == 2 and not (tmp_path / "fresh").exists()
