@@ -133,3 +133,17 @@ def darcy32(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("train") / "darcy32.nc"
     generate("darcy", 8, path, resolution=32, seed=11, shard_size=8, progress=False)
     return path
+
+
+@pytest.fixture(autouse=True)
+def _keep_the_hash_seed_unset():
+    """Dask's Nanny puts PYTHONHASHSEED=6640 into this process's environment when a test
+    starts local worker processes; a later CLI command then asked the fork server for
+    other interpreter settings than it started with, and failed (an order-dependent
+    failure of the suite, not of pdeforge)."""
+    before = os.environ.get("PYTHONHASHSEED")
+    yield
+    if before is None:
+        os.environ.pop("PYTHONHASHSEED", None)
+    else:
+        os.environ["PYTHONHASHSEED"] = before

@@ -988,10 +988,26 @@ def _checked_task() -> Callable[..., dict[str, np.ndarray]]:
             sha.update(path.read_bytes())
         return sha.hexdigest()
 
-    expected = digest()
+    def loaded() -> str | None:
+        # the source as this process first used it, kept on the pdeforge module: a
+        # long-lived worker whose checkout was updated since runs the modules it
+        # imported, while the files read as the new source (review)
+        import sys
+
+        module = sys.modules.get("pdeforge")
+        cached = getattr(module, "_source_sha256", None)
+        if cached is None:
+            cached = digest()
+            if cached is not None:
+                import pdeforge
+
+                pdeforge._source_sha256 = cached
+        return cached
+
+    expected = loaded()
 
     def shard(config_text: str, start: int, stop: int) -> dict[str, np.ndarray]:
-        found = digest()
+        found = loaded()
         if found is None:
             raise RuntimeError(f"{OTHER_PDEFORGE}cannot import pdeforge")
         if found != expected:

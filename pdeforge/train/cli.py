@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -310,6 +311,21 @@ def discard_empty_run(trainer, before: tuple[Path, bool, frozenset[str]] | None)
         (log_dir / name).unlink(missing_ok=True)
 
 
+def remove_empty_folders(folders) -> None:
+    """Remove each of ``folders`` that is empty, the deepest first."""
+    for folder in sorted({Path(f) for f in folders}, key=lambda f: len(f.parts),
+                         reverse=True):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    """``a`` and ``b`` name one folder, as written (a symlinked folder stays itself) or
+    resolved."""
+    return (Path(os.path.abspath(a)) == Path(os.path.abspath(b))
+            or a.resolve() == b.resolve())
+
+
 def refuse_replacing_a_run(trainer, ckpt_path: str | None, subcommand: str = "fit") -> None:
     """Refuse a new fit whose checkpoint folder holds checkpoints already, and any run
     whose run folder holds a config.yaml it would write over, unless it resumes a
@@ -322,7 +338,7 @@ def refuse_replacing_a_run(trainer, ckpt_path: str | None, subcommand: str = "fi
     if log_dir is None or not trainer.is_global_zero:
         return
     no_logger = trainer.logger is None
-    resumed = Path(ckpt_path).resolve() if ckpt_path else None
+    resumed = Path(ckpt_path) if ckpt_path else None
     if subcommand == "fit" and resumed is None:
         for cb in trainer.checkpoint_callbacks:
             folder = Path(cb.dirpath) if cb.dirpath else log_dir / "checkpoints"
@@ -340,8 +356,13 @@ def refuse_replacing_a_run(trainer, ckpt_path: str | None, subcommand: str = "fi
                 f"{folder} holds another run's checkpoints ({shown}), which this run "
                 f"would replace: {elsewhere}, or remove them"
                 + (f"; to continue that run use --ckpt_path {last}" if last else ""))
+    # (without a logger only: the CSV and TensorBoard loggers write into a new version
+    # folder, and a logger of one fixed folder (wandb) rewrites its config every run)
     config = log_dir / "config.yaml"
-    if config.is_file() and not (resumed is not None and log_dir.resolve() in resumed.parents):
+    folders = [Path(cb.dirpath) if cb.dirpath else log_dir / "checkpoints"
+               for cb in trainer.checkpoint_callbacks]
+    own = resumed is not None and any(_same_folder(resumed.parent, f) for f in folders)
+    if no_logger and config.is_file() and not own:
         raise TrainCommandError(
             f"this run would write its config over {config} (a recipe of yours?): "
             + ("choose another --trainer.default_root_dir or keep the default logger (a "
@@ -355,8 +376,8 @@ def newest_last_checkpoint(trainer_config: Any, last_config: Any = None) -> str:
     logger's folder (``<save_dir>/<name>/version_*/checkpoints``), or under
     ``<default_root_dir>/checkpoints`` without a logger."""
     last_config = last_config or {}
+    name = f"{last_config.get('filename') or 'last'}.ckpt"
     if last_config.get("dirpath"):
-        name = f"{last_config.get('filename') or 'last'}.ckpt"
         found = Path(str(last_config["dirpath"])) / name
         if not found.is_file():
             raise TrainCommandError(
@@ -368,19 +389,19 @@ def newest_last_checkpoint(trainer_config: Any, last_config: Any = None) -> str:
     logger = trainer_config.get("logger")
     args = getattr(logger, "init_args", None)
     if logger in (None, False) or args is None:
-        where = [root / "checkpoints" / "last.ckpt"]
+        where = [root / "checkpoints" / name]
         pattern = f"{root / 'checkpoints'}"
     else:
         save_dir = args.get("save_dir")
         save_dir = root if save_dir in (None, "runs") and str(root) != "runs" else Path(
             str(save_dir or "runs"))
         base = save_dir / str(args.get("name") or "")
-        where = list(base.glob("version_*/checkpoints/last.ckpt"))
+        where = list(base.glob(f"version_*/checkpoints/{name}"))
         pattern = f"{base}/version_*/checkpoints"
     found = [p for p in where if p.is_file()]
     if not found:
         raise TrainCommandError(
-            f"--ckpt_path last: no last.ckpt in {pattern}; give the checkpoint file to "
+            f"--ckpt_path last: no {name} in {pattern}; give the checkpoint file to "
             "resume (e.g. path/to/version_N/checkpoints/last.ckpt)")
     return str(max(found, key=lambda p: p.stat().st_mtime))
 
@@ -475,7 +496,7 @@ def checkpoint_paths(trainer) -> tuple[str, str]:
     save_last where a user switched it on)."""
     best = last = ""
     for cb in trainer.checkpoint_callbacks:
-        if cb.monitor is None and cb.filename == "last":
+        if cb.monitor is None:  # (the last state's, whatever --last_checkpoint.filename)
             last = cb.best_model_path or last
         else:
             best = best or cb.best_model_path
@@ -598,12 +619,15 @@ def run_cli(args: Sequence[str]):
 
                 save_dir = args.get("save_dir") if args is not None else None
                 folder = Path(str(save_dir or root or "runs"))
-                existed = folder.exists()
+                made, up = [], folder.absolute()
+                while not up.exists() and up != up.parent:  # (and the parents it makes)
+                    made.append(up)
+                    up = up.parent
                 output_directory(folder, "--trainer.logger.init_args.save_dir" if save_dir
                                  not in (None, root, "runs") else
                                  "--trainer.default_root_dir")
-                if not existed:  # (a failed run removes it again: it made it)
-                    self._made_folders = frozenset({folder.resolve()})
+                # (a run that fails before it wrote anything removes them again)
+                self._made_folders = frozenset(f.resolve() for f in made)
             if sub == "fit" and args is not None and args.get("version") is not None:
                 # a version given by hand: Lightning would reuse an existing run's folder,
                 # deleting its metrics.csv and replacing its last.ckpt
@@ -622,22 +646,26 @@ def run_cli(args: Sequence[str]):
         def instantiate_classes(self) -> None:
             try:
                 super().instantiate_classes()
-            except BaseException:  # (bad data found here: the folder made for the run
-                # by before_instantiate_classes goes again, where it is still empty)
-                for folder in getattr(self, "_made_folders", ()):
-                    with contextlib.suppress(OSError):
-                        folder.rmdir()
+            except BaseException:  # (bad data found here: the folders made for the run
+                # by before_instantiate_classes go again, where they are still empty)
+                remove_empty_folders(getattr(self, "_made_folders", ()))
                 raise
 
         def _run_subcommand(self, subcommand: str) -> None:
-            refuse_replacing_a_run(self.trainer, self.config[subcommand].get("ckpt_path"),
-                                   subcommand)
-            before = run_folder_state(self.trainer, getattr(self, "_made_folders",
-                                                            frozenset()))
+            made = getattr(self, "_made_folders", frozenset())
+            before = run_folder_state(self.trainer, made)
             try:
+                refuse_replacing_a_run(self.trainer, self.config[subcommand].get("ckpt_path"),
+                                       subcommand)
                 super()._run_subcommand(subcommand)
             except BaseException as exc:
                 discard_empty_run(self.trainer, before)
+                if made:  # the logger's own folders (runs/pdeforge) inside them too
+                    log_dir = _log_dir(self.trainer)
+                    inside = [f for f in (log_dir.absolute().parents if log_dir else [])
+                              if any(f.resolve() == m or m in f.resolve().parents
+                                     for m in made)]
+                    remove_empty_folders([*inside, *made])
                 interrupted = interruption(exc, self.trainer)
                 if interrupted is not None:
                     raise interrupted from None

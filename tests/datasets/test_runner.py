@@ -768,5 +768,11 @@ def test_a_worker_of_another_pdeforge_or_of_none_is_refused(tmp_path):
 
     assert run(call).startswith("computed")  # the same source: the shard is computed
     assert f"{runner.OTHER_PDEFORGE}runs another pdeforge source" in run(call, other)
+    # a worker that imported the other source, whose files then became this one's, still
+    # runs the other code: refused
+    original = Path(runner.__file__).parent / "problems" / "elliptic.py"
+    restore = f"open({str(changed)!r}, 'w').write(open({str(original)!r}).read())\n"
+    twice = call + restore + call
+    assert run(twice, other).count("runs another pdeforge source") == 2
     assert f"{runner.OTHER_PDEFORGE}cannot import pdeforge" in run(
         "import sys\n" + block + call)

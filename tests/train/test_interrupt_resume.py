@@ -538,3 +538,46 @@ def test_runs_with_fixed_checkpoint_folders_resume_and_are_protected(darcy16, tm
     proc = pdeforge_train(data, "--data.inputs=[nosuch]", "--trainer.logger=false",
                           "--trainer.default_root_dir=fresh", cwd=tmp_path)
     assert proc.returncode == 2 and not (tmp_path / "fresh").exists()
+
+
+def test_the_refusals_leave_symlinks_other_names_and_made_folders_right(darcy16, tmp_path):
+    """Review of the refusals: a checkpoint anywhere under the folder passed for the
+    folder's own (a recipe's config.yaml was written over); a symlinked checkpoints
+    folder was refused its own resume; --ckpt_path last ignored --last_checkpoint.filename;
+    a refused or failed run left the (nested) folders it made."""
+    data = f"--data.path={darcy16}"
+    recipe = tmp_path / "exp" / "config.yaml"
+    recipe.parent.mkdir()
+    shutil.copy(MGNO, recipe)
+    proc = pdeforge_train(data, "--trainer.max_epochs=1", "--trainer.default_root_dir=exp",
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_cli("train", "test", "--config", recipe, "--preset", "tiny", data,
+                   "--trainer.logger=false", "--trainer.default_root_dir=exp",
+                   "--ckpt_path=exp/pdeforge/version_0/checkpoints/last.ckpt", cwd=tmp_path)
+    assert proc.returncode == 2 and "would write its config over exp/config.yaml" in proc.stderr
+    assert recipe.read_bytes() == Path(MGNO).read_bytes()
+    # a symlinked checkpoints folder, another name for the last checkpoint
+    (tmp_path / "scratch").mkdir()
+    (tmp_path / "sym").mkdir()
+    (tmp_path / "sym" / "checkpoints").symlink_to(tmp_path / "scratch")
+    alone = (data, "--trainer.logger=false", "--trainer.default_root_dir=sym",
+             "--last_checkpoint.filename=final")
+    assert pdeforge_train(*alone, "--trainer.max_epochs=1", cwd=tmp_path).returncode == 0
+    assert (tmp_path / "scratch" / "final.ckpt").is_file()
+    for epochs, resume in ((2, "--ckpt_path=sym/checkpoints/final.ckpt"),
+                           (3, "--ckpt_path=last")):
+        proc = pdeforge_train(*alone, f"--trainer.max_epochs={epochs}", resume, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    assert read_checkpoint(tmp_path / "scratch" / "final.ckpt")["epoch"] == 2
+    # refused or failed: the folders the command made go again
+    proc = pdeforge_train(data, "--checkpoint.dirpath=sym/checkpoints",
+                          "--trainer.default_root_dir=made/here", cwd=tmp_path)
+    assert proc.returncode == 2 and "holds another run's checkpoints" in proc.stderr
+    proc = pdeforge_train(data, "--data.inputs=[nosuch]", "--trainer.default_root_dir=n1/n2/n3",
+                          cwd=tmp_path)
+    assert proc.returncode == 2
+    proc = pdeforge_train(data, "--data.split=[0.0,0.5,0.5]", "--trainer.default_root_dir=m1/m2",
+                          cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert not any((tmp_path / name).exists() for name in ("made", "n1", "m1"))
