@@ -364,10 +364,9 @@ def refuse_replacing_a_run(trainer, ckpt_path: str | None, subcommand: str = "fi
     own = resumed is not None and any(_same_folder(resumed.parent, f) for f in folders)
     if no_logger and config.is_file() and not own:
         raise TrainCommandError(
-            f"this run would write its config over {config} (a recipe of yours?): "
-            + ("choose another --trainer.default_root_dir or keep the default logger (a "
-               "new version_N folder every run)" if no_logger else "choose another folder")
-            + ", or move that file")
+            f"this run would write its config over {config} (a recipe of yours?): choose "
+            "another --trainer.default_root_dir or keep the default logger (a new "
+            "version_N folder every run), or move that file")
 
 
 def newest_last_checkpoint(trainer_config: Any, last_config: Any = None) -> str:
