@@ -17,7 +17,6 @@ import contextlib
 import operator
 import os
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field, fields
@@ -46,7 +45,7 @@ from pdeforge.datasets.grid import (
 )
 from pdeforge.datasets.readers import increasing, open_dataset
 from pdeforge.datasets.torch_dataset import channel_blocks
-from pdeforge.errors import PdeforgeError
+from pdeforge.errors import PdeforgeError, output_directory
 from pdeforge.operators.base import OperatorInputError
 from pdeforge.train.checkpoint import load_module
 from pdeforge.train.data import channel_axes_mismatch, units_mismatch
@@ -1036,6 +1035,13 @@ def _samples_to_predict(data: xr.Dataset, converged: np.ndarray | None,
 PREDICTION_SUFFIXES = (".nc", ".nc4", ".h5", ".hdf5")
 
 
+def inputs_problem(data: xr.Dataset) -> str | None:
+    """The problem family the inputs' file names (None for an array or another
+    program's file without one): a model may be queried with another family's fields."""
+    problem = attr_value(data.attrs, "problem")
+    return problem if isinstance(problem, str) else None
+
+
 def _warn_other_distribution(inputs: Any, data: xr.Dataset, surrogate: Surrogate) -> None:
     """Warn, as ``pdeforge evaluate`` does, when a pdeforge file was generated with other
     problem options than the training data (another coefficient law, amplitudes, ...)."""
@@ -1045,8 +1051,7 @@ def _warn_other_distribution(inputs: Any, data: xr.Dataset, surrogate: Surrogate
         distribution_message,
     )
 
-    problem, trained_on = attr_value(data.attrs, "problem"), surrogate.problem
-    problem = problem if isinstance(problem, str) else None
+    problem, trained_on = inputs_problem(data), surrogate.problem
     if problem and trained_on and problem != trained_on:  # (evaluate warned, query not)
         warnings.warn(
             f"{inputs} holds {problem!r} data and the checkpoint was trained on "
@@ -1104,15 +1109,11 @@ def query(
         raise SurrogateInputError(
             f"{out} exists; choose another --out or pass --overwrite to replace it"
         )
-    try:  # a trial file: a read-only folder or mount was found only after predicting,
-        # and HDF5's error then read as a damaged input file
-        with tempfile.TemporaryFile(dir=out_path.parent):
-            pass
-    except OSError as exc:
-        raise SurrogateInputError(
-            f"--out {out}: the folder {out_path.parent} is not writable "
-            f"({exc.strerror or exc}); choose a folder you can write to"
-        ) from None
+    try:  # (its trial file: a read-only folder or mount was found only after predicting,
+        # and HDF5's error then read as a damaged input file)
+        output_directory(out_path.parent, f"--out {out}: the folder")
+    except PdeforgeError as exc:
+        raise SurrogateInputError(str(exc)) from None
     data, converged = read_query_inputs(inputs, surrogate)
     _warn_other_distribution(inputs, data, surrogate)
     keep = _samples_to_predict(data, converged, inputs)
@@ -1149,10 +1150,6 @@ def query(
     # the inputs' own seed where it is one (another program's may be text, a list ...)
     seed = int(seed) if np.ndim(seed) == 0 and isinstance(seed, int | np.integer) else UNKNOWN_SEED
     ckpt = str(Path(checkpoint).resolve())
-    # (the problem of the inputs' file, where it names one: a model may be queried with
-    # another family's fields; ``problem`` is the model's)
-    inputs_problem = attr_value(data.attrs, "problem")
-    inputs_problem = inputs_problem if isinstance(inputs_problem, str) else None
     try:
         path = write_predictions(
             out,
@@ -1164,7 +1161,7 @@ def query(
             seed=seed,
             converged=keep,
             config={"surrogate": ckpt, "inputs": str(in_path.resolve()),
-                    "inputs_problem": inputs_problem, "model": info["model"],
+                    "inputs_problem": inputs_problem(data), "model": info["model"],
                     "grid_mode": predictions.attrs["grid_mode"],
                     "training_grid": predictions.attrs["training_grid"]},
         )

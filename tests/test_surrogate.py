@@ -1195,6 +1195,8 @@ def test_query_names_an_output_folder_it_cannot_write_before_predicting(trained,
                                                                         tmp_path, monkeypatch):
     """A read-only --out folder was found only once every prediction was made, and the
     HDF5 error then blamed the input file or the checkpoint as damaged (review)."""
+    import tempfile
+
     import pdeforge.surrogate as module
 
     def refuse(*args, **kwargs):
@@ -1204,7 +1206,7 @@ def test_query_names_an_output_folder_it_cannot_write_before_predicting(trained,
         raise AssertionError("predicted although --out cannot be written")
 
     with monkeypatch.context() as m:
-        m.setattr(module.tempfile, "TemporaryFile", refuse)
+        m.setattr(tempfile, "TemporaryFile", refuse)
         m.setattr(Surrogate, "predict", never)
         with pytest.raises(SurrogateInputError, match=r"the folder .* is not writable "
                                                       r"\(Read-only file system\)"):

@@ -49,12 +49,12 @@ def mlp(sizes: list[int], activation: str, last_activation: bool) -> nn.Sequenti
 
 
 def _widths(value: Any, name: str) -> list[int]:
-    """Layer widths: a list of positive integers (a bare 128 was a TypeError deep in the
-    constructor)."""
+    """Layer widths as a list (a bare 128 was a TypeError deep in the constructor); its
+    entries are positive integers already (:func:`records_config` checks them)."""
     if not isinstance(value, list | tuple):
         raise OperatorConfigError(f"{name} must be a list of layer widths, e.g. [128, 128], "
                                   f"got {value!r}")
-    return [as_int(v, f"every entry of {name}") for v in value]
+    return list(value)
 
 
 def _interp_mode(dim: int) -> str:

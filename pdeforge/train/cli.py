@@ -339,9 +339,10 @@ def refuse_replacing_a_run(trainer, ckpt_path: str | None, subcommand: str = "fi
         return
     no_logger = trainer.logger is None
     resumed = Path(ckpt_path) if ckpt_path else None
+    folders = [Path(cb.dirpath) if cb.dirpath else log_dir / "checkpoints"
+               for cb in trainer.checkpoint_callbacks]
     if subcommand == "fit" and resumed is None:
-        for cb in trainer.checkpoint_callbacks:
-            folder = Path(cb.dirpath) if cb.dirpath else log_dir / "checkpoints"
+        for cb, folder in zip(trainer.checkpoint_callbacks, folders, strict=True):
             taken = sorted(str(p) for p in folder.glob("*.ckpt"))
             if not taken:
                 continue
@@ -359,8 +360,6 @@ def refuse_replacing_a_run(trainer, ckpt_path: str | None, subcommand: str = "fi
     # (without a logger only: the CSV and TensorBoard loggers write into a new version
     # folder, and a logger of one fixed folder (wandb) rewrites its config every run)
     config = log_dir / "config.yaml"
-    folders = [Path(cb.dirpath) if cb.dirpath else log_dir / "checkpoints"
-               for cb in trainer.checkpoint_callbacks]
     own = resumed is not None and any(_same_folder(resumed.parent, f) for f in folders)
     if no_logger and config.is_file() and not own:
         raise TrainCommandError(
